@@ -1,0 +1,111 @@
+"""``clearing replay``: the auditor's way to reproduce the ledger from its inputs."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import msgspec
+
+from clearing.engine import Engine, encode_output
+
+__all__ = ["ReplayResult", "encode_state", "replay_command", "replay_lines", "state_hash"]
+
+_state_encoder = msgspec.json.Encoder()
+
+
+def encode_state(engine: Engine) -> bytes:
+    """The SPEC §8 state as canonical JSON bytes (keys in code-point order)."""
+    return _state_encoder.encode(engine.state())
+
+
+def state_hash(engine: Engine) -> str:
+    """SHA-256 of the canonical state JSON: two replays agree iff their hashes do."""
+    return hashlib.sha256(encode_state(engine)).hexdigest()
+
+
+class ReplayResult(msgspec.Struct):
+    inputs: int
+    outputs: int
+    rejects: int
+
+
+def iter_file_inputs(stream: BinaryIO) -> Iterator[bytes]:
+    """Input lines of a .jsonl stream, per SPEC §8 (blank lines skipped, not counted)."""
+    for line in stream:
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        if line.strip(b" \t\r"):
+            yield line
+
+
+def replay_lines(
+    engine: Engine,
+    lines: Iterator[bytes],
+    events_out: BinaryIO | None,
+    check_every_input: bool = False,
+) -> ReplayResult:
+    outputs = rejects = inputs = 0
+    write = events_out.write if events_out is not None else None
+    for line in lines:
+        inputs += 1
+        produced = engine.apply(line)
+        if produced:
+            outputs += len(produced)
+            for event in produced:
+                if event.__struct_config__.tag == "reject":
+                    rejects += 1
+                if write is not None:
+                    write(encode_output(event) + b"\n")
+        if check_every_input:
+            engine.check_invariants()
+    engine.check_invariants()
+    return ReplayResult(inputs, outputs, rejects)
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    from clearing.cli import UserError
+
+    path = args.input
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file; pass a .jsonl file of input events")
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a directory; pass a .jsonl file of input events")
+    engine = Engine()
+    try:
+        source = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from exc
+    events_out: BinaryIO
+    try:
+        events_out = open(args.events, "wb") if args.events else sys.stdout.buffer  # noqa: SIM115
+    except OSError as exc:
+        source.close()
+        raise UserError(f"cannot write {args.events}: {exc.strerror}") from exc
+    try:
+        with source:
+            result = replay_lines(
+                engine, iter_file_inputs(source), events_out, args.check_invariants
+            )
+    finally:
+        if args.events:
+            events_out.close()
+        else:
+            events_out.flush()
+    if args.state:
+        try:
+            with open(args.state, "wb") as state_out:
+                state_out.write(encode_state(engine) + b"\n")
+        except OSError as exc:
+            raise UserError(f"cannot write {args.state}: {exc.strerror}") from exc
+    if not args.quiet:
+        print(
+            f"replayed {result.inputs} inputs: {result.outputs} output events "
+            f"({result.rejects} rejects); state sha256 {state_hash(engine)}",
+            file=sys.stderr,
+        )
+    return 0

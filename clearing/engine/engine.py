@@ -1,0 +1,268 @@
+"""The engine: one ordered input in, its output events out. Pure and deterministic.
+
+``Engine.apply(raw)`` is the single entry point: it numbers the input (``seq``), decodes
+and validates it, applies it to the ledger and returns the output events in SPEC §6
+order. It never reads a clock or does I/O; the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import msgspec
+
+from clearing.engine.events import (
+    DecodeFailure,
+    OracleHeld,
+    OutputEvent,
+    ParsedBook,
+    ParsedDeposit,
+    ParsedFill,
+    ParsedMarket,
+    ParsedOracle,
+    ParsedWithdraw,
+    Reject,
+    Withdrawal,
+    decode_input,
+    encode_output,
+)
+from clearing.engine.margin import equity_e16, initial_requirement_e24
+from clearing.engine.money import CASH_PER_E8, E8, format_e8, format_e16
+from clearing.engine.state import (
+    BAD_DEBT,
+    FEE_POOL,
+    SYSTEM_ACCOUNTS,
+    Account,
+    Ledger,
+    MarketState,
+)
+from clearing.engine.waterfall import resolve_accounts
+
+__all__ = ["Engine", "iter_jsonl_lines", "run_jsonl"]
+
+# Reserved accounts that may not deposit or trade (the fund may do both).
+_NO_DEPOSIT_OR_TRADE = frozenset((FEE_POOL, BAD_DEBT))
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Engine:
+    """The clearing engine. Feed it raw inputs in order with ``apply``."""
+
+    def __init__(self) -> None:
+        self.ledger = Ledger()
+        self.seq = 0  # inputs applied so far; the next input gets seq + 1
+
+    def apply(self, raw: bytes) -> list[OutputEvent]:
+        """Apply one raw input (a JSON object's bytes) and return its output events."""
+        self.seq += 1
+        parsed = decode_input(raw)
+        if type(parsed) is DecodeFailure:
+            return [Reject(self.seq, parsed.reason, parsed.detail, **parsed.known)]
+        out: list[OutputEvent] = []
+        try:
+            if type(parsed) is ParsedFill:
+                self._fill(parsed, out)
+            elif type(parsed) is ParsedOracle:
+                self._oracle(parsed, out)
+            elif type(parsed) is ParsedBook:
+                self._book(parsed)
+            elif type(parsed) is ParsedDeposit:
+                self._deposit(parsed)
+            elif type(parsed) is ParsedWithdraw:
+                self._withdraw(parsed, out)
+            else:
+                assert type(parsed) is ParsedMarket
+                self._market(parsed, out)
+        except _Rejected as rejected:
+            # Handlers raise only before their first mutation, so state is untouched.
+            return [Reject(self.seq, rejected.reason, rejected.detail, **_known(parsed))]
+        return out
+
+    def apply_many(self, raws: Iterable[bytes]) -> list[OutputEvent]:
+        """Apply a batch of inputs in order; the outputs of all of them, in order."""
+        out: list[OutputEvent] = []
+        for raw in raws:
+            out.extend(self.apply(raw))
+        return out
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def _market_of(self, market_id: str) -> MarketState:
+        market = self.ledger.markets.get(market_id)
+        if market is None:
+            raise _Rejected("unknown_market", f"market {market_id!r:.60} has not been created")
+        return market
+
+    def _market(self, event: ParsedMarket, out: list[OutputEvent]) -> None:
+        ledger = self.ledger
+        market = ledger.markets.get(event.market)
+        if market is None:
+            ledger.markets[event.market] = MarketState(
+                event.market, event.imr_e8, event.mmr_e8, event.liq_fee_e8, event.max_oracle_move_e8
+            )
+            return
+        market.imr_e8 = event.imr_e8
+        market.mmr_e8 = event.mmr_e8
+        market.liq_fee_e8 = event.liq_fee_e8
+        market.max_oracle_move_e8 = event.max_oracle_move_e8
+        market.held_e8 = None
+        resolve_accounts(ledger, self.seq, list(market.holders.values()), None, out)
+
+    def _deposit(self, event: ParsedDeposit) -> None:
+        if event.account in _NO_DEPOSIT_OR_TRADE:
+            raise _Rejected("reserved_account", f"{event.account} cannot receive deposits")
+        amount_e16 = event.amount_e8 * CASH_PER_E8
+        self.ledger.account(event.account).cash_e16 += amount_e16
+        self.ledger.net_deposits_e16 += amount_e16
+
+    def _withdraw(self, event: ParsedWithdraw, out: list[OutputEvent]) -> None:
+        ledger = self.ledger
+        if event.account in SYSTEM_ACCOUNTS:
+            raise _Rejected("reserved_account", f"{event.account} cannot withdraw")
+        account = ledger.accounts.get(event.account)
+        amount_e16 = event.amount_e8 * CASH_PER_E8
+        if account is None or amount_e16 > account.cash_e16:
+            raise _Rejected("insufficient_cash", "amount exceeds the account's cash")
+        after_e24 = (equity_e16(account, ledger.markets) - amount_e16) * E8
+        if after_e24 < initial_requirement_e24(account, ledger.markets):
+            raise _Rejected(
+                "insufficient_margin", "equity after the withdrawal would be below initial margin"
+            )
+        account.cash_e16 -= amount_e16
+        ledger.net_deposits_e16 -= amount_e16
+        out.append(Withdrawal(self.seq, event.account, format_e8(event.amount_e8)))
+
+    def _fill(self, event: ParsedFill, out: list[OutputEvent]) -> None:
+        ledger = self.ledger
+        market = self._market_of(event.market)
+        for side in (event.buyer, event.seller):
+            if side in _NO_DEPOSIT_OR_TRADE:
+                raise _Rejected("reserved_account", f"{side} cannot trade")
+        if event.buyer == event.seller:
+            raise _Rejected("self_trade", "buyer and seller are the same account")
+        if event.fill_id in ledger.fill_ids:
+            raise _Rejected("duplicate_fill", f"fill_id {event.fill_id!r:.60} was applied before")
+        ledger.fill_ids.add(event.fill_id)
+
+        price_e8 = event.price_e8
+        qty_e8 = event.qty_e8
+        notional_e16 = qty_e8 * price_e8
+        buyer = ledger.account(event.buyer)
+        seller = ledger.account(event.seller)
+        self._trade(buyer, market, qty_e8, price_e8)
+        self._trade(seller, market, -qty_e8, price_e8)
+        buyer_fee_e16 = event.buyer_fee_e8 * CASH_PER_E8
+        seller_fee_e16 = event.seller_fee_e8 * CASH_PER_E8
+        buyer.cash_e16 -= notional_e16 + buyer_fee_e16
+        seller.cash_e16 += notional_e16 - seller_fee_e16
+        ledger.fee_pool.cash_e16 += buyer_fee_e16 + seller_fee_e16
+
+        checked: list[Account] = [buyer, seller]
+        if not market.oracle_seen and market.mark_e8 != price_e8:
+            market.mark_e8 = price_e8
+            checked.extend(market.holders.values())
+        resolve_accounts(ledger, self.seq, checked, market.id, out)
+
+    def _trade(self, account: Account, market: MarketState, dq_e8: int, price_e8: int) -> None:
+        """Move a position by ``dq_e8`` at ``price_e8`` and keep K per SPEC §2."""
+        position = account.positions.get(market.id)
+        old_qty = position.qty_e8 if position is not None else 0
+        old_k = position.k_e16 if position is not None else 0
+        new_qty = old_qty + dq_e8
+        if account.is_system:
+            new_k = 0  # never read: clawback bases skip system accounts
+        elif old_qty != 0 and (old_qty > 0) != (new_qty > 0) and new_qty != 0:
+            new_k = -new_qty * price_e8  # flipped: only the opening part counts
+        else:
+            new_k = old_k - dq_e8 * price_e8
+        self.ledger.set_position(account, market, new_qty, new_k)
+
+    def _oracle(self, event: ParsedOracle, out: list[OutputEvent]) -> None:
+        market = self._market_of(event.market)
+        price_e8 = event.price_e8
+        move_e8 = market.max_oracle_move_e8
+        mark_e8 = market.mark_e8
+        if move_e8 is not None and mark_e8 is not None:
+            held_e8 = market.held_e8
+            confirmed = held_e8 is not None and abs(price_e8 - held_e8) * E8 <= move_e8 * held_e8
+            if not confirmed and abs(price_e8 - mark_e8) * E8 > move_e8 * mark_e8:
+                market.held_e8 = price_e8
+                out.append(OracleHeld(self.seq, market.id, format_e8(price_e8)))
+                return
+        market.mark_e8 = price_e8
+        market.held_e8 = None
+        market.oracle_seen = True
+        resolve_accounts(self.ledger, self.seq, list(market.holders.values()), None, out)
+
+    def _book(self, event: ParsedBook) -> None:
+        self._market_of(event.market).book.replace(event.bids, event.asks)
+
+    # -- views -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, object]:
+        """The SPEC §8 state: every account (system ones included) and every market."""
+        ledger = self.ledger
+        accounts = {}
+        for account_id in sorted(ledger.accounts):
+            account = ledger.accounts[account_id]
+            accounts[account_id] = {
+                "cash": format_e16(account.cash_e16),
+                "positions": {
+                    market_id: format_e8(account.positions[market_id].qty_e8)
+                    for market_id in sorted(account.positions)
+                },
+            }
+        markets = {
+            market_id: {
+                "mark": None
+                if ledger.markets[market_id].mark_e8 is None
+                else format_e8(ledger.markets[market_id].mark_e8)  # type: ignore[arg-type]
+            }
+            for market_id in sorted(ledger.markets)
+        }
+        return {"accounts": accounts, "markets": markets}
+
+    def check_invariants(self) -> None:
+        """Raise ``InvariantViolation`` if the ledger does not balance."""
+        self.ledger.check_invariants()
+
+
+def _known(parsed: object) -> dict[str, str]:
+    known: dict[str, str] = {}
+    for key in ("fill_id", "account", "market"):
+        value = getattr(parsed, key, None)
+        if type(value) is str:
+            known[key] = value[:200]
+    return known
+
+
+def iter_jsonl_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line) for every input line of a .jsonl file (SPEC §8).
+
+    Lines of only spaces, tabs or carriage returns are skipped and not counted as inputs.
+    """
+    for line_no, line in enumerate(data.split(b"\n"), start=1):
+        if line.strip(b" \t\r"):
+            yield line_no, line
+
+
+_state_encoder = msgspec.json.Encoder()
+
+
+def run_jsonl(data: bytes) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """Replay a whole .jsonl file in memory: (output events as JSON dicts, final state).
+
+    A convenience for tests and small tools; it goes through the exact output bytes.
+    """
+    engine = Engine()
+    events: list[dict[str, object]] = []
+    for _, line in iter_jsonl_lines(data):
+        for event in engine.apply(line):
+            events.append(msgspec.json.decode(encode_output(event)))
+    return events, msgspec.json.decode(_state_encoder.encode(engine.state()))

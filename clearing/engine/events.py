@@ -1,0 +1,488 @@
+"""Input and output events as msgspec Structs, and the decoder that validates inputs.
+
+Inputs are a tagged union on ``type``. Decoding has two paths that must agree:
+
+* the fast path decodes straight into the typed union with one reused decoder; almost
+  every real input takes it;
+* when the typed decode fails, the slow path decodes into plain JSON values and walks the
+  SPEC's validation order (malformed, unknown_type, invalid_field) to name the exact reason.
+
+Either way, value checks (decimal syntax, magnitude, ranges, non-empty ids) run on the
+Struct, and the result is a validated ``Parsed*`` tuple the engine applies, or a ``Reject``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NamedTuple
+
+import msgspec
+from msgspec import UNSET, Struct, UnsetType
+
+from clearing.engine.money import E8, parse_wire_e8
+
+__all__ = [
+    "MAX_NESTING_DEPTH",
+    "REJECT_REASONS",
+    "BadDebt",
+    "Book",
+    "Clawback",
+    "Deposit",
+    "Fill",
+    "FundDraw",
+    "InputEvent",
+    "Liquidation",
+    "Market",
+    "Oracle",
+    "OracleHeld",
+    "OutputEvent",
+    "Reject",
+    "Withdraw",
+    "Withdrawal",
+    "decode_input",
+    "encode_output",
+]
+
+# A wire number: decimal string or JSON integer (never a float).
+Num = str | int
+# Timestamps are int64 nanoseconds; wider integers are invalid fields.
+_TS_MIN: Final = -(2**63)
+_TS_MAX: Final = 2**63 - 1
+# Valid inputs nest 3 deep (object > bids > [price, qty]); anything past this is "absurd
+# nesting" and malformed. Fixed here so every implementation and platform agrees.
+MAX_NESTING_DEPTH: Final = 64
+
+
+class _Input(Struct, tag_field="type", frozen=True, gc=False):
+    pass
+
+
+class Market(_Input, tag="market"):
+    market: str
+    imr: Num
+    mmr: Num
+    liq_fee: Num
+    max_oracle_move: Num | UnsetType = UNSET
+    ts: int | UnsetType = UNSET
+
+
+class Deposit(_Input, tag="deposit"):
+    account: str
+    amount: Num
+    ts: int | UnsetType = UNSET
+
+
+class Withdraw(_Input, tag="withdraw"):
+    account: str
+    amount: Num
+    ts: int | UnsetType = UNSET
+
+
+class Fill(_Input, tag="fill"):
+    fill_id: str
+    market: str
+    price: Num
+    qty: Num
+    buyer: str
+    seller: str
+    buyer_fee: Num | UnsetType = UNSET
+    seller_fee: Num | UnsetType = UNSET
+    ts: int | UnsetType = UNSET
+
+
+class Oracle(_Input, tag="oracle"):
+    market: str
+    price: Num
+    ts: int | UnsetType = UNSET
+
+
+class Book(_Input, tag="book"):
+    market: str
+    bids: list[tuple[Num, Num]] | UnsetType = UNSET
+    asks: list[tuple[Num, Num]] | UnsetType = UNSET
+    ts: int | UnsetType = UNSET
+
+
+InputEvent = Market | Deposit | Withdraw | Fill | Oracle | Book
+_INPUT_TYPES: Final[dict[str, type[_Input]]] = {
+    "market": Market,
+    "deposit": Deposit,
+    "withdraw": Withdraw,
+    "fill": Fill,
+    "oracle": Oracle,
+    "book": Book,
+}
+
+# ---------------------------------------------------------------------------------------
+# Outputs. Field order is the wire order: type first (the tag), then seq, then the rest.
+
+
+class _Output(Struct, tag_field="type", frozen=True, gc=False, omit_defaults=True):
+    seq: int
+
+
+class Liquidation(_Output, tag="liquidation"):
+    account: str
+    market: str
+    qty: str
+    proceeds: str
+    mark: str
+    fee: str
+
+
+class FundDraw(_Output, tag="fund_draw"):
+    account: str
+    amount: str
+
+
+class Clawback(_Output, tag="clawback"):
+    account: str
+    amount: str
+    cause: str
+
+
+class BadDebt(_Output, tag="bad_debt"):
+    account: str
+    amount: str
+
+
+class Withdrawal(_Output, tag="withdrawal"):
+    account: str
+    amount: str
+
+
+class OracleHeld(_Output, tag="oracle_held"):
+    market: str
+    price: str
+
+
+class Reject(_Output, tag="reject"):
+    reason: str
+    detail: str
+    # What is known of the input: its type and ids, when they were readable strings.
+    input_type: str | UnsetType = UNSET
+    fill_id: str | UnsetType = UNSET
+    account: str | UnsetType = UNSET
+    market: str | UnsetType = UNSET
+
+
+OutputEvent = Liquidation | FundDraw | Clawback | BadDebt | Withdrawal | OracleHeld | Reject
+
+REJECT_REASONS: Final = (
+    "malformed",
+    "unknown_type",
+    "invalid_field",
+    "unknown_market",
+    "reserved_account",
+    "self_trade",
+    "duplicate_fill",
+    "insufficient_cash",
+    "insufficient_margin",
+)
+
+_output_encoder = msgspec.json.Encoder()
+
+
+def encode_output(event: OutputEvent) -> bytes:
+    """One output event as compact JSON (no newline)."""
+    return _output_encoder.encode(event)
+
+
+# ---------------------------------------------------------------------------------------
+# Validated inputs: parsed, scaled values the engine applies without re-checking.
+
+
+class ParsedMarket(NamedTuple):
+    market: str
+    imr_e8: int
+    mmr_e8: int
+    liq_fee_e8: int
+    max_oracle_move_e8: int | None
+
+
+class ParsedDeposit(NamedTuple):
+    account: str
+    amount_e8: int
+
+
+class ParsedWithdraw(NamedTuple):
+    account: str
+    amount_e8: int
+
+
+class ParsedFill(NamedTuple):
+    fill_id: str
+    market: str
+    price_e8: int
+    qty_e8: int
+    buyer: str
+    seller: str
+    buyer_fee_e8: int
+    seller_fee_e8: int
+
+
+class ParsedOracle(NamedTuple):
+    market: str
+    price_e8: int
+
+
+class ParsedBook(NamedTuple):
+    market: str
+    # Aggregated levels: price_e8 -> qty_e8 (repeated prices add up).
+    bids: dict[int, int]
+    asks: dict[int, int]
+
+
+ParsedInput = ParsedMarket | ParsedDeposit | ParsedWithdraw | ParsedFill | ParsedOracle | ParsedBook
+
+
+class InvalidField(Exception):
+    """A field is missing, null, of the wrong type or out of range."""
+
+
+def _id(name: str, value: str) -> str:
+    if not value:
+        raise InvalidField(f"{name} must be a non-empty string")
+    return value
+
+
+def _num(name: str, value: object) -> int:
+    parsed = parse_wire_e8(value)
+    if parsed is None:
+        raise InvalidField(
+            f"{name} must be a decimal string with at most 8 decimals or an integer, "
+            f"magnitude <= 1e15; got {value!r:.40}"
+        )
+    return parsed
+
+
+def _positive(name: str, value: object) -> int:
+    parsed = _num(name, value)
+    if parsed <= 0:
+        raise InvalidField(f"{name} must be > 0; got {value!r:.40}")
+    return parsed
+
+
+def _ts(value: int | UnsetType) -> None:
+    if value is not UNSET and not (_TS_MIN <= value <= _TS_MAX):  # type: ignore[operator]
+        raise InvalidField("ts must be an int64 count of nanoseconds")
+
+
+def _levels(name: str, levels: list[tuple[Num, Num]] | UnsetType) -> dict[int, int]:
+    aggregated: dict[int, int] = {}
+    if levels is UNSET:
+        return aggregated
+    for index, (price, qty) in enumerate(levels):  # type: ignore[union-attr]
+        price_e8 = _positive(f"{name}[{index}] price", price)
+        qty_e8 = _positive(f"{name}[{index}] qty", qty)
+        aggregated[price_e8] = aggregated.get(price_e8, 0) + qty_e8
+    return aggregated
+
+
+def _validate(event: _Input) -> ParsedInput:
+    """Value checks shared by both decode paths; raises InvalidField."""
+    _ts(event.ts)  # type: ignore[attr-defined]
+    if type(event) is Fill:
+        return ParsedFill(
+            _id("fill_id", event.fill_id),
+            _id("market", event.market),
+            _positive("price", event.price),
+            _positive("qty", event.qty),
+            _id("buyer", event.buyer),
+            _id("seller", event.seller),
+            0 if event.buyer_fee is UNSET else _num("buyer_fee", event.buyer_fee),
+            0 if event.seller_fee is UNSET else _num("seller_fee", event.seller_fee),
+        )
+    if type(event) is Oracle:
+        return ParsedOracle(_id("market", event.market), _positive("price", event.price))
+    if type(event) is Deposit:
+        return ParsedDeposit(_id("account", event.account), _positive("amount", event.amount))
+    if type(event) is Withdraw:
+        return ParsedWithdraw(_id("account", event.account), _positive("amount", event.amount))
+    if type(event) is Book:
+        return ParsedBook(
+            _id("market", event.market), _levels("bids", event.bids), _levels("asks", event.asks)
+        )
+    assert type(event) is Market
+    imr = _num("imr", event.imr)
+    mmr = _num("mmr", event.mmr)
+    liq_fee = _num("liq_fee", event.liq_fee)
+    if not (0 < mmr <= imr <= E8):
+        raise InvalidField("need 0 < mmr <= imr <= 1")
+    if not (0 <= liq_fee < E8):
+        raise InvalidField("need 0 <= liq_fee < 1")
+    move: int | None = None
+    if event.max_oracle_move is not UNSET:
+        move = _positive("max_oracle_move", event.max_oracle_move)
+    return ParsedMarket(_id("market", event.market), imr, mmr, liq_fee, move)
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding.
+
+
+class _FloatToken:
+    """A JSON float seen by the slow path: valid JSON, never a valid wire number."""
+
+    __slots__ = ()
+
+
+_FLOAT = _FloatToken()
+_typed_decoder = msgspec.json.Decoder(InputEvent)
+_any_decoder = msgspec.json.Decoder(float_hook=lambda _text: _FLOAT)
+
+
+class DecodeFailure(NamedTuple):
+    reason: str
+    detail: str
+    known: dict[str, str]
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """Maximum bracket depth outside strings. Only run on inputs with many brackets."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _too_deep(raw: bytes) -> bool:
+    # Cheap pre-filter in C before the byte-by-byte scan.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING_DEPTH:
+        return False
+    return _nesting_depth(raw) > MAX_NESTING_DEPTH
+
+
+def _known(obj: dict[str, Any]) -> dict[str, str]:
+    known = {}
+    for key, out_key in (
+        ("type", "input_type"),
+        ("fill_id", "fill_id"),
+        ("account", "account"),
+        ("market", "market"),
+    ):
+        value = obj.get(key)
+        if type(value) is str:
+            known[out_key] = value[:200]
+    return known
+
+
+_ID = "id"
+_NUM = "num"
+_TS = "ts"
+_LEVELS = "levels"
+# Field kinds per input type, in declaration order; optional fields may be absent.
+_FIELDS: Final[dict[str, tuple[tuple[str, str, bool], ...]]] = {
+    "market": (
+        ("market", _ID, True),
+        ("imr", _NUM, True),
+        ("mmr", _NUM, True),
+        ("liq_fee", _NUM, True),
+        ("max_oracle_move", _NUM, False),
+        ("ts", _TS, False),
+    ),
+    "deposit": (("account", _ID, True), ("amount", _NUM, True), ("ts", _TS, False)),
+    "withdraw": (("account", _ID, True), ("amount", _NUM, True), ("ts", _TS, False)),
+    "fill": (
+        ("fill_id", _ID, True),
+        ("market", _ID, True),
+        ("price", _NUM, True),
+        ("qty", _NUM, True),
+        ("buyer", _ID, True),
+        ("seller", _ID, True),
+        ("buyer_fee", _NUM, False),
+        ("seller_fee", _NUM, False),
+        ("ts", _TS, False),
+    ),
+    "oracle": (("market", _ID, True), ("price", _NUM, True), ("ts", _TS, False)),
+    "book": (
+        ("market", _ID, True),
+        ("bids", _LEVELS, False),
+        ("asks", _LEVELS, False),
+        ("ts", _TS, False),
+    ),
+}
+
+
+def _kind_ok(kind: str, value: object) -> bool:
+    if kind == _ID:
+        return type(value) is str
+    if kind == _NUM:
+        return type(value) is str or type(value) is int
+    if kind == _TS:
+        return type(value) is int
+    # Book levels: a list of [price, qty] pairs of wire numbers.
+    return type(value) is list and all(
+        type(level) is list
+        and len(level) == 2
+        and all(type(part) is str or type(part) is int for part in level)
+        for level in value
+    )
+
+
+def _slow_decode(raw: bytes) -> ParsedInput | DecodeFailure:
+    try:
+        obj = _any_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        return DecodeFailure("malformed", f"not valid JSON: {exc}"[:200], {})
+    if type(obj) is not dict:
+        return DecodeFailure("malformed", "input must be a JSON object", {})
+    known = _known(obj)
+    type_name = obj.get("type")
+    if type(type_name) is not str or type_name not in _FIELDS:
+        detail = "missing type" if "type" not in obj else f"unknown type {type_name!r:.40}"
+        return DecodeFailure("unknown_type", detail, known)
+    kwargs: dict[str, Any] = {}
+    for name, kind, required in _FIELDS[type_name]:
+        if name not in obj:
+            if required:
+                return DecodeFailure("invalid_field", f"{name} is missing", known)
+            continue
+        value = obj[name]
+        if not _kind_ok(kind, value):
+            return DecodeFailure("invalid_field", f"{name} has the wrong type", known)
+        kwargs[name] = [tuple(level) for level in value] if kind == _LEVELS else value
+    event = _INPUT_TYPES[type_name](**kwargs)
+    try:
+        return _validate(event)
+    except InvalidField as exc:
+        return DecodeFailure("invalid_field", str(exc), known)
+
+
+def decode_input(raw: bytes) -> ParsedInput | DecodeFailure:
+    """Decode and validate one raw input; never raises on any bytes."""
+    if not raw.isascii():
+        # The typed decoder skips unknown fields without checking their bytes, so an
+        # invalid UTF-8 sequence there would slip through; check the whole input.
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return DecodeFailure("malformed", f"not valid UTF-8: {exc}"[:200], {})
+    if _too_deep(raw):
+        return DecodeFailure("malformed", f"nesting deeper than {MAX_NESTING_DEPTH}", {})
+    try:
+        event = _typed_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+        return _slow_decode(raw)
+    try:
+        return _validate(event)
+    except InvalidField as exc:
+        known = {"input_type": event.__struct_config__.tag}  # type: ignore[dict-item]
+        for key in ("fill_id", "account", "market"):
+            value = getattr(event, key, None)
+            if type(value) is str:
+                known[key] = value[:200]
+        return DecodeFailure("invalid_field", str(exc), known)
