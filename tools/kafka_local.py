@@ -47,13 +47,20 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
-# Newest Apache Kafka release (as resolvable from Maven Central here) against which
-# aiokafka 0.14's transactional producer, send_offsets_to_transaction, read_committed
-# consumer and consumer groups all pass tests/integration/test_kafka_broker.py.
-# Kafka 4.x removed protocol versions older than 2.1 (KIP-896); aiokafka 0.14 still
-# negotiates versions that 4.x kept (see the ApiVersions check in the tests), so 4.x works.
-KAFKA_VERSION = "4.3.1"
+# Why 4.4.0: it is the newest Apache Kafka release on Maven Central (checked 2026-11 with
+# `mvn versions:display-dependency-updates`), and aiokafka 0.14 passes every test in
+# tests/integration/test_kafka_broker.py against it: transactional producer,
+# read_committed consumer, send_offsets_to_transaction, consumer groups, fencing,
+# restart/crash recovery (4.3.1 passes the same suite). Kafka 4.x removed the pre-2.1
+# protocol versions (KIP-896), but every request aiokafka 0.14 can send still has a
+# version the broker accepts -- notably aiokafka only speaks v0 of InitProducerId,
+# AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and TxnOffsetCommit, and 4.4 still
+# serves v0 of all five. test_aiokafka_protocol_versions_overlap_broker guards this on
+# every bump. No fallback to 3.x was needed.
+KAFKA_VERSION = "4.4.0"
 SCALA_VERSION = "2.13"
+# CLEARING_KAFKA_VERSION=x.y.z overrides it (to try a new release with the same tests).
+VERSION_ENV = "CLEARING_KAFKA_VERSION"
 
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -102,16 +109,20 @@ class KafkaLocalError(RuntimeError):
 # --------------------------------------------------------------------------- fetch
 
 
+def default_version() -> str:
+    return os.environ.get(VERSION_ENV) or KAFKA_VERSION
+
+
 def cache_root() -> Path:
     env = os.environ.get("CLEARING_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "clearing"
 
 
-def kafka_home(version: str = KAFKA_VERSION) -> Path:
-    return cache_root() / f"kafka-{version}"
+def kafka_home(version: str | None = None) -> Path:
+    return cache_root() / f"kafka-{version or default_version()}"
 
 
-def libs_dir(version: str = KAFKA_VERSION) -> Path:
+def libs_dir(version: str | None = None) -> Path:
     return kafka_home(version) / "libs"
 
 
@@ -138,7 +149,11 @@ def _run_mvn(args: list[str], cwd: Path) -> None:
     if mvn is None:
         raise KafkaLocalError("`mvn` not found on PATH; it is needed once to fetch Kafka jars")
     proc = subprocess.run(
-        [mvn, "-q", "-B", *args], cwd=cwd, capture_output=True, text=True, check=False
+        [mvn, "-q", "-B", "-Dstyle.color=never", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-4000:]
@@ -154,8 +169,9 @@ def _jar_version(libs: Path, artifact: str) -> str | None:
     return None
 
 
-def fetch(version: str = KAFKA_VERSION, *, verbose: bool = False) -> Path:
+def fetch(version: str | None = None, *, verbose: bool = False) -> Path:
     """Make sure the broker jars for `version` are cached; return the libs dir."""
+    version = version or default_version()
     home = kafka_home(version)
     libs = home / "libs"
     marker = libs / ".complete"
@@ -331,13 +347,13 @@ class LocalKafka:
         port: int | None = None,
         controller_port: int | None = None,
         data_dir: str | os.PathLike[str] | None = None,
-        version: str = KAFKA_VERSION,
+        version: str | None = None,
         heap: str = DEFAULT_HEAP,
         overrides: Mapping[str, str] | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
         die_with_parent: bool = True,
     ) -> None:
-        self.version = version
+        self.version = version or default_version()
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
         self._owns_dir = data_dir is None
@@ -405,6 +421,10 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             # Topics must be created explicitly (like production): typos fail loudly.
             "auto.create.topics.enable": "false",
+            # After a kill() the restarted broker cannot register until the controller
+            # expires the dead incarnation's session (default 9 s): shorten it.
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "500",
             "num.network.threads": "2",
             "num.io.threads": "4",
             "log.retention.check.interval.ms": "300000",
@@ -475,7 +495,7 @@ class LocalKafka:
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
                 start_new_session=True,  # Ctrl-C in the terminal must not hit the broker
-                preexec_fn=_set_pdeathsig if use_pdeathsig else None,  # noqa: PLW1509
+                preexec_fn=_set_pdeathsig if use_pdeathsig else None,
             )
         if self.die_with_parent and not self._atexit_registered:
             atexit.register(self._atexit)
@@ -508,8 +528,16 @@ class LocalKafka:
         )
 
     def _failure(self, what: str) -> str:
+        # The root cause is usually the first ERROR/FATAL; the tail is shutdown noise.
+        try:
+            lines = self.server_log.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        first = [i for i, line in enumerate(lines) if " ERROR " in line or " FATAL " in line]
+        cause = "\n".join(lines[first[0] : first[0] + 15]) if first else "(none)"
         return (
-            f"{what}\n--- {self.server_log} (tail) ---\n{_tail(self.server_log)}\n"
+            f"{what}\n--- first ERROR in {self.server_log} ---\n{cause}\n"
+            f"--- {self.server_log} (tail) ---\n{_tail(self.server_log, 40)}\n"
             f"--- {self.stdout_log} (tail) ---\n{_tail(self.stdout_log, 30)}"
         )
 
@@ -679,7 +707,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--version", default=KAFKA_VERSION, help="Kafka version (default %(default)s)")
+    ap.add_argument(
+        "--version", default=default_version(), help="Kafka version (default %(default)s)"
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("fetch", help="download the broker jars into the cache")
     st = sub.add_parser("start", help="start a broker (detached unless --foreground)")

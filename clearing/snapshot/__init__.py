@@ -1,0 +1,27 @@
+"""Atomic, checksummed snapshots of the engine state (format in ``_snapshot``)."""
+
+from ._snapshot import (
+    HEADER_BYTES,
+    Snapshot,
+    SnapshotError,
+    SnapshotInfo,
+    list_snapshots,
+    load_latest,
+    prune,
+    read_snapshot,
+    snapshot_name,
+    write_snapshot,
+)
+
+__all__ = [
+    "HEADER_BYTES",
+    "Snapshot",
+    "SnapshotError",
+    "SnapshotInfo",
+    "list_snapshots",
+    "load_latest",
+    "prune",
+    "read_snapshot",
+    "snapshot_name",
+    "write_snapshot",
+]

@@ -1,0 +1,340 @@
+"""On-disk format of the local journal: records, frames, segment headers, the hash chain.
+
+This module is the single place that knows the byte layout; everything below is
+normative (an auditor can write an independent reader from it).  All integers are
+big-endian and unsigned.
+
+Directory
+---------
+A journal is a directory of segment files named ``<first seq, 20 decimal digits>.seg``
+(e.g. ``00000000000000000001.seg``), plus a ``LOCK`` file used only for the writer's
+``flock``.  Other names are ignored.  Segments, sorted by the number in their name,
+hold consecutive, gap-free runs of records; the first segment starts at seq 1.
+
+Segment file
+------------
+A 52-byte segment header, then one or more frames back to back, up to EOF::
+
+    off  size  field
+    0    6     magic          b"CLJSEG"
+    6    1     format_version 1
+    7    1     flags          0 (reserved)
+    8    8     first_seq      seq of the first record in this segment (== file name)
+    16   32    prev_hash      chain hash of record first_seq-1 (32 zero bytes for seq 1)
+    48   4     header_crc     CRC32C (Castagnoli) of bytes 0..47
+
+``prev_hash`` lets a reader verify the chain starting at any segment without
+reading the previous ones, and ties the segments together: deleting, reordering
+or renaming a segment breaks ``first_seq``/``prev_hash`` continuity.
+
+Frame (one record)::
+
+    off  size  field
+    0    1     magic          0xC1
+    1    1     frame_version  1
+    2    4     body_len       length of the body in bytes
+    6    4     body_len_check body_len XOR 0xFFFFFFFF
+    10   4     body_crc       CRC32C of the body
+    14   body_len  body
+
+``body_len_check`` makes the length trustworthy on its own (any damage to either
+copy is caught without reading the body), so a damaged length in the middle of
+the log cannot masquerade as a torn (short) final record.  A valid record needs:
+magic, version and the length check right, the body inside the file, the CRC
+right, the body decodable, its seq the expected one and its chain hash right.
+
+Body: a MessagePack array of exactly 5 elements (msgspec ``Record``, ``array_like``)::
+
+    [seq: uint, source: str (UTF-8), payload: bin, outputs: bin, chain_hash: bin(32)]
+
+(msgspec writes the shortest encodings; a reader should accept any valid MessagePack
+encoding of these types, since nothing is hashed over the MessagePack bytes.)
+
+Hash chain (SHA-256)::
+
+    chain_hash(seq) = SHA-256( prev_hash                (32 bytes)
+                             || u64(seq)
+                             || u32(len(source_utf8)) || u32(len(payload)) || u32(len(outputs))
+                             || source_utf8 || payload || outputs )
+
+with ``prev_hash`` = chain_hash(seq-1), and 32 zero bytes for seq 1.  The hash
+input is a fixed length-prefixed layout (not the MessagePack bytes), so the head
+hash depends only on the logical records: another implementation (e.g. the Kafka
+journal) that stores the same records arrives at the same head hash.
+
+Torn tail (only at the end of the last segment): fewer than 14 bytes left for a
+frame header; or a valid header whose body runs past EOF; or a valid header whose
+body ends exactly at EOF but fails its CRC; or a bad header followed only by zero
+bytes up to EOF; or a last segment with a short/zero-filled header or no record.
+Everything else that fails a check is corruption.
+
+Why SHA-256 rather than BLAKE2b: it is available everywhere an auditor might look
+(``sha256sum``, OpenSSL, every language's standard library, HSMs, FIPS lists), and
+CPython's OpenSSL-backed SHA-256 uses the SHA-NI / ARMv8 crypto instructions: on the
+development machine it hashes at ~1.7 GB/s against ~0.9 GB/s for ``hashlib.blake2b``,
+and for ~200-byte records the two cost the same (~1 us, dominated by call overhead).
+
+Detection: a record's CRC catches random damage; the chain catches deliberate
+edits (a fixed-up CRC still breaks the chain, and recomputing every later hash
+changes ``head_hash``), deletions and reordering; the ``seq`` in each body and the
+segment headers catch gaps and shuffled files.  A
+truncation of the *last* segment at a record boundary, or deletion of the whole
+last segment, is indistinguishable from a shorter log: anchor ``head_hash``
+elsewhere (snapshots record seq + chain hash) to detect that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from collections.abc import Generator
+
+import crc32c
+import msgspec
+
+__all__ = [
+    "FRAME_HEADER_BYTES",
+    "GENESIS_HASH",
+    "HASH_BYTES",
+    "SEGMENT_HEADER_BYTES",
+    "Record",
+    "chain_hash",
+    "segment_name",
+]
+
+HASH_BYTES = 32
+GENESIS_HASH = bytes(HASH_BYTES)
+
+SEGMENT_MAGIC = b"CLJSEG"
+SEGMENT_VERSION = 1
+# magic, version, flags, first_seq, prev_hash  (+ u32 CRC appended separately)
+_SEG_HEAD = struct.Struct(">6sBBQ32s")
+_U32 = struct.Struct(">I")
+SEGMENT_HEADER_BYTES = _SEG_HEAD.size + 4  # 52
+
+FRAME_MAGIC = 0xC1
+FRAME_VERSION = 1
+_FRAME_MAGIC_VERSION = (FRAME_MAGIC << 8) | FRAME_VERSION  # first two bytes as a u16
+# magic+version, body_len, body_len_check, body_crc
+_FRAME = struct.Struct(">HIII")
+FRAME_HEADER_BYTES = _FRAME.size  # 14
+MAX_BODY_BYTES = 0xFFFFFFFF
+_LEN_MASK = 0xFFFFFFFF
+
+_SEG_NAME_RE = re.compile(r"^(\d{20})\.seg$")
+
+_HASH_LENGTHS = struct.Struct(">QIII")  # seq, len(source), len(payload), len(outputs)
+
+
+class Record(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """One journal record.
+
+    ``chain_hash`` is filled in by the journal on read.  On append it may be left
+    empty (the journal computes it); if given it must equal the computed value,
+    which lets a caller copy one journal into another and have the chain checked.
+    """
+
+    seq: int
+    source: str
+    payload: bytes
+    outputs: bytes = b""
+    chain_hash: bytes = b""
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(Record)
+
+
+def chain_hash(
+    prev_hash: bytes, seq: int, source_utf8: bytes, payload: bytes, outputs: bytes
+) -> bytes:
+    """SHA-256 chain hash of one record given the previous record's hash."""
+    return hashlib.sha256(
+        b"".join(
+            (
+                prev_hash,
+                _HASH_LENGTHS.pack(seq, len(source_utf8), len(payload), len(outputs)),
+                source_utf8,
+                payload,
+                outputs,
+            )
+        )
+    ).digest()
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}.seg"
+
+
+def parse_segment_name(name: str) -> int | None:
+    m = _SEG_NAME_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def encode_segment_header(first_seq: int, prev_hash: bytes) -> bytes:
+    head = _SEG_HEAD.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_seq, prev_hash)
+    return head + _U32.pack(crc32c.crc32c(head))
+
+
+class SegmentHeaderError(ValueError):
+    """Raised by ``decode_segment_header`` with a human-readable reason."""
+
+
+def decode_segment_header(data: bytes) -> tuple[int, bytes]:
+    """Return ``(first_seq, prev_hash)`` of a 52-byte segment header."""
+    if len(data) < SEGMENT_HEADER_BYTES:
+        raise SegmentHeaderError(f"segment header short ({len(data)} bytes)")
+    magic, version, _flags, first_seq, prev_hash = _SEG_HEAD.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC:
+        raise SegmentHeaderError("bad segment magic")
+    (crc,) = _U32.unpack_from(data, _SEG_HEAD.size)
+    if crc32c.crc32c(data[: _SEG_HEAD.size]) != crc:
+        raise SegmentHeaderError("segment header CRC mismatch")
+    if version != SEGMENT_VERSION:
+        raise SegmentHeaderError(f"unsupported segment format version {version}")
+    return first_seq, prev_hash
+
+
+def encode_frame(record: Record) -> bytes:
+    """Frame header + MessagePack body of a record whose chain_hash is already set."""
+    body = _ENCODER.encode(record)
+    body_len = len(body)
+    if body_len > MAX_BODY_BYTES:
+        raise ValueError(f"record seq {record.seq} is too large ({body_len} bytes)")
+    header = _FRAME.pack(_FRAME_MAGIC_VERSION, body_len, body_len ^ _LEN_MASK, crc32c.crc32c(body))
+    return header + body
+
+
+class BadFrame(Exception):
+    """Internal: the frame at ``offset`` failed a check.
+
+    ``torn`` says the damage looks like an interrupted write (see the module
+    docstring); it only matters when the segment is the last one.
+    """
+
+    def __init__(self, offset: int, reason: str, torn: bool) -> None:
+        super().__init__(reason)
+        self.offset = offset
+        self.reason = reason
+        self.torn = torn
+
+
+def _all_zero(buf: bytes, start: int, end: int) -> bool:
+    chunk = bytes(buf[start:end])
+    return chunk.count(0) == len(chunk)
+
+
+def _bad_header(buf: bytes, off: int, end: int) -> BadFrame:
+    return BadFrame(
+        off, "bad record header (magic, version or length check)", _all_zero(buf, off, end)
+    )
+
+
+def _frame_at(buf: bytes, off: int, end: int) -> tuple[int, int]:
+    """Check the frame header at ``off``; return ``(body_end, body_crc)``."""
+    if end - off < FRAME_HEADER_BYTES:
+        raise BadFrame(
+            off, f"record header truncated ({end - off} of {FRAME_HEADER_BYTES} bytes)", True
+        )
+    magic_version, body_len, body_len_check, body_crc = _FRAME.unpack_from(buf, off)
+    if magic_version != _FRAME_MAGIC_VERSION or body_len ^ body_len_check != _LEN_MASK:
+        raise _bad_header(buf, off, end)
+    body_end = off + FRAME_HEADER_BYTES + body_len
+    if body_end > end:
+        raise BadFrame(off, f"record body truncated ({end - off} of {body_end - off} bytes)", True)
+    return body_end, body_crc
+
+
+def iter_frames(
+    buf: bytes,
+    end: int,
+    first_seq: int,
+    prev_hash: bytes,
+    start_seq: int,
+    stop_seq: int | None = None,
+) -> Generator[Record, None, tuple[int, bytes]]:
+    """Verify and yield the records of one segment held in ``buf`` (bytes or mmap).
+
+    Frames are read from after the segment header up to ``end``.  Records with
+    seq < ``start_seq`` are skipped without hashing: the stored hash of record
+    ``start_seq - 1`` (CRC checked) becomes the chain start.  Stops after
+    ``stop_seq``.  Returns ``(last_seq, last_hash)`` of the records passed over, and
+    raises ``BadFrame`` at the first problem.
+
+    This is the hot loop of replay: one unpack, one CRC, one decode and one hash per
+    record, no syscalls.
+    """
+    off = SEGMENT_HEADER_BYTES
+    seq = first_seq
+    prev = prev_hash
+    while seq < start_seq and off < end:
+        body_end, body_crc = _frame_at(buf, off, end)
+        if seq == start_seq - 1:
+            body = buf[off + FRAME_HEADER_BYTES : body_end]
+            if crc32c.crc32c(body) != body_crc:
+                raise BadFrame(off, "record body CRC mismatch", body_end == end)
+            rec = _decode_checked(body, off, seq)
+            prev = rec.chain_hash
+        off = body_end
+        seq += 1
+
+    unpack_frame = _FRAME.unpack_from
+    crc = crc32c.crc32c
+    decode = _DECODER.decode
+    sha256 = hashlib.sha256
+    join = b"".join
+    pack_lengths = _HASH_LENGTHS.pack
+    hdr = FRAME_HEADER_BYTES
+    magic_version = _FRAME_MAGIC_VERSION
+    mask = _LEN_MASK
+    stop = stop_seq if stop_seq is not None else 1 << 64
+    while off < end and seq <= stop:
+        if end - off < hdr:
+            _frame_at(buf, off, end)  # raises with the right classification
+        mv, body_len, body_len_check, body_crc = unpack_frame(buf, off)
+        body_end = off + hdr + body_len
+        if mv != magic_version or body_len ^ body_len_check != mask or body_end > end:
+            _frame_at(buf, off, end)  # raises
+        body = buf[off + hdr : body_end]
+        if crc(body) != body_crc:
+            raise BadFrame(off, "record body CRC mismatch", body_end == end)
+        try:
+            rec = decode(body)
+        except msgspec.DecodeError as exc:
+            raise BadFrame(off, f"undecodable record body ({exc})", False) from None
+        if rec.seq != seq:
+            raise BadFrame(off, f"record has seq {rec.seq} where {seq} was expected", False)
+        src = rec.source.encode()
+        payload = rec.payload
+        outputs = rec.outputs
+        digest = sha256(
+            join(
+                (
+                    prev,
+                    pack_lengths(seq, len(src), len(payload), len(outputs)),
+                    src,
+                    payload,
+                    outputs,
+                )
+            )
+        ).digest()
+        if digest != rec.chain_hash:
+            raise BadFrame(off, f"hash chain break at seq {seq}", False)
+        yield rec
+        prev = digest
+        off = body_end
+        seq += 1
+    return seq - 1, prev
+
+
+def _decode_checked(body: bytes, off: int, seq: int) -> Record:
+    try:
+        rec = _DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadFrame(off, f"undecodable record body ({exc})", False) from None
+    if rec.seq != seq:
+        raise BadFrame(off, f"record has seq {rec.seq} where {seq} was expected", False)
+    if len(rec.chain_hash) != HASH_BYTES:
+        raise BadFrame(off, "record has a malformed chain hash", False)
+    return rec
