@@ -13,6 +13,7 @@ Struct, and the result is a validated ``Parsed*`` tuple the engine applies, or a
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -433,9 +434,56 @@ def _kind_ok(kind: str, value: object) -> bool:
     )
 
 
+# Python refuses to convert integer literals longer than this many digits (ValueError).
+_INT_DIGITS_LIMIT: Final = 4300
+_HUGE_DIGIT_RUN: Final = re.compile(rb"[0-9]{%d}" % (_INT_DIGITS_LIMIT + 1))
+
+
+def _defuse_huge_integers(raw: bytes) -> bytes:
+    """Replace integer literals too long for Python's int() by a float literal.
+
+    Valid JSON either way; a float in a checked field is an invalid_field and in an
+    unknown field is ignored, which is what the huge integer deserves. Runs only when
+    decoding already failed, so the byte loop's cost does not matter.
+    """
+    out = bytearray()
+    in_string = escaped = False
+    run_start = -1
+    for index, byte in enumerate(raw):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+            out.append(byte)
+            continue
+        if 0x30 <= byte <= 0x39:
+            if run_start < 0:
+                run_start = index
+            continue
+        if run_start >= 0:
+            digits = raw[run_start:index]
+            out += b"0.5" if len(digits) > _INT_DIGITS_LIMIT else digits
+            run_start = -1
+        if byte == 0x22:
+            in_string = True
+        out.append(byte)
+    if run_start >= 0:
+        digits = raw[run_start:]
+        out += b"0.5" if len(digits) > _INT_DIGITS_LIMIT else digits
+    return bytes(out)
+
+
 def _slow_decode(raw: bytes) -> ParsedInput | DecodeFailure:
     try:
-        obj = _any_decoder.decode(raw)
+        try:
+            obj = _any_decoder.decode(raw)
+        except (msgspec.DecodeError, ValueError):
+            if _HUGE_DIGIT_RUN.search(raw) is None:
+                raise
+            obj = _any_decoder.decode(_defuse_huge_integers(raw))
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
         return DecodeFailure("malformed", f"not valid JSON: {exc}"[:200], {})
     if type(obj) is not dict:
@@ -443,7 +491,12 @@ def _slow_decode(raw: bytes) -> ParsedInput | DecodeFailure:
     known = _known(obj)
     type_name = obj.get("type")
     if type(type_name) is not str or type_name not in _FIELDS:
-        detail = "missing type" if "type" not in obj else f"unknown type {type_name!r:.40}"
+        if "type" not in obj:
+            detail = "missing type"
+        elif type(type_name) is not str:
+            detail = "type must be a string"
+        else:
+            detail = f"unknown type {type_name!r:.40}"
         return DecodeFailure("unknown_type", detail, known)
     kwargs: dict[str, Any] = {}
     for name, kind, required in _FIELDS[type_name]:

@@ -31,6 +31,8 @@ MAX_WIRE_E8 = 10**15 * E8
 
 # ASCII digits only: Python's int() and str.isdigit() would accept other scripts' digits.
 _DECIMAL_RE = re.compile(r"-?[0-9]+(?:\.[0-9]{1,8})?")
+# Integer parts longer than this get a cheap significant-digit check before int().
+_MAX_WIRE_CHARS = 32
 
 
 def parse_wire_e8(value: object) -> int | None:
@@ -43,7 +45,13 @@ def parse_wire_e8(value: object) -> int | None:
         if _DECIMAL_RE.fullmatch(value) is None:
             return None
         whole, dot, frac = value.partition(".")
+        # 1e15 has 16 digits: longer integer parts (leading zeros aside) are out of range,
+        # and must never reach int(), whose 4300-digit limit raises ValueError.
         negative = whole.startswith("-")
+        if len(whole) > _MAX_WIRE_CHARS:
+            whole = whole.lstrip("-").lstrip("0") or "0"
+            if len(whole) > 16:
+                return None
         scaled = abs(int(whole)) * E8 + (int(frac.ljust(8, "0")) if dot else 0)
         if negative:
             scaled = -scaled

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from sortedcontainers import SortedList
+
 from clearing.engine.book import OrderBook
+from clearing.engine.money import E8
 
 __all__ = [
     "BAD_DEBT",
@@ -40,7 +43,7 @@ class Position:
 
 
 class Account:
-    __slots__ = ("cash_e16", "id", "is_system", "positions")
+    __slots__ = ("cash_e16", "id", "index_entry", "index_multi", "is_system", "positions")
 
     def __init__(self, account_id: str, cash_e16: int = 0) -> None:
         self.id = account_id
@@ -48,6 +51,11 @@ class Account:
         self.is_system = account_id in SYSTEM_ACCOUNTS
         # market id -> Position; only non-zero positions are kept.
         self.positions: dict[str, Position] = {}
+        # Where the liquidation index holds this account (see Ledger.reindex): a
+        # (market id, is_long, threshold) entry when it has one position, or the markets
+        # whose multi-position set it is in.
+        self.index_entry: tuple[str, bool, int] | None = None
+        self.index_multi: tuple[str, ...] = ()
 
 
 class MarketState:
@@ -58,10 +66,13 @@ class MarketState:
         "id",
         "imr_e8",
         "liq_fee_e8",
+        "long_thresholds",
         "mark_e8",
         "max_oracle_move_e8",
         "mmr_e8",
+        "multi_holders",
         "oracle_seen",
+        "short_thresholds",
     )
 
     def __init__(
@@ -84,6 +95,51 @@ class MarketState:
         self.book = OrderBook()
         # account id -> Account, for every account with a non-zero position here.
         self.holders: dict[str, Account] = {}
+        # The liquidation index of accounts whose only position is in this market:
+        # (threshold mark e8, account id). A long is liquidatable iff mark <= threshold, a
+        # short iff mark >= threshold; both are exact integer bounds (see threshold_e8).
+        self.long_thresholds: SortedList = SortedList()
+        self.short_thresholds: SortedList = SortedList()
+        # Accounts holding this market and at least one other: their margin depends on
+        # several marks, so a tick here checks each of them exactly.
+        self.multi_holders: dict[str, Account] = {}
+
+    def liquidation_candidates(self, mark_e8: int) -> list[Account]:
+        """Every account a mark of ``mark_e8`` may make liquidatable, without a full scan.
+
+        Single-position accounts come from the threshold index (exactly the liquidatable
+        ones); multi-position holders are all returned and checked exactly by the caller.
+        """
+        holders = self.holders
+        found = [holders[aid] for _, aid in self.long_thresholds.irange((mark_e8,), None)]
+        found += [
+            holders[aid]
+            for _, aid in self.short_thresholds.irange(None, (mark_e8 + 1,), (True, False))
+        ]
+        found += self.multi_holders.values()
+        return found
+
+
+# A long threshold no positive mark reaches: never liquidatable.
+_NEVER_LONG: Final = 0
+
+
+def threshold_e8(cash_e16: int, qty_e8: int, mmr_e8: int) -> int:
+    """The mark at which a one-position account becomes liquidatable, as an exact bound.
+
+    With one position, E - MM = C + m * s where s = q * (1 - mmr) for a long and
+    q * (1 + mmr) for a short, so E < MM is linear in the mark m:
+    a long is liquidatable iff m <= L = ceil(-C / s) - 1, a short iff m >= H =
+    floor(C / |s|) + 1 (in e8 units of m, all integer arithmetic).
+    """
+    scaled_cash = cash_e16 * E8  # e24
+    if qty_e8 > 0:
+        slope = qty_e8 * (E8 - mmr_e8)  # e16
+        if slope == 0:  # mmr = 1: only cash matters
+            return 10**40 if cash_e16 < 0 else _NEVER_LONG
+        return -(scaled_cash // slope) - 1
+    slope = -qty_e8 * (E8 + mmr_e8)
+    return scaled_cash // slope + 1
 
 
 class InvariantViolation(AssertionError):
@@ -134,6 +190,58 @@ class Ledger:
         else:
             position.qty_e8 = qty_e8
             position.k_e16 = k_e16
+
+    def reindex(self, account: Account) -> None:
+        """Refresh the account's place in the liquidation index after any change to its
+        cash or positions, or to the mmr of a market it holds. System accounts are never
+        liquidated and never indexed."""
+        if account.is_system:
+            return
+        positions = account.positions
+        new_entry: tuple[str, bool, int] | None = None
+        if len(positions) == 1:
+            ((market_id, position),) = positions.items()
+            new_entry = (
+                market_id,
+                position.qty_e8 > 0,
+                threshold_e8(account.cash_e16, position.qty_e8, self.markets[market_id].mmr_e8),
+            )
+        old_entry = account.index_entry
+        if old_entry != new_entry:
+            if old_entry is not None:
+                market = self.markets[old_entry[0]]
+                index = market.long_thresholds if old_entry[1] else market.short_thresholds
+                index.remove((old_entry[2], account.id))
+            if new_entry is not None:
+                market = self.markets[new_entry[0]]
+                index = market.long_thresholds if new_entry[1] else market.short_thresholds
+                index.add((new_entry[2], account.id))
+            account.index_entry = new_entry
+        new_multi = tuple(positions) if len(positions) > 1 else ()
+        if new_multi != account.index_multi:
+            for market_id in account.index_multi:
+                self.markets[market_id].multi_holders.pop(account.id, None)
+            for market_id in new_multi:
+                self.markets[market_id].multi_holders[account.id] = account
+            account.index_multi = new_multi
+
+    def check_index(self) -> None:
+        """Raise InvariantViolation if the liquidation index disagrees with the accounts."""
+        for account in self.accounts.values():
+            if account.is_system:
+                continue
+            expected_entry = account.index_entry
+            multi = account.index_multi
+            self.reindex(account)  # recomputes; must be a no-op
+            if account.index_entry != expected_entry or account.index_multi != multi:
+                raise InvariantViolation(f"liquidation index entry of {account.id} is stale")
+        for market in self.markets.values():
+            singles = len(market.long_thresholds) + len(market.short_thresholds)
+            expected = sum(
+                1 for a in market.holders.values() if not a.is_system and len(a.positions) == 1
+            )
+            if singles != expected:
+                raise InvariantViolation(f"liquidation index of {market.id} has stray entries")
 
     def check_invariants(self) -> None:
         """Raise InvariantViolation unless both SPEC invariants hold. O(accounts + positions)."""

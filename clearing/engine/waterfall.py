@@ -112,6 +112,7 @@ def _liquidate(
         )
     if account.cash_e16 < 0:
         _cover_deficit(ledger, seq, account, held, out, debited)
+    ledger.reindex(account)
 
 
 def _cover_deficit(
@@ -162,6 +163,7 @@ def _cover_deficit(
         payer = payers[payer_id]
         payer.cash_e16 -= amount_e16
         account.cash_e16 += amount_e16
+        ledger.reindex(payer)
         debited.append(payer)
         out.append(Clawback(seq, payer_id, format_e16(amount_e16), account.id))
 

@@ -193,3 +193,34 @@ def test_arbitrary_json_values_never_crash(value: object) -> None:
     raw = json.dumps(value).encode()
     outputs = engine.apply(raw)
     assert all(e.__struct_config__.tag in {"reject", "withdrawal"} for e in outputs)
+
+
+def _replay_with(lines: list[bytes], use_index: bool) -> bytes:
+    engine = Engine(use_index=use_index)
+    out = b"".join(encode_output(e) + b"\n" for line in lines for e in engine.apply(line))
+    engine.check_invariants()  # includes the index consistency check
+    return out + json.dumps(engine.state()).encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams)
+def test_liquidation_index_matches_full_scan(lines: list[bytes]) -> None:
+    """The threshold index never misses an account the full scan would liquidate."""
+    assert _replay_with(lines, use_index=True) == _replay_with(lines, use_index=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(-(10**12), 10**12),
+    st.integers(1, 10**10).flatmap(lambda q: st.sampled_from([q, -q])),
+    st.integers(1, 10**8),
+    st.integers(1, 10**13),
+)
+def test_threshold_is_the_exact_liquidation_boundary(
+    cash_e16: int, qty_e8: int, mmr_e8: int, mark_e8: int
+) -> None:
+    from clearing.engine.state import threshold_e8
+
+    liquidatable = cash_e16 * 10**8 + mark_e8 * qty_e8 * 10**8 < abs(qty_e8) * mark_e8 * mmr_e8
+    bound = threshold_e8(cash_e16, qty_e8, mmr_e8)
+    assert liquidatable == (mark_e8 <= bound if qty_e8 > 0 else mark_e8 >= bound)
