@@ -170,14 +170,16 @@ class Engine:
         buyer.cash_e16 -= notional_e16 + buyer_fee_e16
         seller.cash_e16 += notional_e16 - seller_fee_e16
         ledger.fee_pool.cash_e16 += buyer_fee_e16 + seller_fee_e16
-        ledger.reindex(buyer)
-        ledger.reindex(seller)
-
         checked: list[Account] = [buyer, seller]
-        if not market.oracle_seen and market.mark_e8 != price_e8:
+        mark_moved = not market.oracle_seen and market.mark_e8 != price_e8
+        if mark_moved:
             market.mark_e8 = price_e8
             checked.extend(market.holders.values())
+        ledger.reindex(buyer)
+        ledger.reindex(seller)
         resolve_accounts(ledger, self.seq, checked, market.id, out)
+        if mark_moved:
+            self._rebuild_bands(market)
 
     def _trade(self, account: Account, market: MarketState, dq_e8: int, price_e8: int) -> None:
         """Move a position by ``dq_e8`` at ``price_e8`` and keep K per SPEC §2."""
@@ -208,12 +210,22 @@ class Engine:
         market.mark_e8 = price_e8
         market.held_e8 = None
         market.oracle_seen = True
-        if self.use_index:
-            candidates = market.liquidation_candidates(price_e8)
-        else:  # the full scan: the baseline the index is benchmarked and tested against
-            candidates = list(market.holders.values())
-        if candidates:
-            resolve_accounts(self.ledger, self.seq, candidates, None, out)
+        if not self.use_index:
+            # The full scan: the baseline the index is benchmarked and tested against.
+            resolve_accounts(self.ledger, self.seq, list(market.holders.values()), None, out)
+            self._rebuild_bands(market)
+            return
+        liquidatable, left_band = market.liquidation_candidates(price_e8)
+        if liquidatable or left_band:
+            resolve_accounts(self.ledger, self.seq, liquidatable + left_band, None, out)
+            for account in left_band:
+                self.ledger.reindex(account)  # new bands around the new marks
+
+    def _rebuild_bands(self, market: MarketState) -> None:
+        """Re-centre the safety bands of every multi-market holder after a mark move."""
+        for holder in list(market.holders.values()):
+            if len(holder.positions) > 1:
+                self.ledger.reindex(holder)
 
     def _book(self, event: ParsedBook) -> None:
         self._market_of(event.market).book.replace(event.bids, event.asks)

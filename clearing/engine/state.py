@@ -43,7 +43,7 @@ class Position:
 
 
 class Account:
-    __slots__ = ("cash_e16", "id", "index_entry", "index_multi", "is_system", "positions")
+    __slots__ = ("cash_e16", "id", "index_bands", "index_entry", "is_system", "positions")
 
     def __init__(self, account_id: str, cash_e16: int = 0) -> None:
         self.id = account_id
@@ -52,14 +52,16 @@ class Account:
         # market id -> Position; only non-zero positions are kept.
         self.positions: dict[str, Position] = {}
         # Where the liquidation index holds this account (see Ledger.reindex): a
-        # (market id, is_long, threshold) entry when it has one position, or the markets
-        # whose multi-position set it is in.
+        # (market id, is_long, threshold) entry when it has one position, or one
+        # (market id, low mark, high mark) safety band per market when it has several.
         self.index_entry: tuple[str, bool, int] | None = None
-        self.index_multi: tuple[str, ...] = ()
+        self.index_bands: tuple[tuple[str, int, int], ...] = ()
 
 
 class MarketState:
     __slots__ = (
+        "band_high",
+        "band_low",
         "book",
         "held_e8",
         "holders",
@@ -70,7 +72,6 @@ class MarketState:
         "mark_e8",
         "max_oracle_move_e8",
         "mmr_e8",
-        "multi_holders",
         "oracle_seen",
         "short_thresholds",
     )
@@ -101,27 +102,34 @@ class MarketState:
         self.long_thresholds: SortedList = SortedList()
         self.short_thresholds: SortedList = SortedList()
         # Accounts holding this market and at least one other: their margin depends on
-        # several marks, so a tick here checks each of them exactly.
-        self.multi_holders: dict[str, Account] = {}
+        # several marks, so no single threshold exists. Each holds a safety band per market
+        # (see Ledger.reindex): while every mark stays inside its band the account cannot
+        # be liquidatable, so a tick only needs to look at the bands it leaves.
+        self.band_low: SortedList = SortedList()  # (low mark e8, account id)
+        self.band_high: SortedList = SortedList()  # (high mark e8, account id)
 
-    def liquidation_candidates(self, mark_e8: int) -> list[Account]:
-        """Every account a mark of ``mark_e8`` may make liquidatable, without a full scan.
+    def liquidation_candidates(self, mark_e8: int) -> tuple[list[Account], list[Account]]:
+        """Accounts a new mark of ``mark_e8`` may make liquidatable, without a full scan.
 
-        Single-position accounts come from the threshold index (exactly the liquidatable
-        ones); multi-position holders are all returned and checked exactly by the caller.
+        Returns (single-position accounts that are now liquidatable, multi-position
+        accounts whose safety band in this market the mark left). The caller checks the
+        second list exactly and re-indexes the survivors around the new marks.
         """
         holders = self.holders
-        found = [holders[aid] for _, aid in self.long_thresholds.irange((mark_e8,), None)]
-        found += [
+        liquidatable = [holders[aid] for _, aid in self.long_thresholds.irange((mark_e8,), None)]
+        liquidatable += [
             holders[aid]
             for _, aid in self.short_thresholds.irange(None, (mark_e8 + 1,), (True, False))
         ]
-        found += self.multi_holders.values()
-        return found
+        left = {aid for _, aid in self.band_low.irange((mark_e8 + 1,), None)}
+        left.update(aid for _, aid in self.band_high.irange(None, (mark_e8,), (True, False)))
+        return liquidatable, [holders[aid] for aid in sorted(left)]
 
 
 # A long threshold no positive mark reaches: never liquidatable.
 _NEVER_LONG: Final = 0
+# An upper band edge no mark reaches (|price| <= 1e15 on the wire).
+_OPEN_BAND: Final = 10**40
 
 
 def threshold_e8(cash_e16: int, qty_e8: int, mmr_e8: int) -> int:
@@ -217,31 +225,94 @@ class Ledger:
                 index = market.long_thresholds if new_entry[1] else market.short_thresholds
                 index.add((new_entry[2], account.id))
             account.index_entry = new_entry
-        new_multi = tuple(positions) if len(positions) > 1 else ()
-        if new_multi != account.index_multi:
-            for market_id in account.index_multi:
-                self.markets[market_id].multi_holders.pop(account.id, None)
-            for market_id in new_multi:
-                self.markets[market_id].multi_holders[account.id] = account
-            account.index_multi = new_multi
+        new_bands = self._safety_bands(account) if len(positions) > 1 else ()
+        old_bands = account.index_bands
+        if new_bands != old_bands:
+            account_id = account.id
+            markets = self.markets
+            for market_id, low, high in old_bands:
+                market = markets[market_id]
+                market.band_low.remove((low, account_id))
+                market.band_high.remove((high, account_id))
+            for market_id, low, high in new_bands:
+                market = markets[market_id]
+                market.band_low.add((low, account_id))
+                market.band_high.add((high, account_id))
+            account.index_bands = new_bands
+
+    def _safety_bands(self, account: Account) -> tuple[tuple[str, int, int], ...]:
+        """One band of marks per market such that, while every mark stays in its band,
+        the account stays at E >= MM.
+
+        With buffer B = E - MM = C + sum(m_k * s_k) (s_k = q_k * (1 -/+ mmr_k)), moving
+        the marks by dm_k changes B by sum(dm_k * s_k), at most sum(|dm_k| * |s_k|). The
+        buffer is shared out in proportion to each market's weight |s_k| * m_k, and band k
+        allows |dm_k| <= share_k / |s_k|. All divisions round down, so the bands are never
+        wider than the guarantee allows; a buffer already negative gives zero-width bands.
+        """
+        markets = self.markets
+        buffer_e24 = account.cash_e16 * E8
+        gross_e24 = 0
+        parts = []
+        for market_id, position in account.positions.items():
+            market = markets[market_id]
+            mark_e8: int = market.mark_e8  # type: ignore[assignment]
+            qty_e8 = position.qty_e8
+            # slope = |s_k|: B moves by mark * s_k, s_k > 0 for a long, < 0 for a short.
+            if qty_e8 > 0:
+                slope_e16 = qty_e8 * (E8 - market.mmr_e8)
+                buffer_e24 += mark_e8 * slope_e16
+            else:
+                slope_e16 = -qty_e8 * (E8 + market.mmr_e8)
+                buffer_e24 -= mark_e8 * slope_e16
+            weight_e24 = slope_e16 * mark_e8
+            gross_e24 += weight_e24
+            parts.append((market_id, mark_e8, slope_e16, weight_e24))
+        buffer_e24 = max(0, buffer_e24)
+        bands = []
+        for market_id, mark_e8, slope_e16, weight_e24 in sorted(parts):
+            if slope_e16 == 0:
+                # This mark cannot move the buffer (a long with mmr = 1): an open band.
+                bands.append((market_id, 0, _OPEN_BAND))
+                continue
+            half_width_e8 = (buffer_e24 * weight_e24 // gross_e24) // slope_e16
+            bands.append((market_id, mark_e8 - half_width_e8, mark_e8 + half_width_e8))
+        return tuple(bands)
 
     def check_index(self) -> None:
-        """Raise InvariantViolation if the liquidation index disagrees with the accounts."""
+        """Raise InvariantViolation if the liquidation index could miss an account."""
         for account in self.accounts.values():
             if account.is_system:
                 continue
-            expected_entry = account.index_entry
-            multi = account.index_multi
-            self.reindex(account)  # recomputes; must be a no-op
-            if account.index_entry != expected_entry or account.index_multi != multi:
-                raise InvariantViolation(f"liquidation index entry of {account.id} is stale")
+            entry = account.index_entry
+            if len(account.positions) == 1:
+                bands_before = account.index_bands
+                self.reindex(account)  # recomputes the exact threshold; must be a no-op
+                if account.index_entry != entry or bands_before:
+                    raise InvariantViolation(f"liquidation index entry of {account.id} is stale")
+            elif entry is not None:
+                raise InvariantViolation(f"{account.id} has a stray threshold entry")
+            if len(account.positions) > 1:
+                held = sorted(account.positions)
+                if [band[0] for band in account.index_bands] != held:
+                    raise InvariantViolation(f"safety bands of {account.id} miss a market")
+                for market_id, low, high in account.index_bands:
+                    mark = self.markets[market_id].mark_e8
+                    if not (low <= mark <= high):  # type: ignore[operator]
+                        raise InvariantViolation(
+                            f"mark of {market_id} left the safety band of {account.id} unnoticed"
+                        )
+            elif account.index_bands:
+                raise InvariantViolation(f"{account.id} has stray safety bands")
         for market in self.markets.values():
             singles = len(market.long_thresholds) + len(market.short_thresholds)
-            expected = sum(
-                1 for a in market.holders.values() if not a.is_system and len(a.positions) == 1
+            multis = sum(
+                1 for a in market.holders.values() if not a.is_system and len(a.positions) > 1
             )
-            if singles != expected:
-                raise InvariantViolation(f"liquidation index of {market.id} has stray entries")
+            if singles + multis != sum(1 for a in market.holders.values() if not a.is_system):
+                raise InvariantViolation(f"liquidation index of {market.id} is incomplete")
+            if len(market.band_low) != multis or len(market.band_high) != multis:
+                raise InvariantViolation(f"safety bands of {market.id} have stray entries")
 
     def check_invariants(self) -> None:
         """Raise InvariantViolation unless both SPEC invariants hold. O(accounts + positions)."""
