@@ -1,0 +1,205 @@
+"""The ops HTTP endpoint: ``/metrics``, ``/healthz`` and ``/readyz`` on one small server.
+
+Built on ``asyncio.start_server`` (no web framework: three read-only routes do not need
+one) and run on the daemon's own event loop, so a response at all proves the loop turns.
+
+* ``/metrics``: the ``Metrics`` registry in the Prometheus text format (OpenMetrics when
+  the scraper asks for it).
+* ``/healthz``: liveness. 200 while the loop serves; 503 when the daemon reports
+  heartbeats (``beat()``) and the last one is older than ``stall_after_s``, which
+  catches a main task stuck on an await while the loop itself still runs.
+* ``/readyz``: readiness. 200 only after ``metrics.set_ready(True)`` (recovery caught
+  up); 503 with the reason as the body otherwise.
+
+Bound to 127.0.0.1 by default: the endpoint has no authentication, so exposing it is a
+deliberate configuration choice (a container sets its address to 0.0.0.0). Each
+connection serves one request and closes; Prometheus and probes open a new one per
+scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from http import HTTPStatus
+from typing import Final
+
+from prometheus_client.exposition import choose_encoder
+
+from clearing.ops.metrics import Metrics
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "OpsServer"]
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 9464
+# A scraper sends a few hundred bytes of headers; anything bigger is not one of ours.
+_MAX_HEADER_BYTES: Final = 16 * 1024
+# A client that has not sent its headers by then is gone or hostile (slowloris).
+_READ_TIMEOUT_S: Final = 5.0
+_WRITE_TIMEOUT_S: Final = 10.0
+_TEXT: Final = "text/plain; charset=utf-8"
+
+
+class OpsServer:
+    """Serves one ``Metrics`` registry plus health and readiness over HTTP/1.1.
+
+    Usage from the daemon::
+
+        server = OpsServer(metrics, host, port, stall_after_s=30.0)
+        await server.start()          # before recovery: /readyz answers 503 meanwhile
+        ...                           # metrics.set_ready(True) once caught up
+        await server.stop()           # on shutdown
+
+    or ``async with OpsServer(...) as server:``. ``port=0`` picks a free port, readable
+    from ``server.port`` after ``start()``.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        stall_after_s: float | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.host = host
+        self._requested_port = port
+        self._stall_after_s = stall_after_s
+        self._last_beat = time.monotonic()
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when constructed with ``port=0``)."""
+        if self._server is None or not self._server.sockets:
+            return self._requested_port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def beat(self) -> None:
+        """Heartbeat from the daemon's main loop; only matters with ``stall_after_s``."""
+        self._last_beat = time.monotonic()
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("OpsServer already started")
+        self._last_beat = time.monotonic()
+        self._server = await asyncio.start_server(
+            self._on_connection, self.host, self._requested_port, limit=_MAX_HEADER_BYTES
+        )
+
+    async def stop(self) -> None:
+        """Stop listening and end the connections in flight. Safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+        await server.wait_closed()
+
+    async def __aenter__(self) -> OpsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- request handling ----------------------------------------------------------------
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._serve_one(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # the client went away or stalled: nothing to answer
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
+        except asyncio.LimitOverrunError:
+            await _respond(writer, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, _TEXT, b"")
+            return
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            await _respond(writer, HTTPStatus.BAD_REQUEST, _TEXT, b"bad request line\n")
+            return
+        method, target, _version = parts
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        path = target.split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            await _respond(
+                writer,
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                _TEXT,
+                b"only GET and HEAD\n",
+                extra_headers={"Allow": "GET, HEAD"},
+            )
+            return
+        status, content_type, body = self._route(path, headers.get("accept", ""))
+        await _respond(writer, status, content_type, body, head_only=method == "HEAD")
+
+    def _route(self, path: str, accept: str) -> tuple[HTTPStatus, str, bytes]:
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(accept)
+            return HTTPStatus.OK, content_type, encoder(self.metrics.registry)
+        if path == "/healthz":
+            stalled_s = time.monotonic() - self._last_beat
+            if self._stall_after_s is not None and stalled_s > self._stall_after_s:
+                body = f"main loop stalled: no heartbeat for {stalled_s:.1f} s\n"
+                return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, body.encode()
+            return HTTPStatus.OK, _TEXT, b"ok\n"
+        if path == "/readyz":
+            if self.metrics.ready:
+                return HTTPStatus.OK, _TEXT, b"ready\n"
+            reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
+            return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, f"not ready: {reason}\n".encode()
+        if path == "/":
+            return HTTPStatus.OK, _TEXT, b"clearing ops: /metrics /healthz /readyz\n"
+        return HTTPStatus.NOT_FOUND, _TEXT, b"not found: try /metrics, /healthz or /readyz\n"
+
+
+async def _respond(
+    writer: asyncio.StreamWriter,
+    status: HTTPStatus,
+    content_type: str,
+    body: bytes,
+    *,
+    head_only: bool = False,
+    extra_headers: dict[str, str] | None = None,
+) -> None:
+    headers = {
+        "Content-Type": content_type,
+        "Content-Length": str(len(body)),
+        "Cache-Control": "no-store",
+        "Connection": "close",
+        **(extra_headers or {}),
+    }
+    head = f"HTTP/1.1 {status.value} {status.phrase}\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()
+    )
+    writer.write(head.encode("latin-1") + b"\r\n" + (b"" if head_only else body))
+    await asyncio.wait_for(writer.drain(), _WRITE_TIMEOUT_S)

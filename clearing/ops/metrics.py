@@ -1,0 +1,585 @@
+"""Prometheus metrics of the clearing daemon, in a registry of their own.
+
+``Metrics`` owns a private ``CollectorRegistry`` (never the global one), so tests and a
+daemon can hold several side by side and nothing registers behind their back. The
+daemon feeds it from three places:
+
+* per applied batch: ``observe_batch`` (input counts by topic and type, output events,
+  rejects, liquidations and the waterfall amounts, accepted oracle ticks) and
+  ``observe_applied`` (lag in time), and the latency histograms around each step;
+* every few seconds: ``update_ledger`` (the gauges computed from the engine's state) and
+  ``set_partition_lag`` per assigned input partition;
+* on state changes: ``set_ready``, ``set_invariant_ok``, ``set_journal_seq``,
+  ``set_snapshot_time``.
+
+Latency histograms are plain ``prometheus_client.Histogram`` attributes. A coroutine
+times an awaited step with ``with metrics.txn_commit_seconds.time(): await commit()``:
+the context manager measures wall-clock time, awaits included.
+
+Money and quantities are exact integers in the engine; they become floats here, at the
+edge, and only for display (``_quote`` = units of the quote currency, ``_base`` = units
+of the traded asset). No metric has an account id as a label: label sets are bounded by
+topics, partitions, markets, input types and reject reasons, and input types and reject
+reasons outside the known sets are folded into one value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections import Counter as _Tally
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from typing import Any, Final
+
+import msgspec
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+)
+
+from clearing.engine import REJECT_REASONS, Engine, OutputEvent
+from clearing.engine.events import (
+    BadDebt,
+    Clawback,
+    FundDraw,
+    Liquidation,
+    OracleHeld,
+    Reject,
+)
+from clearing.engine.margin import equity_e16, initial_requirement_e24
+from clearing.engine.money import E8, E16
+from clearing.engine.state import SYSTEM_ACCOUNTS, Account
+
+__all__ = [
+    "INPUT_TYPES",
+    "LATENCY_BUCKETS_SECONDS",
+    "Metrics",
+    "input_type_of",
+]
+
+# Sub-millisecond resolution at the bottom (one engine apply of a small batch is tens of
+# microseconds), up to the 5 s a stuck fsync or transaction commit can take.
+LATENCY_BUCKETS_SECONDS: Final = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+# Records per engine batch: from one record to the largest poll a consumer returns.
+BATCH_SIZE_BUCKETS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+# The SPEC §3 input types. Anything else counts as "unknown" and undecodable bytes as
+# "malformed", so a hostile producer cannot blow up the label set.
+INPUT_TYPES: Final = frozenset(("market", "deposit", "withdraw", "fill", "oracle", "book"))
+UNKNOWN_TYPE: Final = "unknown"
+MALFORMED_TYPE: Final = "malformed"
+_REJECT_REASONS: Final = frozenset(REJECT_REASONS)
+
+# Above this many position-holding accounts, "accounts below IM" is estimated from a
+# random sample of this size: the exact check costs ~0.4 us per account on the event
+# loop (0.4 s for a million), a 20k sample ~8 ms, and estimates the share of accounts
+# below IM within ~0.35 percentage points (one standard error at worst, p = 0.5).
+DEFAULT_IM_SCAN_LIMIT: Final = 20_000
+
+
+class _Peek(msgspec.Struct):
+    """The few fields metrics need from a raw input; every other field is skipped."""
+
+    type: Any = None
+    market: Any = None
+    ts: Any = None
+
+
+_peek_decoder = msgspec.json.Decoder(_Peek)
+
+
+def _peek(raw: bytes) -> _Peek | None:
+    try:
+        return _peek_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+        return None
+
+
+def input_type_of(raw: bytes) -> str:
+    """The input's ``type`` as a bounded label value: an SPEC type, unknown or malformed."""
+    peek = _peek(raw)
+    if peek is None:
+        return MALFORMED_TYPE
+    return peek.type if peek.type in INPUT_TYPES else UNKNOWN_TYPE
+
+
+def _version() -> str:
+    try:
+        return metadata.version("clearing")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Metrics:
+    """Every metric the daemon exports, and the methods that keep them current.
+
+    Not thread-safe as a whole: call it from the thread that applies inputs to the engine
+    (the event loop), so ``update_ledger`` never reads a ledger in the middle of a batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        im_scan_limit: int = DEFAULT_IM_SCAN_LIMIT,
+        rng: random.Random | None = None,
+        process_collectors: bool = True,
+        now_ns: int | None = None,
+    ) -> None:
+        """``now_ns`` is when the process started (default: the wall clock now).
+
+        ``rng`` chooses the sample for "accounts below IM" (a seeded one in tests).
+        """
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self._im_scan_limit = im_scan_limit
+        self._rng = rng if rng is not None else random.Random()
+        self._started_ns = time.time_ns() if now_ns is None else now_ns
+        # Accepted oracle ticks: market -> ts_ns (the input's ts, else the apply time).
+        self._oracle_ts_ns: dict[str, int] = {}
+        self._snapshot_ns: int | None = None
+        # (seq, account) of the last liquidation seen: one liquidated account emits one
+        # liquidation event per position, consecutively (SPEC §6).
+        self._last_liquidation: tuple[int, str] | None = None
+        self.ready = False
+        self.not_ready_reason = "starting"
+
+        if process_collectors:
+            ProcessCollector(registry=reg)
+            GCCollector(registry=reg)
+        self.build_info = Gauge(
+            "clearing_build_info",
+            "Always 1; the version label says what runs.",
+            ["version"],
+            registry=reg,
+        )
+        self.build_info.labels(_version()).set(1)
+
+        # -- throughput ------------------------------------------------------------------
+        self.input_records = Counter(
+            "clearing_input_records",
+            "Input records applied to the engine, by source topic and input type.",
+            ["topic", "type"],
+            registry=reg,
+        )
+        self.output_events = Counter(
+            "clearing_output_events", "Output events emitted, by type.", ["type"], registry=reg
+        )
+        self.rejects = Counter(
+            "clearing_rejects", "Rejected inputs, by SPEC reason code.", ["reason"], registry=reg
+        )
+        self.dlq_records = Counter(
+            "clearing_dlq_records",
+            "Records sent to the dead-letter topic, by source topic.",
+            ["topic"],
+            registry=reg,
+        )
+
+        # -- latency ---------------------------------------------------------------------
+        def histogram(name: str, doc: str) -> Histogram:
+            return Histogram(name, doc, buckets=LATENCY_BUCKETS_SECONDS, registry=reg)
+
+        self.engine_apply_seconds = histogram(
+            "clearing_engine_apply_seconds", "Engine apply time per batch of inputs."
+        )
+        self.engine_batch_records = Histogram(
+            "clearing_engine_batch_records",
+            "Input records per engine batch.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=reg,
+        )
+        self.txn_commit_seconds = histogram(
+            "clearing_transaction_commit_seconds",
+            "Kafka transaction commit time (outputs and input offsets, atomically).",
+        )
+        self.journal_write_seconds = histogram(
+            "clearing_journal_write_seconds", "Journal append time per batch (before fsync)."
+        )
+        self.journal_fsync_seconds = histogram(
+            "clearing_journal_fsync_seconds", "Journal fsync time per batch."
+        )
+        self.snapshot_seconds = histogram(
+            "clearing_snapshot_duration_seconds", "Time to write one snapshot, fsync included."
+        )
+        self.ledger_update_seconds = Gauge(
+            "clearing_ledger_metrics_update_seconds",
+            "How long the last update_ledger pass took (it runs on the event loop).",
+            registry=reg,
+        )
+
+        # -- lag -------------------------------------------------------------------------
+        self.consumer_lag_offsets = Gauge(
+            "clearing_consumer_lag_offsets",
+            "Records behind the end of each assigned input partition (high watermark minus "
+            "next offset to apply).",
+            ["topic", "partition"],
+            registry=reg,
+        )
+        self.input_lag_seconds = Gauge(
+            "clearing_input_lag_seconds",
+            "Wall clock minus the timestamp of the last applied record, measured when it was "
+            "applied (it does not grow while the input is idle; 0 on clock skew).",
+            registry=reg,
+        )
+        self.last_applied_record_ts_seconds = Gauge(
+            "clearing_last_applied_record_timestamp_seconds",
+            "Timestamp (Unix seconds) of the last applied input record.",
+            registry=reg,
+        )
+        self.engine_seq = Gauge(
+            "clearing_engine_seq", "Inputs applied by the engine so far (its seq).", registry=reg
+        )
+        self.journal_last_seq = Gauge(
+            "clearing_journal_last_seq",
+            "Seq of the last record written to the journal.",
+            registry=reg,
+        )
+        self.snapshot_age_seconds = Gauge(
+            "clearing_snapshot_age_seconds",
+            "Seconds since the last snapshot was written or loaded (since process start if "
+            "none yet).",
+            registry=reg,
+        )
+
+        # -- ledger ----------------------------------------------------------------------
+        self.fund_cash_quote = Gauge(
+            "clearing_insurance_fund_cash_quote", "Insurance fund cash.", registry=reg
+        )
+        self.fund_equity_quote = Gauge(
+            "clearing_insurance_fund_equity_quote",
+            "Insurance fund equity: cash plus its positions at mark.",
+            registry=reg,
+        )
+        self.fee_pool_cash_quote = Gauge(
+            "clearing_fee_pool_cash_quote", "Fee pool cash (venue fee revenue).", registry=reg
+        )
+        self.bad_debt_unrecovered_quote = Gauge(
+            "clearing_bad_debt_unrecovered_quote",
+            "Unrecovered losses held by the bad-debt account (minus its cash).",
+            registry=reg,
+        )
+        self.open_interest_base = Gauge(
+            "clearing_open_interest_base",
+            "Open interest: sum of long quantities, system accounts included.",
+            ["market"],
+            registry=reg,
+        )
+        self.open_interest_notional_quote = Gauge(
+            "clearing_open_interest_notional_quote",
+            "Open interest times mark price.",
+            ["market"],
+            registry=reg,
+        )
+        self.fund_to_oi_ratio = Gauge(
+            "clearing_fund_to_open_interest_ratio",
+            "Insurance fund equity / total open interest notional (NaN with no open "
+            "interest). The headline safety indicator.",
+            registry=reg,
+        )
+        self.mark_price_quote = Gauge(
+            "clearing_mark_price_quote",
+            "Mark price (NaN before the first one).",
+            ["market"],
+            registry=reg,
+        )
+        self.oracle_age_seconds = Gauge(
+            "clearing_oracle_age_seconds",
+            "Seconds since the last accepted oracle tick (by its ts; since process start if "
+            "none seen).",
+            ["market"],
+            registry=reg,
+        )
+        self.oracle_held = Gauge(
+            "clearing_oracle_held",
+            "1 while the market's oracle guard holds back a tick, else 0.",
+            ["market"],
+            registry=reg,
+        )
+        self.oracle_held_ticks = Counter(
+            "clearing_oracle_held_ticks",
+            "Oracle ticks held back by the guard.",
+            ["market"],
+            registry=reg,
+        )
+        self.accounts = Gauge(
+            "clearing_accounts", "Non-system accounts in the ledger.", registry=reg
+        )
+        self.accounts_with_positions = Gauge(
+            "clearing_accounts_with_positions",
+            "Non-system accounts holding at least one position.",
+            registry=reg,
+        )
+        self.accounts_below_im = Gauge(
+            "clearing_accounts_below_initial_margin",
+            "Non-system accounts with equity below initial margin (estimated from a sample "
+            "when clearing_margin_scan_accounts < clearing_accounts_with_positions).",
+            registry=reg,
+        )
+        self.margin_scan_accounts = Gauge(
+            "clearing_margin_scan_accounts",
+            "Accounts examined by the last accounts-below-IM scan.",
+            registry=reg,
+        )
+        self.liquidated_accounts = Counter(
+            "clearing_liquidated_accounts",
+            "Accounts liquidated (positions closed out).",
+            registry=reg,
+        )
+        self.liquidations = Counter(
+            "clearing_liquidations",
+            "Positions closed out by liquidation.",
+            ["market"],
+            registry=reg,
+        )
+        self.liquidation_fee_quote = Counter(
+            "clearing_liquidation_fee_quote",
+            "Liquidation fees paid to the insurance fund by liquidated accounts.",
+            registry=reg,
+        )
+        self.fund_draws = Counter("clearing_fund_draws", "Insurance fund draws.", registry=reg)
+        self.fund_draw_quote = Counter(
+            "clearing_fund_draw_quote", "Amount drawn from the insurance fund.", registry=reg
+        )
+        self.clawbacks = Counter(
+            "clearing_clawbacks", "Clawback debits (one per debited account).", registry=reg
+        )
+        self.clawback_quote = Counter(
+            "clearing_clawback_quote",
+            "Amount clawed back from profitable accounts.",
+            registry=reg,
+        )
+        self.bad_debts = Counter("clearing_bad_debts", "Bad debt events.", registry=reg)
+        self.bad_debt_quote = Counter(
+            "clearing_bad_debt_quote", "Amount moved to bad debt.", registry=reg
+        )
+
+        # -- health ----------------------------------------------------------------------
+        self.invariant_violation = Gauge(
+            "clearing_invariant_violation",
+            "0 while the ledger balances (SPEC §2 invariants), 1 once a check failed.",
+            registry=reg,
+        )
+        self.ready_gauge = Gauge(
+            "clearing_ready",
+            "1 once recovery has caught up and the daemon serves, else 0.",
+            registry=reg,
+        )
+        # The zero-valued counters exist from the start, so rate() sees their first step.
+        for reason in REJECT_REASONS:
+            self.rejects.labels(reason)
+
+    # -- inputs and outputs --------------------------------------------------------------
+
+    def observe_input(self, topic: str, input_type: str) -> None:
+        """Count one applied input record (its type is folded into the known set)."""
+        if input_type not in INPUT_TYPES and input_type != MALFORMED_TYPE:
+            input_type = UNKNOWN_TYPE
+        self.input_records.labels(topic, input_type).inc()
+
+    def observe_dlq(self, topic: str, count: int = 1) -> None:
+        """Count records written to the dead-letter topic, by their source topic."""
+        self.dlq_records.labels(topic).inc(count)
+
+    def observe_outputs(self, events: Iterable[OutputEvent]) -> None:
+        """Count output events and feed the liquidation and waterfall counters."""
+        by_type: _Tally[str] = _Tally()
+        for event in events:
+            cls = type(event)
+            by_type[cls.__struct_config__.tag] += 1  # type: ignore[index]
+            if cls is Liquidation:
+                key = (event.seq, event.account)  # type: ignore[union-attr]
+                if key != self._last_liquidation:
+                    self._last_liquidation = key
+                    self.liquidated_accounts.inc()
+                self.liquidations.labels(event.market).inc()  # type: ignore[union-attr]
+                self.liquidation_fee_quote.inc(float(event.fee))  # type: ignore[union-attr]
+            elif cls is FundDraw:
+                self.fund_draws.inc()
+                self.fund_draw_quote.inc(float(event.amount))  # type: ignore[union-attr]
+            elif cls is Clawback:
+                self.clawbacks.inc()
+                self.clawback_quote.inc(float(event.amount))  # type: ignore[union-attr]
+            elif cls is BadDebt:
+                self.bad_debts.inc()
+                self.bad_debt_quote.inc(float(event.amount))  # type: ignore[union-attr]
+            elif cls is OracleHeld:
+                self.oracle_held_ticks.labels(event.market).inc()  # type: ignore[union-attr]
+            elif cls is Reject:
+                reason = event.reason  # type: ignore[union-attr]
+                self.rejects.labels(reason if reason in _REJECT_REASONS else "other").inc()
+        for type_name, count in by_type.items():
+            self.output_events.labels(type_name).inc(count)
+
+    def observe_batch(
+        self,
+        inputs: Sequence[tuple[str, bytes]],
+        first_seq: int,
+        outputs: Sequence[OutputEvent],
+        now_ns: int,
+    ) -> None:
+        """Account for one applied batch: ``inputs`` as (topic, raw) in apply order.
+
+        ``first_seq`` is the engine seq of ``inputs[0]`` (``engine.seq + 1`` before the
+        batch); ``outputs`` are all the batch's outputs. Costs one small msgspec decode
+        per input (about a microsecond) to learn its type, market and ts.
+        """
+        self.observe_outputs(outputs)
+        # Oracle ticks that were rejected or held did not move the mark.
+        not_accepted = {
+            event.seq for event in outputs if type(event) is Reject or type(event) is OracleHeld
+        }
+        counts: _Tally[tuple[str, str]] = _Tally()
+        for offset, (topic, raw) in enumerate(inputs):
+            peek = _peek(raw)
+            if peek is None:
+                counts[topic, MALFORMED_TYPE] += 1
+                continue
+            input_type = peek.type if peek.type in INPUT_TYPES else UNKNOWN_TYPE
+            counts[topic, input_type] += 1
+            if input_type == "oracle" and first_seq + offset not in not_accepted:
+                ts = peek.ts
+                self._oracle_ts_ns[peek.market] = ts if type(ts) is int else now_ns
+        for (topic, input_type), count in counts.items():
+            self.input_records.labels(topic, input_type).inc(count)
+        self.engine_batch_records.observe(len(inputs))
+
+    def observe_oracle(self, market: str, ts_ns: int) -> None:
+        """Record an accepted oracle tick (``observe_batch`` does this by itself)."""
+        self._oracle_ts_ns[market] = ts_ns
+
+    def observe_applied(self, record_ts_ns: int, now_ns: int) -> None:
+        """Lag in time: call after a batch with the last applied record's timestamp."""
+        self.last_applied_record_ts_seconds.set(record_ts_ns / 1e9)
+        self.input_lag_seconds.set(max(0, now_ns - record_ts_ns) / 1e9)
+
+    # -- lag and progress ----------------------------------------------------------------
+
+    def set_partition_lag(self, topic: str, partition: int, lag_offsets: int) -> None:
+        """Lag in records of one assigned input partition."""
+        self.consumer_lag_offsets.labels(topic, str(partition)).set(lag_offsets)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop a revoked partition's lag series (so it does not freeze at its last value)."""
+        with contextlib.suppress(KeyError):
+            self.consumer_lag_offsets.remove(topic, str(partition))
+
+    def set_journal_seq(self, seq: int) -> None:
+        self.journal_last_seq.set(seq)
+
+    def set_snapshot_time(self, at_ns: int) -> None:
+        """A snapshot was written (or loaded at recovery) at wall-clock ``at_ns``."""
+        self._snapshot_ns = at_ns
+
+    # -- health --------------------------------------------------------------------------
+
+    def set_invariant_ok(self, ok: bool) -> None:
+        self.invariant_violation.set(0 if ok else 1)
+
+    def set_ready(self, ready: bool, reason: str = "") -> None:
+        """Readiness, shown by ``clearing_ready`` and ``/readyz`` (reason when not ready)."""
+        self.ready = ready
+        self.not_ready_reason = "" if ready else (reason or "not ready")
+        self.ready_gauge.set(1 if ready else 0)
+
+    # -- ledger --------------------------------------------------------------------------
+
+    def update_ledger(self, engine: Engine, now_ns: int) -> None:
+        """Recompute the ledger gauges from the engine's state.
+
+        Cost: O(positions) for open interest, plus the accounts-below-IM scan over at
+        most ``im_scan_limit`` position-holding accounts (a random sample beyond that);
+        measured about 0.1 s for 200k accounts with positions, during which the event
+        loop does nothing else. So call it every few seconds (5 s suits a 15 s scrape),
+        between batches, on the thread that applies inputs; never per input.
+        """
+        started = time.perf_counter()
+        ledger = engine.ledger
+        markets = ledger.markets
+
+        fund = ledger.fund
+        fund_equity = equity_e16(fund, markets) if _all_marked(fund, markets) else None
+        self.fund_cash_quote.set(fund.cash_e16 / E16)
+        self.fund_equity_quote.set(math.nan if fund_equity is None else fund_equity / E16)
+        self.fee_pool_cash_quote.set(ledger.fee_pool.cash_e16 / E16)
+        self.bad_debt_unrecovered_quote.set(-ledger.bad_debt.cash_e16 / E16)
+
+        total_oi_e16 = 0
+        holders: dict[str, Account] = {}
+        for market_id, market in markets.items():
+            long_e8 = 0
+            for account in market.holders.values():
+                qty_e8 = account.positions[market_id].qty_e8
+                if qty_e8 > 0:
+                    long_e8 += qty_e8
+            holders.update(market.holders)
+            mark_e8 = market.mark_e8
+            notional_e16 = 0 if mark_e8 is None else long_e8 * mark_e8
+            total_oi_e16 += notional_e16
+            self.open_interest_base.labels(market_id).set(long_e8 / E8)
+            self.open_interest_notional_quote.labels(market_id).set(notional_e16 / E16)
+            self.mark_price_quote.labels(market_id).set(
+                math.nan if mark_e8 is None else mark_e8 / E8
+            )
+            self.oracle_held.labels(market_id).set(0 if market.held_e8 is None else 1)
+            tick_ns = self._oracle_ts_ns.get(market_id, self._started_ns)
+            self.oracle_age_seconds.labels(market_id).set(max(0, now_ns - tick_ns) / 1e9)
+        if total_oi_e16 and fund_equity is not None:
+            # Exact ints divided once: Python rounds int / int correctly.
+            self.fund_to_oi_ratio.set(fund_equity / total_oi_e16)
+        else:
+            self.fund_to_oi_ratio.set(math.nan)
+
+        # System accounts exist from genesis; counting them out is O(1), not O(accounts).
+        system = sum(1 for account_id in SYSTEM_ACCOUNTS if account_id in ledger.accounts)
+        self.accounts.set(len(ledger.accounts) - system)
+        traders = [account for account in holders.values() if not account.is_system]
+        self.accounts_with_positions.set(len(traders))
+        self._update_below_im(traders, markets)
+
+        self.engine_seq.set(engine.seq)
+        snapshot_ns = self._snapshot_ns if self._snapshot_ns is not None else self._started_ns
+        self.snapshot_age_seconds.set(max(0, now_ns - snapshot_ns) / 1e9)
+        self.ledger_update_seconds.set(time.perf_counter() - started)
+
+    def _update_below_im(self, traders: list[Account], markets: dict[str, Any]) -> None:
+        # Only accounts with positions can be below IM: without one IM is 0 and E = C,
+        # which is >= 0 after every input (a bankrupt account is settled at once).
+        sample = traders
+        if len(traders) > self._im_scan_limit:
+            sample = self._rng.sample(traders, self._im_scan_limit)
+        below = sum(
+            1
+            for account in sample
+            if equity_e16(account, markets) * E8 < initial_requirement_e24(account, markets)
+        )
+        if sample is not traders and sample:
+            below = round(below * len(traders) / len(sample))
+        self.accounts_below_im.set(below)
+        self.margin_scan_accounts.set(len(sample))
+
+
+def _all_marked(account: Account, markets: dict[str, Any]) -> bool:
+    return all(markets[market_id].mark_e8 is not None for market_id in account.positions)
