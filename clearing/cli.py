@@ -29,7 +29,23 @@ def _build_parser() -> argparse.ArgumentParser:
             "the output events (one JSON object a line) and the final state."
         ),
     )
-    replay.add_argument("input", metavar="INPUT", help="a .jsonl file of input events")
+    replay.add_argument(
+        "input", metavar="INPUT", help="a .jsonl file of input events, or a journal directory"
+    )
+    replay.add_argument(
+        "--until", type=int, metavar="SEQ", help="journal only: stop after this sequence number"
+    )
+    replay.add_argument(
+        "--until-ts",
+        metavar="TS",
+        help="journal only: stop before the first input stamped later than TS "
+        "(nanoseconds since the epoch, or ISO 8601 with a zone)",
+    )
+    replay.add_argument(
+        "--no-verify-outputs",
+        action="store_true",
+        help="journal only: do not compare re-derived outputs with the recorded ones",
+    )
     replay.add_argument(
         "--events", metavar="EVENTS.jsonl", help="write output events here (default: stdout)"
     )
@@ -42,6 +58,87 @@ def _build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--quiet", "-q", action="store_true", help="no summary line on standard error"
     )
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="append a .jsonl file of inputs to a local journal through the engine",
+        description=(
+            "Embedded mode without Kafka: apply INPUT's events through the engine and append "
+            "them, with their outputs, to the local journal in --journal. Resumes after the "
+            "last line of the same file that the journal already holds."
+        ),
+    )
+    ingest.add_argument("input", metavar="INPUT", help="a .jsonl file of input events")
+    ingest.add_argument("--journal", required=True, metavar="DIR", help="journal directory")
+    ingest.add_argument(
+        "--snapshots", metavar="DIR", help="snapshot directory (default: DIR/snapshots)"
+    )
+    ingest.add_argument("--events", metavar="EVENTS.jsonl", help="append output events here")
+    ingest.add_argument("--batch", type=int, default=5_000, help="inputs per journal group commit")
+    ingest.add_argument(
+        "--fsync",
+        choices=("batch", "always", "never"),
+        default="batch",
+        help="durability: fsync once per batch (default), per record, or never",
+    )
+    ingest.add_argument(
+        "--snapshot-every", type=int, default=1_000_000, help="inputs between snapshots"
+    )
+
+    journal = commands.add_parser(
+        "journal", help="verify, export or describe a local journal", description="Journal tools."
+    )
+    journal_commands = journal.add_subparsers(dest="journal_command", metavar="SUBCOMMAND")
+    journal_commands.required = True
+    verify_cmd = journal_commands.add_parser(
+        "verify", help="check every checksum and the hash chain; exit 1 on corruption"
+    )
+    verify_cmd.add_argument("journal", metavar="DIR")
+    verify_cmd.add_argument(
+        "--repair-truncate",
+        action="store_true",
+        help="DESTRUCTIVE: cut the log at the first bad record (drops everything after it)",
+    )
+    export_cmd = journal_commands.add_parser("export", help="write the inputs out as .jsonl")
+    export_cmd.add_argument("journal", metavar="DIR")
+    export_cmd.add_argument("-o", "--output", metavar="OUT.jsonl", help="default: stdout")
+    export_cmd.add_argument("--from-seq", type=int, default=1)
+    export_cmd.add_argument("--until-seq", type=int)
+    info_cmd = journal_commands.add_parser("info", help="segments, records, head hash, snapshots")
+    info_cmd.add_argument("journal", metavar="DIR")
+
+    run = commands.add_parser(
+        "run",
+        help="run the ledger daemon against Kafka (consume, journal, apply, emit)",
+        description=(
+            "Run the clearing daemon: the single writer of one ledger. Recovers from the "
+            "journal topic (and local snapshots), then consumes the input topics and emits "
+            "journal records, output events and DLQ records in one Kafka transaction per "
+            "batch. Exit codes: 0 clean stop, 1 failure (restart it), 2 bad configuration, "
+            "3 fenced by a newer instance, 4 refused to start (see the log), 5 shutdown "
+            "bound exceeded."
+        ),
+    )
+    run.add_argument(
+        "--config", metavar="FILE", help="TOML configuration (CLEARING_* variables override it)"
+    )
+
+    topics = commands.add_parser(
+        "topics", help="manage the ledger's Kafka topics", description="Kafka topic tools."
+    )
+    topic_commands = topics.add_subparsers(dest="topics_command", metavar="SUBCOMMAND")
+    topic_commands.required = True
+    topics_create = topic_commands.add_parser(
+        "create",
+        help="create the journal, events, DLQ and input topics (idempotent)",
+        description=(
+            "Create the ledger's topics with the settings it relies on (journal: one "
+            "partition, kept forever, never compacted); check the ones that exist."
+        ),
+    )
+    topics_create.add_argument(
+        "--config", metavar="FILE", help="TOML configuration (CLEARING_* variables override it)"
+    )
     return parser
 
 
@@ -53,6 +150,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             from clearing.audit.replay import replay_command
 
             return replay_command(args)
+        if args.command == "ingest":
+            from clearing.audit.journal_cli import ingest_command
+
+            return ingest_command(args)
+        if args.command == "journal":
+            from clearing.audit.journal_cli import journal_command
+
+            return journal_command(args)
+        if args.command == "run":
+            from clearing.kafka import run_command
+
+            return run_command(args)
+        if args.command == "topics":
+            from clearing.kafka import topics_command
+
+            return topics_command(args)
     except UserError as exc:
         print(f"clearing {args.command}: error: {exc}", file=sys.stderr)
         return 2

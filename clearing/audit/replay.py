@@ -72,9 +72,16 @@ def replay_command(args: argparse.Namespace) -> int:
 
     path = args.input
     if not os.path.exists(path):
-        raise UserError(f"{path}: no such file; pass a .jsonl file of input events")
+        raise UserError(
+            f"{path}: no such file or directory; pass a .jsonl file of input events "
+            f"or a journal directory"
+        )
     if os.path.isdir(path):
-        raise UserError(f"{path} is a directory; pass a .jsonl file of input events")
+        from clearing.audit.journal_replay import replay_journal_command
+
+        return replay_journal_command(args)
+    if args.until is not None or args.until_ts is not None:
+        raise UserError("--until and --until-ts apply to journal directories only")
     engine = Engine()
     try:
         source = open(path, "rb")  # noqa: SIM115 - closed below

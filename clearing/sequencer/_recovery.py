@@ -20,7 +20,7 @@ import msgspec
 from clearing.engine import Engine, encode_output
 from clearing.engine.persist import StateFormatError, load_state
 from clearing.journal import Record
-from clearing.snapshot import list_snapshots, read_snapshot
+from clearing.snapshot import SnapshotError, list_snapshots, read_snapshot
 
 __all__ = [
     "OutputDivergence",
@@ -107,7 +107,7 @@ def recover(
                     )
                     continue
                 candidate = load_state(snap.state)
-            except (OSError, ValueError, StateFormatError) as exc:
+            except (OSError, ValueError, StateFormatError, SnapshotError) as exc:
                 log.warning("snapshot %s is unusable (%s): trying an older one", info.path, exc)
                 continue
             if candidate.seq != snap.journal_seq:

@@ -1,0 +1,193 @@
+"""``clearing ingest`` and ``clearing journal verify|export|info``: the embedded mode and
+the operator's tools over a local journal directory."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO, Final
+
+from clearing.engine import encode_output
+from clearing.journal import (
+    JournalCorrupt,
+    JournalError,
+    LocalJournal,
+    export_jsonl,
+    info,
+    repair_truncate,
+    verify,
+)
+from clearing.sequencer import RecoveryError, Sequencer
+from clearing.snapshot import list_snapshots
+
+__all__ = ["default_snapshot_dir", "ingest_command", "journal_command", "parse_file_source"]
+
+# Inputs per journal group commit in ingest: large enough to amortise the fsync.
+INGEST_BATCH_INPUTS: Final = 5_000
+
+
+def default_snapshot_dir(journal_dir: str) -> str:
+    """Snapshots live beside the segments unless told otherwise."""
+    return os.path.join(journal_dir, "snapshots")
+
+
+def parse_file_source(source: str) -> tuple[str, int] | None:
+    """``file:<path>:<line>`` -> (path, line); None for other sources."""
+    if not source.startswith("file:"):
+        return None
+    path, _, line = source[5:].rpartition(":")
+    return (path, int(line)) if line.isdigit() else None
+
+
+def _resume_line(journal: LocalJournal, path: str) -> int:
+    """The last line of ``path`` already in the journal (0 if none)."""
+    last = journal.last_record()
+    if last is None:
+        return 0
+    parsed = parse_file_source(last.source)
+    if parsed is not None and parsed[0] == path:
+        return parsed[1]
+    done = 0
+    for record in journal.read():  # a different file was ingested last: look further back
+        parsed = parse_file_source(record.source)
+        if parsed is not None and parsed[0] == path:
+            done = max(done, parsed[1])
+    return done
+
+
+def _numbered_inputs(stream: BinaryIO, after_line: int) -> Iterator[tuple[int, bytes]]:
+    for line_no, line in enumerate(stream, start=1):
+        if line_no <= after_line:
+            continue
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        if line.strip(b" \t\r"):
+            yield line_no, line
+
+
+def ingest_command(args: argparse.Namespace) -> int:
+    from clearing.cli import UserError
+
+    path = os.path.abspath(args.input)
+    if not os.path.isfile(path):
+        raise UserError(f"{args.input}: no such file; pass a .jsonl file of input events")
+    snapshot_dir = args.snapshots or default_snapshot_dir(args.journal)
+    try:
+        sequencer, recovery = Sequencer.open_local(
+            args.journal, snapshot_dir, fsync=args.fsync, snapshot_every_inputs=args.snapshot_every
+        )
+    except (JournalError, RecoveryError) as exc:
+        raise UserError(f"cannot open journal {args.journal}: {exc}") from exc
+    events_out: BinaryIO | None = None
+    try:
+        resume_after = _resume_line(sequencer.journal, path)  # type: ignore[arg-type]
+        if args.events:
+            events_out = open(args.events, "ab")  # noqa: SIM115 - closed below
+        applied = outputs = 0
+        batch: list[tuple[str, bytes]] = []
+        with open(path, "rb") as stream:
+            for line_no, line in _numbered_inputs(stream, resume_after):
+                batch.append((f"file:{path}:{line_no}", line))
+                if len(batch) >= args.batch:
+                    produced = sequencer.submit(batch)
+                    applied, outputs = applied + len(batch), outputs + len(produced)
+                    if events_out is not None:
+                        events_out.write(b"".join(encode_output(e) + b"\n" for e in produced))
+                    batch = []
+            if batch:
+                produced = sequencer.submit(batch)
+                applied, outputs = applied + len(batch), outputs + len(produced)
+                if events_out is not None:
+                    events_out.write(b"".join(encode_output(e) + b"\n" for e in produced))
+    finally:
+        if events_out is not None:
+            events_out.close()
+        sequencer.close()
+    print(
+        f"ingested {applied} inputs from {args.input} (resumed after line {resume_after}; "
+        f"recovered seq {recovery.snapshot_seq}+{recovery.replayed}): {outputs} output events; "
+        f"journal at seq {sequencer.engine.seq}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _hex(digest: bytes) -> str:
+    return digest.hex()
+
+
+def journal_command(args: argparse.Namespace) -> int:
+    from clearing.cli import UserError
+
+    directory = args.journal
+    if not os.path.isdir(directory):
+        raise UserError(f"{directory}: no such journal directory")
+    if args.journal_command == "verify":
+        if args.repair_truncate:
+            report = repair_truncate(directory)
+            if report.problem is None:
+                print(f"{directory}: nothing to repair; last seq {report.last_seq}")
+            else:
+                print(
+                    f"{directory}: cut at {os.path.basename(report.problem.segment)} offset "
+                    f"{report.problem.offset} ({report.problem.reason}); dropped "
+                    f"{report.bytes_dropped} bytes, deleted {len(report.deleted_segments)} "
+                    f"segment(s); journal now ends at seq {report.last_seq}"
+                )
+            return 0
+        result = verify(directory)
+        print(
+            f"{directory}: {result.records} records (seq {result.first_seq}..{result.last_seq}) "
+            f"in {result.segments} segment(s), {result.size_bytes} bytes; "
+            f"head hash {_hex(result.head_hash)}"
+        )
+        if result.problem is None:
+            print("OK: every frame checksum and the whole hash chain verify")
+            return 0
+        problem = result.problem
+        where = f"{os.path.basename(problem.segment)} at byte offset {problem.offset}"
+        if problem.torn:
+            print(f"torn tail in {where} ({problem.reason}): the next open truncates it")
+            return 0
+        print(
+            f"CORRUPT: {where}: {problem.reason}\n"
+            f"The log cannot be trusted past this point. Restore the journal from a replica "
+            f"or backup; or, accepting the loss of every record from there on, run\n"
+            f"  clearing journal verify --repair-truncate {directory}",
+            file=sys.stderr,
+        )
+        return 1
+    if args.journal_command == "export":
+        out: BinaryIO
+        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+        try:
+            count = export_jsonl(directory, out, args.from_seq, args.until_seq)
+        except (JournalCorrupt, ValueError) as exc:
+            raise UserError(str(exc)) from exc
+        finally:
+            if args.output:
+                out.close()
+        print(f"exported {count} inputs", file=sys.stderr)
+        return 0
+    summary = info(directory)
+    print(f"journal {directory}")
+    print(f"  records {summary.records}, last seq {summary.last_seq}, {summary.size_bytes} bytes")
+    print(f"  head hash {_hex(summary.head_hash)}")
+    for segment in summary.segments:
+        print(
+            f"  segment {segment.name}: seq {segment.first_seq}..{segment.last_seq}, "
+            f"{segment.size_bytes} bytes"
+        )
+    if summary.problem is not None:
+        print(f"  problem: {summary.problem.reason} (run clearing journal verify)")
+    snapshot_dir = default_snapshot_dir(directory)
+    if os.path.isdir(snapshot_dir):
+        for snap in list_snapshots(snapshot_dir):
+            state = "ok" if snap.problem is None else f"UNUSABLE: {snap.problem}"
+            print(
+                f"  snapshot {os.path.basename(snap.path)}: seq {snap.journal_seq}, "
+                f"{snap.size_bytes} bytes, {state}"
+            )
+    return 0
