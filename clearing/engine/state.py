@@ -225,8 +225,13 @@ class Ledger:
                 index = market.long_thresholds if new_entry[1] else market.short_thresholds
                 index.add((new_entry[2], account.id))
             account.index_entry = new_entry
-        new_bands = self._safety_bands(account) if len(positions) > 1 else ()
         old_bands = account.index_bands
+        if len(positions) > 1:
+            if old_bands and self._bands_still_hold(account, old_bands):
+                return  # still a valid guarantee: skip four sorted-list updates per market
+            new_bands = self._safety_bands(account)
+        else:
+            new_bands = ()
         if new_bands != old_bands:
             account_id = account.id
             markets = self.markets
@@ -239,6 +244,33 @@ class Ledger:
                 market.band_low.add((low, account_id))
                 market.band_high.add((high, account_id))
             account.index_bands = new_bands
+
+    def _bands_still_hold(self, account: Account, bands: tuple[tuple[str, int, int], ...]) -> bool:
+        """True if the account's existing bands still guarantee E >= MM for its current
+        cash and positions: the buffer at the worst corner of the bands is not negative.
+        Exact integer arithmetic, like the bands."""
+        positions = account.positions
+        if len(bands) != len(positions):
+            return False
+        markets = self.markets
+        buffer_e24 = account.cash_e16 * E8
+        for market_id, low_e8, high_e8 in bands:
+            position = positions.get(market_id)
+            if position is None:
+                return False
+            market = markets[market_id]
+            if not (low_e8 <= market.mark_e8 <= high_e8):  # type: ignore[operator]
+                return False  # a tick left this band: re-centre
+            qty_e8 = position.qty_e8
+            # B is linear in the marks: its minimum over the bands is at the low edge
+            # for a long and at the high edge for a short.
+            if qty_e8 > 0:
+                slope_e16 = qty_e8 * (E8 - market.mmr_e8)
+                buffer_e24 += low_e8 * slope_e16
+            else:
+                slope_e16 = -qty_e8 * (E8 + market.mmr_e8)
+                buffer_e24 -= high_e8 * slope_e16
+        return buffer_e24 >= 0
 
     def _safety_bands(self, account: Account) -> tuple[tuple[str, int, int], ...]:
         """One band of marks per market such that, while every mark stays in its band,
@@ -302,6 +334,8 @@ class Ledger:
                         raise InvariantViolation(
                             f"mark of {market_id} left the safety band of {account.id} unnoticed"
                         )
+                if not self._bands_still_hold(account, account.index_bands):
+                    raise InvariantViolation(f"safety bands of {account.id} no longer hold")
             elif account.index_bands:
                 raise InvariantViolation(f"{account.id} has stray safety bands")
         for market in self.markets.values():
