@@ -1,0 +1,340 @@
+"""Benchmarks for issue 5. Each prints its numbers; BENCHMARKS.md records the results.
+
+    python tools/bench.py all                      # the full suite (takes a while)
+    python tools/bench.py replay --events 1000000 --accounts 100000 --runs 3
+    python tools/bench.py tick --accounts 1000000 --ticks 2000 --scan-ticks 5
+    python tools/bench.py restart --accounts 1000000 --tail 1000000
+    python tools/bench.py --smoke all              # the CI-sized version (ratios only)
+
+Timings use time.perf_counter on one core; medians over runs. Nothing here is a test:
+the engine's correctness tests and invariant checks run on the same code paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from clearing.engine import Engine  # noqa: E402
+from clearing.engine.persist import dump_state  # noqa: E402
+from clearing.sequencer import Sequencer  # noqa: E402
+from tools.gen_events import generate  # noqa: E402
+
+# The CI smoke run must stay in seconds; these sizes keep the index-vs-scan ratio visible.
+SMOKE = {"events": 30_000, "accounts": 5_000, "tick_accounts": 20_000, "ticks": 200}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def machine() -> dict[str, object]:
+    return {
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+# -- 1. replay throughput --------------------------------------------------------------
+
+
+def bench_replay(events: int, accounts: int, markets: int, runs: int) -> dict[str, object]:
+    """Generate a journal with `clearing ingest`, then time `clearing replay JOURNAL`."""
+    work = Path(tempfile.mkdtemp(prefix="bench-replay-"))
+    try:
+        inputs = work / "inputs.jsonl"
+        with open(inputs, "wb") as out:
+            for raw in generate(events, accounts, markets, seed=1):
+                out.write(raw + b"\n")
+        journal = work / "journal"
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "clearing.cli", "ingest", str(inputs), "--journal",
+             str(journal), "--snapshot-every", str(10**9)],
+            check=True, cwd=ROOT, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        ingest_s = time.perf_counter() - started
+        timings = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "clearing.cli", "replay", str(journal), "-q",
+                 "--events", os.devnull, "--no-verify-outputs"],
+                check=True, cwd=ROOT,
+            )  # fmt: skip
+            timings.append(time.perf_counter() - started)
+        median_s = statistics.median(timings)
+        return {
+            "events": events,
+            "accounts": accounts,
+            "markets": markets,
+            "ingest_s": round(ingest_s, 2),
+            "ingest_events_per_s": round(events / ingest_s),
+            "replay_runs_s": [round(t, 2) for t in timings],
+            "replay_median_s": round(median_s, 2),
+            "replay_events_per_s": round(events / median_s),
+            "goal_events_per_s": 250_000,
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# -- 2. tick latency at scale, and 5. memory per position --------------------------------
+
+
+def _one_market_population(accounts: int) -> Iterator[bytes]:
+    """`accounts` accounts, each holding one position in one market, leverage spread so a
+    tick at a time liquidates only a few: pairs of (long, short) with staggered cash."""
+    yield (b'{"type":"market","market":"BTC-PERP","imr":"0.1","mmr":"0.05","liq_fee":"0.01"}')
+    yield b'{"type":"deposit","account":"insurance-fund","amount":"100000000"}'
+    yield b'{"type":"oracle","market":"BTC-PERP","price":"100"}'
+    for pair in range(accounts // 2):
+        # Cash per unit in 1e-4 steps, so every account has its own liquidation mark: 1 in
+        # 100 thinly margined (5.5..11: liquidated by a move of 1-7%), the rest 20..60.
+        thin = pair % 100 == 0
+        low, spread = (55_000, 55_000) if thin else (200_000, 400_000)
+        cash_long = low + (pair * 7919) % spread
+        cash_short = low + (pair * 104729) % spread
+        yield b'{"type":"deposit","account":"L%d","amount":"%d.%04d"}' % (
+            pair,
+            *divmod(cash_long, 10_000),
+        )
+        yield b'{"type":"deposit","account":"S%d","amount":"%d.%04d"}' % (
+            pair,
+            *divmod(cash_short, 10_000),
+        )
+        yield (
+            b'{"type":"fill","fill_id":"p%d","market":"BTC-PERP","price":"100","qty":"1",'
+            b'"buyer":"L%d","seller":"S%d"}' % (pair, pair, pair)
+        )
+
+
+def build_population(accounts: int, use_index: bool) -> Engine:
+    engine = Engine(use_index=use_index)
+    for raw in _one_market_population(accounts):
+        engine.apply(raw)
+    return engine
+
+
+def _tick_prices(count: int) -> list[int]:
+    """A gentle random walk around 100: most ticks liquidate nobody, some a handful."""
+    import random
+
+    rng = random.Random(5)
+    price = 100.0
+    prices = []
+    for _ in range(count):
+        price = min(130.0, max(70.0, price * (1 + rng.gauss(0, 0.003))))
+        prices.append(round(price * 100))
+    return prices
+
+
+def _time_ticks(engine: Engine, prices: list[int]) -> tuple[list[float], int]:
+    samples = []
+    liquidations = 0
+    gc.disable()  # measure the engine, not a collector pause triggered by the harness
+    try:
+        for cents in prices:
+            raw = b'{"type":"oracle","market":"BTC-PERP","price":"%d.%02d"}' % divmod(cents, 100)
+            started = time.perf_counter()
+            outputs = engine.apply(raw)
+            samples.append(time.perf_counter() - started)
+            liquidations += sum(1 for e in outputs if e.__struct_config__.tag == "liquidation")
+    finally:
+        gc.enable()
+    return samples, liquidations
+
+
+def bench_tick(accounts: int, ticks: int, scan_ticks: int) -> dict[str, object]:
+    gc.collect()
+    rss_before = _rss_bytes()
+    started = time.perf_counter()
+    engine = build_population(accounts, use_index=True)
+    build_s = time.perf_counter() - started
+    gc.collect()
+    rss_after = _rss_bytes()
+    positions = sum(len(m.holders) for m in engine.ledger.markets.values())
+    prices = _tick_prices(ticks)
+    index_samples, liquidated = _time_ticks(engine, prices)
+    engine.check_invariants()
+    # The full scan, on the same state, for the first few ticks of the same path.
+    snapshot = dump_state(engine)
+    del engine
+    gc.collect()
+    from clearing.engine.persist import load_state
+
+    baseline = load_state(snapshot)
+    baseline.use_index = False
+    scan_samples, _ = _time_ticks(baseline, prices[:scan_ticks])
+    index_p50 = statistics.median(index_samples)
+    scan_p50 = statistics.median(scan_samples)
+    return {
+        "accounts": accounts,
+        "positions": positions,
+        "build_s": round(build_s, 1),
+        "ticks": ticks,
+        "liquidations": liquidated,
+        "index_p50_ms": round(index_p50 * 1e3, 4),
+        "index_p99_ms": round(_percentile(index_samples, 0.99) * 1e3, 4),
+        "index_max_ms": round(max(index_samples) * 1e3, 3),
+        "scan_ticks": scan_ticks,
+        "scan_p50_ms": round(scan_p50 * 1e3, 2),
+        "scan_over_index_p50": round(scan_p50 / index_p50),
+        "rss_per_position_bytes": round((rss_after - rss_before) / max(positions, 1)),
+        "goals": {"p99_ms": 1.0, "scan_ratio": 1000, "bytes_per_position": 300},
+    }
+
+
+# -- 4. restart --------------------------------------------------------------------------
+
+
+def bench_restart(accounts: int, tail: int) -> dict[str, object]:
+    """Snapshot of `accounts` accounts (one position each) + a journal tail of `tail`
+    mixed events; time Sequencer.open_local (snapshot load + tail replay)."""
+    work = Path(tempfile.mkdtemp(prefix="bench-restart-"))
+    try:
+        journal, snaps = str(work / "journal"), str(work / "snapshots")
+        sequencer, _ = Sequencer.open_local(journal, snaps, snapshot_every_inputs=10**12)
+        batch: list[tuple[str, bytes]] = []
+        for number, raw in enumerate(_one_market_population(accounts)):
+            batch.append((f"bench:{number}", raw))
+            if len(batch) == 20_000:
+                sequencer.submit(batch)
+                batch = []
+        sequencer.submit(batch)
+        sequencer.snapshot()
+        snapshot_seq = sequencer.engine.seq
+        batch = []
+        for number, raw in enumerate(_tail_events(tail, accounts)):
+            batch.append((f"tail:{number}", raw))
+            if len(batch) == 20_000:
+                sequencer.submit(batch)
+                batch = []
+        sequencer.submit(batch)
+        sequencer.close(snapshot=False)
+        timings = []
+        for _ in range(2):
+            gc.collect()
+            started = time.perf_counter()
+            restarted, recovery = Sequencer.open_local(journal, snaps)
+            timings.append(time.perf_counter() - started)
+            assert recovery.snapshot_seq == snapshot_seq and recovery.replayed > 0
+            restarted.close(snapshot=False)
+        snapshot_bytes = sum(f.stat().st_size for f in Path(snaps).glob("*.snap"))
+        return {
+            "accounts": accounts,
+            "snapshot_bytes": snapshot_bytes,
+            "tail_events": recovery.replayed,
+            "restart_runs_s": [round(t, 2) for t in timings],
+            "restart_median_s": round(statistics.median(timings), 2),
+            "goal_s": 10,
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _tail_events(count: int, accounts: int) -> Iterator[bytes]:
+    """Fills between existing accounts and oracle ticks, on the population's market."""
+    import random
+
+    rng = random.Random(9)
+    pairs = accounts // 2
+    price = 100.0
+    for number in range(count):
+        if number % 4 == 3:
+            price = min(110.0, max(90.0, price * (1 + rng.gauss(0, 0.0005))))
+            yield b'{"type":"oracle","market":"BTC-PERP","price":"%.2f"}' % price
+        else:
+            buyer = rng.randrange(pairs)
+            yield (
+                b'{"type":"fill","fill_id":"t%d","market":"BTC-PERP","price":"%.2f",'
+                b'"qty":"0.01","buyer":"L%d","seller":"S%d"}'
+                % (number, price, buyer, rng.randrange(pairs))
+            )
+
+
+# -- driver ------------------------------------------------------------------------------
+
+
+def _run(name: str, fn: Callable[[], dict[str, object]]) -> dict[str, object]:
+    print(f"== {name}", file=sys.stderr, flush=True)
+    result = fn()
+    print(json.dumps({name: result}), flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="CI-sized runs")
+    sub = parser.add_subparsers(dest="bench", required=True)
+    replay = sub.add_parser("replay")
+    replay.add_argument("--events", type=int, default=1_000_000)
+    replay.add_argument("--accounts", type=int, default=100_000)
+    replay.add_argument("--markets", type=int, default=20)
+    replay.add_argument("--runs", type=int, default=3)
+    tick = sub.add_parser("tick")
+    tick.add_argument("--accounts", type=int, default=1_000_000)
+    tick.add_argument("--ticks", type=int, default=2_000)
+    tick.add_argument("--scan-ticks", type=int, default=5)
+    restart = sub.add_parser("restart")
+    restart.add_argument("--accounts", type=int, default=1_000_000)
+    restart.add_argument("--tail", type=int, default=1_000_000)
+    sub.add_parser("all")
+    args = parser.parse_args(argv)
+    print(json.dumps({"machine": machine()}), flush=True)
+    smoke = args.smoke
+    if args.bench in ("replay", "all"):
+        events = SMOKE["events"] if smoke else getattr(args, "events", 1_000_000)
+        accounts = SMOKE["accounts"] if smoke else getattr(args, "accounts", 100_000)
+        _run("replay", lambda: bench_replay(events, accounts, getattr(args, "markets", 20),
+                                           1 if smoke else getattr(args, "runs", 3)))  # fmt: skip
+    if args.bench in ("tick", "all"):
+        accounts = SMOKE["tick_accounts"] if smoke else getattr(args, "accounts", 1_000_000)
+        ticks = SMOKE["ticks"] if smoke else getattr(args, "ticks", 2_000)
+        scan_ticks = 20 if smoke else getattr(args, "scan_ticks", 5)
+        _run("tick", lambda: bench_tick(accounts, ticks, scan_ticks))
+    if args.bench in ("restart", "all"):
+        accounts = SMOKE["tick_accounts"] if smoke else getattr(args, "accounts", 1_000_000)
+        tail = SMOKE["events"] if smoke else getattr(args, "tail", 1_000_000)
+        _run("restart", lambda: bench_restart(accounts, tail))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"peak_rss_bytes": peak}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
