@@ -53,9 +53,9 @@ class Account:
         self.positions: dict[str, Position] = {}
         # Where the liquidation index holds this account (see Ledger.reindex): a
         # (market id, is_long, threshold) entry when it has one position, or one
-        # (market id, low mark, high mark) safety band per market when it has several.
+        # (market id, is_long, edge mark) safety edge per market when it has several.
         self.index_entry: tuple[str, bool, int] | None = None
-        self.index_bands: tuple[tuple[str, int, int], ...] = ()
+        self.index_bands: tuple[tuple[str, bool, int], ...] = ()
 
 
 class MarketState:
@@ -105,8 +105,8 @@ class MarketState:
         # several marks, so no single threshold exists. Each holds a safety band per market
         # (see Ledger.reindex): while every mark stays inside its band the account cannot
         # be liquidatable, so a tick only needs to look at the bands it leaves.
-        self.band_low: SortedList = SortedList()  # (low mark e8, account id)
-        self.band_high: SortedList = SortedList()  # (high mark e8, account id)
+        self.band_low: SortedList = SortedList()  # longs: (floor mark e8, account id)
+        self.band_high: SortedList = SortedList()  # shorts: (ceiling mark e8, account id)
 
     def liquidation_candidates(self, mark_e8: int) -> tuple[list[Account], list[Account]]:
         """Accounts a new mark of ``mark_e8`` may make liquidatable, without a full scan.
@@ -128,8 +128,6 @@ class MarketState:
 
 # A long threshold no positive mark reaches: never liquidatable.
 _NEVER_LONG: Final = 0
-# An upper band edge no mark reaches (|price| <= 1e15 on the wire).
-_OPEN_BAND: Final = 10**40
 
 
 def threshold_e8(cash_e16: int, qty_e8: int, mmr_e8: int) -> int:
@@ -228,59 +226,61 @@ class Ledger:
         old_bands = account.index_bands
         if len(positions) > 1:
             if old_bands and self._bands_still_hold(account, old_bands):
-                return  # still a valid guarantee: skip four sorted-list updates per market
+                return  # still a valid guarantee: skip the sorted-list updates
             new_bands = self._safety_bands(account)
         else:
             new_bands = ()
         if new_bands != old_bands:
             account_id = account.id
             markets = self.markets
-            for market_id, low, high in old_bands:
+            for market_id, is_long, edge_e8 in old_bands:
                 market = markets[market_id]
-                market.band_low.remove((low, account_id))
-                market.band_high.remove((high, account_id))
-            for market_id, low, high in new_bands:
+                (market.band_low if is_long else market.band_high).remove((edge_e8, account_id))
+            for market_id, is_long, edge_e8 in new_bands:
                 market = markets[market_id]
-                market.band_low.add((low, account_id))
-                market.band_high.add((high, account_id))
+                (market.band_low if is_long else market.band_high).add((edge_e8, account_id))
             account.index_bands = new_bands
 
-    def _bands_still_hold(self, account: Account, bands: tuple[tuple[str, int, int], ...]) -> bool:
+    def _bands_still_hold(self, account: Account, bands: tuple[tuple[str, bool, int], ...]) -> bool:
         """True if the account's existing bands still guarantee E >= MM for its current
-        cash and positions: the buffer at the worst corner of the bands is not negative.
-        Exact integer arithmetic, like the bands."""
+        cash and positions: every mark is on the safe side of its edge, and the buffer
+        with every mark at its edge is not negative. Exact integer arithmetic."""
         positions = account.positions
         if len(bands) != len(positions):
             return False
         markets = self.markets
         buffer_e24 = account.cash_e16 * E8
-        for market_id, low_e8, high_e8 in bands:
+        for market_id, is_long, edge_e8 in bands:
             position = positions.get(market_id)
             if position is None:
                 return False
-            market = markets[market_id]
-            if not (low_e8 <= market.mark_e8 <= high_e8):  # type: ignore[operator]
-                return False  # a tick left this band: re-centre
             qty_e8 = position.qty_e8
-            # B is linear in the marks: its minimum over the bands is at the low edge
-            # for a long and at the high edge for a short.
-            if qty_e8 > 0:
-                slope_e16 = qty_e8 * (E8 - market.mmr_e8)
-                buffer_e24 += low_e8 * slope_e16
+            if (qty_e8 > 0) != is_long:
+                return False
+            market = markets[market_id]
+            mark_e8: int = market.mark_e8  # type: ignore[assignment]
+            # B is linear in the marks, so its minimum over the allowed marks is at the
+            # edges: the floor for a long, the ceiling for a short.
+            if is_long:
+                if mark_e8 < edge_e8:
+                    return False  # a tick crossed this edge: re-centre
+                buffer_e24 += edge_e8 * qty_e8 * (E8 - market.mmr_e8)
             else:
-                slope_e16 = -qty_e8 * (E8 + market.mmr_e8)
-                buffer_e24 -= high_e8 * slope_e16
+                if mark_e8 > edge_e8:
+                    return False
+                buffer_e24 += edge_e8 * qty_e8 * (E8 + market.mmr_e8)
         return buffer_e24 >= 0
 
-    def _safety_bands(self, account: Account) -> tuple[tuple[str, int, int], ...]:
-        """One band of marks per market such that, while every mark stays in its band,
-        the account stays at E >= MM.
+    def _safety_bands(self, account: Account) -> tuple[tuple[str, bool, int], ...]:
+        """One edge per market (a floor under a long's mark, a ceiling over a short's) such
+        that, while no mark crosses its edge, the account stays at E >= MM.
 
-        With buffer B = E - MM = C + sum(m_k * s_k) (s_k = q_k * (1 -/+ mmr_k)), moving
-        the marks by dm_k changes B by sum(dm_k * s_k), at most sum(|dm_k| * |s_k|). The
-        buffer is shared out in proportion to each market's weight |s_k| * m_k, and band k
-        allows |dm_k| <= share_k / |s_k|. All divisions round down, so the bands are never
-        wider than the guarantee allows; a buffer already negative gives zero-width bands.
+        With buffer B = E - MM = C + sum(m_k * s_k) (s_k = q_k * (1 -/+ mmr_k)), only
+        adverse moves lower B: a fall dm_k < 0 for a long, a rise for a short, each by at
+        most |dm_k| * |s_k|. The buffer is shared out in proportion to each market's weight
+        |s_k| * m_k, and the edge allows an adverse move of share_k / |s_k|. Divisions
+        round down, so the edges never allow more than the buffer; favourable moves never
+        trigger anything. A buffer already negative puts every edge at the mark.
         """
         markets = self.markets
         buffer_e24 = account.cash_e16 * E8
@@ -290,25 +290,24 @@ class Ledger:
             market = markets[market_id]
             mark_e8: int = market.mark_e8  # type: ignore[assignment]
             qty_e8 = position.qty_e8
-            # slope = |s_k|: B moves by mark * s_k, s_k > 0 for a long, < 0 for a short.
             if qty_e8 > 0:
-                slope_e16 = qty_e8 * (E8 - market.mmr_e8)
+                slope_e16 = qty_e8 * (E8 - market.mmr_e8)  # |s_k|
                 buffer_e24 += mark_e8 * slope_e16
             else:
                 slope_e16 = -qty_e8 * (E8 + market.mmr_e8)
                 buffer_e24 -= mark_e8 * slope_e16
             weight_e24 = slope_e16 * mark_e8
             gross_e24 += weight_e24
-            parts.append((market_id, mark_e8, slope_e16, weight_e24))
+            parts.append((market_id, qty_e8 > 0, mark_e8, slope_e16, weight_e24))
         buffer_e24 = max(0, buffer_e24)
         bands = []
-        for market_id, mark_e8, slope_e16, weight_e24 in sorted(parts):
+        for market_id, is_long, mark_e8, slope_e16, weight_e24 in sorted(parts):
             if slope_e16 == 0:
-                # This mark cannot move the buffer (a long with mmr = 1): an open band.
-                bands.append((market_id, 0, _OPEN_BAND))
+                # This mark cannot move the buffer (a long with mmr = 1): no floor.
+                bands.append((market_id, True, 0))
                 continue
-            half_width_e8 = (buffer_e24 * weight_e24 // gross_e24) // slope_e16
-            bands.append((market_id, mark_e8 - half_width_e8, mark_e8 + half_width_e8))
+            move_e8 = (buffer_e24 * weight_e24 // gross_e24) // slope_e16
+            bands.append((market_id, is_long, mark_e8 - move_e8 if is_long else mark_e8 + move_e8))
         return tuple(bands)
 
     def check_index(self) -> None:
@@ -328,12 +327,6 @@ class Ledger:
                 held = sorted(account.positions)
                 if [band[0] for band in account.index_bands] != held:
                     raise InvariantViolation(f"safety bands of {account.id} miss a market")
-                for market_id, low, high in account.index_bands:
-                    mark = self.markets[market_id].mark_e8
-                    if not (low <= mark <= high):  # type: ignore[operator]
-                        raise InvariantViolation(
-                            f"mark of {market_id} left the safety band of {account.id} unnoticed"
-                        )
                 if not self._bands_still_hold(account, account.index_bands):
                     raise InvariantViolation(f"safety bands of {account.id} no longer hold")
             elif account.index_bands:
@@ -345,7 +338,7 @@ class Ledger:
             )
             if singles + multis != sum(1 for a in market.holders.values() if not a.is_system):
                 raise InvariantViolation(f"liquidation index of {market.id} is incomplete")
-            if len(market.band_low) != multis or len(market.band_high) != multis:
+            if len(market.band_low) + len(market.band_high) != multis:
                 raise InvariantViolation(f"safety bands of {market.id} have stray entries")
 
     def check_invariants(self) -> None:
