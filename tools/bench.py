@@ -124,8 +124,8 @@ def _one_market_population(accounts: int) -> Iterator[bytes]:
     yield b'{"type":"oracle","market":"BTC-PERP","price":"100"}'
     for pair in range(accounts // 2):
         # Cash per unit in 1e-4 steps, so every account has its own liquidation mark: 1 in
-        # 100 thinly margined (5.5..11: liquidated by a move of 1-7%), the rest 20..60.
-        thin = pair % 100 == 0
+        # 500 thinly margined (5.5..11: liquidated by a move of 1-7%), the rest 20..60.
+        thin = pair % 500 == 0
         low, spread = (55_000, 55_000) if thin else (200_000, 400_000)
         cash_long = low + (pair * 7919) % spread
         cash_short = low + (pair * 104729) % spread
@@ -164,8 +164,14 @@ def _tick_prices(count: int) -> list[int]:
 
 
 def _time_ticks(engine: Engine, prices: list[int]) -> tuple[list[float], int]:
+    samples, per_tick = _time_ticks_detailed(engine, prices)
+    return samples, sum(per_tick)
+
+
+def _time_ticks_detailed(engine: Engine, prices: list[int]) -> tuple[list[float], list[int]]:
+    """Engine time per tick, and the liquidations each tick caused."""
     samples = []
-    liquidations = 0
+    liquidations = []
     gc.disable()  # measure the engine, not a collector pause triggered by the harness
     try:
         for cents in prices:
@@ -173,7 +179,7 @@ def _time_ticks(engine: Engine, prices: list[int]) -> tuple[list[float], int]:
             started = time.perf_counter()
             outputs = engine.apply(raw)
             samples.append(time.perf_counter() - started)
-            liquidations += sum(1 for e in outputs if e.__struct_config__.tag == "liquidation")
+            liquidations.append(sum(1 for e in outputs if e.__struct_config__.tag == "liquidation"))
     finally:
         gc.enable()
     return samples, liquidations
@@ -189,7 +195,10 @@ def bench_tick(accounts: int, ticks: int, scan_ticks: int) -> dict[str, object]:
     rss_after = _rss_bytes()
     positions = sum(len(m.holders) for m in engine.ledger.markets.values())
     prices = _tick_prices(ticks)
-    index_samples, liquidated = _time_ticks(engine, prices)
+    index_samples, per_tick = _time_ticks_detailed(engine, prices)
+    liquidated = sum(per_tick)
+    quiet = [t for t, n in zip(index_samples, per_tick, strict=True) if n == 0]
+    busy = [(t, n) for t, n in zip(index_samples, per_tick, strict=True) if n > 0]
     engine.check_invariants()
     # The full scan, on the same state, for the first few ticks of the same path.
     snapshot = dump_state(engine)
@@ -211,6 +220,14 @@ def bench_tick(accounts: int, ticks: int, scan_ticks: int) -> dict[str, object]:
         "index_p50_ms": round(index_p50 * 1e3, 4),
         "index_p99_ms": round(_percentile(index_samples, 0.99) * 1e3, 4),
         "index_max_ms": round(max(index_samples) * 1e3, 3),
+        "quiet_ticks": len(quiet),
+        "quiet_p50_ms": round(statistics.median(quiet) * 1e3, 4) if quiet else None,
+        "quiet_p99_ms": round(_percentile(quiet, 0.99) * 1e3, 4) if quiet else None,
+        "liquidating_ticks": len(busy),
+        "liquidations_per_liquidating_tick_max": max((n for _, n in busy), default=0),
+        "us_per_liquidation_median": round(statistics.median(t / n for t, n in busy) * 1e6, 1)
+        if busy
+        else None,
         "scan_ticks": scan_ticks,
         "scan_p50_ms": round(scan_p50 * 1e3, 2),
         "scan_over_index_p50": round(scan_p50 / index_p50),
