@@ -1,0 +1,699 @@
+"""The Kafka daemon: the single writer of one ledger.
+
+    input topics --read_committed--> order + sequence --> engine --> ONE transaction:
+        journal records + output events + DLQ records + the consumed input offsets
+
+Per batch, the engine applies the records first (it is pure and fast), then one Kafka
+transaction carries everything the batch produced together with the input offsets it
+consumed (``send_offsets_to_transaction``). Either all of it becomes visible to
+read_committed consumers, or none of it.
+
+Failure semantics. The engine is ahead of the committed journal from the moment a batch
+is applied until its transaction commits. If anything fails in between (a send, the
+offsets, the commit, an invariant check), the transaction is aborted if the producer
+still can, and the daemon exits non-zero: a supervisor restarts it and recovery rebuilds
+the state from the journal, which never contains the aborted batch. A fenced producer (a
+newer instance with the same ledger id took over) exits with ``EXIT_FENCED``.
+SIGTERM/SIGINT (``request_stop``) stops consuming, lets the open transaction commit,
+writes a snapshot and exits 0, all within ``daemon.shutdown_timeout_s``; past that bound
+the transaction is aborted and the exit is ``EXIT_SHUTDOWN_TIMEOUT``.
+
+Startup order matters: the transactional producer starts (InitProducerId fences every
+older instance and completes or aborts its open transaction) *before* the journal's end
+is read, so nothing can be committed behind recovery's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+
+from clearing.engine import Engine, InvariantViolation
+from clearing.engine.persist import dump_state
+from clearing.journal import JournalError
+from clearing.kafka._batch import (
+    HEADER_SOURCE_TOPIC,
+    BatchPlan,
+    InputRecord,
+    JournalChain,
+    order_records,
+    plan_batch,
+)
+from clearing.kafka._clients import admin_client, make_consumer, make_producer
+from clearing.kafka._recovery import (
+    KafkaRecovery,
+    Positions,
+    recover_from_kafka,
+    write_kafka_snapshot,
+)
+from clearing.kafka._topics import describe_partitions
+from clearing.ops.config import Config
+from clearing.ops.http import OpsServer
+from clearing.ops.metrics import Metrics
+from clearing.sequencer import RecoveryError
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_FENCED",
+    "EXIT_OK",
+    "EXIT_RECOVERY",
+    "EXIT_SHUTDOWN_TIMEOUT",
+    "BeforeCommit",
+    "Daemon",
+    "DaemonExit",
+]
+
+log = logging.getLogger("clearing.kafka")
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1  # a batch failed or something unexpected: restart, recovery rebuilds
+EXIT_FENCED: Final = 3  # a newer instance with the same ledger id took over
+EXIT_RECOVERY: Final = 4  # refused to start (topics, journal, snapshots): a person must look
+EXIT_SHUTDOWN_TIMEOUT: Final = 5  # stop requested, but the bound passed: open txn aborted
+
+# Test hook: called (and awaited if it returns an awaitable) with the 1-based batch number
+# after the batch's messages were sent, before its offsets and commit. Raising makes the
+# batch fail like a broken send would.
+BeforeCommit = Callable[[int], Awaitable[None] | None]
+
+_T = TypeVar("_T")
+# Abort and client shutdown are best effort on the way out; never let them hang the exit.
+_ABORT_TIMEOUT_S: Final = 10.0
+_CLOSE_TIMEOUT_S: Final = 10.0
+# Ledger gauges cost O(positions) on the loop; Prometheus scrapes every 15 s anyway.
+_LEDGER_METRICS_INTERVAL_S: Final = 5.0
+_FENCED_ERRORS: Final = (ProducerFenced, InvalidProducerEpoch)
+
+
+class DaemonExit(Exception):
+    """Stop the daemon with ``code``; ``message`` is the log line that says why."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def _in_daemon_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking ``fn`` in a daemon thread (asyncio.to_thread's executor would make the
+    interpreter wait for it at exit, defeating the shutdown bound)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=target, name=f"clearing-{fn.__name__}", daemon=True).start()
+    return await future
+
+
+def _retrieve_fatal_error(producer: AIOKafkaProducer) -> None:
+    """Read the error aiokafka leaves on an internal future once fenced.
+
+    Nobody awaits that future, so asyncio would log "Future exception was never
+    retrieved" with a traceback whenever it is garbage collected, possibly in the middle
+    of another traceback's formatting (on CPython 3.11 that nesting corrupts the ``ast``
+    module's state: "SystemError: AST constructor recursion depth mismatch").
+    """
+    manager = getattr(producer, "_txn_manager", None)
+    waiter = getattr(manager, "_transaction_waiter", None)
+    if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
+        waiter.exception()
+
+
+def _listen_address(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Daemon:
+    """One ledger's consume -> journal -> apply -> emit loop. ``await run()`` -> exit code."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._before_commit = before_commit
+        self._stop = asyncio.Event()
+        self._rank = {topic: rank for rank, topic in enumerate(config.topics.inputs)}
+        self.engine: Engine | None = None
+        self.recovery: KafkaRecovery | None = None
+        self.committed_seq = 0
+        self.batches_committed = 0
+        self.last_snapshot_path: str | None = None
+        self._chain = JournalChain()
+        self._journal_offset = -1
+        self._positions: Positions = {}
+        self._assigned: list[TopicPartition] = []
+        self._last_snapshot_seq = 0
+        self._last_invariant_seq = 0
+        self._batch_no = 0
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._server: OpsServer | None = None
+        self.http_port: int | None = None
+
+    # -- control -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.metrics.ready
+
+    def request_stop(self) -> None:
+        """Stop consuming; the open transaction commits, then snapshot and exit 0."""
+        if not self._stop.is_set():
+            log.info("stop requested: finishing the open batch, then snapshot and exit")
+            self.metrics.set_ready(False, "shutting down")
+            self._stop.set()
+
+    async def run(self) -> int:
+        """Serve until stopped or failed; returns the process exit code."""
+        main = asyncio.create_task(self._main(), name="clearing-daemon")
+        stopping = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not main.done():
+                bound_s = self.config.daemon.shutdown_timeout_s
+                try:
+                    await asyncio.wait_for(asyncio.shield(main), bound_s)
+                except TimeoutError:
+                    log.error(
+                        "shutdown did not finish within %.1f s: aborting the open transaction",
+                        bound_s,
+                    )
+                    main.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await main
+                    return EXIT_SHUTDOWN_TIMEOUT
+            return main.result()
+        finally:
+            stopping.cancel()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def _main(self) -> int:
+        try:
+            await self._serve()
+            log.info("stopped cleanly at seq %d", self.committed_seq)
+            return EXIT_OK
+        except DaemonExit as exc:
+            log.error("%s", exc.message)
+            return exc.code
+        except (RecoveryError, JournalError) as exc:
+            log.critical("refusing to start: %s", exc)
+            return EXIT_RECOVERY
+        except Exception:
+            log.exception("unexpected failure; exiting so that recovery rebuilds the state")
+            return EXIT_FAILURE
+        finally:
+            self.metrics.set_ready(False, "stopped")
+            await self._close()
+
+    async def _serve(self) -> None:
+        config = self.config
+        metrics = self.metrics
+        metrics.set_ready(False, "starting")
+        if config.http.listen:
+            host, port = _listen_address(config.http.listen)
+            # A stuck commit shows on /healthz after twice the Kafka request timeout.
+            stall_s = max(30.0, 2 * config.kafka.request_timeout_ms / 1000)
+            self._server = OpsServer(metrics, host, port, stall_after_s=stall_s)
+            await self._server.start()
+            self.http_port = self._server.port
+            log.info("ops endpoint on %s (/metrics /healthz /readyz)", self._server.url)
+        self._admin = admin_client(config)
+        await self._admin.start()
+        await self._preflight()
+
+        metrics.set_ready(False, "fencing older instances")
+        self._producer = make_producer(config)
+        await self._producer.start()
+        log.info(
+            "transactional producer %r initialised: any older instance of ledger %r is fenced",
+            config.transactional_id,
+            config.ledger_id,
+        )
+
+        metrics.set_ready(False, "recovering from the journal")
+        beating = asyncio.create_task(self._beat_while_recovering())
+        try:
+            recovery = await _in_daemon_thread(recover_from_kafka, config)
+        finally:
+            beating.cancel()
+        self._adopt(recovery)
+
+        self._consumer = make_consumer(config)
+        await self._consumer.start()
+        await self._assign(first=True)
+        if not self._stop.is_set():
+            metrics.set_ready(True)
+        log.info(
+            "ready: ledger %r at seq %d; consuming %s",
+            config.ledger_id,
+            self.committed_seq,
+            ", ".join(f"{tp.topic}:{tp.partition}" for tp in self._assigned),
+        )
+        await self._consume()
+        if config.snapshot_dir and config.snapshot.on_shutdown:
+            await self._snapshot()
+
+    def _adopt(self, recovery: KafkaRecovery) -> None:
+        self.recovery = recovery
+        self.engine = recovery.engine
+        self._chain = recovery.chain
+        self._journal_offset = recovery.journal_offset
+        self._positions = dict(recovery.positions)
+        self.committed_seq = recovery.engine.seq
+        self._last_snapshot_seq = recovery.snapshot_seq
+        self._last_invariant_seq = recovery.engine.seq
+        if recovery.snapshot_path is not None:
+            self.metrics.set_snapshot_time(time.time_ns())
+        self.metrics.set_journal_seq(recovery.chain.last_seq)
+        self.metrics.update_ledger(recovery.engine, time.time_ns())
+        self.metrics.set_invariant_ok(True)
+        log.info(
+            "recovered to seq %d in %.2f s: snapshot %s (seq %d) + %d journal records "
+            "replayed with outputs verified",
+            recovery.engine.seq,
+            recovery.seconds,
+            recovery.snapshot_path or "none",
+            recovery.snapshot_seq,
+            recovery.replayed,
+            extra={"seq": recovery.engine.seq},
+        )
+
+    async def _beat_while_recovering(self) -> None:
+        # Recovery runs in a thread; the loop itself is alive and should say so.
+        while True:
+            if self._server is not None:
+                self._server.beat()
+            await asyncio.sleep(1.0)
+
+    async def _preflight(self) -> None:
+        topics = self.config.topics
+        assert self._admin is not None
+        names = [topics.journal, topics.events, topics.dlq, *topics.inputs]
+        found = await describe_partitions(self._admin, names)
+        missing = [name for name in names if found.get(name) is None]
+        if missing:
+            raise DaemonExit(
+                EXIT_RECOVERY,
+                f"refusing to start: topic(s) {', '.join(missing)} do not exist. Create them "
+                f"with `clearing topics create --config FILE` (a missing journal topic that "
+                f"existed before means the ledger's history is gone).",
+            )
+        if found[topics.journal] != 1:
+            raise DaemonExit(
+                EXIT_RECOVERY,
+                f"refusing to start: journal topic {topics.journal!r} has "
+                f"{found[topics.journal]} partitions; it must have exactly one",
+            )
+
+    async def _close(self) -> None:
+        if self._producer is not None:
+            _retrieve_fatal_error(self._producer)
+        for closer in (
+            self._consumer.stop if self._consumer else None,
+            self._producer.stop if self._producer else None,
+            self._admin.close if self._admin else None,
+            self._server.stop if self._server else None,
+        ):
+            if closer is None:
+                continue
+            try:
+                await asyncio.wait_for(closer(), _CLOSE_TIMEOUT_S)
+            except Exception as exc:  # on the way out: report, keep closing the rest
+                log.warning("closing a Kafka client failed: %r", exc)
+        self._consumer = self._producer = self._admin = self._server = None
+
+    # -- assignment ----------------------------------------------------------------------
+
+    async def _input_partitions(self) -> list[TopicPartition]:
+        assert self._admin is not None
+        found = await describe_partitions(self._admin, self.config.topics.inputs)
+        tps: list[TopicPartition] = []
+        for topic in self.config.topics.inputs:
+            count = found.get(topic)
+            if count is None:
+                raise DaemonExit(EXIT_FAILURE, f"input topic {topic!r} disappeared")
+            tps.extend(TopicPartition(topic, p) for p in range(count))
+        return tps
+
+    async def _assign(self, first: bool = False) -> None:
+        """Assign every input partition and seek each to where the journal says.
+
+        Manual assignment, not group membership: there are no rebalances, so a batch can
+        never lose its partitions halfway; exclusivity comes from transactional-id
+        fencing. The start offset is max(committed group offset, journal position): they
+        are equal unless the group's offsets were reset (never re-apply a journaled
+        input) or the last records of a partition were oversized (never journaled).
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        tps = await self._input_partitions()
+        # consumer.committed() waits for the group coordinator (the admin client's lookup
+        # fails instead while __consumer_offsets is still being created).
+        committed: dict[tuple[str, int], int] = {}
+        for tp in tps:
+            offset = await consumer.committed(tp)
+            if offset is not None and offset >= 0:
+                committed[tp.topic, tp.partition] = offset
+        if first and self._chain.last_seq == 0 and committed:
+            raise DaemonExit(
+                EXIT_RECOVERY,
+                f"refusing to start: the journal topic {self.config.topics.journal!r} is "
+                f"empty but consumer group {self.config.group_id!r} has committed offsets "
+                f"({len(committed)} partitions): the journal was deleted or recreated. "
+                f"Restore it; for a genuinely new ledger use a new ledger_id. (If every "
+                f"input so far was oversized, and so only went to the DLQ, delete the "
+                f"group's offsets to start over.)",
+            )
+        consumer.assign(tps)
+        self._assigned = tps
+        for tp in tps:
+            key = (tp.topic, tp.partition)
+            journal_pos, group_pos = self._positions.get(key), committed.get(key)
+            if journal_pos is not None and (group_pos is None or group_pos < journal_pos):
+                if group_pos != journal_pos:
+                    log.warning(
+                        "%s:%d: group offset %s is behind the journal (%d): resuming from "
+                        "the journal's position",
+                        tp.topic,
+                        tp.partition,
+                        group_pos,
+                        journal_pos,
+                    )
+                start = journal_pos
+            else:
+                start = group_pos
+            if start is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+                self._positions[key] = start
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        config = self.config
+        consumer = self._consumer
+        assert consumer is not None
+        loop = asyncio.get_running_loop()
+        idle_since = last_metrics = last_refresh = loop.time()
+        while not self._stop.is_set():
+            if self._server is not None:
+                self._server.beat()
+            data = await consumer.getmany(
+                timeout_ms=config.batch.poll_timeout_ms, max_records=config.batch.max_records
+            )
+            now = loop.time()
+            records = self._take(data) if data else []
+            if records:
+                await self._run_batch(records)
+                idle_since = now
+            elif now - idle_since >= config.daemon.fence_probe_interval_s:
+                await self._fence_probe()
+                idle_since = now
+            if now - last_metrics >= _LEDGER_METRICS_INTERVAL_S:
+                self._update_gauges()
+                last_metrics = now
+            if now - last_refresh >= config.daemon.partition_refresh_interval_s:
+                await self._refresh_partitions()
+                last_refresh = now
+
+    def _take(self, data: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> list[InputRecord]:
+        """The batch in sequencing order, cut at ``batch.max_bytes``; the rest is re-read."""
+        consumer = self._consumer
+        assert consumer is not None
+        by_tp = {
+            (tp.topic, tp.partition): [
+                InputRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+                for r in records
+            ]
+            for tp, records in data.items()
+            if records
+        }
+        ordered = order_records(by_tp, self._rank)
+        max_bytes = self.config.batch.max_bytes
+        taken = 0
+        size_bytes = 0
+        for record in ordered:
+            n = len(record.value) if record.value is not None else 0
+            if taken and size_bytes + n > max_bytes:
+                break
+            taken += 1
+            size_bytes += n
+        if taken < len(ordered):
+            # The merge keeps each partition's order, so what is left of each partition
+            # is a suffix: seek back to its first record.
+            first_left: dict[tuple[str, int], int] = {}
+            for record in ordered[taken:]:
+                first_left.setdefault((record.topic, record.partition), record.offset)
+            for (topic, partition), offset in first_left.items():
+                consumer.seek(TopicPartition(topic, partition), offset)
+        return ordered[:taken]
+
+    async def _run_batch(self, records: list[InputRecord]) -> None:
+        config = self.config
+        metrics = self.metrics
+        engine, producer = self.engine, self._producer
+        assert engine is not None and producer is not None
+        self._batch_no += 1
+        batch_no = self._batch_no
+        with metrics.engine_apply_seconds.time():
+            plan = plan_batch(
+                engine,
+                self._chain,
+                records,
+                journal_topic=config.topics.journal,
+                events_topic=config.topics.events,
+                dlq_topic=config.topics.dlq,
+                ledger_id=config.ledger_id,
+                max_message_bytes=config.limits.max_message_bytes,
+            )
+        # From here until the commit, the engine is ahead of the committed journal.
+        where = f"batch {batch_no} (seq {plan.first_seq}..{plan.last_seq})"
+        try:
+            if engine.seq - self._last_invariant_seq >= config.limits.invariant_check_inputs:
+                self._check_invariants()
+            await producer.begin_transaction()
+            with metrics.journal_write_seconds.time():
+                futures = []
+                for message in (*plan.journal, *plan.events, *plan.dlq):
+                    futures.append(
+                        await producer.send(
+                            message.topic,
+                            message.value,
+                            key=message.key,
+                            partition=message.partition,
+                            headers=message.headers,
+                        )
+                    )
+                sent = await asyncio.gather(*futures)
+            if self._before_commit is not None:
+                hooked = self._before_commit(batch_no)
+                if inspect.isawaitable(hooked):
+                    await hooked
+            offsets = {TopicPartition(t, p): o for (t, p), o in plan.offsets.items()}
+            await producer.send_offsets_to_transaction(offsets, config.group_id)
+            with metrics.txn_commit_seconds.time():
+                await producer.commit_transaction()
+        except _FENCED_ERRORS as exc:
+            raise self._fenced(where, exc) from exc
+        except InvariantViolation as exc:
+            metrics.set_invariant_ok(False)
+            await self._abort()
+            raise DaemonExit(
+                EXIT_FAILURE,
+                f"{where}: ledger invariant violated ({exc}); nothing of this batch was "
+                f"committed. This is a bug: keep the journal for the post-mortem.",
+            ) from exc
+        except asyncio.CancelledError:
+            await self._abort()
+            raise
+        except Exception as exc:
+            await self._abort()
+            raise DaemonExit(
+                EXIT_FAILURE,
+                f"{where} failed: {exc!r}. Its transaction was aborted (nothing of it is "
+                f"visible); exiting so that recovery rebuilds the state from the journal.",
+            ) from exc
+        if plan.journal:
+            self._journal_offset = sent[len(plan.journal) - 1].offset
+        self._positions.update(plan.offsets)
+        self.committed_seq = plan.last_seq
+        self.batches_committed += 1
+        self._observe(plan)
+        if (
+            config.snapshot_dir
+            and engine.seq - self._last_snapshot_seq >= config.snapshot.every_inputs
+        ):
+            await self._snapshot()
+
+    def _fenced(self, where: str, exc: BaseException) -> DaemonExit:
+        return DaemonExit(
+            EXIT_FENCED,
+            f"FENCED: another instance with transactional id {self.config.transactional_id!r} "
+            f"(ledger {self.config.ledger_id!r}) has started; {where} was not committed and "
+            f"this instance stops without writing anything more. (Kafka reports a "
+            f"transaction older than kafka.transaction_timeout_ms the same way.) ({exc!r})",
+        )
+
+    async def _abort(self) -> None:
+        producer = self._producer
+        if producer is None:
+            return
+        try:
+            await asyncio.wait_for(producer.abort_transaction(), _ABORT_TIMEOUT_S)
+            log.warning("transaction aborted")
+        except Exception as exc:  # fenced/fatal producers cannot abort; the broker will
+            log.warning(
+                "could not abort the transaction (%r); the coordinator aborts it when it "
+                "times out or when the next instance starts",
+                exc,
+            )
+
+    async def _fence_probe(self) -> None:
+        """An offsets-only transaction: makes an idle zombie notice it has been fenced.
+
+        (An empty transaction would not: aiokafka commits it without asking the broker.)
+        It rewrites the already committed offsets, so it changes nothing.
+        """
+        producer = self._producer
+        assert producer is not None
+        if not self._positions:
+            return
+        offsets = {TopicPartition(t, p): o for (t, p), o in self._positions.items()}
+        try:
+            await producer.begin_transaction()
+            await producer.send_offsets_to_transaction(offsets, self.config.group_id)
+            await producer.commit_transaction()
+        except _FENCED_ERRORS as exc:
+            raise self._fenced("an idle fencing probe", exc) from exc
+        except Exception as exc:
+            await self._abort()
+            raise DaemonExit(EXIT_FAILURE, f"idle fencing probe failed: {exc!r}") from exc
+
+    async def _refresh_partitions(self) -> None:
+        tps = await self._input_partitions()
+        if set(tps) != set(self._assigned):
+            log.info("input partitions changed: reassigning (%d partitions)", len(tps))
+            await self._assign()
+
+    # -- reporting, invariants, snapshots -------------------------------------------------
+
+    def _check_invariants(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        engine.check_invariants()
+        self._last_invariant_seq = engine.seq
+        self.metrics.set_invariant_ok(True)
+
+    def _observe(self, plan: BatchPlan) -> None:
+        metrics = self.metrics
+        now_ns = time.time_ns()
+        metrics.observe_batch(plan.applied, plan.first_seq, plan.outputs, now_ns)
+        dlq_by_topic: dict[str, int] = {}
+        for message in plan.dlq:
+            topic = dict(message.headers)[HEADER_SOURCE_TOPIC].decode()
+            dlq_by_topic[topic] = dlq_by_topic.get(topic, 0) + 1
+        for topic, count in dlq_by_topic.items():
+            metrics.observe_dlq(topic, count)
+        if plan.last_timestamp_ms > 0:
+            metrics.observe_applied(plan.last_timestamp_ms * 1_000_000, now_ns)
+        metrics.set_journal_seq(plan.last_seq)
+        if plan.oversized or plan.rejects:
+            log.info(
+                "batch %d: %d rejected and %d oversized inputs sent to %s",
+                self._batch_no,
+                plan.rejects,
+                plan.oversized,
+                self.config.topics.dlq,
+                extra={"seq": plan.last_seq},
+            )
+
+    def _update_gauges(self) -> None:
+        engine, consumer = self.engine, self._consumer
+        if engine is None or consumer is None:
+            return
+        self.metrics.update_ledger(engine, time.time_ns())
+        for tp in self._assigned:
+            end = consumer.last_stable_offset(tp) or consumer.highwater(tp)
+            position = self._positions.get((tp.topic, tp.partition))
+            if end is not None and position is not None:
+                self.metrics.set_partition_lag(tp.topic, tp.partition, max(0, end - position))
+
+    async def _snapshot(self) -> None:
+        """Snapshot the committed state (only ever called between batches)."""
+        config = self.config
+        engine = self.engine
+        if config.snapshot_dir is None or engine is None:
+            return
+        if engine.seq <= self._last_snapshot_seq or engine.seq != self.committed_seq:
+            return
+        try:
+            self._check_invariants()
+        except InvariantViolation as exc:
+            self.metrics.set_invariant_ok(False)
+            raise DaemonExit(
+                EXIT_FAILURE, f"ledger invariant violated at seq {engine.seq}: {exc}"
+            ) from exc
+        started = time.perf_counter()
+        state = dump_state(engine)
+        # Next attempt only after another snapshot.every_inputs, even if this one fails.
+        self._last_snapshot_seq = engine.seq
+        try:
+            with self.metrics.snapshot_seconds.time():
+                path = await asyncio.to_thread(
+                    write_kafka_snapshot,
+                    config,
+                    state,
+                    engine.seq,
+                    self._chain.head_hash,
+                    self._journal_offset,
+                    dict(self._positions),
+                    len(engine.ledger.accounts),
+                )
+        except OSError as exc:
+            # Snapshots only shorten recovery; the journal is the ledger. Keep serving.
+            log.error("snapshot at seq %d failed: %s", engine.seq, exc, extra={"seq": engine.seq})
+            return
+        self.last_snapshot_path = path
+        self.metrics.set_snapshot_time(time.time_ns())
+        log.info(
+            "snapshot at seq %d (journal offset %d) written in %.3f s: %s",
+            engine.seq,
+            self._journal_offset,
+            time.perf_counter() - started,
+            path,
+            extra={"seq": engine.seq},
+        )

@@ -1,0 +1,182 @@
+"""Recovery for the Kafka daemon, and the snapshots it writes.
+
+The rules are ``clearing.sequencer.recover``'s: the newest local snapshot whose recorded
+chain hash matches the journal's at its seq, then the journal tail replayed through the
+engine with every record's recorded outputs compared byte for byte with the re-derived
+ones. Kafka adds where things are: a snapshot's metadata stores the journal topic offset
+of its seq (so the match is checked by reading one record) and the next input offset per
+input partition at that point (so the daemon knows where the journal says to resume).
+
+Refusals (``RecoveryError`` / ``KafkaJournalError``, each saying what to do): the journal
+topic is missing or has more than one partition; its records were deleted (log start
+offset above 0 with no usable snapshot, first record not seq 1, a seq gap); a valid
+snapshot is ahead of the journal's end; a replayed record's outputs differ; the recovered
+ledger does not balance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Final, NamedTuple
+
+from clearing.engine import Engine, InvariantViolation
+from clearing.journal import Record
+from clearing.kafka._batch import JournalChain, parse_source
+from clearing.kafka._journal import KafkaJournalReader
+from clearing.ops.config import Config
+from clearing.sequencer import OutputDivergence, RecoveryError, encode_outputs, recover
+from clearing.snapshot import list_snapshots, prune, write_snapshot
+
+__all__ = [
+    "KafkaRecovery",
+    "Positions",
+    "recover_from_kafka",
+    "snapshot_meta",
+    "write_kafka_snapshot",
+]
+
+log = logging.getLogger("clearing.kafka.recovery")
+
+# (topic, partition) -> next offset to consume, as the journal says.
+Positions = dict[tuple[str, int], int]
+_WRITER: Final = "clearing.kafka"
+
+
+class KafkaRecovery(NamedTuple):
+    engine: Engine
+    chain: JournalChain
+    journal_offset: int  # offset of the journal's last record; -1 when empty
+    positions: Positions
+    snapshot_path: str | None
+    snapshot_seq: int
+    replayed: int
+    seconds: float
+
+
+def snapshot_meta(
+    config: Config, journal_offset: int, positions: Positions, accounts: int
+) -> dict[str, Any]:
+    return {
+        "writer": _WRITER,
+        "ledger_id": config.ledger_id,
+        "journal_topic": config.topics.journal,
+        "journal_partition": 0,
+        "journal_offset": journal_offset,
+        "input_positions": {f"{t}:{p}": o for (t, p), o in sorted(positions.items())},
+        "accounts": accounts,
+    }
+
+
+def _positions_from_meta(meta: dict[str, Any]) -> Positions:
+    positions: Positions = {}
+    raw = meta.get("input_positions")
+    if not isinstance(raw, dict):
+        return positions
+    for key, offset in raw.items():
+        topic, _, partition = str(key).rpartition(":")
+        if topic and partition.isdigit() and isinstance(offset, int):
+            positions[topic, int(partition)] = offset
+    return positions
+
+
+def write_kafka_snapshot(
+    config: Config,
+    state: bytes,
+    seq: int,
+    head_hash: bytes,
+    journal_offset: int,
+    positions: Positions,
+    accounts: int,
+) -> str:
+    """Write a snapshot (fsynced, atomic) and prune old ones. Blocking: call in a thread.
+
+    ``state`` is ``dump_state(engine)`` taken on the event loop, between batches.
+    """
+    directory = config.snapshot_dir
+    assert directory is not None
+    path = write_snapshot(
+        directory,
+        state,
+        seq,
+        head_hash,
+        snapshot_meta(config, journal_offset, positions, accounts),
+    )
+    prune(directory, keep=config.snapshot.keep)
+    return path
+
+
+def recover_from_kafka(config: Config) -> KafkaRecovery:
+    """Rebuild the engine from the newest matching snapshot plus the journal topic.
+
+    Blocking (reads Kafka over a private event loop): run it in a worker thread. Call it
+    only after the ledger's transactional producer has started, so no older instance can
+    commit anything after the journal's end is read.
+    """
+    started = time.perf_counter()
+    directory = config.snapshot_dir
+    with KafkaJournalReader(config) as reader:
+        tail = reader.tail()
+        metas: dict[str, dict[str, Any]] = {}
+        if directory and os.path.isdir(directory):
+            for info in list_snapshots(directory):
+                meta = info.meta
+                if info.problem is not None or meta.get("journal_topic") != reader.topic:
+                    continue
+                offset = meta.get("journal_offset")
+                if isinstance(offset, int) and offset >= 0:
+                    reader.anchor(info.journal_seq, offset)
+                metas[info.path] = meta
+        if tail.last is None and tail.begin_offset > 0:
+            raise RecoveryError(
+                f"journal topic {reader.topic!r} holds no records but its log start offset "
+                f"is {tail.begin_offset}: its records were deleted. Restore the journal; "
+                f"the ledger cannot be rebuilt without it."
+            )
+        tail_positions: Positions = {}
+
+        def on_record(record: Record, outputs: list) -> None:  # type: ignore[type-arg]
+            # recover() compares only non-empty recorded outputs; the daemon always
+            # records them, so an empty record must re-derive to nothing as well.
+            derived = encode_outputs(outputs)
+            if derived != record.outputs:
+                raise OutputDivergence(record.seq, record.outputs, derived)
+            where = parse_source(record.source)
+            if where is not None:
+                tail_positions[where[0], where[1]] = where[2] + 1
+
+        result = recover(
+            directory,
+            reader.last_seq,
+            reader.read,
+            reader.hash_at,
+            on_record=on_record,
+        )
+        if result.engine.seq != reader.last_seq:
+            raise RecoveryError(
+                f"recovered to seq {result.engine.seq} but the journal ends at seq "
+                f"{reader.last_seq}"
+            )
+        try:
+            result.engine.check_invariants()
+        except InvariantViolation as exc:
+            raise RecoveryError(
+                f"the ledger does not balance after recovery to seq {result.engine.seq} "
+                f"({exc}): this is a bug, keep the journal and snapshots for the post-mortem"
+            ) from exc
+        positions: Positions = {}
+        if result.snapshot_path is not None:
+            positions.update(_positions_from_meta(metas.get(result.snapshot_path, {})))
+        positions.update(tail_positions)
+        chain = JournalChain(reader.last_seq, reader.head_hash)
+        return KafkaRecovery(
+            engine=result.engine,
+            chain=chain,
+            journal_offset=tail.last_offset,
+            positions=positions,
+            snapshot_path=result.snapshot_path,
+            snapshot_seq=result.snapshot_seq,
+            replayed=result.replayed,
+            seconds=time.perf_counter() - started,
+        )

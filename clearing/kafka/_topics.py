@@ -1,0 +1,196 @@
+"""The ledger's topics: their settings, ``clearing topics create``, and existence checks.
+
+Why these settings:
+
+* journal: one partition (one total order), kept forever (``retention.ms`` and
+  ``retention.bytes`` -1, ``cleanup.policy=delete`` so nothing is ever compacted away),
+  ``min.insync.replicas`` = replication - 1, no unclean leader election (an out-of-sync
+  replica becoming leader would silently drop committed journal records), and room for
+  the largest record (an input plus all its outputs).
+* events: partitioned by key (account, or market for ``oracle_held``) so consumers scale
+  out and each account's events stay ordered; ordinary retention.
+* dlq: raw rejected inputs for people to look at; long retention.
+* inputs: created only if missing, for local runs; in production they belong to their
+  producers (matching engine, oracle, ...).
+
+Creating is idempotent: existing topics are left as they are and checked; a journal
+topic that could lose records (finite retention, compaction, more than one partition) is
+reported as a problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Final, NamedTuple
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from clearing.kafka._clients import admin_client
+from clearing.ops.config import Config
+
+__all__ = ["TopicSpec", "TopicsReport", "create_topics", "describe_partitions", "topic_specs"]
+
+_TOPIC_ALREADY_EXISTS: Final = 36
+_UNKNOWN_TOPIC: Final = 3
+_METADATA_RETRIES: Final = 50  # x 0.1 s
+# Record-batch framing on top of the largest record the producer may send.
+_FRAMING_BYTES: Final = 64 * 1024
+
+
+class TopicSpec(NamedTuple):
+    role: str
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str]
+    # Settings an existing topic must have, or the ledger is at risk.
+    required: frozenset[str]
+
+
+class TopicsReport(NamedTuple):
+    created: list[str]
+    existing: list[str]
+    warnings: list[str]
+    problems: list[str]
+
+
+def topic_specs(config: Config) -> list[TopicSpec]:
+    topics = config.topics
+    rf = topics.replication_factor
+    safe = {
+        "min.insync.replicas": str(topics.min_isr),
+        "unclean.leader.election.enable": "false",
+    }
+    big = str(config.limits.max_journal_record_bytes + _FRAMING_BYTES)
+    journal = {
+        **safe,
+        "cleanup.policy": "delete",
+        "retention.ms": "-1",
+        "retention.bytes": "-1",
+        "max.message.bytes": big,
+    }
+    events = {**safe, "cleanup.policy": "delete", "retention.ms": str(topics.events_retention_ms)}
+    dlq = {
+        **safe,
+        "cleanup.policy": "delete",
+        "retention.ms": str(topics.dlq_retention_ms),
+        "max.message.bytes": big,
+    }
+    specs = [
+        TopicSpec(
+            "journal",
+            topics.journal,
+            1,
+            rf,
+            journal,
+            frozenset(("cleanup.policy", "retention.ms", "retention.bytes")),
+        ),
+        TopicSpec("events", topics.events, topics.events_partitions, rf, events, frozenset()),
+        TopicSpec("dlq", topics.dlq, topics.dlq_partitions, rf, dlq, frozenset()),
+    ]
+    for role, name in (
+        ("admin", topics.admin),
+        ("oracle", topics.oracle),
+        ("book", topics.book),
+        ("fills", topics.fills),
+    ):
+        specs.append(TopicSpec(role, name, topics.input_partitions, rf, dict(safe), frozenset()))
+    return specs
+
+
+async def describe_partitions(
+    admin: AIOKafkaAdminClient, names: Iterable[str]
+) -> dict[str, int | None]:
+    """Partition count of each topic; None for a topic that does not exist."""
+    out: dict[str, int | None] = {}
+    for topic in await admin.describe_topics(list(names)):
+        if topic["error_code"] == _UNKNOWN_TOPIC:
+            out[topic["topic"]] = None
+        elif topic["error_code"] != 0:
+            raise RuntimeError(
+                f"describing topic {topic['topic']!r} failed with Kafka error code "
+                f"{topic['error_code']}"
+            )
+        else:
+            out[topic["topic"]] = len(topic["partitions"])
+    return out
+
+
+async def _current_configs(admin: AIOKafkaAdminClient, name: str) -> dict[str, str]:
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    configs: dict[str, str] = {}
+    for response in responses:
+        for resource in response.resources:
+            # (error_code, error_message, resource_type, resource_name, config_entries)
+            for entry in resource[4]:
+                configs[entry[0]] = entry[1]
+    return configs
+
+
+async def create_topics(config: Config) -> TopicsReport:
+    """Create the missing topics; check the existing ones. Idempotent."""
+    specs = topic_specs(config)
+    report = TopicsReport([], [], [], [])
+    admin = admin_client(config)
+    await admin.start()
+    try:
+        new_topics = [
+            NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs)
+            for s in specs
+        ]
+        response = await admin.create_topics(new_topics)
+        # create_topics does not raise on per-topic errors: read every one.
+        errors = {name: (code, message) for name, code, message in response.topic_errors}
+        for spec in specs:
+            code, message = errors.get(spec.name, (0, None))
+            if code == 0:
+                report.created.append(spec.name)
+            elif code == _TOPIC_ALREADY_EXISTS:
+                report.existing.append(spec.name)
+                await _check_existing(admin, spec, report)
+            else:
+                report.problems.append(
+                    f"{spec.role} topic {spec.name!r}: creation failed (Kafka error {code}: "
+                    f"{message})"
+                )
+    finally:
+        await admin.close()
+    return report
+
+
+async def _check_existing(
+    admin: AIOKafkaAdminClient, spec: TopicSpec, report: TopicsReport
+) -> None:
+    partitions: int | None = None
+    for _ in range(_METADATA_RETRIES):
+        # A topic created moments ago may not be in the broker's metadata yet.
+        partitions = (await describe_partitions(admin, [spec.name])).get(spec.name)
+        if partitions is not None:
+            break
+        await asyncio.sleep(0.1)
+    if spec.role == "journal" and partitions != 1:
+        report.problems.append(
+            f"journal topic {spec.name!r} exists with {partitions} partitions; it must have "
+            f"exactly 1"
+        )
+    elif partitions is not None and partitions != spec.partitions:
+        report.warnings.append(
+            f"{spec.role} topic {spec.name!r} exists with {partitions} partitions "
+            f"(the config says {spec.partitions}); left as it is"
+        )
+    current = await _current_configs(admin, spec.name)
+    for key, wanted in sorted(spec.configs.items()):
+        have = current.get(key)
+        if have == wanted:
+            continue
+        text = f"{spec.role} topic {spec.name!r}: {key}={have} (wanted {wanted})"
+        if key in spec.required:
+            report.problems.append(
+                f"{text}: the journal must never lose records. Fix it with kafka-configs "
+                f"--alter --entity-type topics --entity-name {spec.name} "
+                f"--add-config {key}={wanted}"
+            )
+        else:
+            report.warnings.append(f"{text}; left as it is")

@@ -1,0 +1,438 @@
+"""Daemon configuration: a TOML file, then ``CLEARING_*`` environment overrides, validated
+once at start.
+
+Precedence: built-in defaults < the TOML file < environment variables. Every key of the
+file has an environment name made of ``CLEARING_`` and its dotted path in upper case with
+``_`` for ``.``: ``kafka.bootstrap_servers`` is ``CLEARING_KAFKA_BOOTSTRAP_SERVERS`` (a
+comma-separated list there), ``kafka.security.sasl_password`` is
+``CLEARING_KAFKA_SECURITY_SASL_PASSWORD``. Environment variables that match no key are
+ignored (the ``CLEARING_`` prefix is shared with tools such as ``tools/kafka_local.py``);
+unknown keys in the file are errors.
+
+Invalid configuration raises ``ConfigError`` whose message names the key (or the
+environment variable) and what is expected. Secrets are ``Secret`` objects: their repr,
+str and ``redacted()`` output never show the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal, get_args, get_origin
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+__all__ = [
+    "BatchConfig",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "HttpConfig",
+    "KafkaConfig",
+    "KafkaSecurity",
+    "LimitsConfig",
+    "LogConfig",
+    "Secret",
+    "SnapshotConfig",
+    "TopicsConfig",
+    "env_name",
+    "load_config",
+]
+
+ENV_PREFIX: Final = "CLEARING_"
+_MiB: Final = 1024 * 1024
+_DAY_MS: Final = 24 * 3600 * 1000
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and what is expected."""
+
+
+class Secret:
+    """A string that never shows itself in reprs, logs or ``redacted()`` output."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# -- value types with their constraints (msgspec checks them and names the key) ----------
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+# Used in the transactional id and the consumer group id: keep it to Kafka's safe set.
+LedgerId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
+TopicName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+HostPort = Annotated[str, Meta(pattern=r"^\S+:[0-9]{1,5}$")]
+
+
+class _Section(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class KafkaSecurity(_Section):
+    """Passed to aiokafka as security_protocol, an SSL context and SASL credentials."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: Secret | None = None
+    # Or read a secret from a file (first line), e.g. a systemd credential
+    # (Environment=CLEARING_KAFKA_SECURITY_SASL_PASSWORD_FILE=%d/sasl-password).
+    ssl_password_file: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    sasl_password_file: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("ssl_password", "sasl_password"):
+            if getattr(self, key) is not None and getattr(self, f"{key}_file") is not None:
+                raise ValueError(f"set {key} or {key}_file, not both")
+        if self.protocol.startswith("SASL") and (
+            not self.sasl_username or (self.sasl_password is None and not self.sasl_password_file)
+        ):
+            raise ValueError(
+                f"protocol {self.protocol} needs sasl_username and sasl_password (or "
+                f"sasl_password_file) to be set"
+            )
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile is set without ssl_certfile")
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: Annotated[list[HostPort], Meta(min_length=1)] = field(
+        default_factory=lambda: ["127.0.0.1:9092"]
+    )
+    client_id: str = "clearing"
+    request_timeout_ms: PositiveInt = 30_000
+    # The coordinator aborts a transaction open longer than this; a batch takes far less.
+    transaction_timeout_ms: PositiveInt = 60_000
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+
+class TopicsConfig(_Section):
+    """Topic names, and the settings ``clearing topics create`` uses."""
+
+    fills: TopicName = "clearing.fills"
+    oracle: TopicName = "clearing.oracle"
+    book: TopicName = "clearing.book"
+    admin: TopicName = "clearing.admin"  # market, deposit, withdraw
+    events: TopicName = "clearing.events"
+    journal: TopicName = "clearing.journal"
+    dlq: TopicName = "clearing.dlq"
+    replication_factor: PositiveInt = 3
+    # None: replication_factor - 1 (at least 1), so one broker may be down without
+    # blocking writes while every commit is still on two replicas.
+    min_insync_replicas: PositiveInt | None = None
+    input_partitions: PositiveInt = 1
+    events_partitions: PositiveInt = 12
+    dlq_partitions: PositiveInt = 1
+    events_retention_ms: Annotated[int, Meta(ge=-1)] = 7 * _DAY_MS
+    dlq_retention_ms: Annotated[int, Meta(ge=-1)] = 30 * _DAY_MS
+
+    def __post_init__(self) -> None:
+        names = [self.fills, self.oracle, self.book, self.admin, self.events, self.journal]
+        names.append(self.dlq)
+        if len(set(names)) != len(names):
+            raise ValueError("the seven topic names must all be different")
+        if self.min_insync_replicas is not None and (
+            self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError("min_insync_replicas must not exceed replication_factor")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Input topics in their within-batch sequencing rank (ties on timestamp)."""
+        return (self.admin, self.oracle, self.book, self.fills)
+
+    @property
+    def min_isr(self) -> int:
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return max(1, self.replication_factor - 1)
+
+
+class BatchConfig(_Section):
+    """One batch = one Kafka transaction."""
+
+    max_records: Annotated[int, Meta(ge=1, le=1_000_000)] = 2_000
+    max_bytes: PositiveInt = 4 * _MiB
+    poll_timeout_ms: PositiveInt = 100
+
+
+class LimitsConfig(_Section):
+    # Inputs above this are rejected to the DLQ without being decoded.
+    max_message_bytes: PositiveInt = 1 * _MiB
+    # One journal message holds an input and all its outputs (a liquidation cascade can
+    # produce many); the journal topic's max.message.bytes is set to this.
+    max_journal_record_bytes: PositiveInt = 16 * _MiB
+    # The full ledger invariant check is O(accounts): run it every this many inputs.
+    invariant_check_inputs: PositiveInt = 100_000
+
+    def __post_init__(self) -> None:
+        if self.max_journal_record_bytes < self.max_message_bytes + 4096:
+            raise ValueError(
+                "max_journal_record_bytes must exceed max_message_bytes by at least 4096 "
+                "(a journal record holds the input plus its outputs)"
+            )
+
+
+class SnapshotConfig(_Section):
+    dir: str | None = None  # None or "": no snapshots (recovery replays the whole journal)
+    every_inputs: PositiveInt = 1_000_000
+    keep: PositiveInt = 3
+    on_shutdown: bool = True
+
+
+class HttpConfig(_Section):
+    listen: Annotated[str, Meta(pattern=r"^(\S+:[0-9]{1,5})?$")] = "127.0.0.1:9464"  # "" = off
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    json: bool = False
+
+
+class DaemonConfig(_Section):
+    # SIGTERM/SIGINT: finish or abort the open transaction, snapshot and exit within this.
+    shutdown_timeout_s: PositiveFloat = 30.0
+    # While idle, an offsets-only transaction this often notices a fencing successor.
+    fence_probe_interval_s: PositiveFloat = 10.0
+    # New partitions of the input topics are picked up this often.
+    partition_refresh_interval_s: PositiveFloat = 30.0
+
+
+class Config(_Section):
+    ledger_id: LedgerId
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+
+    @property
+    def transactional_id(self) -> str:
+        """Stable per ledger: a second instance fences the first (single writer)."""
+        return f"clearing-{self.ledger_id}"
+
+    @property
+    def group_id(self) -> str:
+        return f"clearing-{self.ledger_id}"
+
+    @property
+    def snapshot_dir(self) -> str | None:
+        return self.snapshot.dir or None
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as plain data with every secret replaced by ``"********"``."""
+        return msgspec.to_builtins(self, enc_hook=_redact)  # type: ignore[no-any-return]
+
+
+# -- loading -----------------------------------------------------------------------------
+
+
+def _redact(value: object) -> object:
+    if isinstance(value, Secret):
+        return "********"
+    raise NotImplementedError(type(value))
+
+
+def _dec_hook(kind: type, value: object) -> object:
+    if kind is Secret:
+        if isinstance(value, Secret):  # an environment override, already converted
+            return value
+        if not isinstance(value, str):
+            raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
+        return Secret(value)
+    raise NotImplementedError(kind)
+
+
+def env_name(path: tuple[str, ...]) -> str:
+    return ENV_PREFIX + "_".join(path).upper()
+
+
+def _struct_type(kind: Any) -> type[Struct] | None:
+    return kind if isinstance(kind, type) and issubclass(kind, Struct) else None
+
+
+def _strip_annotated(kind: Any) -> Any:
+    while get_origin(kind) is Annotated:
+        kind = get_args(kind)[0]
+    return kind
+
+
+def _is_list(kind: Any) -> bool:
+    return get_origin(_strip_annotated(kind)) is list
+
+
+def _env_overrides(
+    cls: type[Struct], environ: Mapping[str, str], path: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Nested dict of the environment's values for ``cls``'s keys (converted leniently)."""
+    out: dict[str, Any] = {}
+    for info in msgspec.structs.fields(cls):
+        sub_path = (*path, info.name)
+        nested = _struct_type(info.type)
+        if nested is not None:
+            sub = _env_overrides(nested, environ, sub_path)
+            if sub:
+                out[info.name] = sub
+            continue
+        name = env_name(sub_path)
+        if name not in environ:
+            continue
+        raw = environ[name]
+        value: Any = raw
+        if _is_list(info.type):
+            value = [part.strip() for part in raw.split(",") if part.strip()]
+        elif raw == "" and type(None) in get_args(_strip_annotated(info.type)):
+            value = None
+        try:
+            out[info.name] = msgspec.convert(value, info.type, strict=False, dec_hook=_dec_hook)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(
+                f"environment variable {name} ({'.'.join(sub_path)}): {_what(exc)}"
+            ) from None
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+_AT_RE = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN_RE = re.compile(r"unknown field `(?P<key>[^`]+)`")
+_MISSING_RE = re.compile(r"missing required field `(?P<key>[^`]+)`")
+
+
+def _what(exc: msgspec.ValidationError) -> str:
+    match = _AT_RE.match(str(exc))
+    return match.group("what") if match else str(exc)
+
+
+def _valid_keys(path: str) -> list[str]:
+    cls: type[Struct] = Config
+    for part in [p for p in path.split(".") if p]:
+        nested = None
+        for info in msgspec.structs.fields(cls):
+            if info.name == part:
+                nested = _struct_type(info.type)
+        if nested is None:
+            return []
+        cls = nested
+    return [info.name for info in msgspec.structs.fields(cls)]
+
+
+def _explain(exc: msgspec.ValidationError, origin: str) -> ConfigError:
+    """Turn msgspec's message into '<key>: <what is wrong>' naming the key's env var too."""
+    match = _AT_RE.match(str(exc))
+    what = match.group("what") if match else str(exc)
+    path = (match.group("path") or "") if match else ""
+    path = path.lstrip(".")
+    unknown = _UNKNOWN_RE.search(what)
+    if unknown:
+        key = f"{path}.{unknown.group('key')}" if path else unknown.group("key")
+        valid = ", ".join(_valid_keys(path))
+        return ConfigError(f"{origin}: unknown key {key!r} (valid keys here: {valid})")
+    missing = _MISSING_RE.search(what)
+    if missing:
+        key = f"{path}.{missing.group('key')}" if path else missing.group("key")
+        env = env_name(tuple(key.split(".")))
+        return ConfigError(f"{origin}: required key {key!r} is missing (or set {env})")
+    if not path:
+        return ConfigError(f"{origin}: {what}")
+    if _valid_keys(path):  # a whole section (e.g. a cross-field check failed)
+        return ConfigError(f"{origin}: [{path}]: {what}")
+    env = env_name(tuple(path.split(".")))
+    return ConfigError(f"{origin}: {path}: {what} (key {path!r} in the file, or {env})")
+
+
+def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (TOML; None: defaults only), apply environment overrides, validate."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    origin = "configuration (defaults and environment)"
+    if path is not None:
+        origin = f"config file {path}"
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{origin}: no such file") from None
+        except OSError as exc:
+            raise ConfigError(f"{origin}: cannot read it ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{origin}: not valid TOML ({exc})") from None
+    data = _merge(data, _env_overrides(Config, environ))
+    try:
+        config = msgspec.convert(data, Config, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise _explain(exc, origin) from None
+    _check_files(config, origin)
+    return _read_secret_files(config, origin)
+
+
+def _check_files(config: Config, origin: str) -> None:
+    security = config.kafka.security
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        value = getattr(security, key)
+        if value is not None and not os.path.isfile(value):
+            raise ConfigError(
+                f"{origin}: kafka.security.{key}: {value!r} is not a readable file "
+                f"(expected the path of a PEM file)"
+            )
+
+
+def _read_secret_files(config: Config, origin: str) -> Config:
+    """Replace ``*_password_file`` settings by the secret they hold."""
+    security = config.kafka.security
+    updates: dict[str, Secret | None] = {}
+    for key in ("ssl_password", "sasl_password"):
+        path = getattr(security, f"{key}_file")
+        if path is None:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                first_line = f.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"{origin}: kafka.security.{key}_file: cannot read {path!r} ({exc}); "
+                f"expected a file whose first line is the password"
+            ) from None
+        updates[key] = Secret(first_line)
+        updates[f"{key}_file"] = None  # consumed: the secret itself is set now
+    if not updates:
+        return config
+    security = msgspec.structs.replace(security, **updates)
+    kafka = msgspec.structs.replace(config.kafka, security=security)
+    return msgspec.structs.replace(config, kafka=kafka)
