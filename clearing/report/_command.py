@@ -1,0 +1,106 @@
+"""``clearing report JOURNAL_DIR [-o report.html]``: the command around collect and render."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from clearing.journal import JournalError
+from clearing.report._collect import ReportData, collect_journal
+from clearing.report._render import render_html, summary
+from clearing.sequencer import OutputDivergence
+
+__all__ = ["report_command", "resolve_journal_dir", "save_report", "write_report"]
+
+
+def resolve_journal_dir(path: str) -> str:
+    """The journal directory itself, or the ``journal/`` inside a ``clearing demo`` directory."""
+    inner = os.path.join(path, "journal")
+    if os.path.isdir(inner) and not any(name.endswith(".seg") for name in os.listdir(path)):
+        return inner
+    return path
+
+
+def save_report(data: ReportData, out_path: str) -> None:
+    """Render ``data`` to ``out_path``, written beside it and renamed, so a reader never
+    sees half a report."""
+    page = render_html(data)
+    partial = f"{out_path}.partial"
+    with open(partial, "w", encoding="utf-8") as out:
+        out.write(page)
+    os.replace(partial, out_path)
+
+
+def write_report(
+    journal_dir: str,
+    out_path: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Replay ``journal_dir``, write the HTML report to ``out_path``; the headline numbers."""
+    data = collect_journal(journal_dir, progress)
+    save_report(data, out_path)
+    return summary(data)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from clearing.cli import UserError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UserError("the report draws its plots with matplotlib: pip install matplotlib")
+    journal_dir = resolve_journal_dir(args.journal)
+    if not os.path.isdir(journal_dir):
+        raise UserError(f"{args.journal}: no such directory; pass a journal directory")
+    if not any(name.endswith(".seg") for name in os.listdir(journal_dir)):
+        raise UserError(f"{journal_dir} holds no journal segments (*.seg)")
+    progress = _Progress() if sys.stderr.isatty() and not args.quiet else None
+    started = time.perf_counter()
+    try:
+        numbers = write_report(journal_dir, args.output, progress)
+    except OutputDivergence as exc:
+        raise UserError(
+            f"the journal does not replay to the outputs it recorded, so no report was "
+            f"written: {exc}"
+        ) from exc
+    except JournalError as exc:
+        raise UserError(f"cannot read journal {journal_dir}: {exc}") from exc
+    except OSError as exc:
+        raise UserError(f"cannot write {args.output}: {exc.strerror}") from exc
+    finally:
+        if progress is not None:
+            progress.close()
+    if not args.quiet:
+        elapsed_s = time.perf_counter() - started
+        print(
+            f"report {args.output}: {numbers['inputs']['total']:,} inputs replayed and "
+            f"verified, {numbers['liquidations']['events']:,} liquidations, bad debt "
+            f"{numbers['bad_debt']['amount']} ({elapsed_s:.1f} s)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+class _Progress:
+    """A progress bar on standard error while a long journal replays."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._bar = Progress(
+            "replay", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+        )
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task("replay", total=total)
+        self._bar.update(self._task, completed=done)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._bar.stop()
