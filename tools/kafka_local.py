@@ -352,7 +352,12 @@ class LocalKafka:
         overrides: Mapping[str, str] | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
         die_with_parent: bool = True,
+        sasl_plain_users: Mapping[str, str] | None = None,
+        sasl_port: int | None = None,
     ) -> None:
+        """``sasl_plain_users`` ({user: password}) adds a second listener on
+        ``sasl_port`` (``sasl_bootstrap``) that requires SASL/PLAIN over plaintext; the
+        PLAINTEXT listener (``bootstrap``, probes, inter-broker) stays as it is."""
         self.version = version or default_version()
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
@@ -363,6 +368,8 @@ class LocalKafka:
         self.overrides = dict(overrides or {})
         self.start_timeout = start_timeout
         self.die_with_parent = die_with_parent
+        self.sasl_plain_users = dict(sasl_plain_users or {})
+        self.sasl_port = (sasl_port or free_port()) if self.sasl_plain_users else None
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None  # wall time of the last start()
         self._atexit_registered = False
@@ -371,6 +378,13 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT listener's "127.0.0.1:PORT" (needs ``sasl_plain_users``)."""
+        if self.sasl_port is None:
+            raise KafkaLocalError("no SASL listener: pass sasl_plain_users={user: password}")
+        return f"127.0.0.1:{self.sasl_port}"
 
     @property
     def log_dir(self) -> Path:
@@ -429,6 +443,16 @@ class LocalKafka:
             "num.io.threads": "4",
             "log.retention.check.interval.ms": "300000",
         }
+        if self.sasl_plain_users:
+            sasl = f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            props["listeners"] += f",{sasl}"
+            props["advertised.listeners"] += f",{sasl}"
+            props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            props["sasl.enabled.mechanisms"] = "PLAIN"
+            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_plain_users.items())
+            props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            )
         props.update(self.overrides)
         return props
 
@@ -547,6 +571,7 @@ class LocalKafka:
             "port": self.port,
             "controller_port": self.controller_port,
             "bootstrap": self.bootstrap,
+            "sasl_port": self.sasl_port,
             "version": self.version,
             "dir": str(self.dir),
         }

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""End-to-end throughput of the Kafka daemon on the real local broker.
+
+1. start a LocalKafka (or use --bootstrap), create fresh topics;
+2. produce ``--events`` inputs from ``tools/gen_events.py`` up front (routed by type to
+   the admin/oracle/book/fills topics);
+3. start ``clearing run`` (a subprocess; ``--profile`` runs it under cProfile) and time
+   it from process start until everything is committed: the consumer group's committed
+   offsets (written in the same transactions as the outputs) reach every input
+   partition's end, then a read_committed read of the journal's last record confirms
+   the last expected seq;
+4. scrape the daemon's /metrics (time per batch in the engine, in sends, in commits),
+   SIGTERM it.
+
+Prints JSON lines like tools/bench.py:
+
+    python tools/bench_kafka.py --events 1000000
+    python tools/bench_kafka.py --events 100000 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from clearing.kafka import KafkaJournalReader, create_topics
+from clearing.ops.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+chaos = _load("kafka_chaos")
+kafka_local = _load("kafka_local")
+
+
+def emit(name: str, result: Any) -> None:
+    print(json.dumps({name: result}), flush=True)
+
+
+def journal_last_seq(config: Config) -> int:
+    with KafkaJournalReader(config) as reader:
+        tail = reader.tail()
+        return tail.last.seq if tail.last is not None else 0
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        if "{" in name:
+            continue
+        with contextlib.suppress(ValueError):
+            out[name] = float(value)
+    return out
+
+
+def breakdown(m: dict[str, float], seconds: float) -> dict[str, Any]:
+    def total(name: str) -> float:
+        return m.get(f"{name}_sum", 0.0)
+
+    parts = {
+        "engine_apply_s": total("clearing_engine_apply_seconds"),
+        "send_s": total("clearing_journal_write_seconds"),
+        "commit_s": total("clearing_transaction_commit_seconds"),
+        "snapshot_s": total("clearing_snapshot_duration_seconds"),
+    }
+    accounted = sum(parts.values())
+    return {
+        **{k: round(v, 2) for k, v in parts.items()},
+        "other_s (poll, decode, offsets, recovery, startup)": round(seconds - accounted, 2),
+        "batches": int(m.get("clearing_engine_apply_seconds_count", 0)),
+        "mean_batch_records": round(
+            m.get("clearing_engine_batch_records_sum", 0)
+            / max(1.0, m.get("clearing_engine_batch_records_count", 0)),
+            1,
+        ),
+    }
+
+
+async def run(args: argparse.Namespace) -> int:
+    broker = None
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        broker = kafka_local.LocalKafka(heap=args.broker_heap)
+        await asyncio.to_thread(broker.start)
+        bootstrap = broker.bootstrap
+        props = broker.server_properties()
+        emit("broker", {
+            "version": broker.version, "heap": args.broker_heap,
+            "jvm": "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 (tools/kafka_local.py)",
+            **{k: props[k] for k in ("num.network.threads", "num.io.threads",
+                                      "min.insync.replicas", "default.replication.factor")},
+            "log.flush": "Kafka default (no fsync per message; page cache)",
+        })  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
+    port = kafka_local.free_port()
+    try:
+        path = chaos.write_config(
+            work, bootstrap, "bench", input_partitions=args.input_partitions,
+            batch={"max_records": args.max_records, "max_bytes": args.max_bytes,
+                   "poll_timeout_ms": 100},
+            snapshot={"every_inputs": 10**9, "on_shutdown": False},
+            http={"listen": f"127.0.0.1:{port}"},
+            topics={"events_partitions": args.events_partitions},
+            log={"json": True, "level": "INFO"},
+        )  # fmt: skip
+        config = load_config(str(path), environ={})
+        assert not (await create_topics(config)).problems
+        values = chaos.input_stream(args.events, args.seed, args.accounts, args.markets)
+        t0 = time.perf_counter()
+        acked = await chaos.produce(config, values)
+        produce_s = time.perf_counter() - t0
+        assert len(acked) == args.events
+        emit("produce", {"events": args.events, "seconds": round(produce_s, 2),
+                         "events_per_s": round(args.events / produce_s)})  # fmt: skip
+        emit("daemon_config", {"batch.max_records": args.max_records,
+                               "batch.max_bytes": args.max_bytes,
+                               "input_partitions": args.input_partitions,
+                               "events_partitions": args.events_partitions,
+                               "producer": "acks=all, idempotent, transactional, linger_ms=0, "
+                                           "max_batch_size=256 KiB"})  # fmt: skip
+        prof = work / "daemon.prof"
+        cmd = [sys.executable]
+        if args.profile:
+            cmd += ["-m", "cProfile", "-o", str(prof)]
+        cmd += ["-m", "clearing.cli", "run", "--config", str(path)]
+        log_path = work / "daemon.log"
+        with open(log_path, "wb") as log:
+            started = time.perf_counter()
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log,
+                                    stdin=subprocess.DEVNULL, env=dict(os.environ))  # fmt: skip
+            ready_s: float | None = None
+            try:
+                while True:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"daemon exited {proc.returncode}: see {log_path}")
+                    if ready_s is None:
+                        with contextlib.suppress(OSError):
+                            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                            ready_s = time.perf_counter() - started
+                    with contextlib.suppress(Exception):
+                        if await chaos.group_caught_up(config):
+                            break
+                    await asyncio.sleep(0.25)
+                done_s = time.perf_counter() - started
+                last_seq = await asyncio.to_thread(journal_last_seq, config)
+                metrics = await asyncio.to_thread(scrape, port)
+                proc.send_signal(signal.SIGTERM)
+                code = await asyncio.to_thread(proc.wait, 60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        result = {
+            "events": args.events, "last_seq": last_seq, "ok": last_seq == args.events,
+            "seconds": round(done_s, 2), "events_per_s": round(args.events / done_s),
+            "startup_to_ready_s": round(ready_s, 2) if ready_s is not None else None,
+            "events_per_s_after_ready": round(args.events / (done_s - (ready_s or 0))),
+            "profiled": args.profile, "exit": code,
+            "breakdown": breakdown(metrics, done_s),
+        }  # fmt: skip
+        emit("daemon_end_to_end", result)
+        if args.profile and prof.exists():
+            stats = pstats.Stats(str(prof))
+            total = stats.total_tt  # type: ignore[attr-defined]
+            rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
+            top = [
+                {"function": f"{Path(f).name}:{line}({fn})", "tottime_s": round(tt, 2),
+                 "share": round(tt / total, 3)}
+                for (f, line, fn), (_cc, _nc, tt, _ct, _callers) in rows[: args.top]
+            ]  # fmt: skip
+            emit("profile_top_tottime", {"total_s": round(total, 2), "top": top})
+        return 0 if result["ok"] and code == 0 else 1
+    finally:
+        if broker is not None:
+            await asyncio.to_thread(broker.close)
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--markets", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-records", type=int, default=2000, help="batch.max_records")
+    parser.add_argument("--max-bytes", type=int, default=4 * 1024 * 1024, help="batch.max_bytes")
+    parser.add_argument("--input-partitions", type=int, default=1)
+    parser.add_argument("--events-partitions", type=int, default=3)
+    parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    parser.add_argument("--broker-heap", default="1g")
+    parser.add_argument("--profile", action="store_true", help="run the daemon under cProfile")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--keep", action="store_true")
+    return asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
