@@ -24,6 +24,7 @@ from clearing.kafka._batch import (
 )
 from clearing.kafka._commands import run_command, run_daemon, topics_command
 from clearing.kafka._daemon import (
+    EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_FENCED,
     EXIT_OK,
@@ -38,6 +39,7 @@ from clearing.kafka._recovery import KafkaRecovery, recover_from_kafka
 from clearing.kafka._topics import TopicSpec, TopicsReport, create_topics, topic_specs
 
 __all__ = [
+    "EXIT_CONFIG",
     "EXIT_FAILURE",
     "EXIT_FENCED",
     "EXIT_OK",

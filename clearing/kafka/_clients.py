@@ -5,22 +5,61 @@ Every client is created inside a running event loop (aiokafka binds to it on cre
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    ClusterAuthorizationFailedError,
+    DelegationTokenAuthorizationFailed,
+    GroupAuthorizationFailedError,
+    IllegalSaslStateError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from clearing.ops.config import Config
 
 __all__ = [
+    "ACCESS_ERRORS",
+    "access_error_message",
     "admin_client",
     "client_kwargs",
     "journal_reader_consumer",
     "make_consumer",
     "make_producer",
+    "probe_authentication",
 ]
+
+# Authentication and authorization failures: the credentials or the ACLs are wrong, and a
+# restart cannot fix that (exit 2, not 1, so that a supervisor does not loop on it).
+ACCESS_ERRORS: Final[tuple[type[Exception], ...]] = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    UnsupportedSaslMechanismError,
+    IllegalSaslStateError,
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    DelegationTokenAuthorizationFailed,
+)
+_AUTHORIZATION_ERRORS: Final[tuple[type[Exception], ...]] = (
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    DelegationTokenAuthorizationFailed,
+)
 
 # The journal topic holds whole records (input + outputs): fetch up to one maximal record
 # per partition request so that a large one is never split across many round trips.
@@ -85,7 +124,9 @@ def make_consumer(config: Config) -> AIOKafkaConsumer:
         **client_kwargs(config, "consumer"),
         group_id=config.group_id,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        # "none": a position below the log start (retention, delete-records) must raise
+        # OffsetOutOfRangeError, never silently skip the inputs in between.
+        auto_offset_reset="none",
         isolation_level="read_committed",
         max_partition_fetch_bytes=per_partition,
         fetch_max_bytes=max(config.batch.max_bytes, per_partition),
@@ -110,3 +151,58 @@ def journal_reader_consumer(config: Config) -> AIOKafkaConsumer:
 
 def admin_client(config: Config) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**client_kwargs(config, "admin"))
+
+
+def access_error_message(config: Config, exc: BaseException) -> str:
+    """One line: what was refused and which settings to check (never the secrets)."""
+    security = config.kafka.security
+    servers = ", ".join(config.kafka.bootstrap_servers)
+    name = type(exc).__name__
+    what = str(exc) if name in str(exc) else f"{name}: {exc}"
+    if isinstance(exc, _AUTHORIZATION_ERRORS):
+        return (
+            f"not authorized by the Kafka cluster at {servers} as user "
+            f"{security.sasl_username!r} ({what}). Check the ACLs of "
+            f"that principal: it needs the ledger's topics (kafka topics.*), consumer group "
+            f"{config.group_id!r} and transactional id {config.transactional_id!r}"
+        )
+    return (
+        f"authentication with the Kafka cluster at {servers} failed: "
+        f"{what}. Check kafka.security.protocol "
+        f"({security.protocol}), sasl_mechanism ({security.sasl_mechanism}), sasl_username "
+        f"({security.sasl_username!r}) and sasl_password / sasl_password_file "
+        f"(CLEARING_KAFKA_SECURITY_SASL_PASSWORD)"
+    )
+
+
+async def probe_authentication(config: Config) -> BaseException | None:
+    """The authentication error of a bootstrap server, if that is why connecting failed.
+
+    aiokafka's bootstrap only logs a rejected login and then raises a bare "Unable to
+    bootstrap" KafkaConnectionError, which looks like an unreachable broker (transient).
+    One direct connection per server tells the two apart. None: no access error seen.
+    """
+    kwargs = client_kwargs(config, "probe")
+    for server in config.kafka.bootstrap_servers:
+        host, _, port = server.rpartition(":")
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    client_id=kwargs["client_id"],
+                    request_timeout_ms=kwargs["request_timeout_ms"],
+                    ssl_context=kwargs["ssl_context"],
+                    security_protocol=kwargs["security_protocol"],
+                    sasl_mechanism=kwargs.get("sasl_mechanism"),
+                    sasl_plain_username=kwargs.get("sasl_plain_username"),
+                    sasl_plain_password=kwargs.get("sasl_plain_password"),
+                ),
+                config.kafka.request_timeout_ms / 1000,
+            )
+        except ACCESS_ERRORS as exc:
+            return exc
+        except Exception:  # unreachable, TLS, timeout: not an access error; next server
+            continue
+        conn.close()
+    return None

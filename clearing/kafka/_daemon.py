@@ -13,7 +13,11 @@ is applied until its transaction commits. If anything fails in between (a send, 
 offsets, the commit, an invariant check), the transaction is aborted if the producer
 still can, and the daemon exits non-zero: a supervisor restarts it and recovery rebuilds
 the state from the journal, which never contains the aborted batch. A fenced producer (a
-newer instance with the same ledger id took over) exits with ``EXIT_FENCED``.
+newer instance with the same ledger id took over) exits with ``EXIT_FENCED``. Sends and
+commit are bounded (2 x ``kafka.request_timeout_ms``): aiokafka would otherwise retry a
+send to a deleted journal topic forever. Input positions are never reset silently: an
+input partition truncated past the ledger's position exits ``EXIT_RECOVERY``; rejected
+credentials or missing ACLs exit ``EXIT_CONFIG``.
 SIGTERM/SIGINT (``request_stop``) stops consuming, lets the open transaction commit,
 writes a snapshot and exits 0, all within ``daemon.shutdown_timeout_s``; past that bound
 the transaction is aborted and the exit is ``EXIT_SHUTDOWN_TIMEOUT``.
@@ -31,12 +35,17 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaConnectionError,
+    OffsetOutOfRangeError,
+    ProducerFenced,
+)
 
 from clearing.engine import Engine, InvariantViolation
 from clearing.engine.persist import dump_state
@@ -49,7 +58,14 @@ from clearing.kafka._batch import (
     order_records,
     plan_batch,
 )
-from clearing.kafka._clients import admin_client, make_consumer, make_producer
+from clearing.kafka._clients import (
+    ACCESS_ERRORS,
+    access_error_message,
+    admin_client,
+    make_consumer,
+    make_producer,
+    probe_authentication,
+)
 from clearing.kafka._recovery import (
     KafkaRecovery,
     Positions,
@@ -63,6 +79,7 @@ from clearing.ops.metrics import Metrics
 from clearing.sequencer import RecoveryError
 
 __all__ = [
+    "EXIT_CONFIG",
     "EXIT_FAILURE",
     "EXIT_FENCED",
     "EXIT_OK",
@@ -77,6 +94,7 @@ log = logging.getLogger("clearing.kafka")
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1  # a batch failed or something unexpected: restart, recovery rebuilds
+EXIT_CONFIG: Final = 2  # bad configuration, wrong credentials or missing ACLs: fix, then start
 EXIT_FENCED: Final = 3  # a newer instance with the same ledger id took over
 EXIT_RECOVERY: Final = 4  # refused to start (topics, journal, snapshots): a person must look
 EXIT_SHUTDOWN_TIMEOUT: Final = 5  # stop requested, but the bound passed: open txn aborted
@@ -90,9 +108,17 @@ _T = TypeVar("_T")
 # Abort and client shutdown are best effort on the way out; never let them hang the exit.
 _ABORT_TIMEOUT_S: Final = 10.0
 _CLOSE_TIMEOUT_S: Final = 10.0
+_STUCK_CLOSE_TIMEOUT_S: Final = 1.0
 # Ledger gauges cost O(positions) on the loop; Prometheus scrapes every 15 s anyway.
 _LEDGER_METRICS_INTERVAL_S: Final = 5.0
 _FENCED_ERRORS: Final = (ProducerFenced, InvalidProducerEpoch)
+
+
+class _Stuck(Exception):
+    """A batch's sends or commit did not complete within the bound (see _stuck_after_s)."""
+
+
+_SENDS: Final = "its sends"
 
 
 class DaemonExit(Exception):
@@ -177,6 +203,7 @@ class Daemon:
         self._last_invariant_seq = 0
         self._batch_no = 0
         self._producer: AIOKafkaProducer | None = None
+        self._producer_stuck = False  # a batch timed out: do not wait for its flush
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._server: OpsServer | None = None
@@ -231,6 +258,9 @@ class Daemon:
         except (RecoveryError, JournalError) as exc:
             log.critical("refusing to start: %s", exc)
             return EXIT_RECOVERY
+        except ACCESS_ERRORS as exc:
+            log.critical("%s", access_error_message(self.config, exc))
+            return EXIT_CONFIG
         except Exception:
             log.exception("unexpected failure; exiting so that recovery rebuilds the state")
             return EXIT_FAILURE
@@ -251,7 +281,14 @@ class Daemon:
             self.http_port = self._server.port
             log.info("ops endpoint on %s (/metrics /healthz /readyz)", self._server.url)
         self._admin = admin_client(config)
-        await self._admin.start()
+        try:
+            await self._admin.start()
+        except KafkaConnectionError as exc:
+            # aiokafka reports a rejected login as "Unable to bootstrap": find out which.
+            denied = await probe_authentication(config)
+            if denied is not None:
+                raise DaemonExit(EXIT_CONFIG, access_error_message(config, denied)) from exc
+            raise
         await self._preflight()
 
         metrics.set_ready(False, "fencing older instances")
@@ -341,16 +378,18 @@ class Daemon:
     async def _close(self) -> None:
         if self._producer is not None:
             _retrieve_fatal_error(self._producer)
-        for closer in (
-            self._consumer.stop if self._consumer else None,
-            self._producer.stop if self._producer else None,
-            self._admin.close if self._admin else None,
-            self._server.stop if self._server else None,
+        # producer.stop() flushes the pending sends first: hopeless after a stuck batch.
+        producer_close_s = _STUCK_CLOSE_TIMEOUT_S if self._producer_stuck else _CLOSE_TIMEOUT_S
+        for closer, timeout_s in (
+            (self._consumer.stop if self._consumer else None, _CLOSE_TIMEOUT_S),
+            (self._producer.stop if self._producer else None, producer_close_s),
+            (self._admin.close if self._admin else None, _CLOSE_TIMEOUT_S),
+            (self._server.stop if self._server else None, _CLOSE_TIMEOUT_S),
         ):
             if closer is None:
                 continue
             try:
-                await asyncio.wait_for(closer(), _CLOSE_TIMEOUT_S)
+                await asyncio.wait_for(closer(), timeout_s)
             except Exception as exc:  # on the way out: report, keep closing the rest
                 log.warning("closing a Kafka client failed: %r", exc)
         self._consumer = self._producer = self._admin = self._server = None
@@ -397,8 +436,8 @@ class Daemon:
                 f"input so far was oversized, and so only went to the DLQ, delete the "
                 f"group's offsets to start over.)",
             )
-        consumer.assign(tps)
-        self._assigned = tps
+        starts: dict[TopicPartition, int] = {}
+        new: list[TopicPartition] = []
         for tp in tps:
             key = (tp.topic, tp.partition)
             journal_pos, group_pos = self._positions.get(key), committed.get(key)
@@ -412,14 +451,51 @@ class Daemon:
                         group_pos,
                         journal_pos,
                     )
-                start = journal_pos
+                starts[tp] = journal_pos
+            elif group_pos is not None:
+                starts[tp] = group_pos
             else:
-                start = group_pos
-            if start is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, start)
-                self._positions[key] = start
+                # Never read and never committed: a new partition starts at its log
+                # start, whatever that is (nothing of it was ever ours to lose).
+                new.append(tp)
+        if starts:
+            # The consumer never resets a position by itself (auto_offset_reset="none"):
+            # a start below the log start offset means inputs were deleted unread.
+            log_start = await consumer.beginning_offsets(list(starts))
+            lost: dict[TopicPartition, tuple[int, int | None]] = {
+                tp: (start, log_start[tp])
+                for tp, start in starts.items()
+                if tp in log_start and start < log_start[tp]
+            }
+            if lost:
+                raise self._truncated_inputs(lost)
+        consumer.assign(tps)
+        self._assigned = tps
+        # No await between assign() and the seeks: every partition gets its position
+        # before the fetcher can look for one.
+        for tp, start in starts.items():
+            consumer.seek(tp, start)
+            self._positions[tp.topic, tp.partition] = start
+        if new:
+            await consumer.seek_to_beginning(*new)
+
+    def _truncated_inputs(
+        self, lost: Mapping[TopicPartition, tuple[int, int | None]]
+    ) -> DaemonExit:
+        """Exit 4: input records this ledger never applied were deleted from Kafka."""
+        parts = "; ".join(
+            f"{tp.topic}:{tp.partition} expected offset {expected}, log start offset "
+            f"{'unknown' if start is None else start}"
+            for tp, (expected, start) in sorted(lost.items())
+        )
+        return DaemonExit(
+            EXIT_RECOVERY,
+            f"refusing to consume: input partition(s) truncated past the position this "
+            f"ledger has applied ({parts}). The records in between were deleted (retention, "
+            f"delete-records, or the topic was recreated) before they were journaled: "
+            f"they are lost to this ledger. Restore them, or, to skip them deliberately, "
+            f"move the offsets of consumer group {self.config.group_id!r} to the log start.",
+        )
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -432,9 +508,12 @@ class Daemon:
         while not self._stop.is_set():
             if self._server is not None:
                 self._server.beat()
-            data = await consumer.getmany(
-                timeout_ms=config.batch.poll_timeout_ms, max_records=config.batch.max_records
-            )
+            try:
+                data = await consumer.getmany(
+                    timeout_ms=config.batch.poll_timeout_ms, max_records=config.batch.max_records
+                )
+            except OffsetOutOfRangeError as exc:
+                raise await self._out_of_range(exc) from exc
             now = loop.time()
             records = self._take(data) if data else []
             if records:
@@ -449,6 +528,27 @@ class Daemon:
             if now - last_refresh >= config.daemon.partition_refresh_interval_s:
                 await self._refresh_partitions()
                 last_refresh = now
+
+    async def _out_of_range(self, exc: OffsetOutOfRangeError) -> DaemonExit:
+        """The fetch position left the log while running (truncated, or topic recreated)."""
+        consumer = self._consumer
+        assert consumer is not None
+        positions = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        if not positions:
+            return DaemonExit(
+                EXIT_RECOVERY,
+                f"refusing to consume: an input fetch offset is out of range ({exc!r}): "
+                f"an input partition was truncated or recreated",
+            )
+        log_start: dict[TopicPartition, int] = {}
+        # Best effort: only for the message.
+        with contextlib.suppress(Exception):
+            log_start = await asyncio.wait_for(
+                consumer.beginning_offsets(list(positions)),
+                self.config.kafka.request_timeout_ms / 1000,
+            )
+        lost = {tp: (offset, log_start.get(tp)) for tp, offset in positions.items()}
+        return self._truncated_inputs(lost)
 
     def _take(self, data: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> list[InputRecord]:
         """The batch in sequencing order, cut at ``batch.max_bytes``; the rest is re-read."""
@@ -507,28 +607,55 @@ class Daemon:
                 self._check_invariants()
             await producer.begin_transaction()
             with metrics.journal_write_seconds.time():
-                futures = []
-                for message in (*plan.journal, *plan.events, *plan.dlq):
-                    futures.append(
-                        await producer.send(
-                            message.topic,
-                            message.value,
-                            key=message.key,
-                            partition=message.partition,
-                            headers=message.headers,
+                futures: list[asyncio.Future[Any]] = []
+                # aiokafka retries a produce to a missing partition (e.g. the journal
+                # topic deleted under us) forever: bound it, or the daemon hangs silently.
+                async with self._bounded(_SENDS):
+                    for message in (*plan.journal, *plan.events, *plan.dlq):
+                        futures.append(
+                            await producer.send(
+                                message.topic,
+                                message.value,
+                                key=message.key,
+                                partition=message.partition,
+                                headers=message.headers,
+                            )
                         )
-                    )
-                sent = await asyncio.gather(*futures)
+                    if futures:
+                        # asyncio.wait, not gather: a timeout must not cancel aiokafka's
+                        # own delivery futures.
+                        await asyncio.wait(futures)
+                sent = [future.result() for future in futures]
             if self._before_commit is not None:
                 hooked = self._before_commit(batch_no)
                 if inspect.isawaitable(hooked):
                     await hooked
             offsets = {TopicPartition(t, p): o for (t, p), o in plan.offsets.items()}
-            await producer.send_offsets_to_transaction(offsets, config.group_id)
-            with metrics.txn_commit_seconds.time():
-                await producer.commit_transaction()
+            async with self._bounded("its offsets and commit"):
+                await producer.send_offsets_to_transaction(offsets, config.group_id)
+                with metrics.txn_commit_seconds.time():
+                    await producer.commit_transaction()
         except _FENCED_ERRORS as exc:
             raise self._fenced(where, exc) from exc
+        except _Stuck as exc:
+            # No abort: aiokafka sends EndTxn only after the pending sends are flushed, so
+            # it would hang on the same sends; and no flush when closing either. The
+            # coordinator aborts the open transaction when the restart fences this
+            # producer (or after kafka.transaction_timeout_ms).
+            self._producer_stuck = True
+            cause = await self._missing_journal()
+            outcome = (
+                "Its transaction was not committed and is left to the coordinator to abort "
+                "(nothing of it is visible)"
+                if exc.args[0] == _SENDS
+                else "Whether its transaction committed is unknown: the journal decides"
+            )
+            raise DaemonExit(
+                EXIT_FAILURE,
+                f"{where} timed out: {exc} did not complete within "
+                f"{self._stuck_after_s:.1f} s (2 x kafka.request_timeout_ms). {cause}"
+                f"{outcome}; exiting so that recovery rebuilds the state from the journal.",
+            ) from exc
         except InvariantViolation as exc:
             metrics.set_invariant_ok(False)
             await self._abort()
@@ -558,6 +685,42 @@ class Daemon:
             and engine.seq - self._last_snapshot_seq >= config.snapshot.every_inputs
         ):
             await self._snapshot()
+
+    @property
+    def _stuck_after_s(self) -> float:
+        # Each Kafka request is bounded by request_timeout_ms; allow one retry's worth.
+        return 2 * self.config.kafka.request_timeout_ms / 1000
+
+    @contextlib.asynccontextmanager
+    async def _bounded(self, what: str) -> AsyncIterator[None]:
+        """Raise ``_Stuck(what)`` if the body takes longer than ``_stuck_after_s``."""
+        bound = asyncio.timeout(self._stuck_after_s)
+        try:
+            async with bound:
+                yield
+        except TimeoutError as exc:
+            if bound.expired():  # not some TimeoutError raised inside the body
+                raise _Stuck(what) from exc
+            raise
+
+    async def _missing_journal(self) -> str:
+        """Why a batch may be stuck, if cheaply known: the journal topic is gone."""
+        journal = self.config.topics.journal
+        if self._admin is None:
+            return ""
+        try:
+            found = await asyncio.wait_for(
+                describe_partitions(self._admin, [journal]),
+                min(_ABORT_TIMEOUT_S, self.config.kafka.request_timeout_ms / 1000),
+            )
+        except Exception:  # only a diagnosis
+            return ""
+        if found.get(journal) is None:
+            return (
+                f"The journal topic {journal!r} does not exist any more (deleted while "
+                f"running?): a person must look; a restart will refuse to start. "
+            )
+        return ""
 
     def _fenced(self, where: str, exc: BaseException) -> DaemonExit:
         return DaemonExit(

@@ -26,6 +26,7 @@ from typing import Final, NamedTuple
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from clearing.kafka._clients import admin_client
 from clearing.ops.config import Config
@@ -108,6 +109,9 @@ async def describe_partitions(
     for topic in await admin.describe_topics(list(names)):
         if topic["error_code"] == _UNKNOWN_TOPIC:
             out[topic["topic"]] = None
+        elif topic["error_code"] == TopicAuthorizationFailedError.errno:
+            # An ACL problem, not a broken cluster: the daemon exits 2 on it.
+            raise TopicAuthorizationFailedError(topic["topic"])
         elif topic["error_code"] != 0:
             raise RuntimeError(
                 f"describing topic {topic['topic']!r} failed with Kafka error code "

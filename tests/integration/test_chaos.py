@@ -3,8 +3,9 @@
 * kill -9 / SIGTERM of the daemon (a subprocess under a supervisor loop) while a
   producer feeds inputs: nothing lost, duplicated or reordered;
 * a broker restart and a ~12 s broker outage mid-run: the same;
-* the journal topic deleted, an input topic deleted, and an input partition truncated
-  past the committed offset (``delete-records``): the daemon must stop and say so.
+* the journal topic deleted (before a start, and while running), an input topic
+  deleted, and an input partition truncated past the committed offset
+  (``delete-records``): the daemon must stop and say so.
 
 Outcomes are always checked against ``clearing replay`` of the journal's payloads
 (``kafka_chaos.verify``). Every test leaves the session broker running.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import os
 import signal
 import subprocess
@@ -24,11 +26,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.errors import KafkaError
 
-from clearing.kafka import EXIT_FAILURE, EXIT_OK, EXIT_RECOVERY, create_topics
+from clearing.kafka import EXIT_FAILURE, EXIT_OK, EXIT_RECOVERY, Daemon, create_topics
 from clearing.ops.config import Config, load_config
 
 pytestmark = pytest.mark.kafka
@@ -183,20 +185,18 @@ async def test_deleted_journal_topic_is_refused_at_start(
     ), third.log()[-2000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "daemon bug: when the journal topic is deleted while the daemon runs, the next "
-        "batch's sends never complete and never time out: the daemon hangs with no log "
-        "line (>= 60 s observed), /readyz stays ready, and SIGTERM then ends in exit 5 "
-        "(shutdown bound). Expected: the batch fails within kafka.request_timeout_ms, "
-        "exit 1 naming the journal topic (the restart then refuses with exit 4)"
-    ),
-)
 async def test_journal_topic_deleted_while_running_stops_the_daemon(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    path, config = await setup(tmp_path, kafka_bootstrap, daemon={"shutdown_timeout_s": 3.0})
+    """The next batch's sends cannot complete: the batch is bounded by 2 x
+    kafka.request_timeout_ms (here 2 x 4 s), then aborted, and the daemon exits 1 naming
+    the missing journal topic (a restart then refuses with exit 4, see above)."""
+    path, config = await setup(
+        tmp_path,
+        kafka_bootstrap,
+        daemon={"shutdown_timeout_s": 3.0},
+        kafka={"request_timeout_ms": 4000},
+    )
     values = chaos.input_stream(300, seed=3)
     await chaos.produce(config, values[:200])
     daemon = DaemonProcess(path, tmp_path / "d1.log")
@@ -205,12 +205,16 @@ async def test_journal_topic_deleted_while_running_stops_the_daemon(
         await admin_do(kafka_bootstrap, "delete_topics", [config.topics.journal])
         await asyncio.sleep(1.0)
         await chaos.produce(config, values[200:])
-        code = await daemon.wait(20)
+        started = time.monotonic()
+        code = await daemon.wait(30)
+        took = time.monotonic() - started
     finally:
         final = await daemon.stop()
-    print(f"\njournal deleted while running: exit {code} (after SIGTERM: {final})")
-    assert code == EXIT_FAILURE, "daemon kept running after its journal topic was deleted"
-    assert config.topics.journal in daemon.log().split("journal topic", 1)[-1]
+    print(f"\njournal deleted while running: exit {code} after {took:.1f} s (then {final})")
+    log = daemon.log()
+    assert code == EXIT_FAILURE, f"daemon kept running without its journal topic:\n{log[-2000:]}"
+    assert "timed out" in log and "did not complete within 8.0 s" in log, log[-2000:]
+    assert f"journal topic {config.topics.journal!r} does not exist" in log, log[-2000:]
 
 
 async def test_deleted_input_topic_stops_the_daemon_and_is_refused(
@@ -237,17 +241,6 @@ async def test_deleted_input_topic_stops_the_daemon_and_is_refused(
     assert f"{config.topics.book} do not exist" in again.log(), again.log()[-2000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "daemon bug: an input partition whose log start offset moved past the committed "
-        "offset (delete-records / retention) is silently skipped: the consumer's "
-        "auto_offset_reset='earliest' jumps to the new log start, the deleted inputs are "
-        "never journaled and nothing is logged at WARNING or above (only aiokafka's INFO "
-        "'Fetch offset N is out of range ... resetting offset'); expected: exit 4 "
-        "naming the partition and the gap"
-    ),
-)
 async def test_input_truncated_past_the_committed_offset_is_refused(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -282,6 +275,52 @@ async def test_input_truncated_past_the_committed_offset_is_refused(
     assert code == EXIT_RECOVERY, "the daemon kept running over a gap in its inputs"
     tp = next(iter(truncated))
     assert f"{tp.topic}:{tp.partition}" in log and "truncated" in log
+    # Every truncated partition is named, with the offset it expected and the log start.
+    for tp, end in truncated.items():
+        assert f"{tp.topic}:{tp.partition} expected offset " in log, log[-2000:]
+        assert f"log start offset {end}" in log, log[-2000:]
+
+
+async def test_input_truncated_while_running_stops_the_daemon(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fetch position falls below the log start while the daemon runs: the fetch
+    raises OffsetOutOfRangeError (never a silent reset) and the daemon exits 4."""
+    _, config = await setup(tmp_path, kafka_bootstrap, topics={"input_partitions": 1})
+    fills = TopicPartition(config.topics.fills, 0)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        # Any bytes will do (they are rejected, i.e. journaled + DLQ). 300 records, one
+        # fetch: batch 1 takes 200 (batch.max_records) and 100 stay buffered, so the
+        # consumer does not fetch that partition again while batch 1 is held below.
+        for i in range(300):
+            await producer.send(fills.topic, b'{"n": %d}' % i)
+        await producer.flush()
+
+        async def truncate_during_batch_1(batch_no: int) -> None:
+            if batch_no != 1:
+                return
+            for i in range(300):
+                await producer.send(fills.topic, b'{"m": %d}' % i)
+            await producer.flush()
+            end = (await _end_offsets(config, [fills]))[fills]
+            await admin_do(
+                kafka_bootstrap, "delete_records", {fills: RecordsToDelete(before_offset=end)}
+            )
+
+        daemon = Daemon(config, before_commit=truncate_during_batch_1)
+        with caplog.at_level(logging.ERROR, logger="clearing.kafka"):
+            code = await asyncio.wait_for(daemon.run(), 60)
+    finally:
+        await producer.stop()
+    messages = [r.getMessage() for r in caplog.records if r.name == "clearing.kafka"]
+    print(f"\ntruncated while running: exit {code}; {messages[-1:]}")
+    assert code == EXIT_RECOVERY, messages
+    assert daemon.committed_seq == 300  # the 300 records it had read, and not one more
+    assert any(
+        f"{fills.topic}:0 expected offset 300" in m and "truncated" in m for m in messages
+    ), messages
 
 
 async def _end_offsets(config: Config, tps: list[TopicPartition]) -> dict[TopicPartition, int]:

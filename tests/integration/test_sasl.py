@@ -4,7 +4,7 @@ A second LocalKafka (module scope) gets a SASL_PLAINTEXT listener with one user;
 daemon authenticates with the username from its config file and the password from the
 environment (CLEARING_KAFKA_SECURITY_SASL_PASSWORD), runs a stream end to end (checked
 against ``clearing replay``), and never writes the password to its logs. A wrong
-password fails at start, with a clear message and a non-zero exit.
+password fails at start with exit 2 (bad configuration) and a one-line message.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from clearing.kafka import EXIT_CONFIG
 from clearing.ops.config import load_config
 
 pytestmark = pytest.mark.kafka
@@ -132,6 +133,13 @@ async def test_wrong_sasl_password_fails_at_start_with_a_clear_message(
     )  # fmt: skip
     out = proc.stdout + proc.stderr
     print(f"\nwrong password: exit {proc.returncode}; last lines:\n{out[-1200:]}")
-    assert proc.returncode != 0
-    assert "Authentication failed" in out or "SaslAuthenticationFailed" in out, out[-3000:]
+    # Exit 2 (bad configuration), not 1: a supervisor must not restart it forever.
+    assert proc.returncode == EXIT_CONFIG, out[-3000:]
+    assert "Traceback" not in out and "unexpected failure" not in out, out[-3000:]
+    lines = [line for line in out.splitlines() if '"logger":"clearing.kafka"' in line]
+    assert "authentication with the Kafka cluster" in lines[-1], out[-3000:]
+    # What failed, and which settings to check.
+    assert "SaslAuthenticationFailed" in lines[-1], lines[-1]
+    for setting in ("sasl_mechanism (PLAIN)", "sasl_username ('clearing')", "sasl_password"):
+        assert setting in lines[-1], lines[-1]
     assert wrong not in out and PASSWORD not in out
