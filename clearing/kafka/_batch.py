@@ -158,6 +158,7 @@ class BatchPlan(msgspec.Struct, gc=False):
     last_seq: int
     head_hash: bytes
     applied: list[tuple[str, bytes]]  # (topic, raw) in seq order, for metrics
+    sources: list[str]  # journal source of each applied input, in seq order, for logs
     outputs: list[OutputEvent]
     oversized: int
     rejects: int
@@ -196,6 +197,7 @@ def plan_batch(
     dlq: list[OutMessage] = []
     offsets: dict[tuple[str, int], int] = {}
     applied: list[tuple[str, bytes]] = []
+    sources: list[str] = []
     outputs_all: list[OutputEvent] = []
     oversized = rejects = 0
     last_ts_ms = 0
@@ -265,6 +267,7 @@ def plan_batch(
                 )
             )
         applied.append((rec.topic, raw))
+        sources.append(source)
         outputs_all.extend(outputs)
     return BatchPlan(
         journal=journal,
@@ -275,6 +278,7 @@ def plan_batch(
         last_seq=engine.seq,
         head_hash=chain.head_hash,
         applied=applied,
+        sources=sources,
         outputs=outputs_all,
         oversized=oversized,
         rejects=rejects,

@@ -48,6 +48,7 @@ from aiokafka.errors import (
 )
 
 from clearing.engine import Engine, InvariantViolation
+from clearing.engine.events import Clawback
 from clearing.engine.persist import dump_state
 from clearing.journal import JournalError
 from clearing.kafka._batch import (
@@ -173,6 +174,46 @@ def _retrieve_fatal_error(producer: AIOKafkaProducer) -> None:
 def _listen_address(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def _log_ledger_changes(batch_no: int, plan: BatchPlan) -> None:
+    """One line per committed batch and per waterfall step, each with its seq and source
+    (``kafka:topic:partition:offset``), so the log alone tells where money moved."""
+    if not plan.sources:
+        return
+    log.info(
+        "batch %d committed: seq %d..%d, %d inputs, %d output events",
+        batch_no,
+        plan.first_seq,
+        plan.last_seq,
+        len(plan.sources),
+        len(plan.outputs),
+        extra={"seq": plan.last_seq, "source": plan.sources[-1]},
+    )
+    clawbacks: dict[tuple[int, str], tuple[int, list[str]]] = {}
+    for event in plan.outputs:
+        tag = event.__struct_config__.tag
+        if tag not in ("liquidation", "fund_draw", "clawback", "bad_debt"):
+            continue
+        source = plan.sources[event.seq - plan.first_seq]
+        if type(event) is Clawback:
+            # One bankruptcy can debit thousands of accounts: summarise per cause.
+            count, amounts = clawbacks.get((event.seq, event.cause), (0, []))
+            clawbacks[event.seq, event.cause] = (count + 1, [*amounts[:2], event.amount])
+            continue
+        fields = " ".join(
+            f"{name}={getattr(event, name)}" for name in event.__struct_fields__ if name != "seq"
+        )
+        log.info("%s %s", tag, fields, extra={"seq": event.seq, "source": source})
+    for (seq, cause), (count, sample) in clawbacks.items():
+        log.info(
+            "clawback for %s from %d accounts (amounts %s%s)",
+            cause,
+            count,
+            ", ".join(sample),
+            ", ..." if count > len(sample) else "",
+            extra={"seq": seq, "source": plan.sources[seq - plan.first_seq]},
+        )
 
 
 class Daemon:
@@ -803,6 +844,7 @@ class Daemon:
                 self.config.topics.dlq,
                 extra={"seq": plan.last_seq},
             )
+        _log_ledger_changes(self._batch_no, plan)
 
     def _update_gauges(self) -> None:
         engine, consumer = self.engine, self._consumer

@@ -918,6 +918,12 @@ async def test_sigterm_stops_cleanly_with_a_snapshot(kafka_bootstrap: str, tmp_p
         assert stop_s < config.daemon.shutdown_timeout_s
         lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
         assert any("stopped cleanly" in line["msg"] for line in lines)
+        # Every ledger-changing line carries the seq and the Kafka source offset.
+        committed = [line for line in lines if "committed: seq" in line["msg"]]
+        assert committed and all(line["source"].startswith("kafka:") for line in committed)
+        assert max(line["seq"] for line in committed) == total
+        waterfall = [line for line in lines if line["msg"].startswith("liquidation ")]
+        assert waterfall and all("seq" in line and "source" in line for line in waterfall)
         snap = read_snapshot(list_snapshots(str(tmp_path / "snapshots"))[-1].path)
         assert snap.journal_seq == total
         journal = await journal_until(config, total)
