@@ -73,7 +73,12 @@ def _build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--snapshots", metavar="DIR", help="snapshot directory (default: DIR/snapshots)"
     )
-    ingest.add_argument("--events", metavar="EVENTS.jsonl", help="append output events here")
+    ingest.add_argument(
+        "--events",
+        metavar="EVENTS.jsonl",
+        help="append output events here; on start the file is first brought up to date "
+        "from the journal's recorded outputs (so a crash loses none)",
+    )
     ingest.add_argument("--batch", type=int, default=5_000, help="inputs per journal group commit")
     ingest.add_argument(
         "--fsync",

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterator
 from typing import BinaryIO, Final
 
+import msgspec
+
 from clearing.engine import encode_output
 from clearing.journal import (
     JournalCorrupt,
@@ -57,6 +59,38 @@ def _resume_line(journal: LocalJournal, path: str) -> int:
     return done
 
 
+class _SeqOnly(msgspec.Struct):
+    seq: int
+
+
+def _catch_up_events_file(path: str, journal: LocalJournal) -> None:
+    """Bring the events file up to the journal: drop a torn last line, then append the
+    recorded outputs of every journal record after the last seq the file holds.
+
+    The journal commits a batch before its events reach the file, so a crash in between
+    would otherwise lose them; the journal's recorded outputs are the exact same bytes.
+    """
+    last_seq = 0
+    if os.path.exists(path):
+        with open(path, "rb+") as events:
+            data = events.read()
+            keep = data.rfind(b"\n") + 1
+            if keep != len(data):
+                events.truncate(keep)
+            if keep:
+                start = data.rfind(b"\n", 0, keep - 1) + 1
+                try:
+                    last_seq = msgspec.json.decode(data[start : keep - 1], type=_SeqOnly).seq
+                except msgspec.DecodeError:
+                    last_seq = 0
+    if last_seq >= journal.last_seq:
+        return
+    with open(path, "ab") as events:
+        for record in journal.read(last_seq + 1):
+            if record.outputs:
+                events.write(record.outputs)
+
+
 def _numbered_inputs(stream: BinaryIO, after_line: int) -> Iterator[tuple[int, bytes]]:
     for line_no, line in enumerate(stream, start=1):
         if line_no <= after_line:
@@ -84,6 +118,7 @@ def ingest_command(args: argparse.Namespace) -> int:
     try:
         resume_after = _resume_line(sequencer.journal, path)  # type: ignore[arg-type]
         if args.events:
+            _catch_up_events_file(args.events, sequencer.journal)  # type: ignore[arg-type]
             events_out = open(args.events, "ab")  # noqa: SIM115 - closed below
         applied = outputs = 0
         batch: list[tuple[str, bytes]] = []

@@ -436,7 +436,9 @@ def _kind_ok(kind: str, value: object) -> bool:
 
 # Python refuses to convert integer literals longer than this many digits (ValueError).
 _INT_DIGITS_LIMIT: Final = 4300
-_HUGE_DIGIT_RUN: Final = re.compile(rb"[0-9]{%d}" % (_INT_DIGITS_LIMIT + 1))
+# msgspec's untyped decoder already refuses a negative literal of exactly the limit's
+# length (the sign counts), so defuse from the limit itself, not one past it.
+_HUGE_DIGIT_RUN: Final = re.compile(rb"[0-9]{%d}" % _INT_DIGITS_LIMIT)
 
 
 def _defuse_huge_integers(raw: bytes) -> bytes:
@@ -465,14 +467,14 @@ def _defuse_huge_integers(raw: bytes) -> bytes:
             continue
         if run_start >= 0:
             digits = raw[run_start:index]
-            out += b"0.5" if len(digits) > _INT_DIGITS_LIMIT else digits
+            out += b"0.5" if len(digits) >= _INT_DIGITS_LIMIT else digits
             run_start = -1
         if byte == 0x22:
             in_string = True
         out.append(byte)
     if run_start >= 0:
         digits = raw[run_start:]
-        out += b"0.5" if len(digits) > _INT_DIGITS_LIMIT else digits
+        out += b"0.5" if len(digits) >= _INT_DIGITS_LIMIT else digits
     return bytes(out)
 
 

@@ -105,7 +105,14 @@ class Sequencer:
             self._broken = f"batch ending at seq {engine.seq} failed: {exc!r}"
             raise
         if self.snapshot_dir and engine.seq - self.last_snapshot_seq >= self.snapshot_every_inputs:
-            self.snapshot()
+            try:
+                self.snapshot()
+            except OSError as exc:
+                # The batch is journaled: its outputs must reach the caller. A snapshot is
+                # only an optimisation; the next one is retried after another interval.
+                self.last_snapshot_seq = engine.seq
+                log.error("snapshot at seq %d failed (%s); continuing", engine.seq, exc,
+                          extra={"seq": engine.seq})  # fmt: skip
         return produced
 
     def check_invariants(self) -> None:
@@ -140,7 +147,11 @@ class Sequencer:
     def close(self, snapshot: bool = True) -> None:
         try:
             if snapshot and not self._broken and self.engine.seq > self.last_snapshot_seq:
-                self.snapshot()
-            self.journal.sync()
+                try:
+                    self.snapshot()
+                except OSError as exc:
+                    log.error("closing snapshot failed (%s): recovery will replay the tail", exc)
+            if not self._broken:
+                self.journal.sync()
         finally:
             self.journal.close()
