@@ -220,14 +220,20 @@ class BadFrame(Exception):
         self.torn = torn
 
 
-def _all_zero(buf: bytes, start: int, end: int) -> bool:
-    chunk = bytes(buf[start:end])
-    return chunk.count(0) == len(chunk)
+def _zero_tail_within(buf: bytes, off: int, frame_end: int, end: int) -> bool:
+    """True if everything from some point inside this frame (before ``frame_end``) to EOF
+    is zero: the sectors of an interrupted write that never landed. Damage followed by
+    any non-zero byte is corruption, not a torn write. Only called on a bad frame."""
+    tail = bytes(buf[off:end])
+    zero_start = off + len(tail.rstrip(b"\0"))
+    return zero_start < min(frame_end, end)
 
 
 def _bad_header(buf: bytes, off: int, end: int) -> BadFrame:
     return BadFrame(
-        off, "bad record header (magic, version or length check)", _all_zero(buf, off, end)
+        off,
+        "bad record header (magic, version or length check)",
+        _zero_tail_within(buf, off, off + FRAME_HEADER_BYTES, end),
     )
 
 
@@ -273,7 +279,11 @@ def iter_frames(
         if seq == start_seq - 1:
             body = buf[off + FRAME_HEADER_BYTES : body_end]
             if crc32c.crc32c(body) != body_crc:
-                raise BadFrame(off, "record body CRC mismatch", body_end == end)
+                raise BadFrame(
+                    off,
+                    "record body CRC mismatch",
+                    body_end == end or _zero_tail_within(buf, off, body_end, end),
+                )
             rec = _decode_checked(body, off, seq)
             prev = rec.chain_hash
         off = body_end
@@ -298,7 +308,11 @@ def iter_frames(
             _frame_at(buf, off, end)  # raises
         body = buf[off + hdr : body_end]
         if crc(body) != body_crc:
-            raise BadFrame(off, "record body CRC mismatch", body_end == end)
+            raise BadFrame(
+                off,
+                "record body CRC mismatch",
+                body_end == end or _zero_tail_within(buf, off, body_end, end),
+            )
         try:
             rec = decode(body)
         except msgspec.DecodeError as exc:

@@ -5,7 +5,8 @@ Shared by ``LocalJournal`` (open), ``verify``, ``info``, ``export`` and
 
 * torn tail -- damage confined to the end of the LAST segment that an interrupted
   write can produce: a short record header, a short body, a CRC-bad final record
-  that ends exactly at EOF, zero fill, or a last segment with no complete record.
+  that ends exactly at EOF, a bad record whose bytes from some point inside it to EOF
+  are all zero (sectors that never landed), or a last segment with no complete record.
   ``LocalJournal`` truncates it (with a warning) when it opens the journal.
 * anything else is corruption: ``LocalJournal`` refuses to open.
 """

@@ -333,14 +333,6 @@ def test_zeros_after_the_last_record_are_a_torn_tail(base_journal: Path, tmp_pat
     drop(sequencer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="B4: a power loss in the middle of an append, where the file grew but its last "
-    "sectors never landed (they read as zeros), is refused as corruption (JournalCorrupt: "
-    "'record body CRC mismatch' or 'bad record header') instead of being cut as a torn "
-    "tail: only an all-zero region starting exactly at a frame, or a CRC-bad frame ending "
-    "exactly at EOF, counts as torn. The daemon then needs a manual repair-truncate.",
-)
 def test_a_batch_whose_last_sectors_never_landed_is_a_torn_tail(
     base_journal: Path, tmp_path: Path, lines: list[bytes]
 ) -> None:
