@@ -112,7 +112,7 @@ def ingest_command(args: argparse.Namespace) -> int:
         sequencer, recovery = Sequencer.open_local(
             args.journal, snapshot_dir, fsync=args.fsync, snapshot_every_inputs=args.snapshot_every
         )
-    except (JournalError, RecoveryError) as exc:
+    except (JournalError, RecoveryError, OSError) as exc:
         raise UserError(f"cannot open journal {args.journal}: {exc}") from exc
     events_out: BinaryIO | None = None
     try:
