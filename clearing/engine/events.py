@@ -360,11 +360,30 @@ def _nesting_depth(raw: bytes) -> int:
     return deepest
 
 
+# A complete JSON string (escapes included); brackets inside strings do not nest.
+_JSON_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+
+
 def _too_deep(raw: bytes) -> bool:
-    # Cheap pre-filter in C before the byte-by-byte scan.
+    """True if brackets outside strings nest deeper than MAX_NESTING_DEPTH.
+
+    Strings are removed and everything but brackets deleted in C, so the Python loop
+    only sees brackets and stops as soon as the limit is passed: a multi-MiB input with
+    shallow nesting costs milliseconds, a nesting bomb a few bytes' worth.
+    """
     if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING_DEPTH:
         return False
-    return _nesting_depth(raw) > MAX_NESTING_DEPTH
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte == 0x5B or byte == 0x7B:  # [ {
+            depth += 1
+            if depth > MAX_NESTING_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _known(obj: dict[str, Any]) -> dict[str, str]:

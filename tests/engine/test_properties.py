@@ -224,3 +224,29 @@ def test_threshold_is_the_exact_liquidation_boundary(
     liquidatable = cash_e16 * 10**8 + mark_e8 * qty_e8 * 10**8 < abs(qty_e8) * mark_e8 * mmr_e8
     bound = threshold_e8(cash_e16, qty_e8, mmr_e8)
     assert liquidatable == (mark_e8 <= bound if qty_e8 > 0 else mark_e8 >= bound)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"a", b",", b":", b"1"]),
+        max_size=300,
+    ).map(b"".join)
+)
+def test_nesting_check_matches_the_byte_by_byte_scan(raw: bytes) -> None:
+    from clearing.engine.events import MAX_NESTING_DEPTH, _nesting_depth, _too_deep
+
+    deep = _nesting_depth(raw) > MAX_NESTING_DEPTH
+    if raw.count(b'"') % 2 == 0:
+        assert _too_deep(raw) == deep
+    else:
+        # An unclosed string (malformed JSON anyway) may only make the fast check stricter.
+        assert _too_deep(raw) or not deep
+
+
+def test_nesting_check_respects_escaped_quotes() -> None:
+    from clearing.engine.events import _too_deep
+
+    inside = b'{"x":"' + b'\\"[' * 100 + b'"}'
+    assert not _too_deep(inside)
+    assert _too_deep(b'{"x":"\\\\",' + b"[" * 70 + b"]" * 70 + b"}")
