@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator
 from typing import BinaryIO, Final
 
 import msgspec
 
+from clearing.audit.replay import iter_numbered_inputs
 from clearing.engine import encode_output
 from clearing.journal import (
     JournalCorrupt,
@@ -91,16 +91,6 @@ def _catch_up_events_file(path: str, journal: LocalJournal) -> None:
                 events.write(record.outputs)
 
 
-def _numbered_inputs(stream: BinaryIO, after_line: int) -> Iterator[tuple[int, bytes]]:
-    for line_no, line in enumerate(stream, start=1):
-        if line_no <= after_line:
-            continue
-        if line.endswith(b"\n"):
-            line = line[:-1]
-        if line.strip(b" \t\r"):
-            yield line_no, line
-
-
 def ingest_command(args: argparse.Namespace) -> int:
     from clearing.cli import UserError
 
@@ -122,20 +112,22 @@ def ingest_command(args: argparse.Namespace) -> int:
             events_out = open(args.events, "ab")  # noqa: SIM115 - closed below
         applied = outputs = 0
         batch: list[tuple[str, bytes]] = []
+
+        def submit() -> None:
+            nonlocal applied, outputs
+            produced = sequencer.submit(batch)
+            applied, outputs = applied + len(batch), outputs + len(produced)
+            if events_out is not None:
+                events_out.write(b"".join(encode_output(e) + b"\n" for e in produced))
+            batch.clear()
+
         with open(path, "rb") as stream:
-            for line_no, line in _numbered_inputs(stream, resume_after):
+            for line_no, line in iter_numbered_inputs(stream, resume_after):
                 batch.append((f"file:{path}:{line_no}", line))
                 if len(batch) >= args.batch:
-                    produced = sequencer.submit(batch)
-                    applied, outputs = applied + len(batch), outputs + len(produced)
-                    if events_out is not None:
-                        events_out.write(b"".join(encode_output(e) + b"\n" for e in produced))
-                    batch = []
+                    submit()
             if batch:
-                produced = sequencer.submit(batch)
-                applied, outputs = applied + len(batch), outputs + len(produced)
-                if events_out is not None:
-                    events_out.write(b"".join(encode_output(e) + b"\n" for e in produced))
+                submit()
     finally:
         if events_out is not None:
             events_out.close()

@@ -34,13 +34,22 @@ class ReplayResult(msgspec.Struct):
     rejects: int
 
 
-def iter_file_inputs(stream: BinaryIO) -> Iterator[bytes]:
-    """Input lines of a .jsonl stream, per SPEC §8 (blank lines skipped, not counted)."""
-    for line in stream:
+def iter_numbered_inputs(stream: BinaryIO, after_line: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(line number, input) of a .jsonl stream per SPEC §8: blank lines skipped and not
+    counted as inputs; lines up to ``after_line`` skipped (to resume an ingest)."""
+    for line_no, line in enumerate(stream, start=1):
+        if line_no <= after_line:
+            continue
         if line.endswith(b"\n"):
             line = line[:-1]
         if line.strip(b" \t\r"):
-            yield line
+            yield line_no, line
+
+
+def iter_file_inputs(stream: BinaryIO) -> Iterator[bytes]:
+    """Input lines of a .jsonl stream, per SPEC §8 (blank lines skipped, not counted)."""
+    for _, line in iter_numbered_inputs(stream):
+        yield line
 
 
 def replay_lines(
