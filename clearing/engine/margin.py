@@ -11,7 +11,7 @@ from fractions import Fraction
 from clearing.engine.money import E8
 from clearing.engine.state import Account, MarketState
 
-__all__ = ["equity_e16", "initial_requirement_e24", "liquidation_key", "maintenance_e24"]
+__all__ = ["equity_e16", "initial_requirement_e24", "liquidation_key"]
 
 
 def equity_e16(account: Account, markets: dict[str, MarketState]) -> int:
@@ -20,15 +20,6 @@ def equity_e16(account: Account, markets: dict[str, MarketState]) -> int:
     for market_id, position in account.positions.items():
         equity += position.qty_e8 * markets[market_id].mark_e8  # type: ignore[operator]
     return equity
-
-
-def maintenance_e24(account: Account, markets: dict[str, MarketState]) -> int:
-    """MM = sum(|q| * m * mmr)."""
-    total = 0
-    for market_id, position in account.positions.items():
-        market = markets[market_id]
-        total += abs(position.qty_e8) * market.mark_e8 * market.mmr_e8  # type: ignore[operator]
-    return total
 
 
 def initial_requirement_e24(account: Account, markets: dict[str, MarketState]) -> int:

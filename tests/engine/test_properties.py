@@ -226,6 +226,28 @@ def test_threshold_is_the_exact_liquidation_boundary(
     assert liquidatable == (mark_e8 <= bound if qty_e8 > 0 else mark_e8 >= bound)
 
 
+def _reference_nesting_depth(raw: bytes) -> int:
+    """Maximum bracket depth outside strings, byte by byte: the oracle for _too_deep."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     st.lists(
@@ -234,9 +256,9 @@ def test_threshold_is_the_exact_liquidation_boundary(
     ).map(b"".join)
 )
 def test_nesting_check_matches_the_byte_by_byte_scan(raw: bytes) -> None:
-    from clearing.engine.events import MAX_NESTING_DEPTH, _nesting_depth, _too_deep
+    from clearing.engine.events import MAX_NESTING_DEPTH, _too_deep
 
-    deep = _nesting_depth(raw) > MAX_NESTING_DEPTH
+    deep = _reference_nesting_depth(raw) > MAX_NESTING_DEPTH
     if raw.count(b'"') % 2 == 0:
         assert _too_deep(raw) == deep
     else:
