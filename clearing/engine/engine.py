@@ -114,10 +114,9 @@ class Engine:
         market.liq_fee_e8 = event.liq_fee_e8
         market.max_oracle_move_e8 = event.max_oracle_move_e8
         market.held_e8 = None
-        holders = list(market.holders.values())
-        for holder in holders:
-            ledger.reindex(holder)  # thresholds depend on mmr
-        resolve_accounts(ledger, self.seq, holders, None, out)
+        # Thresholds and edges depend on mmr; only accounts not proven safe are checked.
+        unsafe = [holder for holder in list(market.holders.values()) if not ledger.reindex(holder)]
+        resolve_accounts(ledger, self.seq, unsafe, None, out)
 
     def _deposit(self, event: ParsedDeposit) -> None:
         if event.account in _NO_DEPOSIT_OR_TRADE:
@@ -170,14 +169,19 @@ class Engine:
         buyer.cash_e16 -= notional_e16 + buyer_fee_e16
         seller.cash_e16 += notional_e16 - seller_fee_e16
         ledger.fee_pool.cash_e16 += buyer_fee_e16 + seller_fee_e16
-        checked: list[Account] = [buyer, seller]
         mark_moved = not market.oracle_seen and market.mark_e8 != price_e8
         if mark_moved:
             market.mark_e8 = price_e8
+        # The index proves most sides safe; the rest get the exact check (SPEC §4).
+        checked: list[Account] = []
+        if not ledger.reindex(buyer):
+            checked.append(buyer)
+        if not ledger.reindex(seller):
+            checked.append(seller)
+        if mark_moved:
             checked.extend(market.holders.values())
-        ledger.reindex(buyer)
-        ledger.reindex(seller)
-        resolve_accounts(ledger, self.seq, checked, market.id, out)
+        if checked:
+            resolve_accounts(ledger, self.seq, checked, market.id, out)
         if mark_moved:
             self._rebuild_bands(market)
 
@@ -215,11 +219,13 @@ class Engine:
             resolve_accounts(self.ledger, self.seq, list(market.holders.values()), None, out)
             self._rebuild_bands(market)
             return
-        liquidatable, left_band = market.liquidation_candidates(price_e8)
-        if liquidatable or left_band:
-            resolve_accounts(self.ledger, self.seq, liquidatable + left_band, None, out)
-            for account in left_band:
-                self.ledger.reindex(account)  # new bands around the new marks
+        ledger = self.ledger
+        liquidatable, crossed = market.liquidation_candidates(price_e8, ledger.by_handle)
+        # An account whose edge the mark crossed gets new edges; if none can be found it is
+        # liquidatable (E < MM) and joins the exact ones.
+        unsafe = [account for account in crossed if not ledger.reindex(account)]
+        if liquidatable or unsafe:
+            resolve_accounts(ledger, self.seq, liquidatable + unsafe, None, out)
 
     def _rebuild_bands(self, market: MarketState) -> None:
         """Re-centre the safety bands of every multi-market holder after a mark move."""

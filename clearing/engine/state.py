@@ -43,17 +43,28 @@ class Position:
 
 
 class Account:
-    __slots__ = ("cash_e16", "id", "index_bands", "index_entry", "is_system", "positions")
+    __slots__ = (
+        "cash_e16",
+        "handle",
+        "id",
+        "index_bands",
+        "index_entry",
+        "is_system",
+        "positions",
+    )
 
-    def __init__(self, account_id: str, cash_e16: int = 0) -> None:
+    def __init__(self, account_id: str, handle: int, cash_e16: int = 0) -> None:
         self.id = account_id
+        # A small integer naming the account inside the liquidation index (see index_key).
+        self.handle = handle
         self.cash_e16 = cash_e16
         self.is_system = account_id in SYSTEM_ACCOUNTS
         # market id -> Position; only non-zero positions are kept.
         self.positions: dict[str, Position] = {}
         # Where the liquidation index holds this account (see Ledger.reindex): a
         # (market id, is_long, threshold) entry when it has one position, or one
-        # (market id, is_long, edge mark) safety edge per market when it has several.
+        # (market id, is_long, edge mark) safety edge per market, sorted by market id,
+        # when it has several.
         self.index_entry: tuple[str, bool, int] | None = None
         self.index_bands: tuple[tuple[str, bool, int], ...] = ()
 
@@ -96,34 +107,61 @@ class MarketState:
         self.book = OrderBook()
         # account id -> Account, for every account with a non-zero position here.
         self.holders: dict[str, Account] = {}
-        # The liquidation index of accounts whose only position is in this market:
-        # (threshold mark e8, account id). A long is liquidatable iff mark <= threshold, a
-        # short iff mark >= threshold; both are exact integer bounds (see threshold_e8).
+        # The liquidation index of accounts whose only position is in this market, as
+        # index_key(threshold mark e8, handle) integers. A long is liquidatable iff
+        # mark <= threshold, a short iff mark >= threshold; both are exact integer bounds
+        # (see threshold_e8).
         self.long_thresholds: SortedList = SortedList()
         self.short_thresholds: SortedList = SortedList()
         # Accounts holding this market and at least one other: their margin depends on
-        # several marks, so no single threshold exists. Each holds a safety band per market
-        # (see Ledger.reindex): while every mark stays inside its band the account cannot
-        # be liquidatable, so a tick only needs to look at the bands it leaves.
-        self.band_low: SortedList = SortedList()  # longs: (floor mark e8, account id)
-        self.band_high: SortedList = SortedList()  # shorts: (ceiling mark e8, account id)
+        # several marks, so no single threshold exists. Each holds a safety edge per market
+        # (see Ledger.reindex): while no mark crosses its edge the account cannot be
+        # liquidatable, so a tick only needs to look at the edges it crosses.
+        self.band_low: SortedList = SortedList()  # longs: index_key(floor mark e8, handle)
+        self.band_high: SortedList = SortedList()  # shorts: index_key(ceiling, handle)
 
-    def liquidation_candidates(self, mark_e8: int) -> tuple[list[Account], list[Account]]:
+    def liquidation_candidates(
+        self, mark_e8: int, by_handle: list[Account]
+    ) -> tuple[list[Account], list[Account]]:
         """Accounts a new mark of ``mark_e8`` may make liquidatable, without a full scan.
 
         Returns (single-position accounts that are now liquidatable, multi-position
-        accounts whose safety band in this market the mark left). The caller checks the
-        second list exactly and re-indexes the survivors around the new marks.
+        accounts whose safety edge in this market the mark crossed, by account id). The
+        caller checks the second list exactly and re-indexes the survivors.
         """
-        holders = self.holders
-        liquidatable = [holders[aid] for _, aid in self.long_thresholds.irange((mark_e8,), None)]
-        liquidatable += [
-            holders[aid]
-            for _, aid in self.short_thresholds.irange(None, (mark_e8 + 1,), (True, False))
+        liquidatable = [
+            by_handle[key & _HANDLE_MASK]
+            for key in self.long_thresholds.irange(mark_e8 << _HANDLE_BITS, None)
         ]
-        left = {aid for _, aid in self.band_low.irange((mark_e8 + 1,), None)}
-        left.update(aid for _, aid in self.band_high.irange(None, (mark_e8,), (True, False)))
-        return liquidatable, [holders[aid] for aid in sorted(left)]
+        liquidatable += [
+            by_handle[key & _HANDLE_MASK]
+            for key in self.short_thresholds.irange(
+                None, (mark_e8 + 1) << _HANDLE_BITS, (True, False)
+            )
+        ]
+        crossed = {key & _HANDLE_MASK for key in self.band_low.irange((mark_e8 + 1) << _HANDLE_BITS, None)}
+        crossed.update(
+            key & _HANDLE_MASK
+            for key in self.band_high.irange(None, mark_e8 << _HANDLE_BITS, (True, False))
+        )
+        left = [by_handle[handle] for handle in crossed]
+        left.sort(key=_account_id)
+        return liquidatable, left
+
+
+# Index keys pack (mark e8, account handle) into one integer, mark in the high bits, so the
+# sorted lists compare plain ints instead of tuples (several times faster to bisect).
+# Python ints are unbounded and the shift keeps order for negative marks too.
+_HANDLE_BITS: Final = 40
+_HANDLE_MASK: Final = (1 << _HANDLE_BITS) - 1
+
+
+def index_key(mark_e8: int, handle: int) -> int:
+    return (mark_e8 << _HANDLE_BITS) | handle
+
+
+def _account_id(account: Account) -> str:
+    return account.id
 
 
 # A long threshold no positive mark reaches: never liquidatable.
@@ -148,6 +186,22 @@ def threshold_e8(cash_e16: int, qty_e8: int, mmr_e8: int) -> int:
     return scaled_cash // slope + 1
 
 
+def _edges(
+    parts: list[tuple[str, bool, int, int, int]], share_e24: int, gross_e24: int
+) -> list[tuple[str, bool, int]]:
+    """Edges for (market id, is_long, mark e8, |slope| e16, weight e24) parts that together
+    use at most ``share_e24`` of buffer, shared in proportion to weight."""
+    edges = []
+    for market_id, is_long, mark_e8, slope_e16, weight_e24 in parts:
+        if slope_e16 == 0:
+            # This mark cannot move the buffer (a long with mmr = 1): no floor.
+            edges.append((market_id, True, 0))
+            continue
+        move_e8 = (share_e24 * weight_e24 // gross_e24) // slope_e16
+        edges.append((market_id, is_long, mark_e8 - move_e8 if is_long else mark_e8 + move_e8))
+    return edges
+
+
 class InvariantViolation(AssertionError):
     """The ledger no longer balances: a bug, never an input problem. Stop, do not go on."""
 
@@ -158,6 +212,7 @@ class Ledger:
     __slots__ = (
         "accounts",
         "bad_debt",
+        "by_handle",
         "fee_pool",
         "fill_ids",
         "fund",
@@ -167,6 +222,8 @@ class Ledger:
 
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
+        # Account.handle -> Account: how the liquidation index names accounts.
+        self.by_handle: list[Account] = []
         self.markets: dict[str, MarketState] = {}
         self.fill_ids: set[str] = set()
         # Deposits minus accepted withdrawals: what the cash of all accounts must sum to.
@@ -180,7 +237,9 @@ class Ledger:
         """The account with this id, created on first use."""
         account = self.accounts.get(account_id)
         if account is None:
-            account = self.accounts[account_id] = Account(account_id)
+            account = Account(account_id, len(self.by_handle))
+            self.accounts[account_id] = account
+            self.by_handle.append(account)
         return account
 
     def set_position(self, account: Account, market: MarketState, qty_e8: int, k_e16: int) -> None:
@@ -197,49 +256,130 @@ class Ledger:
             position.qty_e8 = qty_e8
             position.k_e16 = k_e16
 
-    def reindex(self, account: Account) -> None:
+    def reindex(self, account: Account) -> bool:
         """Refresh the account's place in the liquidation index after any change to its
-        cash or positions, or to the mmr of a market it holds. System accounts are never
-        liquidated and never indexed."""
+        cash or positions, a move of a mark it holds, or an mmr change.
+
+        Returns True when the index proves the account is neither liquidatable nor
+        bankrupt at the current marks, so the caller may skip the exact check; False means
+        it is (single position: exact threshold; several: E < MM; none: C < 0). System
+        accounts are never liquidated and never indexed.
+        """
         if account.is_system:
-            return
+            return True
         positions = account.positions
-        new_entry: tuple[str, bool, int] | None = None
-        if len(positions) == 1:
+        count = len(positions)
+        if count == 1:
             ((market_id, position),) = positions.items()
-            new_entry = (
-                market_id,
-                position.qty_e8 > 0,
-                threshold_e8(account.cash_e16, position.qty_e8, self.markets[market_id].mmr_e8),
-            )
+            market = self.markets[market_id]
+            qty_e8 = position.qty_e8
+            bound_e8 = threshold_e8(account.cash_e16, qty_e8, market.mmr_e8)
+            new_entry = (market_id, qty_e8 > 0, bound_e8)
+            if account.index_entry != new_entry:
+                self._set_entry(account, new_entry)
+            if account.index_bands:
+                self._set_bands(account, ())
+            mark_e8: int = market.mark_e8  # type: ignore[assignment]
+            return mark_e8 > bound_e8 if qty_e8 > 0 else mark_e8 < bound_e8
+        if account.index_entry is not None:
+            self._set_entry(account, None)
+        if count == 0:
+            if account.index_bands:
+                self._set_bands(account, ())
+            return account.cash_e16 >= 0
+        return self._refresh_bands(account)
+
+    def _set_entry(self, account: Account, entry: tuple[str, bool, int] | None) -> None:
         old_entry = account.index_entry
-        if old_entry != new_entry:
-            if old_entry is not None:
-                market = self.markets[old_entry[0]]
-                index = market.long_thresholds if old_entry[1] else market.short_thresholds
-                index.remove((old_entry[2], account.id))
-            if new_entry is not None:
-                market = self.markets[new_entry[0]]
-                index = market.long_thresholds if new_entry[1] else market.short_thresholds
-                index.add((new_entry[2], account.id))
-            account.index_entry = new_entry
+        if old_entry is not None:
+            market = self.markets[old_entry[0]]
+            index = market.long_thresholds if old_entry[1] else market.short_thresholds
+            index.remove(index_key(old_entry[2], account.handle))
+        if entry is not None:
+            market = self.markets[entry[0]]
+            index = market.long_thresholds if entry[1] else market.short_thresholds
+            index.add(index_key(entry[2], account.handle))
+        account.index_entry = entry
+
+    def _set_bands(self, account: Account, bands: tuple[tuple[str, bool, int], ...]) -> None:
+        """Replace the account's safety edges, touching only the ones that changed."""
         old_bands = account.index_bands
-        if len(positions) > 1:
-            if old_bands and self._bands_still_hold(account, old_bands):
-                return  # still a valid guarantee: skip the sorted-list updates
-            new_bands = self._safety_bands(account)
+        handle = account.handle
+        markets = self.markets
+        for band in old_bands:
+            if band not in bands:
+                market = markets[band[0]]
+                (market.band_low if band[1] else market.band_high).remove(
+                    index_key(band[2], handle)
+                )
+        for band in bands:
+            if band not in old_bands:
+                market = markets[band[0]]
+                (market.band_low if band[1] else market.band_high).add(index_key(band[2], handle))
+        account.index_bands = bands
+
+    def _refresh_bands(self, account: Account) -> bool:
+        """Keep a multi-market account's safety edges valid, moving as few as possible.
+
+        An edge survives while its market is held on the same side and its mark has not
+        crossed it. If the buffer with every surviving mark at its edge and every other
+        mark where it is now is still >= 0, only the other markets get new edges, from
+        half of that buffer; otherwise all edges are recomputed (``_safety_bands``).
+        Fills on a new market, flips and single crossed edges thus cost one or two
+        sorted-list updates instead of two per market held. Returns E >= MM, proven.
+        """
+        markets = self.markets
+        positions = account.positions
+        buffer_e24 = account.cash_e16 * E8
+        kept = []
+        kept_ids = set()
+        for band in account.index_bands:
+            market_id, is_long, edge_e8 = band
+            position = positions.get(market_id)
+            if position is None or (position.qty_e8 > 0) != is_long:
+                continue
+            market = markets[market_id]
+            if is_long:
+                if market.mark_e8 < edge_e8:  # type: ignore[operator]
+                    continue
+                buffer_e24 += edge_e8 * position.qty_e8 * (E8 - market.mmr_e8)
+            else:
+                if market.mark_e8 > edge_e8:  # type: ignore[operator]
+                    continue
+                buffer_e24 += edge_e8 * position.qty_e8 * (E8 + market.mmr_e8)
+            kept.append(band)
+            kept_ids.add(market_id)
+        if len(kept) == len(positions):
+            if buffer_e24 >= 0:
+                if len(kept) != len(account.index_bands):
+                    self._set_bands(account, tuple(kept))
+                return True
         else:
-            new_bands = ()
-        if new_bands != old_bands:
-            account_id = account.id
-            markets = self.markets
-            for market_id, is_long, edge_e8 in old_bands:
+            fresh = []
+            gross_e24 = 0
+            for market_id, position in positions.items():
+                if market_id in kept_ids:
+                    continue
                 market = markets[market_id]
-                (market.band_low if is_long else market.band_high).remove((edge_e8, account_id))
-            for market_id, is_long, edge_e8 in new_bands:
-                market = markets[market_id]
-                (market.band_low if is_long else market.band_high).add((edge_e8, account_id))
-            account.index_bands = new_bands
+                mark_e8: int = market.mark_e8  # type: ignore[assignment]
+                qty_e8 = position.qty_e8
+                if qty_e8 > 0:
+                    slope_e16 = qty_e8 * (E8 - market.mmr_e8)
+                    buffer_e24 += mark_e8 * slope_e16
+                else:
+                    slope_e16 = -qty_e8 * (E8 + market.mmr_e8)
+                    buffer_e24 -= mark_e8 * slope_e16
+                weight_e24 = slope_e16 * mark_e8
+                gross_e24 += weight_e24
+                fresh.append((market_id, qty_e8 > 0, mark_e8, slope_e16, weight_e24))
+            if buffer_e24 >= 0:
+                bands = kept + _edges(fresh, buffer_e24 // 2, gross_e24)
+                bands.sort()
+                self._set_bands(account, tuple(bands))
+                return True
+        bands, safe = self._safety_bands(account)
+        self._set_bands(account, bands)
+        return safe
 
     def _bands_still_hold(self, account: Account, bands: tuple[tuple[str, bool, int], ...]) -> bool:
         """True if the account's existing bands still guarantee E >= MM for its current
@@ -271,16 +411,18 @@ class Ledger:
                 buffer_e24 += edge_e8 * qty_e8 * (E8 + market.mmr_e8)
         return buffer_e24 >= 0
 
-    def _safety_bands(self, account: Account) -> tuple[tuple[str, bool, int], ...]:
+    def _safety_bands(self, account: Account) -> tuple[tuple[tuple[str, bool, int], ...], bool]:
         """One edge per market (a floor under a long's mark, a ceiling over a short's) such
-        that, while no mark crosses its edge, the account stays at E >= MM.
+        that, while no mark crosses its edge, the account stays at E >= MM; and whether
+        E >= MM holds now.
 
         With buffer B = E - MM = C + sum(m_k * s_k) (s_k = q_k * (1 -/+ mmr_k)), only
         adverse moves lower B: a fall dm_k < 0 for a long, a rise for a short, each by at
-        most |dm_k| * |s_k|. The buffer is shared out in proportion to each market's weight
-        |s_k| * m_k, and the edge allows an adverse move of share_k / |s_k|. Divisions
-        round down, so the edges never allow more than the buffer; favourable moves never
-        trigger anything. A buffer already negative puts every edge at the mark.
+        most |dm_k| * |s_k|. Half the buffer is shared out in proportion to each market's
+        weight |s_k| * m_k, and the edge allows an adverse move of share_k / |s_k|; the
+        other half is a reserve, so fees and small fills do not invalidate the edges at
+        once. Divisions round down, so the edges never allow more than the buffer. A
+        buffer already negative puts every edge at the mark.
         """
         markets = self.markets
         buffer_e24 = account.cash_e16 * E8
@@ -299,16 +441,9 @@ class Ledger:
             weight_e24 = slope_e16 * mark_e8
             gross_e24 += weight_e24
             parts.append((market_id, qty_e8 > 0, mark_e8, slope_e16, weight_e24))
-        buffer_e24 = max(0, buffer_e24)
-        bands = []
-        for market_id, is_long, mark_e8, slope_e16, weight_e24 in sorted(parts):
-            if slope_e16 == 0:
-                # This mark cannot move the buffer (a long with mmr = 1): no floor.
-                bands.append((market_id, True, 0))
-                continue
-            move_e8 = (buffer_e24 * weight_e24 // gross_e24) // slope_e16
-            bands.append((market_id, is_long, mark_e8 - move_e8 if is_long else mark_e8 + move_e8))
-        return tuple(bands)
+        bands = _edges(parts, max(0, buffer_e24) // 2, gross_e24)
+        bands.sort()
+        return tuple(bands), buffer_e24 >= 0
 
     def check_index(self) -> None:
         """Raise InvariantViolation if the liquidation index could miss an account."""
@@ -321,6 +456,11 @@ class Ledger:
                 self.reindex(account)  # recomputes the exact threshold; must be a no-op
                 if account.index_entry != entry or bands_before:
                     raise InvariantViolation(f"liquidation index entry of {account.id} is stale")
+                market_id, is_long, bound_e8 = entry  # type: ignore[misc]
+                market = self.markets[market_id]
+                index = market.long_thresholds if is_long else market.short_thresholds
+                if index_key(bound_e8, account.handle) not in index:
+                    raise InvariantViolation(f"threshold of {account.id} is not indexed")
             elif entry is not None:
                 raise InvariantViolation(f"{account.id} has a stray threshold entry")
             if len(account.positions) > 1:
@@ -329,6 +469,11 @@ class Ledger:
                     raise InvariantViolation(f"safety bands of {account.id} miss a market")
                 if not self._bands_still_hold(account, account.index_bands):
                     raise InvariantViolation(f"safety bands of {account.id} no longer hold")
+                for market_id, is_long, edge_e8 in account.index_bands:
+                    market = self.markets[market_id]
+                    bands = market.band_low if is_long else market.band_high
+                    if index_key(edge_e8, account.handle) not in bands:
+                        raise InvariantViolation(f"safety edge of {account.id} is not indexed")
             elif account.index_bands:
                 raise InvariantViolation(f"{account.id} has stray safety bands")
         for market in self.markets.values():
