@@ -125,7 +125,7 @@ class Engine:
         account = self.ledger.account(event.account)
         account.cash_e16 += amount_e16
         self.ledger.net_deposits_e16 += amount_e16
-        self.ledger.reindex(account)
+        self.ledger.reindex_cash(account)
 
     def _withdraw(self, event: ParsedWithdraw, out: list[OutputEvent]) -> None:
         ledger = self.ledger
@@ -142,7 +142,7 @@ class Engine:
             )
         account.cash_e16 -= amount_e16
         ledger.net_deposits_e16 -= amount_e16
-        ledger.reindex(account)
+        ledger.reindex_cash(account)
         out.append(Withdrawal(self.seq, event.account, format_e8(event.amount_e8)))
 
     def _fill(self, event: ParsedFill, out: list[OutputEvent]) -> None:
@@ -174,12 +174,18 @@ class Engine:
             market.mark_e8 = price_e8
         # The index proves most sides safe; the rest get the exact check (SPEC §4).
         checked: list[Account] = []
-        if not ledger.reindex(buyer):
-            checked.append(buyer)
-        if not ledger.reindex(seller):
-            checked.append(seller)
         if mark_moved:
+            # Edges in this market may be crossed: re-index both sides from scratch (the
+            # other holders follow in _rebuild_bands) and check every holder exactly.
+            ledger.reindex(buyer)
+            ledger.reindex(seller)
+            checked.extend((buyer, seller))  # a side that went flat is no longer a holder
             checked.extend(market.holders.values())
+        else:
+            if not ledger.reindex_fill(buyer, market):
+                checked.append(buyer)
+            if not ledger.reindex_fill(seller, market):
+                checked.append(seller)
         if checked:
             resolve_accounts(ledger, self.seq, checked, market.id, out)
         if mark_moved:

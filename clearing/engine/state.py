@@ -47,6 +47,7 @@ class Account:
         "cash_e16",
         "handle",
         "id",
+        "band_terms_e24",
         "index_bands",
         "index_entry",
         "is_system",
@@ -66,7 +67,11 @@ class Account:
         # (market id, is_long, edge mark) safety edge per market, sorted by market id,
         # when it has several.
         self.index_entry: tuple[str, bool, int] | None = None
-        self.index_bands: tuple[tuple[str, bool, int], ...] = ()
+        # Safety edges: market id -> (is_long, edge mark e8, the buffer term q*edge*(1-/+mmr)
+        # at e24), and the sum of those terms, so a fill or a cash change re-checks the
+        # edges in O(1) instead of O(markets held). None while it has fewer than two.
+        self.index_bands: dict[str, tuple[bool, int, int]] | None = None
+        self.band_terms_e24 = 0
 
 
 class MarketState:
@@ -188,17 +193,23 @@ def threshold_e8(cash_e16: int, qty_e8: int, mmr_e8: int) -> int:
 
 def _edges(
     parts: list[tuple[str, bool, int, int, int]], share_e24: int, gross_e24: int
-) -> list[tuple[str, bool, int]]:
+) -> list[tuple[str, tuple[bool, int, int]]]:
     """Edges for (market id, is_long, mark e8, |slope| e16, weight e24) parts that together
-    use at most ``share_e24`` of buffer, shared in proportion to weight."""
+    use at most ``share_e24`` of buffer, shared in proportion to weight; each as
+    (market id, (is_long, edge mark e8, buffer term e24 at the edge))."""
     edges = []
     for market_id, is_long, mark_e8, slope_e16, weight_e24 in parts:
         if slope_e16 == 0:
             # This mark cannot move the buffer (a long with mmr = 1): no floor.
-            edges.append((market_id, True, 0))
+            edges.append((market_id, (True, 0, 0)))
             continue
         move_e8 = (share_e24 * weight_e24 // gross_e24) // slope_e16
-        edges.append((market_id, is_long, mark_e8 - move_e8 if is_long else mark_e8 + move_e8))
+        if is_long:
+            edge_e8 = mark_e8 - move_e8
+            edges.append((market_id, (True, edge_e8, edge_e8 * slope_e16)))
+        else:
+            edge_e8 = mark_e8 + move_e8
+            edges.append((market_id, (False, edge_e8, -edge_e8 * slope_e16)))
     return edges
 
 
@@ -257,8 +268,9 @@ class Ledger:
             position.k_e16 = k_e16
 
     def reindex(self, account: Account) -> bool:
-        """Refresh the account's place in the liquidation index after any change to its
-        cash or positions, a move of a mark it holds, or an mmr change.
+        """Refresh the account's place in the liquidation index from scratch: after a
+        mark it holds moved, an mmr changed, or a liquidation. (After a fill or a cash
+        change, ``reindex_fill`` and ``reindex_cash`` do the same work faster.)
 
         Returns True when the index proves the account is neither liquidatable nor
         bankrupt at the current marks, so the caller may skip the exact check; False means
@@ -270,24 +282,100 @@ class Ledger:
         positions = account.positions
         count = len(positions)
         if count == 1:
-            ((market_id, position),) = positions.items()
-            market = self.markets[market_id]
-            qty_e8 = position.qty_e8
-            bound_e8 = threshold_e8(account.cash_e16, qty_e8, market.mmr_e8)
-            new_entry = (market_id, qty_e8 > 0, bound_e8)
-            if account.index_entry != new_entry:
-                self._set_entry(account, new_entry)
-            if account.index_bands:
-                self._set_bands(account, ())
-            mark_e8: int = market.mark_e8  # type: ignore[assignment]
-            return mark_e8 > bound_e8 if qty_e8 > 0 else mark_e8 < bound_e8
+            if account.index_bands is not None:
+                self._drop_bands(account)
+            return self._index_single(account)
         if account.index_entry is not None:
             self._set_entry(account, None)
         if count == 0:
-            if account.index_bands:
-                self._set_bands(account, ())
+            if account.index_bands is not None:
+                self._drop_bands(account)
             return account.cash_e16 >= 0
         return self._refresh_bands(account)
+
+    def reindex_cash(self, account: Account) -> bool:
+        """``reindex`` after a change to the account's cash only."""
+        bands = account.index_bands
+        if bands is None or account.is_system:
+            return self.reindex(account)
+        if account.cash_e16 * E8 + account.band_terms_e24 >= 0:
+            return True  # every edge still holds
+        return self._refresh_bands(account)
+
+    def reindex_fill(self, account: Account, market: MarketState) -> bool:
+        """``reindex`` after a fill changed the account's cash and its position in
+        ``market`` (and nothing else: every other edge is still uncrossed, because a tick
+        that crosses one re-indexes the account at once).
+
+        An account with several positions keeps its edge in ``market`` if the edge still
+        holds for the new position, or gets a new one from half of its buffer; the other
+        edges are kept. One or two sorted-list updates at most, O(1) arithmetic.
+        """
+        bands = account.index_bands
+        positions = account.positions
+        if bands is None or len(positions) < 2 or account.is_system:
+            return self.reindex(account)
+        market_id = market.id
+        old = bands.get(market_id)
+        if len(bands) - (old is not None) != len(positions) - (market_id in positions):
+            return self.reindex(account)  # not the state this fast path assumes
+        terms_e24 = account.band_terms_e24 - (old[2] if old is not None else 0)
+        buffer_e24 = account.cash_e16 * E8 + terms_e24
+        position = positions.get(market_id)
+        if position is None:  # the fill closed this market
+            if buffer_e24 < 0:
+                return self._refresh_bands(account)
+            self._remove_band(account, market, old)  # type: ignore[arg-type]
+            del bands[market_id]
+            account.band_terms_e24 = terms_e24
+            return True
+        qty_e8 = position.qty_e8
+        is_long = qty_e8 > 0
+        mark_e8: int = market.mark_e8  # type: ignore[assignment]
+        if is_long:
+            slope_e16 = qty_e8 * (E8 - market.mmr_e8)
+            mark_term_e24 = mark_e8 * slope_e16
+        else:
+            slope_e16 = -qty_e8 * (E8 + market.mmr_e8)
+            mark_term_e24 = -mark_e8 * slope_e16
+        if old is not None and old[0] == is_long:
+            edge_e8 = old[1]
+            if is_long:
+                edge_term_e24 = edge_e8 * slope_e16
+                uncrossed = mark_e8 >= edge_e8
+            else:
+                edge_term_e24 = -edge_e8 * slope_e16
+                uncrossed = mark_e8 <= edge_e8
+            if uncrossed and buffer_e24 + edge_term_e24 >= 0:
+                bands[market_id] = (is_long, edge_e8, edge_term_e24)  # same edge, new term
+                account.band_terms_e24 = terms_e24 + edge_term_e24
+                return True
+        available_e24 = buffer_e24 + mark_term_e24
+        if available_e24 < 0:
+            return self._refresh_bands(account)
+        if slope_e16 == 0:  # a long with mmr = 1: its mark cannot move the buffer
+            edge_e8 = 0
+        else:
+            move_e8 = (available_e24 // 2) // slope_e16
+            edge_e8 = mark_e8 - move_e8 if is_long else mark_e8 + move_e8
+        edge_term_e24 = edge_e8 * slope_e16 if is_long else -edge_e8 * slope_e16
+        if old is not None:
+            self._remove_band(account, market, old)
+        (market.band_low if is_long else market.band_high).add(index_key(edge_e8, account.handle))
+        bands[market_id] = (is_long, edge_e8, edge_term_e24)
+        account.band_terms_e24 = terms_e24 + edge_term_e24
+        return True
+
+    def _index_single(self, account: Account) -> bool:
+        ((market_id, position),) = account.positions.items()
+        market = self.markets[market_id]
+        qty_e8 = position.qty_e8
+        bound_e8 = threshold_e8(account.cash_e16, qty_e8, market.mmr_e8)
+        new_entry = (market_id, qty_e8 > 0, bound_e8)
+        if account.index_entry != new_entry:
+            self._set_entry(account, new_entry)
+        mark_e8: int = market.mark_e8  # type: ignore[assignment]
+        return mark_e8 > bound_e8 if qty_e8 > 0 else mark_e8 < bound_e8
 
     def _set_entry(self, account: Account, entry: tuple[str, bool, int] | None) -> None:
         old_entry = account.index_entry
@@ -301,40 +389,34 @@ class Ledger:
             index.add(index_key(entry[2], account.handle))
         account.index_entry = entry
 
-    def _set_bands(self, account: Account, bands: tuple[tuple[str, bool, int], ...]) -> None:
-        """Replace the account's safety edges, touching only the ones that changed."""
-        old_bands = account.index_bands
-        handle = account.handle
+    def _remove_band(self, account: Account, market: MarketState, band: tuple[bool, int, int]) -> None:
+        (market.band_low if band[0] else market.band_high).remove(
+            index_key(band[1], account.handle)
+        )
+
+    def _drop_bands(self, account: Account) -> None:
         markets = self.markets
-        for band in old_bands:
-            if band not in bands:
-                market = markets[band[0]]
-                (market.band_low if band[1] else market.band_high).remove(
-                    index_key(band[2], handle)
-                )
-        for band in bands:
-            if band not in old_bands:
-                market = markets[band[0]]
-                (market.band_low if band[1] else market.band_high).add(index_key(band[2], handle))
-        account.index_bands = bands
+        for market_id, band in account.index_bands.items():  # type: ignore[union-attr]
+            self._remove_band(account, markets[market_id], band)
+        account.index_bands = None
+        account.band_terms_e24 = 0
 
     def _refresh_bands(self, account: Account) -> bool:
-        """Keep a multi-market account's safety edges valid, moving as few as possible.
+        """Make a multi-market account's safety edges valid again, moving as few as
+        possible. Returns whether E >= MM (False: it is liquidatable).
 
         An edge survives while its market is held on the same side and its mark has not
         crossed it. If the buffer with every surviving mark at its edge and every other
         mark where it is now is still >= 0, only the other markets get new edges, from
         half of that buffer; otherwise all edges are recomputed (``_safety_bands``).
-        Fills on a new market, flips and single crossed edges thus cost one or two
-        sorted-list updates instead of two per market held. Returns E >= MM, proven.
         """
         markets = self.markets
         positions = account.positions
-        buffer_e24 = account.cash_e16 * E8
-        kept = []
-        kept_ids = set()
-        for band in account.index_bands:
-            market_id, is_long, edge_e8 = band
+        old_bands = account.index_bands or {}
+        handle = account.handle
+        terms_e24 = 0
+        bands: dict[str, tuple[bool, int, int]] = {}
+        for market_id, (is_long, edge_e8, _) in old_bands.items():
             position = positions.get(market_id)
             if position is None or (position.qty_e8 > 0) != is_long:
                 continue
@@ -342,23 +424,19 @@ class Ledger:
             if is_long:
                 if market.mark_e8 < edge_e8:  # type: ignore[operator]
                     continue
-                buffer_e24 += edge_e8 * position.qty_e8 * (E8 - market.mmr_e8)
+                term_e24 = edge_e8 * position.qty_e8 * (E8 - market.mmr_e8)
             else:
                 if market.mark_e8 > edge_e8:  # type: ignore[operator]
                     continue
-                buffer_e24 += edge_e8 * position.qty_e8 * (E8 + market.mmr_e8)
-            kept.append(band)
-            kept_ids.add(market_id)
-        if len(kept) == len(positions):
-            if buffer_e24 >= 0:
-                if len(kept) != len(account.index_bands):
-                    self._set_bands(account, tuple(kept))
-                return True
-        else:
-            fresh = []
-            gross_e24 = 0
+                term_e24 = edge_e8 * position.qty_e8 * (E8 + market.mmr_e8)
+            bands[market_id] = (is_long, edge_e8, term_e24)
+            terms_e24 += term_e24
+        buffer_e24 = account.cash_e16 * E8 + terms_e24
+        fresh = []
+        gross_e24 = 0
+        if len(bands) != len(positions):
             for market_id, position in positions.items():
-                if market_id in kept_ids:
+                if market_id in bands:
                     continue
                 market = markets[market_id]
                 mark_e8: int = market.mark_e8  # type: ignore[assignment]
@@ -372,49 +450,32 @@ class Ledger:
                 weight_e24 = slope_e16 * mark_e8
                 gross_e24 += weight_e24
                 fresh.append((market_id, qty_e8 > 0, mark_e8, slope_e16, weight_e24))
-            if buffer_e24 >= 0:
-                bands = kept + _edges(fresh, buffer_e24 // 2, gross_e24)
-                bands.sort()
-                self._set_bands(account, tuple(bands))
-                return True
-        bands, safe = self._safety_bands(account)
-        self._set_bands(account, bands)
+        safe = True
+        if buffer_e24 >= 0:
+            for market_id, band in _edges(fresh, buffer_e24 // 2, gross_e24):
+                bands[market_id] = band
+                terms_e24 += band[2]
+        else:
+            bands, terms_e24, safe = self._safety_bands(account)
+        for market_id, band in old_bands.items():
+            new = bands.get(market_id)
+            if new is None or new[:2] != band[:2]:
+                self._remove_band(account, markets[market_id], band)
+        for market_id, band in bands.items():
+            old = old_bands.get(market_id)
+            if old is None or old[:2] != band[:2]:
+                market = markets[market_id]
+                (market.band_low if band[0] else market.band_high).add(index_key(band[1], handle))
+        account.index_bands = bands
+        account.band_terms_e24 = terms_e24
         return safe
 
-    def _bands_still_hold(self, account: Account, bands: tuple[tuple[str, bool, int], ...]) -> bool:
-        """True if the account's existing bands still guarantee E >= MM for its current
-        cash and positions: every mark is on the safe side of its edge, and the buffer
-        with every mark at its edge is not negative. Exact integer arithmetic."""
-        positions = account.positions
-        if len(bands) != len(positions):
-            return False
-        markets = self.markets
-        buffer_e24 = account.cash_e16 * E8
-        for market_id, is_long, edge_e8 in bands:
-            position = positions.get(market_id)
-            if position is None:
-                return False
-            qty_e8 = position.qty_e8
-            if (qty_e8 > 0) != is_long:
-                return False
-            market = markets[market_id]
-            mark_e8: int = market.mark_e8  # type: ignore[assignment]
-            # B is linear in the marks, so its minimum over the allowed marks is at the
-            # edges: the floor for a long, the ceiling for a short.
-            if is_long:
-                if mark_e8 < edge_e8:
-                    return False  # a tick crossed this edge: re-centre
-                buffer_e24 += edge_e8 * qty_e8 * (E8 - market.mmr_e8)
-            else:
-                if mark_e8 > edge_e8:
-                    return False
-                buffer_e24 += edge_e8 * qty_e8 * (E8 + market.mmr_e8)
-        return buffer_e24 >= 0
-
-    def _safety_bands(self, account: Account) -> tuple[tuple[tuple[str, bool, int], ...], bool]:
+    def _safety_bands(
+        self, account: Account
+    ) -> tuple[dict[str, tuple[bool, int, int]], int, bool]:
         """One edge per market (a floor under a long's mark, a ceiling over a short's) such
-        that, while no mark crosses its edge, the account stays at E >= MM; and whether
-        E >= MM holds now.
+        that, while no mark crosses its edge, the account stays at E >= MM; the sum of
+        their buffer terms; and whether E >= MM holds now.
 
         With buffer B = E - MM = C + sum(m_k * s_k) (s_k = q_k * (1 -/+ mmr_k)), only
         adverse moves lower B: a fall dm_k < 0 for a long, a rise for a short, each by at
@@ -441,9 +502,37 @@ class Ledger:
             weight_e24 = slope_e16 * mark_e8
             gross_e24 += weight_e24
             parts.append((market_id, qty_e8 > 0, mark_e8, slope_e16, weight_e24))
-        bands = _edges(parts, max(0, buffer_e24) // 2, gross_e24)
-        bands.sort()
-        return tuple(bands), buffer_e24 >= 0
+        bands = dict(_edges(parts, max(0, buffer_e24) // 2, gross_e24))
+        return bands, sum(band[2] for band in bands.values()), buffer_e24 >= 0
+
+    def _bands_still_hold(self, account: Account) -> bool:
+        """Recompute from scratch that the account's edges guarantee E >= MM: one per
+        market held, on the position's side, uncrossed, and the buffer with every mark at
+        its edge is not negative. The cached term sum must match. For check_index."""
+        bands = account.index_bands
+        positions = account.positions
+        if bands is None or bands.keys() != positions.keys():
+            return False
+        buffer_e24 = account.cash_e16 * E8
+        terms_e24 = 0
+        for market_id, (is_long, edge_e8, cached_term_e24) in bands.items():
+            qty_e8 = positions[market_id].qty_e8
+            if (qty_e8 > 0) != is_long:
+                return False
+            market = self.markets[market_id]
+            mark_e8: int = market.mark_e8  # type: ignore[assignment]
+            if is_long:
+                if mark_e8 < edge_e8:
+                    return False
+                term_e24 = edge_e8 * qty_e8 * (E8 - market.mmr_e8)
+            else:
+                if mark_e8 > edge_e8:
+                    return False
+                term_e24 = edge_e8 * qty_e8 * (E8 + market.mmr_e8)
+            if term_e24 != cached_term_e24:
+                return False
+            terms_e24 += term_e24
+        return terms_e24 == account.band_terms_e24 and buffer_e24 + terms_e24 >= 0
 
     def check_index(self) -> None:
         """Raise InvariantViolation if the liquidation index could miss an account."""
@@ -464,17 +553,14 @@ class Ledger:
             elif entry is not None:
                 raise InvariantViolation(f"{account.id} has a stray threshold entry")
             if len(account.positions) > 1:
-                held = sorted(account.positions)
-                if [band[0] for band in account.index_bands] != held:
-                    raise InvariantViolation(f"safety bands of {account.id} miss a market")
-                if not self._bands_still_hold(account, account.index_bands):
+                if not self._bands_still_hold(account):
                     raise InvariantViolation(f"safety bands of {account.id} no longer hold")
-                for market_id, is_long, edge_e8 in account.index_bands:
+                for market_id, (is_long, edge_e8, _) in account.index_bands.items():  # type: ignore[union-attr]
                     market = self.markets[market_id]
                     bands = market.band_low if is_long else market.band_high
                     if index_key(edge_e8, account.handle) not in bands:
                         raise InvariantViolation(f"safety edge of {account.id} is not indexed")
-            elif account.index_bands:
+            elif account.index_bands is not None:
                 raise InvariantViolation(f"{account.id} has stray safety bands")
         for market in self.markets.values():
             singles = len(market.long_thresholds) + len(market.short_thresholds)

@@ -163,7 +163,7 @@ def _cover_deficit(
         payer = payers[payer_id]
         payer.cash_e16 -= amount_e16
         account.cash_e16 += amount_e16
-        ledger.reindex(payer)
+        ledger.reindex_cash(payer)
         debited.append(payer)
         out.append(Clawback(seq, payer_id, format_e16(amount_e16), account.id))
 
