@@ -35,6 +35,15 @@ _DECIMAL_RE = re.compile(r"-?[0-9]+(?:\.[0-9]{1,8})?")
 _MAX_WIRE_CHARS = 32
 
 
+# Prices, fees and sizes repeat a lot in a stream, and parsing is a visible share of the
+# cost per input, so short strings' results are remembered. A pure function's cache: it
+# changes no result. Cleared when full, so its memory stays bounded.
+_PARSED: dict[str, int | None] = {}
+_PARSED_MAX_ENTRIES = 1 << 16
+_PARSED_MAX_CHARS = 24
+_MISSING = object()
+
+
 def parse_wire_e8(value: object) -> int | None:
     """Parse a wire number into e8 units, or return None if it is not a valid one.
 
@@ -42,23 +51,36 @@ def parse_wire_e8(value: object) -> int | None:
     (not a bool), with magnitude at most 1e15.
     """
     if type(value) is str:
-        if _DECIMAL_RE.fullmatch(value) is None:
-            return None
-        whole, dot, frac = value.partition(".")
-        # 1e15 has 16 digits: longer integer parts (leading zeros aside) are out of range,
-        # and must never reach int(), whose 4300-digit limit raises ValueError.
-        negative = whole.startswith("-")
-        if len(whole) > _MAX_WIRE_CHARS:
-            whole = whole.lstrip("-").lstrip("0") or "0"
-            if len(whole) > 16:
-                return None
-        scaled = abs(int(whole)) * E8 + (int(frac.ljust(8, "0")) if dot else 0)
-        if negative:
-            scaled = -scaled
-    elif type(value) is int:
+        parsed = _PARSED.get(value, _MISSING)
+        if parsed is not _MISSING:
+            return parsed  # type: ignore[return-value]
+        parsed = _parse_decimal(value)
+        if len(value) <= _PARSED_MAX_CHARS:
+            if len(_PARSED) >= _PARSED_MAX_ENTRIES:
+                _PARSED.clear()
+            _PARSED[value] = parsed
+        return parsed
+    if type(value) is int:
         scaled = value * E8
-    else:
+        if -MAX_WIRE_E8 <= scaled <= MAX_WIRE_E8:
+            return scaled
+    return None
+
+
+def _parse_decimal(value: str) -> int | None:
+    if _DECIMAL_RE.fullmatch(value) is None:
         return None
+    whole, dot, frac = value.partition(".")
+    # 1e15 has 16 digits: longer integer parts (leading zeros aside) are out of range,
+    # and must never reach int(), whose 4300-digit limit raises ValueError.
+    negative = whole.startswith("-")
+    if len(whole) > _MAX_WIRE_CHARS:
+        whole = whole.lstrip("-").lstrip("0") or "0"
+        if len(whole) > 16:
+            return None
+    scaled = abs(int(whole)) * E8 + (int(frac.ljust(8, "0")) if dot else 0)
+    if negative:
+        scaled = -scaled
     if -MAX_WIRE_E8 <= scaled <= MAX_WIRE_E8:
         return scaled
     return None

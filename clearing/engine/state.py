@@ -134,21 +134,25 @@ class MarketState:
         accounts whose safety edge in this market the mark crossed, by account id). The
         caller checks the second list exactly and re-indexes the survivors.
         """
-        liquidatable = [
-            by_handle[key & _HANDLE_MASK]
-            for key in self.long_thresholds.irange(mark_e8 << _HANDLE_BITS, None)
-        ]
-        liquidatable += [
-            by_handle[key & _HANDLE_MASK]
-            for key in self.short_thresholds.irange(
-                None, (mark_e8 + 1) << _HANDLE_BITS, (True, False)
-            )
-        ]
-        crossed = {key & _HANDLE_MASK for key in self.band_low.irange((mark_e8 + 1) << _HANDLE_BITS, None)}
-        crossed.update(
-            key & _HANDLE_MASK
-            for key in self.band_high.irange(None, mark_e8 << _HANDLE_BITS, (True, False))
-        )
+        # Bisect first: most ticks cross nothing, and an empty irange costs more.
+        liquidatable: list[Account] = []
+        longs = self.long_thresholds
+        first = longs.bisect_left(mark_e8 << _HANDLE_BITS)
+        if first < len(longs):
+            liquidatable += [by_handle[key & _HANDLE_MASK] for key in longs.islice(first)]
+        shorts = self.short_thresholds
+        stop = shorts.bisect_left((mark_e8 + 1) << _HANDLE_BITS)
+        if stop:
+            liquidatable += [by_handle[key & _HANDLE_MASK] for key in shorts.islice(0, stop)]
+        crossed: set[int] = set()
+        floors = self.band_low
+        first = floors.bisect_left((mark_e8 + 1) << _HANDLE_BITS)
+        if first < len(floors):
+            crossed.update(key & _HANDLE_MASK for key in floors.islice(first))
+        ceilings = self.band_high
+        stop = ceilings.bisect_left(mark_e8 << _HANDLE_BITS)
+        if stop:
+            crossed.update(key & _HANDLE_MASK for key in ceilings.islice(0, stop))
         left = [by_handle[handle] for handle in crossed]
         left.sort(key=_account_id)
         return liquidatable, left
