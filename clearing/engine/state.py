@@ -44,10 +44,10 @@ class Position:
 
 class Account:
     __slots__ = (
+        "band_terms_e24",
         "cash_e16",
         "handle",
         "id",
-        "band_terms_e24",
         "index_bands",
         "index_entry",
         "is_system",
@@ -393,7 +393,9 @@ class Ledger:
             index.add(index_key(entry[2], account.handle))
         account.index_entry = entry
 
-    def _remove_band(self, account: Account, market: MarketState, band: tuple[bool, int, int]) -> None:
+    def _remove_band(
+        self, account: Account, market: MarketState, band: tuple[bool, int, int]
+    ) -> None:
         (market.band_low if band[0] else market.band_high).remove(
             index_key(band[1], account.handle)
         )
@@ -474,9 +476,7 @@ class Ledger:
         account.band_terms_e24 = terms_e24
         return safe
 
-    def _safety_bands(
-        self, account: Account
-    ) -> tuple[dict[str, tuple[bool, int, int]], int, bool]:
+    def _safety_bands(self, account: Account) -> tuple[dict[str, tuple[bool, int, int]], int, bool]:
         """One edge per market (a floor under a long's mark, a ceiling over a short's) such
         that, while no mark crosses its edge, the account stays at E >= MM; the sum of
         their buffer terms; and whether E >= MM holds now.
