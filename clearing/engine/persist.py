@@ -159,6 +159,5 @@ def load_state(data: bytes) -> Engine:
             account.positions[pos.market] = Position(_int(pos.qty_e8), _int(pos.k_e16))
             ledger.markets[pos.market].holders[account.id] = account
     ledger.fill_ids = set(record.fill_ids)
-    for account in ledger.accounts.values():
-        ledger.reindex(account)
+    ledger.build_index()
     return engine

@@ -154,6 +154,7 @@ def test_snapshot_then_continue_equals_uninterrupted(lines: list[bytes], cut: in
     first = Engine()
     out = [encode_output(e) for line in lines[:cut] for e in first.apply(line)]
     resumed = load_state(dump_state(first))
+    resumed.check_invariants()  # the bulk-built index is complete and exact
     out += [encode_output(e) for line in lines[cut:] for e in resumed.apply(line)]
     assert out == whole_out
     assert dump_state(resumed) == dump_state(whole)
