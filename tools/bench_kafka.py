@@ -37,10 +37,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from clearing.kafka import KafkaJournalReader, create_topics
-from clearing.ops.config import Config, load_config
-
 REPO = Path(__file__).resolve().parents[1]
+# Runnable from a checkout without an install, like tools/bench.py.
+sys.path.insert(0, str(REPO))
+
+from clearing.kafka import KafkaJournalReader, create_topics  # noqa: E402
+from clearing.ops.config import Config, load_config  # noqa: E402
 
 
 def _load(name: str) -> ModuleType:

@@ -51,6 +51,9 @@ from typing import Any, Final
 
 import msgspec
 
+# Runnable from a checkout without an install.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from clearing.engine import REJECT_REASONS, Engine, OutputEvent, encode_output
 from clearing.engine.persist import dump_state
 

@@ -83,8 +83,7 @@ def generate(
             account = rng.randrange(accounts)
             amount = rng.randint(10, 1000)
             yield line(
-                f'{{"type":"deposit","account":"acct-{account:07d}","amount":"{amount}",'
-                f'"ts":{ts}}}'
+                f'{{"type":"deposit","account":"acct-{account:07d}","amount":"{amount}","ts":{ts}}}'
             )
         elif roll < 0.99:
             account = rng.randrange(accounts)

@@ -60,6 +60,9 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+# Runnable from a checkout without an install.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from clearing.journal import Record
 from clearing.kafka import HEADER_INDEX, HEADER_SEQ, KafkaJournalReader, create_topics
 from clearing.kafka._batch import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, parse_source

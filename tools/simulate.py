@@ -65,6 +65,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+# Runnable from a checkout without an install.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import clearing.journal._local as journal_local
 import clearing.snapshot._snapshot as snapshot_impl
 from clearing.engine import Engine, OutputEvent, encode_output
