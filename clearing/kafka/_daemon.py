@@ -50,6 +50,7 @@ from aiokafka.errors import (
 from clearing.engine import Engine, InvariantViolation
 from clearing.engine.events import Clawback
 from clearing.engine.persist import dump_state
+from clearing.heap import HeapSettler, settle_heap
 from clearing.journal import JournalError
 from clearing.kafka._batch import (
     HEADER_SOURCE_TOPIC,
@@ -241,6 +242,7 @@ class Daemon:
         self._positions: Positions = {}
         self._assigned: list[TopicPartition] = []
         self._last_snapshot_seq = 0
+        self._heap = HeapSettler()
         self._last_invariant_seq = 0
         self._batch_no = 0
         self._producer: AIOKafkaProducer | None = None
@@ -378,6 +380,7 @@ class Daemon:
         self.metrics.set_journal_seq(recovery.chain.last_seq)
         self.metrics.update_ledger(recovery.engine, time.time_ns())
         self.metrics.set_invariant_ok(True)
+        settle_heap()
         log.info(
             "recovered to seq %d in %.2f s: snapshot %s (seq %d) + %d journal records "
             "replayed with outputs verified",
@@ -721,6 +724,7 @@ class Daemon:
         self.committed_seq = plan.last_seq
         self.batches_committed += 1
         self._observe(plan)
+        self._heap.add(len(plan.applied))
         if (
             config.snapshot_dir
             and engine.seq - self._last_snapshot_seq >= config.snapshot.every_inputs
@@ -894,6 +898,7 @@ class Daemon:
             return
         self.last_snapshot_path = path
         self.metrics.set_snapshot_time(time.time_ns())
+        settle_heap(full=True)  # a pause already: also re-examine the frozen objects
         log.info(
             "snapshot at seq %d (journal offset %d) written in %.3f s: %s",
             engine.seq,

@@ -19,6 +19,7 @@ import msgspec
 
 from clearing.engine import Engine, encode_output
 from clearing.engine.persist import StateFormatError, load_state
+from clearing.heap import HeapSettler
 from clearing.journal import Record
 from clearing.snapshot import SnapshotError, list_snapshots, read_snapshot
 
@@ -119,9 +120,12 @@ def recover(
         engine = Engine()
     snapshot_seq = engine.seq
     replayed = 0
+    heap = HeapSettler()
+    heap.add(heap.every_inputs)  # settle the loaded snapshot's objects now
     if target > engine.seq:
         for record in read(engine.seq + 1, target):
             outputs = engine.apply(record.payload)
+            heap.add()
             if engine.seq != record.seq:
                 raise RecoveryError(f"journal record seq {record.seq} replayed as {engine.seq}")
             if check_outputs and record.outputs:

@@ -18,6 +18,7 @@ from typing import Final
 
 from clearing.engine import Engine, InvariantViolation, OutputEvent
 from clearing.engine.persist import dump_state
+from clearing.heap import HeapSettler, settle_heap
 from clearing.journal import Journal, LocalJournal, Record, hash_at
 from clearing.sequencer._recovery import RecoveryResult, encode_outputs, recover
 from clearing.snapshot import prune, write_snapshot
@@ -58,6 +59,7 @@ class Sequencer:
         self.last_snapshot_seq = engine.seq
         self._last_invariant_seq = engine.seq
         self._broken: str | None = None
+        self._heap = HeapSettler()
 
     @classmethod
     def open_local(
@@ -96,6 +98,7 @@ class Sequencer:
                 if outputs:
                     produced.extend(outputs)
             self.journal.append(records)
+            self._heap.add(len(records))
             if engine.seq - self._last_invariant_seq >= self.invariant_check_inputs:
                 self.check_invariants()
         except InvariantViolation as exc:
@@ -135,6 +138,7 @@ class Sequencer:
         )
         self.last_snapshot_seq = self.engine.seq
         prune(self.snapshot_dir, keep=self.keep_snapshots)
+        settle_heap(full=True)  # a pause already: also re-examine the frozen objects
         log.info(
             "snapshot at seq %d written in %.3f s: %s",
             self.engine.seq,
