@@ -175,6 +175,15 @@ def _event_key(event: OutputEvent, fallback: bytes) -> bytes:
     return fallback
 
 
+def _position_headers(rec: InputRecord) -> list[tuple[str, bytes]]:
+    """Where a dead-lettered input came from (built only for DLQ records)."""
+    return [
+        (HEADER_SOURCE_TOPIC, rec.topic.encode()),
+        (HEADER_SOURCE_PARTITION, str(rec.partition).encode()),
+        (HEADER_SOURCE_OFFSET, str(rec.offset).encode()),
+    ]
+
+
 def plan_batch(
     engine: Engine,
     chain: JournalChain,
@@ -206,11 +215,6 @@ def plan_batch(
         offsets[rec.topic, rec.partition] = rec.offset + 1
         last_ts_ms = max(last_ts_ms, rec.timestamp_ms)
         raw = rec.value if rec.value is not None else b""
-        position_headers = [
-            (HEADER_SOURCE_TOPIC, rec.topic.encode()),
-            (HEADER_SOURCE_PARTITION, str(rec.partition).encode()),
-            (HEADER_SOURCE_OFFSET, str(rec.offset).encode()),
-        ]
         if len(raw) > max_message_bytes:
             # Never decoded, never sequenced: it does not exist for the engine.
             oversized += 1
@@ -222,7 +226,7 @@ def plan_batch(
                     rec.key,
                     rec.value,
                     [
-                        *position_headers,
+                        *_position_headers(rec),
                         (HEADER_REASON, OVERSIZED.encode()),
                         (HEADER_DETAIL, detail.encode()),
                         (HEADER_LEDGER, ledger),
@@ -236,7 +240,8 @@ def plan_batch(
         source = source_of(rec.topic, rec.partition, rec.offset)
         record = chain.append(seq, source, raw, encode_outputs(outputs))
         journal.append(OutMessage(journal_topic, 0, seq_header, encode_journal_value(record), []))
-        fallback_key = f"{rec.topic}:{rec.partition}".encode()
+        if outputs:
+            fallback_key = f"{rec.topic}:{rec.partition}".encode()
         for index, event in enumerate(outputs):
             events.append(
                 OutMessage(
@@ -258,7 +263,7 @@ def plan_batch(
                     rec.key,
                     rec.value,
                     [
-                        *position_headers,
+                        *_position_headers(rec),
                         (HEADER_REASON, reject.reason.encode()),
                         (HEADER_DETAIL, reject.detail[:_DETAIL_MAX_CHARS].encode()),
                         (HEADER_SEQ, seq_header),
