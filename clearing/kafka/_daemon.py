@@ -52,6 +52,7 @@ from clearing.engine.events import Clawback
 from clearing.engine.persist import dump_state
 from clearing.heap import HeapSettler, settle_heap
 from clearing.journal import JournalError
+from clearing.kafka._background import BackgroundJob, start_background_job
 from clearing.kafka._batch import (
     HEADER_SOURCE_TOPIC,
     BatchPlan,
@@ -243,6 +244,9 @@ class Daemon:
         self._assigned: list[TopicPartition] = []
         self._last_snapshot_seq = 0
         self._heap = HeapSettler()
+        self._job: BackgroundJob | None = None  # the forked check/snapshot child, if any
+        self._job_task: asyncio.Task[None] | None = None
+        self._failure: DaemonExit | None = None  # what a child found, raised by the loop
         self._last_invariant_seq = 0
         self._batch_no = 0
         self._producer: AIOKafkaProducer | None = None
@@ -363,6 +367,7 @@ class Daemon:
             ", ".join(f"{tp.topic}:{tp.partition}" for tp in self._assigned),
         )
         await self._consume()
+        await self._finish_background_work()
         if config.snapshot_dir and config.snapshot.on_shutdown:
             await self._snapshot()
 
@@ -420,6 +425,11 @@ class Daemon:
             )
 
     async def _close(self) -> None:
+        if self._job is not None:
+            self._job.kill()  # exiting anyway: its result no longer matters
+            self._job = None
+        if self._job_task is not None:
+            self._job_task.cancel()
         if self._producer is not None:
             _retrieve_fatal_error(self._producer)
         # producer.stop() flushes the pending sends first: hopeless after a stuck batch.
@@ -550,6 +560,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         idle_since = last_metrics = last_refresh = loop.time()
         while not self._stop.is_set():
+            if self._failure is not None:
+                raise self._failure
             if self._server is not None:
                 self._server.beat()
             try:
@@ -647,8 +659,6 @@ class Daemon:
         # From here until the commit, the engine is ahead of the committed journal.
         where = f"batch {batch_no} (seq {plan.first_seq}..{plan.last_seq})"
         try:
-            if engine.seq - self._last_invariant_seq >= config.limits.invariant_check_inputs:
-                self._check_invariants()
             await producer.begin_transaction()
             with metrics.journal_write_seconds.time():
                 futures: list[asyncio.Future[Any]] = []
@@ -725,11 +735,88 @@ class Daemon:
         self.batches_committed += 1
         self._observe(plan)
         self._heap.add(len(plan.applied))
-        if (
+        self._start_background_work()
+
+    def _start_background_work(self) -> None:
+        """Fork a child to check the invariants (and snapshot) when one is due.
+
+        The periodic full check and the snapshots run on a copy-on-write image of the
+        committed state (see _background.py), so consumption never stalls for them.
+        """
+        config = self.config
+        engine = self.engine
+        assert engine is not None
+        if self._job is not None:
+            return  # one at a time; the next is due again right after
+        snapshot_due = bool(
             config.snapshot_dir
             and engine.seq - self._last_snapshot_seq >= config.snapshot.every_inputs
-        ):
-            await self._snapshot()
+        )
+        check_due = engine.seq - self._last_invariant_seq >= config.limits.invariant_check_inputs
+        if not (snapshot_due or check_due):
+            return
+        writer: Callable[[Engine], str] | None = None
+        if snapshot_due:
+            journal_hash = self._chain.head_hash
+            journal_offset = self._journal_offset
+            positions = dict(self._positions)
+
+            def writer(state: Engine) -> str:
+                return write_kafka_snapshot(
+                    config,
+                    dump_state(state),
+                    state.seq,
+                    journal_hash,
+                    journal_offset,
+                    positions,
+                    len(state.ledger.accounts),
+                )
+
+            # Next attempt only after another snapshot.every_inputs, even if this one fails.
+            self._last_snapshot_seq = engine.seq
+        self._last_invariant_seq = engine.seq
+        job = start_background_job(engine, writer)
+        self._job = job
+        self._job_task = asyncio.create_task(self._watch(job), name="clearing-background")
+
+    async def _watch(self, job: BackgroundJob) -> None:
+        result = await job.wait()
+        self._job = None
+        seq = result.seq
+        if result.violation is not None or result.error is not None:
+            self.metrics.set_invariant_ok(False)
+            what = (
+                f"ledger invariant violated at seq {seq}: {result.violation}"
+                if result.violation is not None
+                else f"the invariant check at seq {seq} failed: {result.error}"
+            )
+            self._failure = DaemonExit(EXIT_FAILURE, what)
+            return
+        self.metrics.set_invariant_ok(True)
+        if result.snapshot_error is not None:
+            # Snapshots only shorten recovery; the journal is the ledger. Keep serving.
+            log.error(
+                "snapshot at seq %d failed: %s", seq, result.snapshot_error, extra={"seq": seq}
+            )
+        elif result.snapshot_path is not None:
+            self.last_snapshot_path = result.snapshot_path
+            self.metrics.set_snapshot_time(time.time_ns())
+            self.metrics.snapshot_seconds.observe(result.seconds)
+            log.info(
+                "snapshot at seq %d written in %.3f s by a background child: %s",
+                seq,
+                result.seconds,
+                result.snapshot_path,
+                extra={"seq": seq},
+            )
+
+    async def _finish_background_work(self) -> None:
+        """Let a running child finish (shutdown), then report what it found."""
+        if self._job_task is not None:
+            await asyncio.shield(self._job_task)
+            self._job_task = None
+        if self._failure is not None:
+            raise self._failure
 
     @property
     def _stuck_after_s(self) -> float:
@@ -898,7 +985,6 @@ class Daemon:
             return
         self.last_snapshot_path = path
         self.metrics.set_snapshot_time(time.time_ns())
-        settle_heap(full=True)  # a pause already: also re-examine the frozen objects
         log.info(
             "snapshot at seq %d (journal offset %d) written in %.3f s: %s",
             engine.seq,

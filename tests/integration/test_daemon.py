@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from clearing.engine import Engine, encode_output
-from clearing.engine.persist import dump_state
+from clearing.engine.persist import dump_state, load_state
 from clearing.journal import GENESIS_HASH, Record, chain_hash
 from clearing.kafka import (
     EXIT_FAILURE,
@@ -696,6 +696,40 @@ async def test_failed_batch_is_aborted_invisible_and_redone_exactly_once(
         assert rerun.daemon.recovery is not None and rerun.daemon.recovery.replayed == committed
         assert await rerun.stop() == EXIT_OK
         await check_against_replay(config, tmp_path, total, cli=False)
+
+
+async def test_a_violation_found_by_the_background_check_stops_the_daemon(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        config = await setup_ledger(
+            tmp_path,
+            kafka_bootstrap,
+            "broken",
+            limits={"max_message_bytes": MAX_MESSAGE_BYTES, "invariant_check_inputs": 10},
+            snapshot={"dir": str(tmp_path / "snapshots"), "every_inputs": 30},
+        )
+        items = flat(scenario(seed=5, groups=4))
+        await produce(config, items)
+        run: Running
+
+        def break_the_ledger(batch_no: int) -> None:
+            if batch_no == 3:
+                engine = run.daemon.engine
+                assert engine is not None
+                engine.ledger.accounts["short01"].cash_e16 += 1  # money out of nowhere
+
+        run = Running(config, before_commit=break_the_ledger)
+        assert await run.exit_code() == EXIT_FAILURE
+        metrics = run.daemon.metrics
+        assert metrics.registry.get_sample_value("clearing_invariant_violation") == 1
+        # Snapshots were written in the background before the damage (every 30 inputs),
+        # and none of the broken state: each one that exists still balances.
+        snapshots = list_snapshots(str(tmp_path / "snapshots"))
+        assert snapshots
+        for info in snapshots:
+            state = load_state(read_snapshot(info.path).state)
+            state.check_invariants()
 
 
 async def test_a_stuck_batch_is_aborted_when_the_shutdown_bound_passes(
