@@ -13,7 +13,7 @@ no reference cycles: whatever it frees, reference counting frees at once. Cycles
 elsewhere (exception tracebacks, asyncio) die young and are collected before each freeze;
 the few that live long enough to be frozen are found by the full pass that every 50th
 settle makes (``settle_heap(full=True)``: unfreeze, collect everything, freeze again), a
-pause of about a second per 5M inputs at a million accounts.
+pause of about 0.5 s per 5M inputs at a million accounts.
 """
 
 from __future__ import annotations
