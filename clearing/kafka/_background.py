@@ -17,6 +17,7 @@ runs are copied, so at worst the ledger's memory doubles for the seconds a child
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import time
@@ -31,6 +32,7 @@ EXIT_CHECKED: Final = 0
 EXIT_VIOLATION: Final = 3
 EXIT_CRASHED: Final = 4
 EXIT_SNAPSHOT_FAILED: Final = 5
+_PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
 # One write below PIPE_BUF never blocks, so the child can always finish and be reaped.
 _MESSAGE_MAX_BYTES: Final = 4000
 
@@ -117,12 +119,26 @@ def start_background_job(
     Call only between batches, when the engine holds exactly the committed state.
     """
     read_fd, write_fd = os.pipe()
+    parent_pid = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child
         os.close(read_fd)
+        _die_with(parent_pid)
         _child(engine, write_snapshot, write_fd)
     os.close(write_fd)
     return BackgroundJob(pid, read_fd, engine.seq, write_snapshot is not None)
+
+
+def _die_with(parent_pid: int) -> None:
+    """Have the kernel kill this child when the daemon dies (Linux), so a daemon killed
+    with -9 leaves no child behind to finish an old snapshot next to its successor."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the child finishes its (still consistent) work and exits
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(EXIT_CRASHED)
 
 
 def _child(

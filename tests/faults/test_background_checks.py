@@ -78,3 +78,47 @@ def test_kill_reaps_a_running_child() -> None:
     job.kill()
     with pytest.raises(ChildProcessError):
         os.waitpid(job.pid, 0)  # already reaped: no zombie left behind
+
+
+def test_the_child_dies_with_the_daemon(tmp_path: Path) -> None:
+    """A daemon killed with -9 must not leave a child finishing an old snapshot."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from clearing.engine import Engine
+        from clearing.kafka._background import start_background_job
+
+        def write(_):
+            time.sleep(60)
+            return "never"
+
+        job = start_background_job(Engine(), write)
+        print(job.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    daemon = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert daemon.stdout is not None
+    child_pid = int(daemon.stdout.readline())
+    daemon.kill()
+    daemon.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            return
+        # A zombie reparented to init still answers kill(0) until reaped: read its state.
+        try:
+            with open(f"/proc/{child_pid}/stat") as stat:
+                if stat.read().split(")")[-1].split()[0] == "Z":
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"child {child_pid} outlived its parent")
