@@ -40,9 +40,19 @@ _MESSAGE_MAX_BYTES: Final = 4000
 class BackgroundResult:
     """What a child found: a ``violation`` (the ledger is broken), an ``error`` (the check
     itself failed: a bug), a ``snapshot_error`` (the state checked out but could not be
-    written, e.g. a full disk), or all clear, with ``snapshot_path`` when it wrote one."""
+    written, e.g. a full disk), ``interrupted`` (a signal ended it: a service stop, the
+    OOM killer; nothing was learnt), or all clear, with ``snapshot_path`` when it wrote
+    one."""
 
-    __slots__ = ("error", "seconds", "seq", "snapshot_error", "snapshot_path", "violation")
+    __slots__ = (
+        "error",
+        "interrupted",
+        "seconds",
+        "seq",
+        "snapshot_error",
+        "snapshot_path",
+        "violation",
+    )
 
     def __init__(
         self,
@@ -52,6 +62,7 @@ class BackgroundResult:
         violation: str | None = None,
         error: str | None = None,
         snapshot_error: str | None = None,
+        interrupted: str | None = None,
     ) -> None:
         self.seq = seq
         self.seconds = seconds
@@ -59,6 +70,7 @@ class BackgroundResult:
         self.violation = violation
         self.error = error
         self.snapshot_error = snapshot_error
+        self.interrupted = interrupted
 
 
 class BackgroundJob:
@@ -102,7 +114,8 @@ class BackgroundJob:
         if code == EXIT_SNAPSHOT_FAILED:
             return BackgroundResult(self.seq, seconds, snapshot_error=message)
         if code < 0:
-            message = f"killed by signal {-code}"
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
+            return BackgroundResult(self.seq, seconds, interrupted=f"killed by {name}")
         return BackgroundResult(self.seq, seconds, error=message or f"exit status {code}")
 
     def _close(self) -> None:

@@ -783,6 +783,17 @@ class Daemon:
         result = await job.wait()
         self._job = None
         seq = result.seq
+        if result.interrupted is not None:
+            # Nothing was learnt (a stop of the whole service, or the OOM killer): the
+            # next check is due again after another interval.
+            log.error(
+                "background check%s at seq %d did not finish: %s",
+                " and snapshot" if job.wants_snapshot else "",
+                seq,
+                result.interrupted,
+                extra={"seq": seq},
+            )
+            return
         if result.violation is not None or result.error is not None:
             self.metrics.set_invariant_ok(False)
             what = (

@@ -10,7 +10,7 @@ import pytest
 
 from clearing.engine import Engine
 from clearing.engine.persist import dump_state, load_state
-from clearing.kafka._background import start_background_job
+from clearing.kafka._background import BackgroundResult, start_background_job
 
 
 def _ledger() -> Engine:
@@ -91,7 +91,7 @@ def test_the_child_dies_with_the_daemon(tmp_path: Path) -> None:
         """
         import sys, time
         from clearing.engine import Engine
-        from clearing.kafka._background import start_background_job
+        from clearing.kafka._background import BackgroundResult, start_background_job
 
         def write(_):
             time.sleep(60)
@@ -122,3 +122,23 @@ def test_the_child_dies_with_the_daemon(tmp_path: Path) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"child {child_pid} outlived its parent")
+
+
+def test_a_child_ended_by_a_signal_is_interrupted_not_a_failure() -> None:
+    """systemd's stop sends SIGTERM to the whole group; the OOM killer sends SIGKILL."""
+    import signal
+    import time
+
+    def write(_: Engine) -> str:
+        time.sleep(30)
+        return "never"
+
+    async def run() -> BackgroundResult:
+        job = start_background_job(_ledger(), write)
+        await asyncio.sleep(0.2)
+        os.kill(job.pid, signal.SIGTERM)
+        return await job.wait()
+
+    result = asyncio.run(run())
+    assert result.interrupted == "killed by SIGTERM"
+    assert result.violation is None and result.error is None
