@@ -67,7 +67,27 @@ def parse_wire_e8(value: object) -> int | None:
     return None
 
 
+# 10 ** (8 - number of decimals given), to scale a fraction of 1 to 8 digits to e8.
+_FRACTION_SCALE = tuple(10 ** (8 - digits) for digits in range(9))
+
+
 def _parse_decimal(value: str) -> int | None:
+    # Fast path for the common shape: unsigned ASCII digits, at most 16 before the point
+    # and 1-8 after it. str.isdigit alone would accept other scripts' digits, hence the
+    # isascii. Anything else (signs, errors, long digit runs) takes the exact path below.
+    if value.isascii():
+        whole, dot, frac = value.partition(".")
+        if whole.isdigit() and len(whole) <= 16:
+            if not dot:
+                scaled = int(whole) * E8
+                return scaled if scaled <= MAX_WIRE_E8 else None
+            if frac.isdigit() and len(frac) <= 8:
+                scaled = int(whole) * E8 + int(frac) * _FRACTION_SCALE[len(frac)]
+                return scaled if scaled <= MAX_WIRE_E8 else None
+    return _parse_decimal_exact(value)
+
+
+def _parse_decimal_exact(value: str) -> int | None:
     if _DECIMAL_RE.fullmatch(value) is None:
         return None
     whole, dot, frac = value.partition(".")

@@ -82,3 +82,13 @@ def test_format_e16_plain_notation() -> None:
 )
 def test_round_half_even(numerator: int, denominator: int, expected: int) -> None:
     assert round_half_even_div(numerator, denominator) == expected
+
+
+@given(
+    st.text(alphabet="0123456789.-+ e\u0663\u00b2_", max_size=30)
+    | st.from_regex(r"[0-9]{1,20}(\.[0-9]{0,10})?", fullmatch=True)
+)
+def test_fast_decimal_path_agrees_with_the_exact_one(text: str) -> None:
+    from clearing.engine.money import _parse_decimal, _parse_decimal_exact
+
+    assert _parse_decimal(text) == _parse_decimal_exact(text)
