@@ -35,6 +35,7 @@ from clearing.engine.state import (
     Account,
     Ledger,
     MarketState,
+    Position,
 )
 from clearing.engine.waterfall import resolve_accounts
 
@@ -192,18 +193,28 @@ class Engine:
             self._rebuild_bands(market)
 
     def _trade(self, account: Account, market: MarketState, dq_e8: int, price_e8: int) -> None:
-        """Move a position by ``dq_e8`` at ``price_e8`` and keep K per SPEC §2."""
-        position = account.positions.get(market.id)
-        old_qty = position.qty_e8 if position is not None else 0
-        old_k = position.k_e16 if position is not None else 0
+        """Move a position by ``dq_e8`` at ``price_e8``, keeping K per SPEC §2 and the
+        market's holders exact. (Ledger.set_position's work, inlined: the fill path.)"""
+        positions = account.positions
+        market_id = market.id
+        position = positions.get(market_id)
+        if position is None:  # opening from flat; K of system accounts is never read
+            positions[market_id] = Position(dq_e8, 0 if account.is_system else -dq_e8 * price_e8)
+            market.holders[account.id] = account
+            return
+        old_qty = position.qty_e8
         new_qty = old_qty + dq_e8
+        if new_qty == 0:
+            del positions[market_id]
+            del market.holders[account.id]
+            return
         if account.is_system:
-            new_k = 0  # never read: clawback bases skip system accounts
-        elif old_qty != 0 and (old_qty > 0) != (new_qty > 0) and new_qty != 0:
-            new_k = -new_qty * price_e8  # flipped: only the opening part counts
+            position.k_e16 = 0
+        elif (old_qty > 0) != (new_qty > 0):
+            position.k_e16 = -new_qty * price_e8  # flipped: only the opening part counts
         else:
-            new_k = old_k - dq_e8 * price_e8
-        self.ledger.set_position(account, market, new_qty, new_k)
+            position.k_e16 -= dq_e8 * price_e8
+        position.qty_e8 = new_qty
 
     def _oracle(self, event: ParsedOracle, out: list[OutputEvent]) -> None:
         market = self._market_of(event.market)

@@ -279,8 +279,46 @@ def _levels(name: str, levels: list[tuple[Num, Num]] | UnsetType) -> dict[int, i
     return aggregated
 
 
+def _valid_fill(event: Fill) -> ParsedFill | None:
+    """The common case in one pass: a fill whose every field is valid; None otherwise, and
+    ``_validate`` then names the first bad field in the SPEC's order."""
+    price = parse_wire_e8(event.price)
+    qty = parse_wire_e8(event.qty)
+    buyer_fee = 0 if event.buyer_fee is UNSET else parse_wire_e8(event.buyer_fee)
+    seller_fee = 0 if event.seller_fee is UNSET else parse_wire_e8(event.seller_fee)
+    ts = event.ts
+    if (
+        price is not None
+        and price > 0
+        and qty is not None
+        and qty > 0
+        and buyer_fee is not None
+        and seller_fee is not None
+        and event.fill_id
+        and event.market
+        and event.buyer
+        and event.seller
+        and (ts is UNSET or _TS_MIN <= ts <= _TS_MAX)  # type: ignore[operator]
+    ):
+        return ParsedFill(
+            event.fill_id,
+            event.market,
+            price,
+            qty,
+            event.buyer,
+            event.seller,
+            buyer_fee,
+            seller_fee,
+        )
+    return None
+
+
 def _validate(event: _Input) -> ParsedInput:
     """Value checks shared by both decode paths; raises InvalidField."""
+    if type(event) is Fill:
+        parsed = _valid_fill(event)
+        if parsed is not None:
+            return parsed
     _ts(event.ts)  # type: ignore[attr-defined]
     if type(event) is Fill:
         return ParsedFill(
