@@ -707,23 +707,28 @@ async def test_a_violation_found_by_the_background_check_stops_the_daemon(
             kafka_bootstrap,
             "broken",
             limits={"max_message_bytes": MAX_MESSAGE_BYTES, "invariant_check_inputs": 10},
-            snapshot={"dir": str(tmp_path / "snapshots"), "every_inputs": 30},
+            snapshot={"dir": str(tmp_path / "snapshots"), "every_inputs": 10},
         )
         items = flat(scenario(seed=5, groups=4))
         await produce(config, items)
         run: Running
+        broken: list[int] = []
 
         def break_the_ledger(batch_no: int) -> None:
-            if batch_no == 3:
+            # Once a clean snapshot exists (written by a background child), create money
+            # out of nowhere in the fund's cash, which exists from genesis.
+            if not broken and list_snapshots(str(tmp_path / "snapshots")):
                 engine = run.daemon.engine
                 assert engine is not None
-                engine.ledger.accounts["short01"].cash_e16 += 1  # money out of nowhere
+                engine.ledger.fund.cash_e16 += 1
+                broken.append(batch_no)
 
         run = Running(config, before_commit=break_the_ledger)
         assert await run.exit_code() == EXIT_FAILURE
+        assert broken, "no snapshot was written before the end of the inputs"
         metrics = run.daemon.metrics
         assert metrics.registry.get_sample_value("clearing_invariant_violation") == 1
-        # Snapshots were written in the background before the damage (every 30 inputs),
+        # Snapshots were written in the background before the damage (every 10 inputs),
         # and none of the broken state: each one that exists still balances.
         snapshots = list_snapshots(str(tmp_path / "snapshots"))
         assert snapshots
