@@ -780,8 +780,15 @@ class Daemon:
         self._job_task = asyncio.create_task(self._watch(job), name="clearing-background")
 
     async def _watch(self, job: BackgroundJob) -> None:
-        result = await job.wait()
-        self._job = None
+        try:
+            result = await job.wait()
+        except Exception as exc:  # reaping failed: never leave checks silently stopped
+            self._failure = DaemonExit(
+                EXIT_FAILURE, f"lost track of the background check at seq {job.seq}: {exc!r}"
+            )
+            return
+        finally:
+            self._job = None
         seq = result.seq
         if result.interrupted is not None:
             # Nothing was learnt (a stop of the whole service, or the OOM killer): the
