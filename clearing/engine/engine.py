@@ -175,9 +175,19 @@ class Engine:
             market.mark_e8 = price_e8
         # The index proves most sides safe; the rest get the exact check (SPEC §4).
         checked: list[Account] = []
-        if mark_moved:
-            # Edges in this market may be crossed: re-index both sides from scratch (the
-            # other holders follow in _rebuild_bands) and check every holder exactly.
+        if mark_moved and self.use_index:
+            # Before the first oracle tick a fill moves the mark: like a tick, ask the
+            # index which holders it may have made liquidatable (a scan of every holder
+            # here cost O(holders) per fill until the first tick arrived).
+            if not ledger.reindex(buyer):
+                checked.append(buyer)
+            if not ledger.reindex(seller):
+                checked.append(seller)
+            liquidatable, crossed = market.liquidation_candidates(price_e8, ledger.by_handle)
+            checked.extend(liquidatable)
+            checked.extend(account for account in crossed if not ledger.reindex(account))
+        elif mark_moved:
+            # The full-scan baseline: check every holder exactly, then re-index them all.
             ledger.reindex(buyer)
             ledger.reindex(seller)
             checked.extend((buyer, seller))  # a side that went flat is no longer a holder
@@ -189,7 +199,7 @@ class Engine:
                 checked.append(seller)
         if checked:
             resolve_accounts(ledger, self.seq, checked, market.id, out)
-        if mark_moved:
+        if mark_moved and not self.use_index:
             self._rebuild_bands(market)
 
     def _trade(self, account: Account, market: MarketState, dq_e8: int, price_e8: int) -> None:
