@@ -305,8 +305,13 @@ def _java() -> str:
 
 
 def _random_cluster_id() -> str:
-    # Same format as `kafka-storage random-uuid`: url-safe base64 of 16 bytes, unpadded.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Same format as `kafka-storage random-uuid`: url-safe base64 of 16 bytes, unpadded,
+    # and like Kafka's own Uuid.randomUuid never starting with "-": the storage tool's
+    # argument parser would take such an id for an option (1 start in 64 failed so).
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _tail(path: Path, n: int = 60) -> str:
