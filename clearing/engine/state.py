@@ -466,24 +466,11 @@ class Ledger:
             bands[market_id] = (is_long, edge_e8, term_e24)
             terms_e24 += term_e24
         buffer_e24 = account.cash_e16 * E8 + terms_e24
-        fresh = []
+        fresh: list[tuple[str, bool, int, int, int]] = []
         gross_e24 = 0
         if len(bands) != len(positions):
-            for market_id, position in positions.items():
-                if market_id in bands:
-                    continue
-                market = markets[market_id]
-                mark_e8: int = market.mark_e8  # type: ignore[assignment]
-                qty_e8 = position.qty_e8
-                if qty_e8 > 0:
-                    slope_e16 = qty_e8 * (E8 - market.mmr_e8)
-                    buffer_e24 += mark_e8 * slope_e16
-                else:
-                    slope_e16 = -qty_e8 * (E8 + market.mmr_e8)
-                    buffer_e24 -= mark_e8 * slope_e16
-                weight_e24 = slope_e16 * mark_e8
-                gross_e24 += weight_e24
-                fresh.append((market_id, qty_e8 > 0, mark_e8, slope_e16, weight_e24))
+            mark_terms_e24, gross_e24, fresh = self._at_marks(account, skip=bands)
+            buffer_e24 += mark_terms_e24
         safe = True
         if buffer_e24 >= 0:
             for market_id, band in _edges(fresh, buffer_e24 // 2, gross_e24):
@@ -517,25 +504,37 @@ class Ledger:
         once. Divisions round down, so the edges never allow more than the buffer. A
         buffer already negative puts every edge at the mark.
         """
+        mark_terms_e24, gross_e24, parts = self._at_marks(account, skip={})
+        buffer_e24 = account.cash_e16 * E8 + mark_terms_e24
+        bands = dict(_edges(parts, max(0, buffer_e24) // 2, gross_e24))
+        return bands, sum(band[2] for band in bands.values()), buffer_e24 >= 0
+
+    def _at_marks(
+        self, account: Account, skip: dict[str, tuple[bool, int, int]]
+    ) -> tuple[int, int, list[tuple[str, bool, int, int, int]]]:
+        """For the account's positions outside ``skip``: the sum of their buffer terms
+        ``m * s_k`` at the current marks (e24), their gross weight ``sum |s_k| * m`` (e24),
+        and one (market id, is_long, mark e8, |s_k| e16, weight e24) part each, for _edges."""
         markets = self.markets
-        buffer_e24 = account.cash_e16 * E8
+        terms_e24 = 0
         gross_e24 = 0
         parts = []
         for market_id, position in account.positions.items():
+            if market_id in skip:
+                continue
             market = markets[market_id]
             mark_e8: int = market.mark_e8  # type: ignore[assignment]
             qty_e8 = position.qty_e8
             if qty_e8 > 0:
                 slope_e16 = qty_e8 * (E8 - market.mmr_e8)  # |s_k|
-                buffer_e24 += mark_e8 * slope_e16
+                terms_e24 += mark_e8 * slope_e16
             else:
                 slope_e16 = -qty_e8 * (E8 + market.mmr_e8)
-                buffer_e24 -= mark_e8 * slope_e16
+                terms_e24 -= mark_e8 * slope_e16
             weight_e24 = slope_e16 * mark_e8
             gross_e24 += weight_e24
             parts.append((market_id, qty_e8 > 0, mark_e8, slope_e16, weight_e24))
-        bands = dict(_edges(parts, max(0, buffer_e24) // 2, gross_e24))
-        return bands, sum(band[2] for band in bands.values()), buffer_e24 >= 0
+        return terms_e24, gross_e24, parts
 
     def _bands_still_hold(self, account: Account) -> bool:
         """Recompute from scratch that the account's edges guarantee E >= MM: one per
