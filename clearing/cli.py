@@ -14,6 +14,8 @@ class UserError(Exception):
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from clearing.engine.native import CORES
+
     parser = argparse.ArgumentParser(
         prog="clearing",
         description="Event-sourced clearing ledger for a derivatives venue.",
@@ -58,6 +60,13 @@ def _build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--quiet", "-q", action="store_true", help="no summary line on standard error"
     )
+    replay.add_argument(
+        "--core",
+        choices=CORES,
+        default="auto",
+        help="engine core: native (Rust, fast), python (the reference), or auto "
+        "(native when installed; default). Both give the same bytes",
+    )
 
     ingest = commands.add_parser(
         "ingest",
@@ -88,6 +97,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument(
         "--snapshot-every", type=int, default=1_000_000, help="inputs between snapshots"
+    )
+    ingest.add_argument(
+        "--core",
+        choices=CORES,
+        default="auto",
+        help="engine core: native (Rust, fast), python (the reference), or auto "
+        "(native when installed; default). Both give the same bytes",
     )
 
     journal = commands.add_parser(

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clearing.engine import Engine  # noqa: E402
+from clearing.engine.native import NativeEngine, make_engine, native_available  # noqa: E402
 from clearing.engine.persist import dump_state, load_state  # noqa: E402
 from clearing.heap import settle_heap  # noqa: E402
 from clearing.sequencer import Sequencer  # noqa: E402
@@ -74,7 +75,9 @@ def _cpu_model() -> str:
 # -- 1. replay throughput --------------------------------------------------------------
 
 
-def bench_replay(events: int, accounts: int, markets: int, runs: int) -> dict[str, object]:
+def bench_replay(
+    events: int, accounts: int, markets: int, runs: int, core: str
+) -> dict[str, object]:
     """Generate a journal with `clearing ingest`, then time `clearing replay JOURNAL`."""
     work = Path(tempfile.mkdtemp(prefix="bench-replay-"))
     try:
@@ -86,7 +89,7 @@ def bench_replay(events: int, accounts: int, markets: int, runs: int) -> dict[st
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "clearing.cli", "ingest", str(inputs), "--journal",
-             str(journal), "--snapshot-every", str(10**9)],
+             str(journal), "--snapshot-every", str(10**9), "--core", core],
             check=True, cwd=ROOT, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         ingest_s = time.perf_counter() - started
@@ -99,7 +102,7 @@ def bench_replay(events: int, accounts: int, markets: int, runs: int) -> dict[st
             started = time.perf_counter()
             subprocess.run(
                 [sys.executable, "-m", "clearing.cli", "replay", str(journal), "-q",
-                 "--events", os.devnull, "--no-verify-outputs"],
+                 "--events", os.devnull, "--no-verify-outputs", "--core", core],
                 check=True, cwd=ROOT,
             )  # fmt: skip
             timings.append(time.perf_counter() - started)
@@ -110,6 +113,7 @@ def bench_replay(events: int, accounts: int, markets: int, runs: int) -> dict[st
         median_s = statistics.median(timings)
         median_cpu_s = statistics.median(cpu_timings)
         return {
+            "core": core,
             "events": events,
             "accounts": accounts,
             "markets": markets,
@@ -157,11 +161,26 @@ def _one_market_population(accounts: int) -> Iterator[bytes]:
         )
 
 
-def build_population(accounts: int, use_index: bool) -> Engine:
-    engine = Engine(use_index=use_index)
+def build_population(accounts: int, use_index: bool, core: str = "python") -> Engine | NativeEngine:
+    engine = make_engine(core) if use_index else Engine(use_index=False)
+    apply = engine.apply_encoded
     for raw in _one_market_population(accounts):
-        engine.apply(raw)
+        apply(raw)
     return engine
+
+
+def _use_scan(engine: Engine | NativeEngine) -> None:
+    """Switch an engine to the full-scan baseline (every holder checked on a mark move)."""
+    if isinstance(engine, NativeEngine):
+        engine._core.scan = True
+    else:
+        engine.use_index = False
+
+
+def _positions(engine: Engine | NativeEngine) -> int:
+    if isinstance(engine, NativeEngine):
+        return engine.summary()[1]
+    return sum(len(m.holders) for m in engine.ledger.markets.values())
 
 
 def _tick_prices(count: int) -> list[int]:
@@ -177,36 +196,39 @@ def _tick_prices(count: int) -> list[int]:
     return prices
 
 
-def _time_ticks(engine: Engine, prices: list[int]) -> tuple[list[float], int]:
+def _time_ticks(engine: Engine | NativeEngine, prices: list[int]) -> tuple[list[float], int]:
     samples, per_tick = _time_ticks_detailed(engine, prices)
     return samples, sum(per_tick)
 
 
-def _time_ticks_detailed(engine: Engine, prices: list[int]) -> tuple[list[float], list[int]]:
+def _time_ticks_detailed(
+    engine: Engine | NativeEngine, prices: list[int]
+) -> tuple[list[float], list[int]]:
     """Engine time per tick, and the liquidations each tick caused."""
     samples = []
     liquidations = []
     # As the daemon runs: the heap settled once (after recovery), the collector on, so its
     # young-generation passes land in the samples like they would in production.
     settle_heap()
+    apply = engine.apply_encoded
     for cents in prices:
         raw = b'{"type":"oracle","market":"BTC-PERP","price":"%d.%02d"}' % divmod(cents, 100)
         started = time.perf_counter()
-        outputs = engine.apply(raw)
+        outputs = apply(raw)
         samples.append(time.perf_counter() - started)
-        liquidations.append(sum(1 for e in outputs if e.__struct_config__.tag == "liquidation"))
+        liquidations.append(sum(1 for e in outputs if e.startswith(b'{"type":"liquidation"')))
     return samples, liquidations
 
 
-def bench_tick(accounts: int, ticks: int, scan_ticks: int) -> dict[str, object]:
+def bench_tick(accounts: int, ticks: int, scan_ticks: int, core: str) -> dict[str, object]:
     gc.collect()
     rss_before = _rss_bytes()
     started = time.perf_counter()
-    engine = build_population(accounts, use_index=True)
+    engine = build_population(accounts, use_index=True, core=core)
     build_s = time.perf_counter() - started
     gc.collect()
     rss_after = _rss_bytes()
-    positions = sum(len(m.holders) for m in engine.ledger.markets.values())
+    positions = _positions(engine)
     prices = _tick_prices(ticks)
     index_samples, per_tick = _time_ticks_detailed(engine, prices)
     liquidated = sum(per_tick)
@@ -217,12 +239,13 @@ def bench_tick(accounts: int, ticks: int, scan_ticks: int) -> dict[str, object]:
     snapshot = dump_state(engine)
     del engine
     gc.collect()
-    baseline = load_state(snapshot)
-    baseline.use_index = False
+    baseline = load_state(snapshot, core)
+    _use_scan(baseline)
     scan_samples, _ = _time_ticks(baseline, prices[:scan_ticks])
     index_p50 = statistics.median(index_samples)
     scan_p50 = statistics.median(scan_samples)
     return {
+        "core": core,
         "accounts": accounts,
         "positions": positions,
         "build_s": round(build_s, 1),
@@ -250,13 +273,15 @@ def bench_tick(accounts: int, ticks: int, scan_ticks: int) -> dict[str, object]:
 # -- 4. restart --------------------------------------------------------------------------
 
 
-def bench_restart(accounts: int, tail: int) -> dict[str, object]:
+def bench_restart(accounts: int, tail: int, core: str) -> dict[str, object]:
     """Snapshot of `accounts` accounts (one position each) + a journal tail of `tail`
     mixed events; time Sequencer.open_local (snapshot load + tail replay)."""
     work = Path(tempfile.mkdtemp(prefix="bench-restart-"))
     try:
         journal, snaps = str(work / "journal"), str(work / "snapshots")
-        sequencer, _ = Sequencer.open_local(journal, snaps, snapshot_every_inputs=10**12)
+        sequencer, _ = Sequencer.open_local(
+            journal, snaps, core=core, snapshot_every_inputs=10**12
+        )
         batch: list[tuple[str, bytes]] = []
         for number, raw in enumerate(_one_market_population(accounts)):
             batch.append((f"bench:{number}", raw))
@@ -281,7 +306,7 @@ def bench_restart(accounts: int, tail: int) -> dict[str, object]:
         for _ in range(2):
             gc.collect()
             started = time.perf_counter()
-            restarted, recovery = Sequencer.open_local(journal, snaps)
+            restarted, recovery = Sequencer.open_local(journal, snaps, core=core)
             timings.append(time.perf_counter() - started)
             assert recovery.snapshot_seq == snapshot_seq and recovery.replayed > 0
             restarted.close(snapshot=False)
@@ -293,12 +318,13 @@ def bench_restart(accounts: int, tail: int) -> dict[str, object]:
             started = time.perf_counter()
             snapshot = load_latest(snaps)
             assert snapshot is not None
-            load_state(snapshot.state)
+            load_state(snapshot.state, core)
             load_timings.append(time.perf_counter() - started)
             del snapshot
         load_s = statistics.median(load_timings)
         restart_s = statistics.median(timings)
         return {
+            "core": core,
             "accounts": accounts,
             "snapshot_bytes": snapshot_bytes,
             "snapshot_write_s": round(snapshot_write_s, 2),
@@ -347,6 +373,12 @@ def _run(name: str, fn: Callable[[], dict[str, object]]) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="CI-sized runs")
+    parser.add_argument(
+        "--core",
+        choices=("native", "python"),
+        default="native" if native_available() else "python",
+        help="engine core to measure (default: native when installed)",
+    )
     sub = parser.add_subparsers(dest="bench", required=True)
     replay = sub.add_parser("replay")
     replay.add_argument("--events", type=int, default=1_000_000)
@@ -368,16 +400,17 @@ def main(argv: list[str] | None = None) -> int:
         events = SMOKE["events"] if smoke else getattr(args, "events", 1_000_000)
         accounts = SMOKE["accounts"] if smoke else getattr(args, "accounts", 100_000)
         _run("replay", lambda: bench_replay(events, accounts, getattr(args, "markets", 20),
-                                           1 if smoke else getattr(args, "runs", 3)))  # fmt: skip
+                                           1 if smoke else getattr(args, "runs", 3),
+                                           args.core))  # fmt: skip
     if args.bench in ("tick", "all"):
         accounts = SMOKE["tick_accounts"] if smoke else getattr(args, "accounts", 1_000_000)
         ticks = SMOKE["ticks"] if smoke else getattr(args, "ticks", 2_000)
         scan_ticks = 20 if smoke else getattr(args, "scan_ticks", 5)
-        _run("tick", lambda: bench_tick(accounts, ticks, scan_ticks))
+        _run("tick", lambda: bench_tick(accounts, ticks, scan_ticks, args.core))
     if args.bench in ("restart", "all"):
         accounts = SMOKE["tick_accounts"] if smoke else getattr(args, "accounts", 1_000_000)
         tail = SMOKE["events"] if smoke else getattr(args, "tail", 1_000_000)
-        _run("restart", lambda: bench_restart(accounts, tail))
+        _run("restart", lambda: bench_restart(accounts, tail, args.core))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"peak_rss_bytes": peak}), flush=True)
     return 0

@@ -100,8 +100,14 @@ def ingest_command(args: argparse.Namespace) -> int:
     snapshot_dir = args.snapshots or default_snapshot_dir(args.journal)
     try:
         sequencer, recovery = Sequencer.open_local(
-            args.journal, snapshot_dir, fsync=args.fsync, snapshot_every_inputs=args.snapshot_every
+            args.journal,
+            snapshot_dir,
+            fsync=args.fsync,
+            core=args.core,
+            snapshot_every_inputs=args.snapshot_every,
         )
+    except RuntimeError as exc:  # the native core asked for but not installed
+        raise UserError(str(exc)) from exc
     except (JournalError, RecoveryError, OSError) as exc:
         raise UserError(f"cannot open journal {args.journal}: {exc}") from exc
     events_out: BinaryIO | None = None

@@ -15,11 +15,10 @@ from typing import BinaryIO
 
 import msgspec
 
-from clearing.audit.replay import encode_state, state_hash
-from clearing.engine import Engine, encode_output
+from clearing.audit.replay import encode_state, engine_for, state_hash
 from clearing.heap import HeapSettler
 from clearing.journal import JournalCorrupt, JournalError, LocalJournal
-from clearing.sequencer import encode_outputs
+from clearing.sequencer import join_outputs
 
 __all__ = ["parse_until_ts", "replay_journal_command"]
 
@@ -66,7 +65,8 @@ def replay_journal_command(args: argparse.Namespace) -> int:
     events_out = (
         open(args.events, "wb") if args.events else sys.stdout.buffer  # noqa: SIM115
     )
-    engine = Engine()
+    engine = engine_for(args.core)
+    apply_encoded = engine.apply_encoded
     divergences = 0
     first_divergence = ""
     inputs = outputs = 0
@@ -79,24 +79,23 @@ def replay_journal_command(args: argparse.Namespace) -> int:
                 stamp = _input_ts(record.payload)
                 if stamp is not None and stamp > until_ts_ns:
                     break
-            produced = engine.apply(record.payload)
+            produced = apply_encoded(record.payload)
             heap.add()
             inputs += 1
             outputs += len(produced)
+            derived = join_outputs(produced)
             if produced:
-                events_out.write(b"".join(encode_output(e) + b"\n" for e in produced))
+                events_out.write(derived)
             if args.check_invariants:
                 engine.check_invariants()
-            if record.outputs and not args.no_verify_outputs:
-                derived = encode_outputs(produced)
-                if derived != record.outputs:
-                    divergences += 1
-                    if not first_divergence:
-                        first_divergence = (
-                            f"first divergence at seq {record.seq} ({record.source}):\n"
-                            f"  recorded: {record.outputs[:400]!r}\n"
-                            f"  derived:  {derived[:400]!r}"
-                        )
+            if record.outputs and not args.no_verify_outputs and derived != record.outputs:
+                divergences += 1
+                if not first_divergence:
+                    first_divergence = (
+                        f"first divergence at seq {record.seq} ({record.source}):\n"
+                        f"  recorded: {record.outputs[:400]!r}\n"
+                        f"  derived:  {derived[:400]!r}"
+                    )
             if progress is not None and inputs % 4096 == 0:
                 progress.update(inputs)
     except JournalCorrupt as exc:

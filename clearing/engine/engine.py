@@ -8,6 +8,7 @@ order. It never reads a clock or does I/O; the same inputs give the same bytes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Final
 
 import msgspec
 
@@ -18,6 +19,7 @@ from clearing.engine.events import (
     ParsedBook,
     ParsedDeposit,
     ParsedFill,
+    ParsedInput,
     ParsedMarket,
     ParsedOracle,
     ParsedWithdraw,
@@ -39,21 +41,51 @@ from clearing.engine.state import (
 )
 from clearing.engine.waterfall import resolve_accounts
 
-__all__ = ["Engine", "iter_jsonl_lines", "run_jsonl"]
+__all__ = ["Engine", "iter_jsonl_lines", "refusal_reject", "run_jsonl"]
 
 # Reserved accounts that may not deposit or trade (the fund may do both).
 _NO_DEPOSIT_OR_TRADE = frozenset((FEE_POOL, BAD_DEBT))
 
 
 class _Rejected(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
-        self.detail = detail
+
+
+def refusal_reject(seq: int, reason: str, parsed: ParsedInput) -> Reject:
+    """The reject event for a valid input the ledger refuses (SPEC §3's codes after
+    ``invalid_field``). The one place their detail text is written: the native core
+    returns only the reason and the Python side formats the event with this."""
+    if reason == "unknown_market":
+        detail = f"market {parsed.market!r:.60} has not been created"  # type: ignore[union-attr]
+    elif reason == "reserved_account":
+        if type(parsed) is ParsedDeposit:
+            detail = f"{parsed.account} cannot receive deposits"
+        elif type(parsed) is ParsedWithdraw:
+            detail = f"{parsed.account} cannot withdraw"
+        else:
+            assert type(parsed) is ParsedFill
+            side = parsed.buyer if parsed.buyer in _NO_DEPOSIT_OR_TRADE else parsed.seller
+            detail = f"{side} cannot trade"
+    elif reason == "duplicate_fill":
+        detail = f"fill_id {parsed.fill_id!r:.60} was applied before"  # type: ignore[union-attr]
+    else:
+        detail = _FIXED_DETAILS[reason]
+    return Reject(seq, reason, detail, **_known(parsed))
+
+
+_FIXED_DETAILS: Final = {
+    "self_trade": "buyer and seller are the same account",
+    "insufficient_cash": "amount exceeds the account's cash",
+    "insufficient_margin": "equity after the withdrawal would be below initial margin",
+}
 
 
 class Engine:
     """The clearing engine. Feed it raw inputs in order with ``apply``."""
+
+    core_name: Final = "python"
 
     def __init__(self, use_index: bool = True) -> None:
         self.ledger = Ledger()
@@ -84,8 +116,13 @@ class Engine:
                 self._market(parsed, out)
         except _Rejected as rejected:
             # Handlers raise only before their first mutation, so state is untouched.
-            return [Reject(self.seq, rejected.reason, rejected.detail, **_known(parsed))]
+            return [refusal_reject(self.seq, rejected.reason, parsed)]
         return out
+
+    def apply_encoded(self, raw: bytes) -> list[bytes]:
+        """``apply``, with the output events as their JSON bytes (as the native core gives
+        them): what journals, replays and sinks write."""
+        return [_output_encoder.encode(event) for event in self.apply(raw)]
 
     def apply_many(self, raws: Iterable[bytes]) -> list[OutputEvent]:
         """Apply a batch of inputs in order; the outputs of all of them, in order."""
@@ -99,7 +136,7 @@ class Engine:
     def _market_of(self, market_id: str) -> MarketState:
         market = self.ledger.markets.get(market_id)
         if market is None:
-            raise _Rejected("unknown_market", f"market {market_id!r:.60} has not been created")
+            raise _Rejected("unknown_market")
         return market
 
     def _market(self, event: ParsedMarket, out: list[OutputEvent]) -> None:
@@ -121,7 +158,7 @@ class Engine:
 
     def _deposit(self, event: ParsedDeposit) -> None:
         if event.account in _NO_DEPOSIT_OR_TRADE:
-            raise _Rejected("reserved_account", f"{event.account} cannot receive deposits")
+            raise _Rejected("reserved_account")
         amount_e16 = event.amount_e8 * CASH_PER_E8
         account = self.ledger.account(event.account)
         account.cash_e16 += amount_e16
@@ -131,16 +168,14 @@ class Engine:
     def _withdraw(self, event: ParsedWithdraw, out: list[OutputEvent]) -> None:
         ledger = self.ledger
         if event.account in SYSTEM_ACCOUNTS:
-            raise _Rejected("reserved_account", f"{event.account} cannot withdraw")
+            raise _Rejected("reserved_account")
         account = ledger.accounts.get(event.account)
         amount_e16 = event.amount_e8 * CASH_PER_E8
         if account is None or amount_e16 > account.cash_e16:
-            raise _Rejected("insufficient_cash", "amount exceeds the account's cash")
+            raise _Rejected("insufficient_cash")
         after_e24 = (equity_e16(account, ledger.markets) - amount_e16) * E8
         if after_e24 < initial_requirement_e24(account, ledger.markets):
-            raise _Rejected(
-                "insufficient_margin", "equity after the withdrawal would be below initial margin"
-            )
+            raise _Rejected("insufficient_margin")
         account.cash_e16 -= amount_e16
         ledger.net_deposits_e16 -= amount_e16
         ledger.reindex_cash(account)
@@ -151,11 +186,11 @@ class Engine:
         market = self._market_of(event.market)
         for side in (event.buyer, event.seller):
             if side in _NO_DEPOSIT_OR_TRADE:
-                raise _Rejected("reserved_account", f"{side} cannot trade")
+                raise _Rejected("reserved_account")
         if event.buyer == event.seller:
-            raise _Rejected("self_trade", "buyer and seller are the same account")
+            raise _Rejected("self_trade")
         if event.fill_id in ledger.fill_ids:
-            raise _Rejected("duplicate_fill", f"fill_id {event.fill_id!r:.60} was applied before")
+            raise _Rejected("duplicate_fill")
         ledger.fill_ids.add(event.fill_id)
 
         price_e8 = event.price_e8
@@ -314,14 +349,20 @@ def iter_jsonl_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
 
 
 _state_encoder = msgspec.json.Encoder()
+_output_encoder = msgspec.json.Encoder()
 
 
-def run_jsonl(data: bytes) -> tuple[list[dict[str, object]], dict[str, object]]:
+def run_jsonl(
+    data: bytes, core: str = "python"
+) -> tuple[list[dict[str, object]], dict[str, object]]:
     """Replay a whole .jsonl file in memory: (output events as JSON dicts, final state).
 
     A convenience for tests and small tools; it goes through the exact output bytes.
+    ``core`` names the engine core ("python", "native" or "auto").
     """
-    engine = Engine()
+    from clearing.engine.native import make_engine
+
+    engine = make_engine(core)
     events: list[dict[str, object]] = []
     for _, line in iter_jsonl_lines(data):
         for event in engine.apply(line):

@@ -40,6 +40,7 @@ __all__ = [
     "Withdraw",
     "Withdrawal",
     "decode_input",
+    "decode_output",
     "encode_output",
 ]
 
@@ -186,6 +187,14 @@ _output_encoder = msgspec.json.Encoder()
 def encode_output(event: OutputEvent) -> bytes:
     """One output event as compact JSON (no newline)."""
     return _output_encoder.encode(event)
+
+
+_output_decoder = msgspec.json.Decoder(OutputEvent)
+
+
+def decode_output(encoded: bytes) -> OutputEvent:
+    """The event ``encode_output`` wrote (for outputs a core returned as bytes)."""
+    return _output_decoder.decode(encoded)
 
 
 # ---------------------------------------------------------------------------------------

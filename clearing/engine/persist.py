@@ -18,6 +18,7 @@ import msgspec
 from msgspec import Struct
 
 from clearing.engine.engine import Engine
+from clearing.engine.native import NativeEngine, make_engine, native_available
 from clearing.engine.state import MarketState, Position
 
 __all__ = ["STATE_FORMAT_VERSION", "StateFormatError", "dump_state", "load_state"]
@@ -113,9 +114,30 @@ def _collector_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return paused
 
 
+def dump_state(engine: Engine | NativeEngine) -> bytes:
+    """Serialize the whole engine (ledger, markets, books, fill ids, seq). Both cores
+    write the same bytes for the same state."""
+    if isinstance(engine, NativeEngine):
+        return engine.dump_state()
+    return _dump_python(engine)
+
+
+def load_state(data: bytes, core: str = "python") -> Engine | NativeEngine:
+    """Rebuild an engine on the named core ("python", "native" or "auto") from
+    ``dump_state`` bytes of either core; raises StateFormatError if unreadable."""
+    if core == "native" or (core == "auto" and native_available()):
+        if not native_available():
+            make_engine("native")  # raises the error that says how to install it
+        try:
+            return NativeEngine.load_state(data)
+        except ValueError as exc:
+            raise StateFormatError(str(exc)) from exc
+    make_engine(core)  # validates the name
+    return _load_python(data)
+
+
 @_collector_paused
-def dump_state(engine: Engine) -> bytes:
-    """Serialize the whole engine (ledger, markets, books, fill ids, seq)."""
+def _dump_python(engine: Engine) -> bytes:
     ledger = engine.ledger
     accounts = [
         _AccountRec(
@@ -158,8 +180,7 @@ def dump_state(engine: Engine) -> bytes:
 
 
 @_collector_paused
-def load_state(data: bytes) -> Engine:
-    """Rebuild an engine from ``dump_state`` bytes; raises StateFormatError if unreadable."""
+def _load_python(data: bytes) -> Engine:
     try:
         record = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

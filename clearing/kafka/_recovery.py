@@ -26,7 +26,7 @@ from clearing.journal import Record
 from clearing.kafka._batch import JournalChain, parse_source
 from clearing.kafka._journal import KafkaJournalReader
 from clearing.ops.config import Config
-from clearing.sequencer import OutputDivergence, RecoveryError, encode_outputs, recover
+from clearing.sequencer import OutputDivergence, RecoveryError, recover
 from clearing.snapshot import list_snapshots, prune, write_snapshot
 
 __all__ = [
@@ -136,10 +136,9 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
             )
         tail_positions: Positions = {}
 
-        def on_record(record: Record, outputs: list) -> None:  # type: ignore[type-arg]
+        def on_record(record: Record, derived: bytes) -> None:
             # recover() compares only non-empty recorded outputs; the daemon always
             # records them, so an empty record must re-derive to nothing as well.
-            derived = encode_outputs(outputs)
             if derived != record.outputs:
                 raise OutputDivergence(record.seq, record.outputs, derived)
             where = parse_source(record.source)

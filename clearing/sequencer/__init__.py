@@ -5,6 +5,7 @@ from clearing.sequencer._recovery import (
     RecoveryError,
     RecoveryResult,
     encode_outputs,
+    join_outputs,
     recover,
 )
 from clearing.sequencer._sequencer import Sequencer, SequencerBroken
@@ -16,5 +17,6 @@ __all__ = [
     "Sequencer",
     "SequencerBroken",
     "encode_outputs",
+    "join_outputs",
     "recover",
 ]

@@ -18,6 +18,7 @@ from typing import Final
 import msgspec
 
 from clearing.engine import Engine, encode_output
+from clearing.engine.native import NativeEngine, make_engine
 from clearing.engine.persist import StateFormatError, load_state
 from clearing.heap import HeapSettler
 from clearing.journal import Record
@@ -28,6 +29,7 @@ __all__ = [
     "RecoveryError",
     "RecoveryResult",
     "encode_outputs",
+    "join_outputs",
     "recover",
 ]
 
@@ -68,6 +70,13 @@ def encode_outputs(outputs: list) -> bytes:  # type: ignore[type-arg]
     return b"".join(encode_output(event) + _NEWLINE for event in outputs)
 
 
+def join_outputs(encoded: list[bytes]) -> bytes:
+    """``encode_outputs`` for outputs already encoded (``apply_encoded``)."""
+    if not encoded:
+        return b""
+    return b"".join(event + _NEWLINE for event in encoded)
+
+
 def recover(
     snapshot_dir: str | None,
     last_seq: int,
@@ -76,15 +85,17 @@ def recover(
     *,
     until_seq: int | None = None,
     check_outputs: bool = True,
-    on_record: Callable[[Record, list], None] | None = None,  # type: ignore[type-arg]
+    on_record: Callable[[Record, bytes], None] | None = None,
+    core: str = "python",
 ) -> RecoveryResult:
     """Rebuild the engine at ``until_seq`` (default: the journal's last record).
 
     ``read(from_seq, until_seq)`` yields verified records; ``hash_at(seq)`` gives the
-    chain hash at a seq. ``on_record`` sees each replayed record with its outputs.
+    chain hash at a seq. ``on_record`` sees each replayed record with its re-derived
+    outputs in the journal's form (``encode_outputs``). ``core`` names the engine core.
     """
     target = last_seq if until_seq is None else min(until_seq, last_seq)
-    engine: Engine | None = None
+    engine: Engine | NativeEngine | None = None
     snapshot_path: str | None = None
     if snapshot_dir and os.path.isdir(snapshot_dir):
         infos = list_snapshots(snapshot_dir)
@@ -107,7 +118,7 @@ def recover(
                         snap.journal_seq,
                     )
                     continue
-                candidate = load_state(snap.state)
+                candidate = load_state(snap.state, core)
             except (OSError, ValueError, StateFormatError, SnapshotError) as exc:
                 log.warning("snapshot %s is unusable (%s): trying an older one", info.path, exc)
                 continue
@@ -117,22 +128,22 @@ def recover(
             engine, snapshot_path = candidate, info.path
             break
     if engine is None:
-        engine = Engine()
+        engine = make_engine(core)
     snapshot_seq = engine.seq
     replayed = 0
     heap = HeapSettler()
     heap.add(heap.every_inputs)  # settle the loaded snapshot's objects now
     if target > engine.seq:
+        apply_encoded = engine.apply_encoded
         for record in read(engine.seq + 1, target):
-            outputs = engine.apply(record.payload)
+            outputs = apply_encoded(record.payload)
             heap.add()
             if engine.seq != record.seq:
                 raise RecoveryError(f"journal record seq {record.seq} replayed as {engine.seq}")
-            if check_outputs and record.outputs:
-                derived = encode_outputs(outputs)
-                if derived != record.outputs:
-                    raise OutputDivergence(record.seq, record.outputs, derived)
+            derived = join_outputs(outputs)
+            if check_outputs and record.outputs and derived != record.outputs:
+                raise OutputDivergence(record.seq, record.outputs, derived)
             if on_record is not None:
-                on_record(record, outputs)
+                on_record(record, derived)
             replayed += 1
     return RecoveryResult(engine, snapshot_path, snapshot_seq, replayed)

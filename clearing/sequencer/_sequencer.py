@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from typing import Final
 
 from clearing.engine import Engine, InvariantViolation, OutputEvent
+from clearing.engine.events import decode_output
+from clearing.engine.native import NativeEngine, account_count
 from clearing.engine.persist import dump_state
 from clearing.heap import HeapSettler, settle_heap
 from clearing.journal import Journal, LocalJournal, Record, hash_at
-from clearing.sequencer._recovery import RecoveryResult, encode_outputs, recover
+from clearing.sequencer._recovery import RecoveryResult, join_outputs, recover
 from clearing.snapshot import prune, write_snapshot
 
 __all__ = ["Sequencer", "SequencerBroken"]
@@ -40,7 +42,7 @@ class SequencerBroken(RuntimeError):
 class Sequencer:
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | NativeEngine,
         journal: Journal,
         snapshot_dir: str | None = None,
         *,
@@ -68,9 +70,11 @@ class Sequencer:
         snapshot_dir: str | None = None,
         *,
         fsync: str = "batch",
+        core: str = "python",
         **options: int,
     ) -> tuple[Sequencer, RecoveryResult]:
-        """Open (or create) a local journal, recover the engine, and return a sequencer."""
+        """Open (or create) a local journal, recover the engine on the named core
+        ("python", "native" or "auto"), and return a sequencer."""
         journal = LocalJournal(journal_dir, fsync=fsync)  # type: ignore[arg-type]
         try:
             result = recover(
@@ -78,6 +82,7 @@ class Sequencer:
                 journal.last_seq,
                 journal.read,
                 lambda seq: hash_at(journal, seq),
+                core=core,
             )
         except BaseException:
             journal.close()
@@ -89,14 +94,15 @@ class Sequencer:
         if self._broken:
             raise SequencerBroken(self._broken)
         engine = self.engine
+        apply_encoded = engine.apply_encoded
         records: list[Record] = []
         produced: list[OutputEvent] = []
         try:
             for source, payload in inputs:
-                outputs = engine.apply(payload)
-                records.append(Record(engine.seq, source, payload, encode_outputs(outputs)))
+                outputs = apply_encoded(payload)
+                records.append(Record(engine.seq, source, payload, join_outputs(outputs)))
                 if outputs:
-                    produced.extend(outputs)
+                    produced.extend(map(decode_output, outputs))
             self.journal.append(records)
             self._heap.add(len(records))
             if engine.seq - self._last_invariant_seq >= self.invariant_check_inputs:
@@ -134,7 +140,7 @@ class Sequencer:
             dump_state(self.engine),
             self.engine.seq,
             self.journal.head_hash,
-            {"accounts": len(self.engine.ledger.accounts)},
+            {"accounts": account_count(self.engine)},
         )
         self.last_snapshot_seq = self.engine.seq
         prune(self.snapshot_dir, keep=self.keep_snapshots)

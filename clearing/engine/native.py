@@ -1,0 +1,172 @@
+"""The native core (the Rust crate in ``native/``) behind the ``Engine`` contract.
+
+``NativeEngine`` gives the same outputs, byte for byte, and the same state as the pure
+Python ``Engine``, which stays the reference: the differential tests run both on the
+same streams. The division of work:
+
+* the Rust core parses the common inputs itself and does all ledger work (positions,
+  index, waterfall), writing output events straight to their JSON bytes;
+* Python decodes what the fast parser declines (anything unusual: escapes in strings,
+  invalid fields, malformed JSON) with the reference decoder, and formats reject
+  details, so the text of every reject comes from one place (``refusal_reject``).
+
+The extension is optional: ``native_available()`` says whether it is installed, and
+``make_engine("auto")`` falls back to the Python core without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from clearing.engine.engine import Engine, refusal_reject
+from clearing.engine.events import (
+    REJECT_REASONS,
+    DecodeFailure,
+    OutputEvent,
+    ParsedBook,
+    ParsedDeposit,
+    ParsedFill,
+    ParsedMarket,
+    ParsedOracle,
+    ParsedWithdraw,
+    Reject,
+    decode_input,
+    decode_output,
+    encode_output,
+)
+from clearing.engine.state import InvariantViolation
+
+try:  # the compiled extension: `pip install ./native`
+    import clearing_native as _native
+except ImportError:  # pragma: no cover - exercised only where it is not installed
+    _native = None
+
+__all__ = ["CORES", "NativeEngine", "account_count", "make_engine", "native_available"]
+
+CORES: Final = ("auto", "native", "python")
+
+_KINDS: Final[dict[type, str]] = {
+    ParsedFill: "fill",
+    ParsedOracle: "oracle",
+    ParsedDeposit: "deposit",
+    ParsedWithdraw: "withdraw",
+    ParsedBook: "book",
+    ParsedMarket: "market",
+}
+
+
+def native_available() -> bool:
+    return _native is not None
+
+
+def make_engine(core: str = "auto") -> Engine | NativeEngine:
+    """An empty engine on the named core: "native", "python", or "auto" (native when the
+    extension is installed). Raises RuntimeError for "native" without the extension."""
+    if core not in CORES:
+        raise ValueError(f"unknown engine core {core!r}; choose one of {', '.join(CORES)}")
+    if core == "python" or (core == "auto" and _native is None):
+        return Engine()
+    if _native is None:
+        raise RuntimeError(
+            "the native engine core is not installed; build it with `pip install ./native` "
+            "(needs a Rust toolchain) or choose the Python core (--core python)"
+        )
+    return NativeEngine()
+
+
+def account_count(engine: Engine | NativeEngine) -> int:
+    """Accounts in the ledger, system accounts included, on either core."""
+    if isinstance(engine, NativeEngine):
+        return engine.summary()[0]
+    return len(engine.ledger.accounts)
+
+
+class NativeEngine:
+    """The clearing engine on the native core. Feed it raw inputs in order."""
+
+    core_name: Final = "native"
+
+    def __init__(self, core: Any = None) -> None:
+        if _native is None:
+            raise RuntimeError("the native engine core is not installed (pip install ./native)")
+        self._core = core if core is not None else _native.Core()
+
+    @property
+    def seq(self) -> int:
+        """Inputs applied so far; the next input gets seq + 1."""
+        return self._core.seq  # type: ignore[no-any-return]
+
+    def apply_encoded(self, raw: bytes) -> list[bytes]:
+        """Apply one raw input; its output events as JSON bytes (``encode_output`` form)."""
+        result = self._core.apply(raw)
+        if result is None:
+            return []
+        if type(result) is list:
+            return result
+        return self._apply_slow(raw, result)
+
+    def apply(self, raw: bytes) -> list[OutputEvent]:
+        """Apply one raw input and return its output events (as ``Engine.apply`` does)."""
+        return [decode_output(event) for event in self.apply_encoded(raw)]
+
+    def apply_many(self, raws: Any) -> list[OutputEvent]:
+        out: list[OutputEvent] = []
+        for raw in raws:
+            out.extend(self.apply(raw))
+        return out
+
+    def _apply_slow(self, raw: bytes, code: int) -> list[bytes]:
+        core = self._core
+        parsed = decode_input(raw)
+        if code == _native.DEFER:  # type: ignore[union-attr]
+            if type(parsed) is DecodeFailure:
+                core.skip()
+                reject = Reject(core.seq, parsed.reason, parsed.detail, **parsed.known)
+                return [encode_output(reject)]
+            fields: tuple[Any, ...] = tuple(parsed)
+            if type(parsed) is ParsedBook:
+                fields = (parsed.market, list(parsed.bids.items()), list(parsed.asks.items()))
+            result = core.apply_parsed(_KINDS[type(parsed)], fields)
+            if result is None:
+                return []
+            if type(result) is list:
+                return result
+            code = result
+        assert type(parsed) is not DecodeFailure, "the fast parser accepted an invalid input"
+        return [encode_output(refusal_reject(core.seq, REJECT_REASONS[code - 1], parsed))]
+
+    # -- views -------------------------------------------------------------------------
+
+    def state_json(self) -> bytes:
+        """The SPEC §8 state as canonical JSON bytes (what ``encode_state`` writes)."""
+        return self._core.state_json()  # type: ignore[no-any-return]
+
+    def state(self) -> dict[str, object]:
+        return msgspec.json.decode(self._core.state_json())  # type: ignore[no-any-return]
+
+    def check_invariants(self) -> None:
+        """Raise ``InvariantViolation`` if the ledger does not balance (or its index is off)."""
+        error = self._core.invariant_error() or self._core.index_error()
+        if error is not None:
+            raise InvariantViolation(error)
+
+    def dump_state(self) -> bytes:
+        """The snapshot document, byte-identical to ``persist.dump_state`` of the same state."""
+        return self._core.dump_state()  # type: ignore[no-any-return]
+
+    @classmethod
+    def load_state(cls, data: bytes) -> NativeEngine:
+        """Rebuild from snapshot bytes (either core's); ValueError if unreadable."""
+        if _native is None:
+            raise RuntimeError("the native engine core is not installed (pip install ./native)")
+        return cls(_native.Core.load_state(data))
+
+    def summary(self) -> tuple[int, int, str, list[tuple[str, str, str | None]]]:
+        """(accounts, positions, fund equity e16, [(market, long OI e8, mark e8)])."""
+        return self._core.summary()  # type: ignore[no-any-return]
+
+    def account(self, account_id: str) -> tuple[str, list[tuple[str, str, str]]] | None:
+        """One account's cash e16 and (market, qty e8, K e16) positions, or None."""
+        return self._core.account(account_id)  # type: ignore[no-any-return]

@@ -1,0 +1,730 @@
+//! Ledger state and the liquidation index: the same model and the same index rules as
+//! `clearing/engine/state.py` (read that file's docstrings for the why), with accounts and
+//! markets named by small integer handles and the sorted lists as B-tree sets.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::num::{clamp_mark, floor_div, int, Int, E8, ZERO};
+
+pub const INSURANCE_FUND: &str = "insurance-fund";
+pub const FEE_POOL: &str = "fee-pool";
+pub const BAD_DEBT: &str = "bad-debt";
+pub const FUND: u32 = 0;
+pub const FEES: u32 = 1;
+pub const DEBT: u32 = 2;
+
+pub fn is_system_id(id: &str) -> bool {
+    id == INSURANCE_FUND || id == FEE_POOL || id == BAD_DEBT
+}
+
+/// A signed base quantity (e8) and K (e16), the cash flow of its fills since last flat.
+pub struct Position {
+    pub market: u32,
+    pub qty: Int,
+    pub k: Int,
+}
+
+/// A safety edge of a multi-market account in one market (see `Ledger::refresh_bands`).
+#[derive(Clone)]
+pub struct Band {
+    pub market: u32,
+    pub is_long: bool,
+    pub edge: Int,
+    /// The buffer term `q * edge * (1 -/+ mmr)` at the edge, e24.
+    pub term: Int,
+}
+
+/// Where the index holds a one-position account: its market, side, and clamped bound.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Threshold {
+    pub market: u32,
+    pub is_long: bool,
+    pub key: i128,
+}
+
+pub struct Bands {
+    pub edges: Vec<Band>,
+    pub terms: Int,
+}
+
+pub struct Account {
+    pub id: Box<str>,
+    pub cash: Int,
+    pub positions: Vec<Position>,
+    pub is_system: bool,
+    pub threshold: Option<Threshold>,
+    /// Only accounts holding two or more markets have bands; boxed so the others pay 8 bytes.
+    pub bands: Option<Box<Bands>>,
+}
+
+impl Account {
+    #[inline]
+    pub fn position(&self, market: u32) -> Option<&Position> {
+        self.positions.iter().find(|p| p.market == market)
+    }
+}
+
+pub struct OrderBook {
+    /// Keyed by negated price, so the first entry is the best (highest) bid.
+    pub bids: BTreeMap<Int, Int>,
+    pub asks: BTreeMap<Int, Int>,
+}
+
+impl OrderBook {
+    /// Signed proceeds (e16) of closing `qty` against the book; consumes the levels used.
+    pub fn close_out(&mut self, qty: Int, mark: Int) -> Int {
+        let (side, sign) = if qty > ZERO { (&mut self.bids, int(-1)) } else { (&mut self.asks, int(1)) };
+        if side.is_empty() {
+            return qty * mark;
+        }
+        let mut remaining = qty.abs();
+        let mut notional = ZERO;
+        let mut price = ZERO;
+        while remaining > ZERO {
+            let Some((&key, &level_qty)) = side.iter().next() else { break };
+            price = key * sign;
+            let taken = remaining.min(level_qty);
+            notional += taken * price;
+            remaining -= taken;
+            if taken == level_qty {
+                side.remove(&key);
+            } else {
+                side.insert(key, level_qty - taken);
+            }
+        }
+        notional += remaining * price; // beyond the depth: the worst level walked
+        if qty > ZERO {
+            notional
+        } else {
+            -notional
+        }
+    }
+}
+
+pub type Keys = BTreeSet<(i128, u32)>;
+
+pub struct Market {
+    pub id: Box<str>,
+    pub imr: Int,
+    pub mmr: Int,
+    pub liq_fee: Int,
+    pub max_move: Option<Int>,
+    pub mark: Option<Int>,
+    pub oracle_seen: bool,
+    pub held: Option<Int>,
+    pub book: OrderBook,
+    pub holders: FxHashSet<u32>,
+    /// One-position accounts: a long is liquidatable iff mark <= key, a short iff mark >= key.
+    pub long_thresholds: Keys,
+    pub short_thresholds: Keys,
+    /// Multi-market accounts' edges: a long's floor is crossed iff mark < edge, a short's
+    /// ceiling iff mark > edge.
+    pub band_low: Keys,
+    pub band_high: Keys,
+}
+
+impl Market {
+    pub fn new(id: &str, imr: Int, mmr: Int, liq_fee: Int, max_move: Option<Int>) -> Self {
+        Market {
+            id: id.into(),
+            imr,
+            mmr,
+            liq_fee,
+            max_move,
+            mark: None,
+            oracle_seen: false,
+            held: None,
+            book: OrderBook { bids: BTreeMap::new(), asks: BTreeMap::new() },
+            holders: FxHashSet::default(),
+            long_thresholds: Keys::new(),
+            short_thresholds: Keys::new(),
+            band_low: Keys::new(),
+            band_high: Keys::new(),
+        }
+    }
+
+    #[inline]
+    pub fn mark(&self) -> Int {
+        self.mark.expect("a held position implies a mark")
+    }
+
+    /// (one-position accounts now liquidatable, multi-market accounts whose edge here the
+    /// mark crossed), without a scan of the holders.
+    pub fn liquidation_candidates(&self, mark: Int) -> (Vec<u32>, Vec<u32>) {
+        let mark = clamp_mark(mark);
+        let mut liquidatable: Vec<u32> =
+            self.long_thresholds.range((mark, 0)..).map(|&(_, h)| h).collect();
+        liquidatable.extend(self.short_thresholds.range(..(mark + 1, 0)).map(|&(_, h)| h));
+        let mut crossed: Vec<u32> = self.band_low.range((mark + 1, 0)..).map(|&(_, h)| h).collect();
+        crossed.extend(self.band_high.range(..(mark, 0)).map(|&(_, h)| h));
+        crossed.sort_unstable();
+        crossed.dedup();
+        (liquidatable, crossed)
+    }
+}
+
+pub struct Ledger {
+    pub accounts: Vec<Account>,
+    pub account_ids: FxHashMap<Box<str>, u32>,
+    pub markets: Vec<Market>,
+    pub market_ids: FxHashMap<Box<str>, u32>,
+    pub fill_ids: FxHashSet<Box<str>>,
+    pub net_deposits: Int,
+}
+
+/// The mark at which a one-position account becomes liquidatable (see state.threshold_e8).
+pub fn threshold(cash: Int, qty: Int, mmr: Int) -> Int {
+    let scaled = cash * E8;
+    if qty > ZERO {
+        let slope = qty * (E8 - mmr);
+        if slope == ZERO {
+            return if cash < ZERO { int(10).pow(40) } else { ZERO };
+        }
+        return -floor_div(scaled, slope) - int(1);
+    }
+    let slope = -qty * (E8 + mmr);
+    floor_div(scaled, slope) + int(1)
+}
+
+/// A part for `edges`: (market, is_long, mark, |slope| e16, weight e24).
+type Part = (u32, bool, Int, Int, Int);
+
+fn edges(parts: &[Part], share: Int, gross: Int, out: &mut Vec<Band>) {
+    for &(market, is_long, mark, slope, weight) in parts {
+        if slope == ZERO {
+            out.push(Band { market, is_long: true, edge: ZERO, term: ZERO });
+            continue;
+        }
+        let movement = floor_div(floor_div(share * weight, gross), slope);
+        if is_long {
+            let edge = mark - movement;
+            out.push(Band { market, is_long: true, edge, term: edge * slope });
+        } else {
+            let edge = mark + movement;
+            out.push(Band { market, is_long: false, edge, term: -edge * slope });
+        }
+    }
+}
+
+impl Ledger {
+    pub fn new() -> Self {
+        let mut ledger = Ledger {
+            accounts: Vec::new(),
+            account_ids: FxHashMap::default(),
+            markets: Vec::new(),
+            market_ids: FxHashMap::default(),
+            fill_ids: FxHashSet::default(),
+            net_deposits: ZERO,
+        };
+        ledger.account(INSURANCE_FUND);
+        ledger.account(FEE_POOL);
+        ledger.account(BAD_DEBT);
+        ledger
+    }
+
+    /// The handle of the account with this id, created on first use.
+    pub fn account(&mut self, id: &str) -> u32 {
+        if let Some(&handle) = self.account_ids.get(id) {
+            return handle;
+        }
+        let handle = self.accounts.len() as u32;
+        self.accounts.push(Account {
+            id: id.into(),
+            cash: ZERO,
+            positions: Vec::new(),
+            is_system: is_system_id(id),
+            threshold: None,
+            bands: None,
+        });
+        self.account_ids.insert(id.into(), handle);
+        handle
+    }
+
+    pub fn market_index(&self, id: &str) -> Option<u32> {
+        self.market_ids.get(id).copied()
+    }
+
+    /// Set a position, keeping the market's holders exact (not the index).
+    pub fn set_position(&mut self, account: u32, market: u32, qty: Int, k: Int) {
+        let acct = &mut self.accounts[account as usize];
+        let found = acct.positions.iter().position(|p| p.market == market);
+        if qty == ZERO {
+            if let Some(at) = found {
+                acct.positions.swap_remove(at);
+                self.markets[market as usize].holders.remove(&account);
+            }
+            return;
+        }
+        match found {
+            Some(at) => {
+                acct.positions[at].qty = qty;
+                acct.positions[at].k = k;
+            }
+            None => {
+                acct.positions.push(Position { market, qty, k });
+                self.markets[market as usize].holders.insert(account);
+            }
+        }
+    }
+
+    pub fn equity(&self, account: u32) -> Int {
+        let acct = &self.accounts[account as usize];
+        let mut equity = acct.cash;
+        for p in &acct.positions {
+            equity += p.qty * self.markets[p.market as usize].mark();
+        }
+        equity
+    }
+
+    pub fn initial_requirement(&self, account: u32) -> Int {
+        let mut total = ZERO;
+        for p in &self.accounts[account as usize].positions {
+            let market = &self.markets[p.market as usize];
+            total += p.qty.abs() * market.mark() * market.imr;
+        }
+        total
+    }
+
+    /// (E * 1e8, MM) at e24 if the account is liquidatable (holds a position, E < MM).
+    pub fn liquidation_key(&self, account: u32) -> Option<(Int, Int)> {
+        let acct = &self.accounts[account as usize];
+        if acct.is_system || acct.positions.is_empty() {
+            return None;
+        }
+        let mut equity = ZERO;
+        let mut maintenance = ZERO;
+        for p in &acct.positions {
+            let market = &self.markets[p.market as usize];
+            let mark = market.mark();
+            equity += p.qty * mark;
+            maintenance += p.qty.abs() * mark * market.mmr;
+        }
+        let equity = (equity + acct.cash) * E8;
+        if equity < maintenance {
+            Some((equity, maintenance))
+        } else {
+            None
+        }
+    }
+
+    // -- the liquidation index ----------------------------------------------------------
+
+    /// Refresh the account's place in the index from scratch; true when the index proves
+    /// it neither liquidatable nor bankrupt at the current marks (state.Ledger.reindex).
+    pub fn reindex(&mut self, account: u32) -> bool {
+        let acct = &self.accounts[account as usize];
+        if acct.is_system {
+            return true;
+        }
+        let count = acct.positions.len();
+        if count == 1 {
+            if acct.bands.is_some() {
+                self.drop_bands(account);
+            }
+            return self.index_single(account);
+        }
+        if acct.threshold.is_some() {
+            self.set_threshold(account, None);
+        }
+        if count == 0 {
+            if self.accounts[account as usize].bands.is_some() {
+                self.drop_bands(account);
+            }
+            return self.accounts[account as usize].cash >= ZERO;
+        }
+        self.refresh_bands(account)
+    }
+
+    /// `reindex` after a change to the account's cash only.
+    pub fn reindex_cash(&mut self, account: u32) -> bool {
+        let acct = &self.accounts[account as usize];
+        match &acct.bands {
+            Some(bands) if !acct.is_system => {
+                if acct.cash * E8 + bands.terms >= ZERO {
+                    return true;
+                }
+                self.refresh_bands(account)
+            }
+            _ => self.reindex(account),
+        }
+    }
+
+    /// `reindex` after a fill changed the account's cash and its position in `market` only.
+    pub fn reindex_fill(&mut self, account: u32, market: u32) -> bool {
+        let acct = &self.accounts[account as usize];
+        let Some(bands) = &acct.bands else { return self.reindex(account) };
+        if acct.positions.len() < 2 || acct.is_system {
+            return self.reindex(account);
+        }
+        let old_at = bands.edges.iter().position(|b| b.market == market);
+        let held_here = acct.position(market).is_some();
+        if bands.edges.len() - old_at.is_some() as usize != acct.positions.len() - held_here as usize {
+            return self.reindex(account);
+        }
+        let old = old_at.map(|at| bands.edges[at].clone());
+        let terms = bands.terms - old.as_ref().map_or(ZERO, |b| b.term);
+        let buffer = acct.cash * E8 + terms;
+        let Some(position) = acct.position(market) else {
+            // The fill closed this market.
+            if buffer < ZERO {
+                return self.refresh_bands(account);
+            }
+            let old = old.expect("the counts above imply an edge here");
+            self.remove_band_key(account, &old);
+            let bands = self.accounts[account as usize].bands.as_mut().unwrap();
+            bands.edges.swap_remove(old_at.unwrap());
+            bands.terms = terms;
+            return true;
+        };
+        let qty = position.qty;
+        let is_long = qty > ZERO;
+        let mkt = &self.markets[market as usize];
+        let mark = mkt.mark();
+        let (slope, mark_term) = if is_long {
+            let slope = qty * (E8 - mkt.mmr);
+            (slope, mark * slope)
+        } else {
+            let slope = -qty * (E8 + mkt.mmr);
+            (slope, -mark * slope)
+        };
+        if let Some(old) = &old {
+            if old.is_long == is_long {
+                let edge = old.edge;
+                let (edge_term, uncrossed) =
+                    if is_long { (edge * slope, mark >= edge) } else { (-edge * slope, mark <= edge) };
+                if uncrossed && buffer + edge_term >= ZERO {
+                    let bands = self.accounts[account as usize].bands.as_mut().unwrap();
+                    bands.edges[old_at.unwrap()].term = edge_term;
+                    bands.terms = terms + edge_term;
+                    return true;
+                }
+            }
+        }
+        let available = buffer + mark_term;
+        if available < ZERO {
+            return self.refresh_bands(account);
+        }
+        let edge = if slope == ZERO {
+            ZERO
+        } else {
+            let movement = floor_div(floor_div(available, int(2)), slope);
+            if is_long {
+                mark - movement
+            } else {
+                mark + movement
+            }
+        };
+        let edge_term = if is_long { edge * slope } else { -edge * slope };
+        if let Some(old) = &old {
+            self.remove_band_key(account, old);
+        }
+        let band = Band { market, is_long, edge, term: edge_term };
+        self.add_band_key(account, &band);
+        let bands = self.accounts[account as usize].bands.as_mut().unwrap();
+        match old_at {
+            Some(at) => bands.edges[at] = band,
+            None => bands.edges.push(band),
+        }
+        bands.terms = terms + edge_term;
+        true
+    }
+
+    fn index_single(&mut self, account: u32) -> bool {
+        let acct = &self.accounts[account as usize];
+        let position = &acct.positions[0];
+        let market = &self.markets[position.market as usize];
+        let qty = position.qty;
+        let bound = threshold(acct.cash, qty, market.mmr);
+        let wanted = Threshold { market: position.market, is_long: qty > ZERO, key: clamp_mark(bound) };
+        let mark = market.mark();
+        if acct.threshold != Some(wanted) {
+            self.set_threshold(account, Some(wanted));
+        }
+        if qty > ZERO {
+            mark > bound
+        } else {
+            mark < bound
+        }
+    }
+
+    fn set_threshold(&mut self, account: u32, wanted: Option<Threshold>) {
+        if let Some(old) = self.accounts[account as usize].threshold {
+            let market = &mut self.markets[old.market as usize];
+            let list = if old.is_long { &mut market.long_thresholds } else { &mut market.short_thresholds };
+            list.remove(&(old.key, account));
+        }
+        if let Some(new) = wanted {
+            let market = &mut self.markets[new.market as usize];
+            let list = if new.is_long { &mut market.long_thresholds } else { &mut market.short_thresholds };
+            list.insert((new.key, account));
+        }
+        self.accounts[account as usize].threshold = wanted;
+    }
+
+    fn remove_band_key(&mut self, account: u32, band: &Band) {
+        let market = &mut self.markets[band.market as usize];
+        let keys = if band.is_long { &mut market.band_low } else { &mut market.band_high };
+        keys.remove(&(clamp_mark(band.edge), account));
+    }
+
+    fn add_band_key(&mut self, account: u32, band: &Band) {
+        let market = &mut self.markets[band.market as usize];
+        let keys = if band.is_long { &mut market.band_low } else { &mut market.band_high };
+        keys.insert((clamp_mark(band.edge), account));
+    }
+
+    fn drop_bands(&mut self, account: u32) {
+        if let Some(bands) = self.accounts[account as usize].bands.take() {
+            for band in &bands.edges {
+                self.remove_band_key(account, band);
+            }
+        }
+    }
+
+    /// The buffer terms at the current marks of the positions outside `skip`, their gross
+    /// weight, and one part each (state.Ledger._at_marks).
+    fn at_marks(&self, account: u32, skip: &[Band], parts: &mut Vec<Part>) -> (Int, Int) {
+        let mut terms = ZERO;
+        let mut gross = ZERO;
+        for p in &self.accounts[account as usize].positions {
+            if skip.iter().any(|b| b.market == p.market) {
+                continue;
+            }
+            let market = &self.markets[p.market as usize];
+            let mark = market.mark();
+            let slope = if p.qty > ZERO {
+                let slope = p.qty * (E8 - market.mmr);
+                terms += mark * slope;
+                slope
+            } else {
+                let slope = -p.qty * (E8 + market.mmr);
+                terms -= mark * slope;
+                slope
+            };
+            let weight = slope * mark;
+            gross += weight;
+            parts.push((p.market, p.qty > ZERO, mark, slope, weight));
+        }
+        (terms, gross)
+    }
+
+    /// Make a multi-market account's edges valid again, moving as few as possible;
+    /// returns whether E >= MM (state.Ledger._refresh_bands).
+    fn refresh_bands(&mut self, account: u32) -> bool {
+        let old_bands = self.accounts[account as usize].bands.take();
+        let old_edges: &[Band] = old_bands.as_ref().map_or(&[], |b| &b.edges);
+        let acct = &self.accounts[account as usize];
+        let mut terms = ZERO;
+        let mut kept: Vec<Band> = Vec::with_capacity(acct.positions.len());
+        for band in old_edges {
+            let Some(position) = acct.position(band.market) else { continue };
+            if (position.qty > ZERO) != band.is_long {
+                continue;
+            }
+            let market = &self.markets[band.market as usize];
+            let term = if band.is_long {
+                if market.mark() < band.edge {
+                    continue;
+                }
+                band.edge * position.qty * (E8 - market.mmr)
+            } else {
+                if market.mark() > band.edge {
+                    continue;
+                }
+                band.edge * position.qty * (E8 + market.mmr)
+            };
+            kept.push(Band { term, ..band.clone() });
+            terms += term;
+        }
+        let mut buffer = acct.cash * E8 + terms;
+        let mut fresh: Vec<Part> = Vec::new();
+        let mut gross = ZERO;
+        if kept.len() != acct.positions.len() {
+            let (mark_terms, fresh_gross) = self.at_marks(account, &kept, &mut fresh);
+            buffer += mark_terms;
+            gross = fresh_gross;
+        }
+        let mut safe = true;
+        let mut bands = kept;
+        if buffer >= ZERO {
+            let start = bands.len();
+            edges(&fresh, floor_div(buffer, int(2)), gross, &mut bands);
+            for band in &bands[start..] {
+                terms += band.term;
+            }
+        } else {
+            let (fresh_bands, fresh_terms, fresh_safe) = self.safety_bands(account);
+            bands = fresh_bands;
+            terms = fresh_terms;
+            safe = fresh_safe;
+        }
+        for old in old_edges {
+            let same = bands
+                .iter()
+                .any(|b| b.market == old.market && b.is_long == old.is_long && b.edge == old.edge);
+            if !same {
+                self.remove_band_key(account, old);
+            }
+        }
+        for band in &bands {
+            let same = old_edges
+                .iter()
+                .any(|o| o.market == band.market && o.is_long == band.is_long && o.edge == band.edge);
+            if !same {
+                self.add_band_key(account, band);
+            }
+        }
+        self.accounts[account as usize].bands = Some(Box::new(Bands { edges: bands, terms }));
+        safe
+    }
+
+    fn safety_bands(&self, account: u32) -> (Vec<Band>, Int, bool) {
+        let mut parts = Vec::new();
+        let (mark_terms, gross) = self.at_marks(account, &[], &mut parts);
+        let buffer = self.accounts[account as usize].cash * E8 + mark_terms;
+        let mut bands = Vec::with_capacity(parts.len());
+        edges(&parts, floor_div(buffer.max(ZERO), int(2)), gross, &mut bands);
+        let terms = bands.iter().fold(ZERO, |sum, b| sum + b.term);
+        (bands, terms, buffer >= ZERO)
+    }
+
+    /// Index every account of a just-loaded ledger (empty index).
+    pub fn build_index(&mut self) {
+        for handle in 0..self.accounts.len() as u32 {
+            self.reindex(handle);
+        }
+    }
+
+    // -- checks -------------------------------------------------------------------------
+
+    /// Both SPEC invariants and the holders map; Err names what is wrong.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut cash = ZERO;
+        let mut qty_by_market = vec![ZERO; self.markets.len()];
+        for acct in &self.accounts {
+            cash += acct.cash;
+            for p in &acct.positions {
+                qty_by_market[p.market as usize] += p.qty;
+            }
+        }
+        if cash != self.net_deposits {
+            return Err(format!(
+                "cash sums to {cash} e-16 but deposits minus withdrawals are {} e-16",
+                self.net_deposits
+            ));
+        }
+        for (index, total) in qty_by_market.iter().enumerate() {
+            let market = &self.markets[index];
+            if *total != ZERO {
+                return Err(format!("positions in {} sum to {total} e-8, not 0", market.id));
+            }
+            for &holder in &market.holders {
+                if self.accounts[holder as usize].position(index as u32).is_none() {
+                    return Err(format!("holder index of {} is stale", market.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The index could miss no account: every entry current, nothing stray.
+    pub fn check_index(&self) -> Result<(), String> {
+        for (handle, acct) in self.accounts.iter().enumerate() {
+            let handle = handle as u32;
+            if acct.is_system {
+                continue;
+            }
+            if acct.positions.len() == 1 {
+                let p = &acct.positions[0];
+                let market = &self.markets[p.market as usize];
+                let key = clamp_mark(threshold(acct.cash, p.qty, market.mmr));
+                let wanted = Threshold { market: p.market, is_long: p.qty > ZERO, key };
+                if acct.threshold != Some(wanted) || acct.bands.is_some() {
+                    return Err(format!("liquidation index entry of {} is stale", acct.id));
+                }
+                let list = if wanted.is_long { &market.long_thresholds } else { &market.short_thresholds };
+                if !list.contains(&(key, handle)) {
+                    return Err(format!("threshold of {} is not indexed", acct.id));
+                }
+            } else if acct.threshold.is_some() {
+                return Err(format!("{} has a stray threshold entry", acct.id));
+            }
+            if acct.positions.len() > 1 {
+                if !self.bands_still_hold(handle) {
+                    return Err(format!("safety bands of {} no longer hold", acct.id));
+                }
+                for band in &acct.bands.as_ref().unwrap().edges {
+                    let market = &self.markets[band.market as usize];
+                    let keys = if band.is_long { &market.band_low } else { &market.band_high };
+                    if !keys.contains(&(clamp_mark(band.edge), handle)) {
+                        return Err(format!("safety edge of {} is not indexed", acct.id));
+                    }
+                }
+            } else if acct.bands.is_some() {
+                return Err(format!("{} has stray safety bands", acct.id));
+            }
+        }
+        for market in &self.markets {
+            let mut holders = 0;
+            let mut multis = 0;
+            for &holder in &market.holders {
+                let acct = &self.accounts[holder as usize];
+                if acct.is_system {
+                    continue;
+                }
+                holders += 1;
+                if acct.positions.len() > 1 {
+                    multis += 1;
+                }
+            }
+            if market.long_thresholds.len() + market.short_thresholds.len() + multis != holders {
+                return Err(format!("liquidation index of {} is incomplete", market.id));
+            }
+            if market.band_low.len() + market.band_high.len() != multis {
+                return Err(format!("safety bands of {} have stray entries", market.id));
+            }
+        }
+        Ok(())
+    }
+
+    fn bands_still_hold(&self, account: u32) -> bool {
+        let acct = &self.accounts[account as usize];
+        let Some(bands) = &acct.bands else { return false };
+        if bands.edges.len() != acct.positions.len() {
+            return false;
+        }
+        let mut terms = ZERO;
+        for band in &bands.edges {
+            let Some(position) = acct.position(band.market) else { return false };
+            if (position.qty > ZERO) != band.is_long {
+                return false;
+            }
+            let market = &self.markets[band.market as usize];
+            let mark = market.mark();
+            let term = if band.is_long {
+                if mark < band.edge {
+                    return false;
+                }
+                band.edge * position.qty * (E8 - market.mmr)
+            } else {
+                if mark > band.edge {
+                    return false;
+                }
+                band.edge * position.qty * (E8 + market.mmr)
+            };
+            if term != band.term {
+                return false;
+            }
+            terms += term;
+        }
+        terms == bands.terms && acct.cash * E8 + terms >= ZERO
+    }
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,225 @@
+//! `clearing_native`: the clearing engine's core in Rust, behind the same contract as the
+//! pure-Python `clearing.engine` (which stays the reference). Python keeps the edges that
+//! are rare and wordy: decoding inputs the fast parser is unsure of, and the text of
+//! reject details; this crate does the per-input work.
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+mod engine;
+mod json_in;
+mod ledger;
+mod num;
+mod snapshot;
+mod state;
+
+use engine::Engine;
+use json_in::{parse_input, FillIn, Input};
+
+/// `Core.apply` returned this: the fast parser was unsure; decode in Python and call
+/// `apply_parsed` (or `skip` for a reject). No seq was consumed.
+const DEFER: i64 = 0;
+
+#[pyclass(module = "clearing_native")]
+struct Core {
+    engine: Engine,
+    /// Set while an input is being applied: still set afterwards only if that input
+    /// panicked (an arithmetic overflow) half-way, and then the state is not trusted.
+    busy: bool,
+}
+
+#[pymethods]
+impl Core {
+    #[new]
+    fn new() -> Self {
+        Core { engine: Engine::new(), busy: false }
+    }
+
+    /// True: mark moves check every holder (the full-scan baseline) instead of the index.
+    #[getter]
+    fn get_scan(&self) -> bool {
+        self.engine.scan
+    }
+
+    #[setter]
+    fn set_scan(&mut self, scan: bool) {
+        self.engine.scan = scan;
+    }
+
+    /// Inputs applied so far (rejects included).
+    #[getter]
+    fn seq(&self) -> u64 {
+        self.engine.seq
+    }
+
+    /// Apply one raw input. Returns None (applied, no outputs), a list of output events as
+    /// JSON bytes, a refusal code 4..9 (an index into REJECT_REASONS; seq consumed, state
+    /// untouched) or 0 (DEFER: not parsed here, nothing consumed).
+    fn apply(&mut self, py: Python<'_>, raw: &[u8]) -> PyResult<PyObject> {
+        self.guard()?;
+        match parse_input(raw) {
+            None => Ok(DEFER.into_pyobject(py)?.into_any().unbind()),
+            Some(input) => self.run(py, &input),
+        }
+    }
+
+    /// Apply an input Python decoded and validated (a `Parsed*` tuple's fields), with the
+    /// same results as `apply`.
+    fn apply_parsed(&mut self, py: Python<'_>, kind: &str, fields: &Bound<'_, PyTuple>) -> PyResult<PyObject> {
+        self.guard()?;
+        let s = |i: usize| -> PyResult<String> { fields.get_item(i)?.extract() };
+        let n = |i: usize| -> PyResult<i128> { fields.get_item(i)?.extract() };
+        let levels = |i: usize| -> PyResult<Vec<(i128, i128)>> { fields.get_item(i)?.extract() };
+        match kind {
+            "fill" => {
+                let (fill_id, market, buyer, seller) = (s(0)?, s(1)?, s(4)?, s(5)?);
+                let fill = FillIn {
+                    fill_id: &fill_id,
+                    market: &market,
+                    price_e8: n(2)?,
+                    qty_e8: n(3)?,
+                    buyer: &buyer,
+                    seller: &seller,
+                    buyer_fee_e8: n(6)?,
+                    seller_fee_e8: n(7)?,
+                };
+                self.run(py, &Input::Fill(fill))
+            }
+            "oracle" => {
+                let market = s(0)?;
+                self.run(py, &Input::Oracle { market: &market, price_e8: n(1)? })
+            }
+            "deposit" | "withdraw" => {
+                let account = s(0)?;
+                let amount_e8 = n(1)?;
+                let input = if kind == "deposit" {
+                    Input::Deposit { account: &account, amount_e8 }
+                } else {
+                    Input::Withdraw { account: &account, amount_e8 }
+                };
+                self.run(py, &input)
+            }
+            "book" => {
+                let market = s(0)?;
+                self.run(py, &Input::Book { market: &market, bids: levels(1)?, asks: levels(2)? })
+            }
+            "market" => {
+                let market = s(0)?;
+                let max_oracle_move_e8: Option<i128> = fields.get_item(4)?.extract()?;
+                let input = Input::Market {
+                    market: &market,
+                    imr_e8: n(1)?,
+                    mmr_e8: n(2)?,
+                    liq_fee_e8: n(3)?,
+                    max_oracle_move_e8,
+                };
+                self.run(py, &input)
+            }
+            _ => Err(PyValueError::new_err(format!("unknown input kind {kind:?}"))),
+        }
+    }
+
+    /// Count the seq of an input that Python rejected while decoding it.
+    fn skip(&mut self) -> PyResult<()> {
+        self.guard()?;
+        self.engine.seq += 1;
+        Ok(())
+    }
+
+    /// None if both SPEC invariants hold, else what is wrong.
+    fn invariant_error(&self) -> Option<String> {
+        self.engine.ledger.check_invariants().err()
+    }
+
+    /// None if the liquidation index could miss no account, else what is wrong.
+    fn index_error(&self) -> Option<String> {
+        self.engine.ledger.check_index().err()
+    }
+
+    /// The SPEC §8 state as canonical JSON bytes.
+    fn state_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &state::state_json(&self.engine))
+    }
+
+    /// The snapshot document: byte-identical to `clearing.engine.persist.dump_state`.
+    fn dump_state<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let bytes = py.allow_threads(|| snapshot::encode_state(&state::to_doc(&self.engine)));
+        PyBytes::new(py, &bytes)
+    }
+
+    /// Rebuild a core from `dump_state` bytes (either core's).
+    #[staticmethod]
+    fn load_state(py: Python<'_>, data: &[u8]) -> PyResult<Core> {
+        let engine = py
+            .allow_threads(|| snapshot::decode_state(data).and_then(|doc| state::from_doc(doc)))
+            .map_err(PyValueError::new_err)?;
+        Ok(Core { engine, busy: false })
+    }
+
+    /// Figures for metrics and reports: (accounts, positions, fund equity e16 as a decimal
+    /// string, [(market, long open interest e8 as a decimal string, mark e8 or None)]).
+    fn summary(&self) -> (usize, usize, String, Vec<(String, String, Option<String>)>) {
+        state::summary(&self.engine)
+    }
+
+    /// One account's cash (e16) and positions (market, qty e8, K e16), as decimal strings.
+    fn account(&self, id: &str) -> Option<(String, Vec<(String, String, String)>)> {
+        state::account_view(&self.engine, id)
+    }
+}
+
+impl Core {
+    fn guard(&self) -> PyResult<()> {
+        if self.busy {
+            return Err(PyRuntimeError::new_err(
+                "the native engine stopped half-way through an input (an arithmetic overflow \
+                 past 256 bits); its state can no longer be trusted: restart from the journal",
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, py: Python<'_>, input: &Input<'_>) -> PyResult<PyObject> {
+        self.busy = true;
+        self.engine.seq += 1;
+        let mut out = Vec::new();
+        let result = self.engine.apply(input, &mut out);
+        self.busy = false;
+        match result {
+            Ok(()) if out.is_empty() => Ok(py.None()),
+            Ok(()) => Ok(PyList::new(py, out.iter().map(|event| PyBytes::new(py, event)))?.into_any().unbind()),
+            Err(refusal) => Ok((refusal as i64).into_pyobject(py)?.into_any().unbind()),
+        }
+    }
+}
+
+/// The fast parser's verdict on one raw input, for tests: None, or the fields of the
+/// equivalent `Parsed*` tuple after the input type.
+#[pyfunction]
+fn parse<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<PyObject> {
+    let Some(input) = parse_input(raw) else { return Ok(py.None()) };
+    let tuple = match input {
+        Input::Fill(f) => (
+            "fill", f.fill_id, f.market, f.price_e8, f.qty_e8, f.buyer, f.seller, f.buyer_fee_e8, f.seller_fee_e8,
+        )
+            .into_pyobject(py)?
+            .into_any(),
+        Input::Oracle { market, price_e8 } => ("oracle", market, price_e8).into_pyobject(py)?.into_any(),
+        Input::Deposit { account, amount_e8 } => ("deposit", account, amount_e8).into_pyobject(py)?.into_any(),
+        Input::Withdraw { account, amount_e8 } => ("withdraw", account, amount_e8).into_pyobject(py)?.into_any(),
+        Input::Book { market, bids, asks } => ("book", market, bids, asks).into_pyobject(py)?.into_any(),
+        Input::Market { market, imr_e8, mmr_e8, liq_fee_e8, max_oracle_move_e8 } => {
+            ("market", market, imr_e8, mmr_e8, liq_fee_e8, max_oracle_move_e8).into_pyobject(py)?.into_any()
+        }
+    };
+    Ok(tuple.unbind())
+}
+
+#[pymodule]
+fn clearing_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Core>()?;
+    m.add_function(wrap_pyfunction!(parse, m)?)?;
+    m.add("DEFER", DEFER)?;
+    Ok(())
+}
