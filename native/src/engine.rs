@@ -36,7 +36,7 @@ pub struct Engine {
 struct Candidate {
     equity: Int,
     maintenance: Int,
-    id: Box<str>,
+    id: compact_str::CompactString,
     push: u64,
     account: u32,
 }
@@ -151,7 +151,7 @@ impl Engine {
         }
         let ledger = &mut self.ledger;
         let amount = amount_e8 * CASH_PER_E8;
-        let Some(&account) = ledger.account_ids.get(id) else { return Err(Refusal::InsufficientCash) };
+        let Some(account) = ledger.account_handle(id) else { return Err(Refusal::InsufficientCash) };
         if amount > ledger.accounts[account as usize].cash {
             return Err(Refusal::InsufficientCash);
         }
@@ -273,7 +273,7 @@ impl Engine {
         let acct = &mut ledger.accounts[account as usize];
         let Some(at) = acct.positions.iter().position(|p| p.market == market) else {
             let k = if acct.is_system { ZERO } else { -dq * price };
-            acct.positions.push(crate::ledger::Position { market, qty: dq, k });
+            acct.push_position(crate::ledger::Position { market, qty: dq, k });
             ledger.markets[market as usize].holders.insert(account);
             return;
         };
@@ -351,8 +351,9 @@ impl Engine {
     /// Settle every checked account that is bankrupt or liquidatable, in SPEC §4 order.
     fn resolve(&mut self, checked: Vec<u32>, bankrupt_market: Option<u32>, out: &mut Vec<Vec<u8>>) {
         let mut candidates: Vec<u32> = Vec::with_capacity(checked.len());
+        let mut unique = rustc_hash::FxHashSet::default();
         for account in checked {
-            if !self.ledger.accounts[account as usize].is_system && !candidates.contains(&account) {
+            if !self.ledger.accounts[account as usize].is_system && unique.insert(account) {
                 candidates.push(account);
             }
         }

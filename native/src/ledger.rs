@@ -4,7 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use compact_str::CompactString;
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
+
 
 use crate::num::{clamp_mark, floor_div, int, Int, E8, ZERO};
 
@@ -36,7 +39,7 @@ pub struct Band {
     pub term: Int,
 }
 
-/// Where the index holds a one-position account: its market, side, and clamped bound.
+/// Where the index holds a one-position account: its market, side, and index key.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Threshold {
     pub market: u32,
@@ -44,22 +47,80 @@ pub struct Threshold {
     pub key: i128,
 }
 
+/// An index key: the (clamped) mark in the high bits, the account handle in the low 32,
+/// so the sorted sets hold single 16-byte integers ordered by mark, then handle.
+#[inline]
+pub fn index_key(mark: Int, handle: u32) -> i128 {
+    (clamp_mark(mark) << 32) | handle as i128
+}
+
+/// The first key of any account at `mark` (a clamped or in-range mark).
+#[inline]
+fn mark_floor(mark: i128) -> i128 {
+    mark << 32
+}
+
+#[inline]
+fn key_handle(key: i128) -> u32 {
+    key as u32 // the low 32 bits
+}
+
+#[inline]
+pub fn hash_id(id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(id)
+}
+
 pub struct Bands {
     pub edges: Vec<Band>,
     pub terms: Int,
 }
 
+/// One account. Laid out for a million of them: the index entry is three plain fields
+/// rather than an Option of a struct, and bands live behind a pointer.
 pub struct Account {
-    pub id: Box<str>,
     pub cash: Int,
-    pub positions: Vec<Position>,
-    pub is_system: bool,
-    pub threshold: Option<Threshold>,
+    /// The index key of a one-position account (valid when `threshold_side` != 0).
+    threshold_key: i128,
+    /// Short ids (up to 24 bytes) are stored inline: no heap block per account.
+    pub id: CompactString,
+    /// Inline room for one position, the common case: no heap block for it either.
+    pub positions: SmallVec<[Position; 1]>,
     /// Only accounts holding two or more markets have bands; boxed so the others pay 8 bytes.
     pub bands: Option<Box<Bands>>,
+    threshold_market: u32,
+    /// 0: in no threshold list; 1: in its market's long list; 2: in the short list.
+    threshold_side: u8,
+    pub is_system: bool,
 }
 
 impl Account {
+    #[inline]
+    pub fn threshold(&self) -> Option<Threshold> {
+        match self.threshold_side {
+            0 => None,
+            side => Some(Threshold { market: self.threshold_market, is_long: side == 1, key: self.threshold_key }),
+        }
+    }
+
+    #[inline]
+    fn store_threshold(&mut self, threshold: Option<Threshold>) {
+        match threshold {
+            None => self.threshold_side = 0,
+            Some(t) => {
+                self.threshold_side = if t.is_long { 1 } else { 2 };
+                self.threshold_market = t.market;
+                self.threshold_key = t.key;
+            }
+        }
+    }
+
+    /// Open a position (the caller keeps holders exact).
+    #[inline]
+    pub fn push_position(&mut self, position: Position) {
+        self.positions.push(position);
+    }
+
     #[inline]
     pub fn position(&self, market: u32) -> Option<&Position> {
         self.positions.iter().find(|p| p.market == market)
@@ -103,7 +164,7 @@ impl OrderBook {
     }
 }
 
-pub type Keys = BTreeSet<(i128, u32)>;
+pub type Keys = BTreeSet<i128>;
 
 pub struct Market {
     pub id: Box<str>,
@@ -155,10 +216,10 @@ impl Market {
     pub fn liquidation_candidates(&self, mark: Int) -> (Vec<u32>, Vec<u32>) {
         let mark = clamp_mark(mark);
         let mut liquidatable: Vec<u32> =
-            self.long_thresholds.range((mark, 0)..).map(|&(_, h)| h).collect();
-        liquidatable.extend(self.short_thresholds.range(..(mark + 1, 0)).map(|&(_, h)| h));
-        let mut crossed: Vec<u32> = self.band_low.range((mark + 1, 0)..).map(|&(_, h)| h).collect();
-        crossed.extend(self.band_high.range(..(mark, 0)).map(|&(_, h)| h));
+            self.long_thresholds.range(mark_floor(mark)..).map(|&k| key_handle(k)).collect();
+        liquidatable.extend(self.short_thresholds.range(..mark_floor(mark + 1)).map(|&k| key_handle(k)));
+        let mut crossed: Vec<u32> = self.band_low.range(mark_floor(mark + 1)..).map(|&k| key_handle(k)).collect();
+        crossed.extend(self.band_high.range(..mark_floor(mark)).map(|&k| key_handle(k)));
         crossed.sort_unstable();
         crossed.dedup();
         (liquidatable, crossed)
@@ -167,7 +228,8 @@ impl Market {
 
 pub struct Ledger {
     pub accounts: Vec<Account>,
-    pub account_ids: FxHashMap<Box<str>, u32>,
+    /// Account handles by id; the ids themselves live once, in `accounts`.
+    pub account_ids: hashbrown::HashTable<u32>,
     pub markets: Vec<Market>,
     pub market_ids: FxHashMap<Box<str>, u32>,
     pub fill_ids: FxHashSet<Box<str>>,
@@ -180,7 +242,7 @@ pub fn threshold(cash: Int, qty: Int, mmr: Int) -> Int {
     if qty > ZERO {
         let slope = qty * (E8 - mmr);
         if slope == ZERO {
-            return if cash < ZERO { int(10).pow(40) } else { ZERO };
+            return if cash < ZERO { Int(ethnum::I256::new(10).pow(40)) } else { ZERO };
         }
         return -floor_div(scaled, slope) - int(1);
     }
@@ -212,7 +274,7 @@ impl Ledger {
     pub fn new() -> Self {
         let mut ledger = Ledger {
             accounts: Vec::new(),
-            account_ids: FxHashMap::default(),
+            account_ids: hashbrown::HashTable::new(),
             markets: Vec::new(),
             market_ids: FxHashMap::default(),
             fill_ids: FxHashSet::default(),
@@ -226,20 +288,31 @@ impl Ledger {
 
     /// The handle of the account with this id, created on first use.
     pub fn account(&mut self, id: &str) -> u32 {
-        if let Some(&handle) = self.account_ids.get(id) {
+        let hash = hash_id(id);
+        let accounts = &self.accounts;
+        if let Some(&handle) = self.account_ids.find(hash, |&h| &*accounts[h as usize].id == id) {
             return handle;
         }
-        let handle = self.accounts.len() as u32;
+        let handle = u32::try_from(self.accounts.len()).expect("at most 2^32 accounts");
         self.accounts.push(Account {
-            id: id.into(),
             cash: ZERO,
-            positions: Vec::new(),
-            is_system: is_system_id(id),
-            threshold: None,
+            threshold_key: 0,
+            id: id.into(),
+            positions: SmallVec::new(),
             bands: None,
+            threshold_market: 0,
+            threshold_side: 0,
+            is_system: is_system_id(id),
         });
-        self.account_ids.insert(id.into(), handle);
+        let accounts = &self.accounts;
+        self.account_ids.insert_unique(hash, handle, |&h| hash_id(&accounts[h as usize].id));
         handle
+    }
+
+    /// The handle of an existing account.
+    pub fn account_handle(&self, id: &str) -> Option<u32> {
+        let accounts = &self.accounts;
+        self.account_ids.find(hash_id(id), |&h| &*accounts[h as usize].id == id).copied()
     }
 
     pub fn market_index(&self, id: &str) -> Option<u32> {
@@ -263,7 +336,7 @@ impl Ledger {
                 acct.positions[at].k = k;
             }
             None => {
-                acct.positions.push(Position { market, qty, k });
+                acct.push_position(Position { market, qty, k });
                 self.markets[market as usize].holders.insert(account);
             }
         }
@@ -325,7 +398,7 @@ impl Ledger {
             }
             return self.index_single(account);
         }
-        if acct.threshold.is_some() {
+        if acct.threshold_side != 0 {
             self.set_threshold(account, None);
         }
         if count == 0 {
@@ -437,9 +510,9 @@ impl Ledger {
         let market = &self.markets[position.market as usize];
         let qty = position.qty;
         let bound = threshold(acct.cash, qty, market.mmr);
-        let wanted = Threshold { market: position.market, is_long: qty > ZERO, key: clamp_mark(bound) };
+        let wanted = Threshold { market: position.market, is_long: qty > ZERO, key: index_key(bound, account) };
         let mark = market.mark();
-        if acct.threshold != Some(wanted) {
+        if acct.threshold() != Some(wanted) {
             self.set_threshold(account, Some(wanted));
         }
         if qty > ZERO {
@@ -450,29 +523,29 @@ impl Ledger {
     }
 
     fn set_threshold(&mut self, account: u32, wanted: Option<Threshold>) {
-        if let Some(old) = self.accounts[account as usize].threshold {
+        if let Some(old) = self.accounts[account as usize].threshold() {
             let market = &mut self.markets[old.market as usize];
             let list = if old.is_long { &mut market.long_thresholds } else { &mut market.short_thresholds };
-            list.remove(&(old.key, account));
+            list.remove(&old.key);
         }
         if let Some(new) = wanted {
             let market = &mut self.markets[new.market as usize];
             let list = if new.is_long { &mut market.long_thresholds } else { &mut market.short_thresholds };
-            list.insert((new.key, account));
+            list.insert(new.key);
         }
-        self.accounts[account as usize].threshold = wanted;
+        self.accounts[account as usize].store_threshold(wanted);
     }
 
     fn remove_band_key(&mut self, account: u32, band: &Band) {
         let market = &mut self.markets[band.market as usize];
         let keys = if band.is_long { &mut market.band_low } else { &mut market.band_high };
-        keys.remove(&(clamp_mark(band.edge), account));
+        keys.remove(&index_key(band.edge, account));
     }
 
     fn add_band_key(&mut self, account: u32, band: &Band) {
         let market = &mut self.markets[band.market as usize];
         let keys = if band.is_long { &mut market.band_low } else { &mut market.band_high };
-        keys.insert((clamp_mark(band.edge), account));
+        keys.insert(index_key(band.edge, account));
     }
 
     fn drop_bands(&mut self, account: u32) {
@@ -639,16 +712,16 @@ impl Ledger {
             if acct.positions.len() == 1 {
                 let p = &acct.positions[0];
                 let market = &self.markets[p.market as usize];
-                let key = clamp_mark(threshold(acct.cash, p.qty, market.mmr));
+                let key = index_key(threshold(acct.cash, p.qty, market.mmr), handle);
                 let wanted = Threshold { market: p.market, is_long: p.qty > ZERO, key };
-                if acct.threshold != Some(wanted) || acct.bands.is_some() {
+                if acct.threshold() != Some(wanted) || acct.bands.is_some() {
                     return Err(format!("liquidation index entry of {} is stale", acct.id));
                 }
                 let list = if wanted.is_long { &market.long_thresholds } else { &market.short_thresholds };
-                if !list.contains(&(key, handle)) {
+                if !list.contains(&key) {
                     return Err(format!("threshold of {} is not indexed", acct.id));
                 }
-            } else if acct.threshold.is_some() {
+            } else if acct.threshold_side != 0 {
                 return Err(format!("{} has a stray threshold entry", acct.id));
             }
             if acct.positions.len() > 1 {
@@ -658,7 +731,7 @@ impl Ledger {
                 for band in &acct.bands.as_ref().unwrap().edges {
                     let market = &self.markets[band.market as usize];
                     let keys = if band.is_long { &market.band_low } else { &market.band_high };
-                    if !keys.contains(&(clamp_mark(band.edge), handle)) {
+                    if !keys.contains(&index_key(band.edge, handle)) {
                         return Err(format!("safety edge of {} is not indexed", acct.id));
                     }
                 }

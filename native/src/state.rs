@@ -4,7 +4,7 @@
 use crate::engine::Engine;
 use crate::json_in::write_json_str;
 use crate::ledger::{Ledger, Market, FUND};
-use crate::num::{write_e16, write_e8, ZERO};
+use crate::num::{write_e16, write_e8, Int, ZERO};
 use crate::snapshot::{AccountDoc, MarketDoc, PositionDoc, StateDoc, STATE_FORMAT_VERSION};
 
 fn sorted_accounts(ledger: &Ledger) -> Vec<u32> {
@@ -76,10 +76,10 @@ pub fn to_doc(engine: &Engine) -> StateDoc {
             let mut positions: Vec<PositionDoc> = acct
                 .positions
                 .iter()
-                .map(|p| PositionDoc { market: ledger.markets[p.market as usize].id.to_string(), qty_e8: p.qty, k_e16: p.k })
+                .map(|p| PositionDoc { market: ledger.markets[p.market as usize].id.to_string(), qty_e8: p.qty.0, k_e16: p.k.0 })
                 .collect();
             positions.sort_unstable_by(|a, b| a.market.cmp(&b.market));
-            AccountDoc { id: acct.id.to_string(), cash_e16: acct.cash, positions }
+            AccountDoc { id: acct.id.to_string(), cash_e16: acct.cash.0, positions }
         })
         .collect();
     let markets = sorted_markets(ledger)
@@ -88,15 +88,15 @@ pub fn to_doc(engine: &Engine) -> StateDoc {
             let m = &ledger.markets[handle as usize];
             MarketDoc {
                 id: m.id.to_string(),
-                imr_e8: m.imr,
-                mmr_e8: m.mmr,
-                liq_fee_e8: m.liq_fee,
-                max_oracle_move_e8: m.max_move,
-                mark_e8: m.mark,
+                imr_e8: m.imr.0,
+                mmr_e8: m.mmr.0,
+                liq_fee_e8: m.liq_fee.0,
+                max_oracle_move_e8: m.max_move.map(|v| v.0),
+                mark_e8: m.mark.map(|v| v.0),
                 oracle_seen: m.oracle_seen,
-                held_e8: m.held,
-                bids: m.book.bids.iter().map(|(key, qty)| (-*key, *qty)).collect(),
-                asks: m.book.asks.iter().map(|(price, qty)| (*price, *qty)).collect(),
+                held_e8: m.held.map(|v| v.0),
+                bids: m.book.bids.iter().map(|(key, qty)| ((-*key).0, qty.0)).collect(),
+                asks: m.book.asks.iter().map(|(price, qty)| (price.0, qty.0)).collect(),
             }
         })
         .collect();
@@ -105,7 +105,7 @@ pub fn to_doc(engine: &Engine) -> StateDoc {
     StateDoc {
         version: STATE_FORMAT_VERSION,
         seq: engine.seq,
-        net_deposits_e16: ledger.net_deposits,
+        net_deposits_e16: ledger.net_deposits.0,
         accounts,
         markets,
         fill_ids,
@@ -119,20 +119,21 @@ pub fn from_doc(doc: StateDoc) -> Result<Engine, String> {
     let mut engine = Engine::new();
     engine.seq = doc.seq;
     let ledger = &mut engine.ledger;
-    ledger.net_deposits = doc.net_deposits_e16;
+    ledger.net_deposits = Int(doc.net_deposits_e16);
     for rec in doc.markets {
         if ledger.market_ids.contains_key(rec.id.as_str()) {
             return Err(format!("not an engine state: market {:?} listed twice", rec.id));
         }
-        let mut market = Market::new(&rec.id, rec.imr_e8, rec.mmr_e8, rec.liq_fee_e8, rec.max_oracle_move_e8);
-        market.mark = rec.mark_e8;
+        let mut market =
+            Market::new(&rec.id, Int(rec.imr_e8), Int(rec.mmr_e8), Int(rec.liq_fee_e8), rec.max_oracle_move_e8.map(Int));
+        market.mark = rec.mark_e8.map(Int);
         market.oracle_seen = rec.oracle_seen;
-        market.held = rec.held_e8;
+        market.held = rec.held_e8.map(Int);
         for (price, qty) in rec.bids {
-            market.book.bids.insert(-price, qty);
+            market.book.bids.insert(-Int(price), Int(qty));
         }
         for (price, qty) in rec.asks {
-            market.book.asks.insert(price, qty);
+            market.book.asks.insert(Int(price), Int(qty));
         }
         let index = ledger.markets.len() as u32;
         ledger.market_ids.insert(rec.id.as_str().into(), index);
@@ -140,15 +141,15 @@ pub fn from_doc(doc: StateDoc) -> Result<Engine, String> {
     }
     for rec in doc.accounts {
         let handle = ledger.account(&rec.id);
-        ledger.accounts[handle as usize].cash = rec.cash_e16;
+        ledger.accounts[handle as usize].cash = Int(rec.cash_e16);
         for pos in rec.positions {
             let Some(market) = ledger.market_index(&pos.market) else {
                 return Err(format!("not an engine state: position in unknown market {:?}", pos.market));
             };
-            if pos.qty_e8 == ZERO || ledger.markets[market as usize].mark.is_none() {
+            if pos.qty_e8 == ethnum::I256::ZERO || ledger.markets[market as usize].mark.is_none() {
                 return Err(format!("not an engine state: bad position of {:?} in {:?}", rec.id, pos.market));
             }
-            ledger.set_position(handle, market, pos.qty_e8, pos.k_e16);
+            ledger.set_position(handle, market, Int(pos.qty_e8), Int(pos.k_e16));
         }
     }
     ledger.fill_ids.reserve(doc.fill_ids.len());
@@ -193,7 +194,7 @@ pub fn summary(engine: &Engine) -> (usize, usize, String, Vec<MarketFigures>) {
 /// One account's cash (e16) and positions (market, qty e8, K e16), as decimal strings.
 pub fn account_view(engine: &Engine, id: &str) -> Option<(String, Vec<(String, String, String)>)> {
     let ledger = &engine.ledger;
-    let handle = *ledger.account_ids.get(id)?;
+    let handle = ledger.account_handle(id)?;
     let acct = &ledger.accounts[handle as usize];
     let mut positions: Vec<(String, String, String)> = acct
         .positions
