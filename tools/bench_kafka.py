@@ -133,6 +133,7 @@ async def run(args: argparse.Namespace) -> int:
             http={"listen": f"127.0.0.1:{port}"},
             topics={"events_partitions": args.events_partitions},
             log={"json": True, "level": "INFO"},
+            engine={"core": args.core},
         )  # fmt: skip
         config = load_config(str(path), environ={})
         assert not (await create_topics(config)).problems
@@ -143,7 +144,8 @@ async def run(args: argparse.Namespace) -> int:
         assert len(acked) == args.events
         emit("produce", {"events": args.events, "seconds": round(produce_s, 2),
                          "events_per_s": round(args.events / produce_s)})  # fmt: skip
-        emit("daemon_config", {"batch.max_records": args.max_records,
+        emit("daemon_config", {"engine.core": args.core,
+                               "batch.max_records": args.max_records,
                                "batch.max_bytes": args.max_bytes,
                                "input_partitions": args.input_partitions,
                                "events_partitions": args.events_partitions,
@@ -225,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
     parser.add_argument("--broker-heap", default="1g")
     parser.add_argument("--profile", action="store_true", help="run the daemon under cProfile")
+    parser.add_argument(
+        "--core", choices=("auto", "native", "python"), default="auto", help="engine.core"
+    )
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep", action="store_true")
     return asyncio.run(run(parser.parse_args(argv)))

@@ -163,6 +163,13 @@ class NativeEngine:
             raise RuntimeError("the native engine core is not installed (pip install ./native)")
         return cls(_native.Core.load_state(data))
 
+    def figures(self) -> dict[str, Any]:
+        """The ledger figures the metrics export, from one native pass: accounts (system
+        ones included), fund cash and equity, fee pool and bad-debt cash (e16 ints),
+        markets as (id, long open interest e8, mark e8 or None, tick held), traders with a
+        position and how many of them are below initial margin."""
+        return self._core.figures()  # type: ignore[no-any-return]
+
     def summary(self) -> tuple[int, int, str, list[tuple[str, str, str | None]]]:
         """(accounts, positions, fund equity e16, [(market, long OI e8, mark e8)])."""
         return self._core.summary()  # type: ignore[no-any-return]

@@ -88,10 +88,23 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from itertools import starmap
 
 import crc32c
 import msgspec
+
+# clearing_native.scan_frames(buf, offset, end, seq, prev_hash, stop_seq, max_records,
+# max_bytes) -> (records, next_offset, next_seq, last_hash, problem); see ``iter_frames``.
+_ScanFrames = Callable[
+    [bytes, int, int, int, bytes, int, int, int],
+    tuple[list[tuple[int, str, bytes, bytes, bytes]], int, int, bytes, bool],
+]
+_native_scan_frames: _ScanFrames | None
+try:  # the compiled extension (`pip install ./native`); the Python loop is the fallback
+    from clearing_native import scan_frames as _native_scan_frames
+except ImportError:  # pragma: no cover - exercised only where it is not installed
+    _native_scan_frames = None
 
 __all__ = [
     "FRAME_HEADER_BYTES",
@@ -125,6 +138,13 @@ _LEN_MASK = 0xFFFFFFFF
 _SEG_NAME_RE = re.compile(r"^(\d{20})\.seg$")
 
 _HASH_LENGTHS = struct.Struct(">QIII")  # seq, len(source), len(payload), len(outputs)
+
+# Records per native scan call: enough to amortise the call, few enough that the batch's
+# objects and bytes stay in cache until consumed (4096 measured ~1.5x slower than 1024);
+# and a byte bound, so a batch of large records cannot hold much memory at once.
+_NATIVE_BATCH = 1024
+_NATIVE_BATCH_BYTES = 1 << 20
+_U64_MAX = (1 << 64) - 1
 
 
 class Record(msgspec.Struct, array_like=True, gc=False, frozen=True):
@@ -269,7 +289,9 @@ def iter_frames(
     raises ``BadFrame`` at the first problem.
 
     This is the hot loop of replay: one unpack, one CRC, one decode and one hash per
-    record, no syscalls.
+    record, no syscalls.  When ``clearing_native`` is available its ``scan_frames``
+    runs it in batches; it only tells good frames from bad ones, and the Python code
+    below still reads (and classifies) every frame it refuses.
     """
     off = SEGMENT_HEADER_BYTES
     seq = first_seq
@@ -299,7 +321,19 @@ def iter_frames(
     magic_version = _FRAME_MAGIC_VERSION
     mask = _LEN_MASK
     stop = stop_seq if stop_seq is not None else 1 << 64
+    # The native scan reads ``buf`` through the buffer protocol; keep odd inputs on the
+    # Python path, whose behaviour is the reference.
+    native = _native_scan_frames if end <= len(buf) and type(prev) is bytes else None
     while off < end and seq <= stop:
+        if native is not None and 0 <= seq <= _U64_MAX:
+            batch, off, seq, prev, problem = native(
+                buf, off, end, seq, prev, min(stop, _U64_MAX), _NATIVE_BATCH, _NATIVE_BATCH_BYTES
+            )
+            yield from starmap(Record, batch)
+            if not problem:
+                continue
+            # The frame at ``off`` failed a native check: read it below, which raises
+            # the classified BadFrame (or yields it, for an encoding only msgspec takes).
         if end - off < hdr:
             _frame_at(buf, off, end)  # raises with the right classification
         mv, body_len, body_len_check, body_crc = unpack_frame(buf, off)

@@ -49,6 +49,7 @@ from aiokafka.errors import (
 
 from clearing.engine import Engine, InvariantViolation
 from clearing.engine.events import Clawback
+from clearing.engine.native import account_count
 from clearing.engine.persist import dump_state
 from clearing.heap import HeapSettler, settle_heap
 from clearing.journal import JournalError
@@ -769,7 +770,7 @@ class Daemon:
                     journal_hash,
                     journal_offset,
                     positions,
-                    len(state.ledger.accounts),
+                    account_count(state),
                 )
 
             # Next attempt only after another snapshot.every_inputs, even if this one fails.
@@ -995,7 +996,7 @@ class Daemon:
                     self._chain.head_hash,
                     self._journal_offset,
                     dict(self._positions),
-                    len(engine.ledger.accounts),
+                    account_count(engine),
                 )
         except OSError as exc:
             # Snapshots only shorten recovery; the journal is the ledger. Keep serving.

@@ -151,6 +151,7 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
             reader.read,
             reader.hash_at,
             on_record=on_record,
+            core=config.engine.core,
         )
         if result.engine.seq != reader.last_seq:
             raise RecoveryError(

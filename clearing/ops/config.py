@@ -198,6 +198,21 @@ class LimitsConfig(_Section):
             )
 
 
+class EngineConfig(_Section):
+    # native: the Rust core (pip install ./native); python: the reference core; auto:
+    # native when installed. Both give the same outputs, state and snapshots.
+    core: Literal["auto", "native", "python"] = "auto"
+
+    def __post_init__(self) -> None:
+        from clearing.engine.native import native_available
+
+        if self.core == "native" and not native_available():
+            raise ValueError(
+                "core = 'native' but the native engine core is not installed: build it with "
+                "`pip install ./native` (needs a Rust toolchain), or set core = 'auto'"
+            )
+
+
 class SnapshotConfig(_Section):
     dir: str | None = None  # None or "": no snapshots (recovery replays the whole journal)
     every_inputs: PositiveInt = 1_000_000
@@ -229,6 +244,7 @@ class Config(_Section):
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)

@@ -22,6 +22,7 @@ from clearing.engine.native import NativeEngine, account_count
 from clearing.engine.persist import dump_state
 from clearing.heap import HeapSettler, settle_heap
 from clearing.journal import Journal, LocalJournal, Record, hash_at
+from clearing.journal._scan import ScanMode
 from clearing.sequencer._recovery import RecoveryResult, join_outputs, recover
 from clearing.snapshot import prune, write_snapshot
 
@@ -71,11 +72,18 @@ class Sequencer:
         *,
         fsync: str = "batch",
         core: str = "python",
+        scan_mode: ScanMode = "full",
         **options: int,
     ) -> tuple[Sequencer, RecoveryResult]:
         """Open (or create) a local journal, recover the engine on the named core
-        ("python", "native" or "auto"), and return a sequencer."""
-        journal = LocalJournal(journal_dir, fsync=fsync)  # type: ignore[arg-type]
+        ("python", "native" or "auto"), and return a sequencer.
+
+        ``scan_mode="full"`` verifies every record of the journal before recovery;
+        ``"tail"`` checks the earlier segments' headers only and verifies the last
+        segment, the records recovery replays and the chain hash the snapshot was taken
+        at: a faster restart that leaves the full check to ``clearing journal verify``.
+        """
+        journal = LocalJournal(journal_dir, fsync=fsync, scan_mode=scan_mode)  # type: ignore[arg-type]
         try:
             result = recover(
                 snapshot_dir,

@@ -232,7 +232,8 @@ pub struct Ledger {
     pub account_ids: hashbrown::HashTable<u32>,
     pub markets: Vec<Market>,
     pub market_ids: FxHashMap<Box<str>, u32>,
-    pub fill_ids: FxHashSet<Box<str>>,
+    /// Applied fill ids; short ones inline (no heap block per fill).
+    pub fill_ids: FxHashSet<CompactString>,
     pub net_deposits: Int,
 }
 

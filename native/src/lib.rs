@@ -5,9 +5,10 @@
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 mod engine;
+mod journal;
 mod json_in;
 mod ledger;
 mod num;
@@ -163,6 +164,42 @@ impl Core {
         state::summary(&self.engine)
     }
 
+    /// The ledger figures the metrics export, in one pass (see `state::Figures`); money
+    /// as Python ints in the engine's units (e16 cash, e8 quantities and marks).
+    fn figures<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let f = state::figures(&self.engine);
+        let big = |value: num::Int| -> PyResult<PyObject> { big_int(py, value) };
+        let out = PyDict::new(py);
+        out.set_item("accounts", f.accounts)?;
+        out.set_item("fund_cash_e16", big(f.fund_cash)?)?;
+        out.set_item("fund_equity_e16", big(f.fund_equity)?)?;
+        out.set_item("fee_pool_cash_e16", big(f.fee_pool_cash)?)?;
+        out.set_item("bad_debt_cash_e16", big(f.bad_debt_cash)?)?;
+        let markets = PyList::empty(py);
+        for (id, long_oi, mark, held) in f.markets {
+            let mark = match mark {
+                Some(value) => big(value)?,
+                None => py.None(),
+            };
+            markets.append((id, big(long_oi)?, mark, held))?;
+        }
+        out.set_item("markets", markets)?;
+        out.set_item("traders", f.traders)?;
+        out.set_item("below_im", f.below_im)?;
+        Ok(out)
+    }
+
+    /// Tests only: add `delta_e16` (a decimal string) to an existing account's cash
+    /// without a matching deposit, breaking the cash invariant on purpose so the checks
+    /// that must catch it can be tested. Nothing in the product calls it.
+    fn debug_break_cash(&mut self, id: &str, delta_e16: &str) -> PyResult<()> {
+        let delta: num::Int = delta_e16.parse().map_err(|_| PyValueError::new_err("not an integer"))?;
+        let ledger = &mut self.engine.ledger;
+        let handle = ledger.account_handle(id).ok_or_else(|| PyValueError::new_err("no such account"))?;
+        ledger.accounts[handle as usize].cash += delta;
+        Ok(())
+    }
+
     /// One account's cash (e16) and positions (market, qty e8, K e16), as decimal strings.
     fn account(&self, id: &str) -> Option<(String, Vec<(String, String, String)>)> {
         state::account_view(&self.engine, id)
@@ -194,6 +231,12 @@ impl Core {
     }
 }
 
+/// A 256-bit amount as a Python int (through its decimal text: exact at any size).
+fn big_int(py: Python<'_>, value: num::Int) -> PyResult<PyObject> {
+    let int_type = py.get_type::<pyo3::types::PyInt>();
+    Ok(int_type.call1((value.to_string(),))?.unbind())
+}
+
 /// The fast parser's verdict on one raw input, for tests: None, or the fields of the
 /// equivalent `Parsed*` tuple after the input type.
 #[pyfunction]
@@ -220,6 +263,7 @@ fn parse<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<PyObject> {
 fn clearing_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_function(wrap_pyfunction!(parse, m)?)?;
+    m.add_function(wrap_pyfunction!(journal::scan_frames, m)?)?;
     m.add("DEFER", DEFER)?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Views of the native ledger: the SPEC §8 state JSON, the snapshot document (both ways),
 //! and the figures metrics and reports read.
 
+use compact_str::CompactString;
+
 use crate::engine::Engine;
 use crate::json_in::write_json_str;
 use crate::ledger::{Ledger, Market, FUND};
@@ -154,7 +156,7 @@ pub fn from_doc(doc: StateDoc) -> Result<Engine, String> {
     }
     ledger.fill_ids.reserve(doc.fill_ids.len());
     for id in doc.fill_ids {
-        ledger.fill_ids.insert(id.into_boxed_str());
+        ledger.fill_ids.insert(CompactString::from(id));
     }
     ledger.build_index();
     Ok(engine)
@@ -203,4 +205,57 @@ pub fn account_view(engine: &Engine, id: &str) -> Option<(String, Vec<(String, S
         .collect();
     positions.sort_unstable();
     Some((acct.cash.to_string(), positions))
+}
+
+/// What the metrics read off the ledger, in one O(positions) pass: the figures
+/// `clearing.ops.metrics.Metrics.update_ledger` computes from the Python ledger.
+pub struct Figures {
+    pub accounts: usize,
+    pub fund_cash: Int,
+    pub fund_equity: Int,
+    pub fee_pool_cash: Int,
+    pub bad_debt_cash: Int,
+    /// Per market in id order: id, long open interest e8, mark e8, a tick held back.
+    pub markets: Vec<(String, Int, Option<Int>, bool)>,
+    /// Non-system accounts holding a position, and those of them below initial margin.
+    pub traders: usize,
+    pub below_im: usize,
+}
+
+pub fn figures(engine: &Engine) -> Figures {
+    let ledger = &engine.ledger;
+    let mut long_oi = vec![ZERO; ledger.markets.len()];
+    let mut traders = 0;
+    let mut below_im = 0;
+    for (handle, acct) in ledger.accounts.iter().enumerate() {
+        for p in &acct.positions {
+            if p.qty > ZERO {
+                long_oi[p.market as usize] += p.qty;
+            }
+        }
+        if !acct.is_system && !acct.positions.is_empty() {
+            traders += 1;
+            let handle = handle as u32;
+            if ledger.equity(handle) * crate::num::E8 < ledger.initial_requirement(handle) {
+                below_im += 1;
+            }
+        }
+    }
+    let markets = sorted_markets(ledger)
+        .into_iter()
+        .map(|m| {
+            let market = &ledger.markets[m as usize];
+            (market.id.to_string(), long_oi[m as usize], market.mark, market.held.is_some())
+        })
+        .collect();
+    Figures {
+        accounts: ledger.accounts.len(),
+        fund_cash: ledger.accounts[FUND as usize].cash,
+        fund_equity: ledger.equity(FUND),
+        fee_pool_cash: ledger.accounts[crate::ledger::FEES as usize].cash,
+        bad_debt_cash: ledger.accounts[crate::ledger::DEBT as usize].cash,
+        markets,
+        traders,
+        below_im,
+    }
 }

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from clearing.engine import Engine, encode_output
+from clearing.engine.native import NativeEngine
 from clearing.engine.persist import dump_state, load_state
 from clearing.journal import GENESIS_HASH, Record, chain_hash
 from clearing.kafka import (
@@ -720,7 +721,10 @@ async def test_a_violation_found_by_the_background_check_stops_the_daemon(
             if not broken and list_snapshots(str(tmp_path / "snapshots")):
                 engine = run.daemon.engine
                 assert engine is not None
-                engine.ledger.fund.cash_e16 += 1
+                if isinstance(engine, NativeEngine):
+                    engine._core.debug_break_cash("insurance-fund", "1")
+                else:
+                    engine.ledger.fund.cash_e16 += 1
                 broken.append(batch_no)
 
         run = Running(config, before_commit=break_the_ledger)
