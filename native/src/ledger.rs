@@ -310,6 +310,13 @@ impl Ledger {
         handle
     }
 
+    /// Room for `additional` more accounts without growing the tables.
+    pub fn reserve_accounts(&mut self, additional: usize) {
+        self.accounts.reserve_exact(additional);
+        let accounts = &self.accounts;
+        self.account_ids.reserve(additional, |&h| hash_id(&accounts[h as usize].id));
+    }
+
     /// The handle of an existing account.
     pub fn account_handle(&self, id: &str) -> Option<u32> {
         let accounts = &self.accounts;
@@ -664,9 +671,37 @@ impl Ledger {
         (bands, terms, buffer >= ZERO)
     }
 
-    /// Index every account of a just-loaded ledger (empty index).
+    /// Index every account of a just-loaded ledger (empty index). One-position accounts'
+    /// keys are collected and each list is built in one sorted bulk load, several times
+    /// faster than a million single inserts; multi-market accounts are re-indexed after.
     pub fn build_index(&mut self) {
+        let mut longs: Vec<Vec<i128>> = vec![Vec::new(); self.markets.len()];
+        let mut shorts: Vec<Vec<i128>> = vec![Vec::new(); self.markets.len()];
+        let mut multi = Vec::new();
         for handle in 0..self.accounts.len() as u32 {
+            let acct = &self.accounts[handle as usize];
+            if acct.is_system || acct.positions.is_empty() {
+                continue;
+            }
+            if acct.positions.len() > 1 {
+                multi.push(handle);
+                continue;
+            }
+            let position = &acct.positions[0];
+            let market = position.market;
+            let bound = threshold(acct.cash, position.qty, self.markets[market as usize].mmr);
+            let wanted = Threshold { market, is_long: position.qty > ZERO, key: index_key(bound, handle) };
+            let list = if wanted.is_long { &mut longs[market as usize] } else { &mut shorts[market as usize] };
+            list.push(wanted.key);
+            self.accounts[handle as usize].store_threshold(Some(wanted));
+        }
+        for (index, market) in self.markets.iter_mut().enumerate() {
+            debug_assert!(market.long_thresholds.is_empty() && market.short_thresholds.is_empty());
+            // collect() sorts and bulk-builds the tree.
+            market.long_thresholds = std::mem::take(&mut longs[index]).into_iter().collect();
+            market.short_thresholds = std::mem::take(&mut shorts[index]).into_iter().collect();
+        }
+        for handle in multi {
             self.reindex(handle);
         }
     }
