@@ -55,6 +55,7 @@ import msgspec
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from clearing.engine import REJECT_REASONS, Engine, OutputEvent, encode_output
+from clearing.engine.native import NativeEngine, make_engine
 from clearing.engine.persist import dump_state
 
 __all__ = [
@@ -184,7 +185,7 @@ def check_outcome(case: Case, seq: int, outputs: list[OutputEvent]) -> str | Non
     return None
 
 
-def state_bytes(engine: Engine) -> bytes:
+def state_bytes(engine: Engine | NativeEngine) -> bytes:
     """``dump_state`` with the input counter set aside (a reject still consumes a seq)."""
     seq = engine.seq
     engine.seq = 0
@@ -1283,8 +1284,10 @@ def run_fuzz(
     state_check_every: int = 1,
     failures_dir: str | None = None,
     progress: Callable[[FuzzReport], None] | None = None,
+    core: str = "python",
 ) -> FuzzReport:
-    """Feed ``count`` generated inputs through the engine and check each one."""
+    """Feed ``count`` generated inputs through the engine (on the named core) and check
+    each one."""
     rng = random.Random(seed)
     report = FuzzReport()
     started = time.perf_counter()
@@ -1292,7 +1295,7 @@ def run_fuzz(
     epoch_no = 0
     while done < count:
         epoch_no += 1
-        engine = Engine()
+        engine = make_engine(core)
         model = StreamModel(rng)
         gen = HostileGenerator(rng, model)
         before: bytes | None = None  # state bytes, valid while nothing was accepted
@@ -1316,7 +1319,7 @@ def run_fuzz(
             except Exception as exc:  # a crash: record it, rebuild, go on
                 report.crashes += 1
                 _record_failure(report, failures_dir, seed, done + index, case, f"crash {exc!r}")
-                engine, before = Engine(), None
+                engine, before = make_engine(core), None
                 continue
             elapsed = time.perf_counter() - t0
             if elapsed > 0.05:
@@ -1407,6 +1410,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rss-growth-mib", type=float, default=64.0)
     parser.add_argument("--failures-dir", help="write every failing input here")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument(
+        "--core", choices=("python", "native"), default="python", help="engine core to fuzz"
+    )
     args = parser.parse_args(argv)
 
     last = [time.perf_counter()]
@@ -1429,8 +1435,9 @@ def main(argv: list[str] | None = None) -> int:
         state_check_every=args.state_check_every,
         failures_dir=args.failures_dir,
         progress=progress,
+        core=args.core,
     )
-    print(f"fuzz_inputs seed={args.seed} count={args.count}")
+    print(f"fuzz_inputs seed={args.seed} count={args.count} core={args.core}")
     print(report.summary())
     limit = int(args.max_rss_growth_mib * MIB)
     ok = report.ok(limit)

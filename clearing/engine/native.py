@@ -98,6 +98,10 @@ class NativeEngine:
         """Inputs applied so far; the next input gets seq + 1."""
         return self._core.seq  # type: ignore[no-any-return]
 
+    @seq.setter
+    def seq(self, seq: int) -> None:
+        self._core.seq = seq
+
     def apply_encoded(self, raw: bytes) -> list[bytes]:
         """Apply one raw input; its output events as JSON bytes (``encode_output`` form)."""
         result = self._core.apply(raw)

@@ -12,7 +12,7 @@ use crate::ledger::{is_system_id, Ledger, Market, BAD_DEBT, DEBT, FEES, FEE_POOL
 use crate::num::{int, round_half_even_div, write_e16, write_e8, Int, CASH_PER_E8, E16, E8, ZERO};
 
 /// Why an input was refused; the Python side turns the code into the reject event (its
-/// detail text is formatted there, once, for both cores). Values index REJECT_REASONS.
+/// detail text is formatted there, once, for both cores). REJECT_REASONS[value - 1].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     UnknownMarket = 4,

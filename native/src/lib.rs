@@ -50,12 +50,19 @@ impl Core {
 
     /// Inputs applied so far (rejects included).
     #[getter]
-    fn seq(&self) -> u64 {
+    fn get_seq(&self) -> u64 {
         self.engine.seq
     }
 
+    /// Set the input counter (tools compare states with the counter set aside, as they
+    /// do on the Python core's `Engine.seq`).
+    #[setter]
+    fn set_seq(&mut self, seq: u64) {
+        self.engine.seq = seq;
+    }
+
     /// Apply one raw input. Returns None (applied, no outputs), a list of output events as
-    /// JSON bytes, a refusal code 4..9 (an index into REJECT_REASONS; seq consumed, state
+    /// JSON bytes, a refusal code 4..9 (REJECT_REASONS[code - 1]; seq consumed, state
     /// untouched) or 0 (DEFER: not parsed here, nothing consumed).
     fn apply(&mut self, py: Python<'_>, raw: &[u8]) -> PyResult<PyObject> {
         self.guard()?;
