@@ -260,7 +260,13 @@ fn edges(parts: &[Part], share: Int, gross: Int, out: &mut Vec<Band>) {
             out.push(Band { market, is_long: true, edge: ZERO, term: ZERO });
             continue;
         }
-        let movement = floor_div(floor_div(share * weight, gross), slope);
+        // share and weight are both e24 amounts: their product passes 256 bits once
+        // buffers and notionals reach ~1e15 units, so fall back to arbitrary precision.
+        let portion = match share.checked_mul(weight) {
+            Some(product) => floor_div(product, gross),
+            None => big_floor_div(share, weight, gross),
+        };
+        let movement = floor_div(portion, slope);
         if is_long {
             let edge = mark - movement;
             out.push(Band { market, is_long: true, edge, term: edge * slope });
@@ -269,6 +275,14 @@ fn edges(parts: &[Part], share: Int, gross: Int, out: &mut Vec<Band>) {
             out.push(Band { market, is_long: false, edge, term: -edge * slope });
         }
     }
+}
+
+/// floor(a * b / c) for a, b >= 0 and c > 0, exact at any size; the result is at most
+/// `a` (b <= c here), so it fits.
+fn big_floor_div(a: Int, b: Int, c: Int) -> Int {
+    let big = |v: Int| -> num_bigint::BigInt { v.to_string().parse().expect("decimal digits") };
+    let quotient = big(a) * big(b) / big(c);
+    quotient.to_string().parse().expect("fits: at most a")
 }
 
 impl Ledger {

@@ -97,6 +97,53 @@ def test_native_matches_python_on_the_demo_crash() -> None:
         assert b'"type":"%s"' % kind in outputs, kind
 
 
+def _huge(draw: st.DrawFn, low_digits: int, high_digits: int) -> str:
+    """A positive wire decimal of low..high integer digits (up to 1e15) and 0-8 decimals."""
+    digits = draw(st.integers(low_digits, high_digits))
+    whole = draw(st.integers(10 ** (digits - 1), 10**digits - 1)) if digits else 0
+    places = draw(st.integers(0, 8))
+    frac = draw(st.integers(0, 10**places - 1)) if places else 0
+    text = f"{whole}.{frac:0{places}d}" if places else str(whole)
+    return text if text.strip("0.") else "1"
+
+
+@st.composite
+def _extreme_streams(draw: st.DrawFn) -> list[bytes]:
+    """Valid inputs at the SPEC's magnitudes (cash, prices and sizes up to 1e15): products
+    of e24 terms pass 256 bits here, where the native core must fall back, not stop."""
+    markets = ["A", "B", "C"][: draw(st.integers(1, 3))]
+    users = ["u", "v", "w", "insurance-fund"]
+    lines = [
+        {"type": "market", "market": m, "imr": "0.1", "mmr": "0.05", "liq_fee": "0.01"}
+        for m in markets
+    ]
+    for _ in range(draw(st.integers(1, 60))):
+        kind = draw(st.sampled_from(["deposit", "fill", "fill", "oracle", "book", "withdraw"]))
+        market = draw(st.sampled_from(markets))
+        if kind in ("deposit", "withdraw"):
+            amount = _huge(draw, 1, 16)
+            lines.append({"type": kind, "account": draw(st.sampled_from(users)), "amount": amount})
+        elif kind == "fill":
+            buyer, seller = draw(st.permutations(users))[:2]
+            lines.append(
+                {"type": "fill", "fill_id": str(len(lines)), "market": market,
+                 "price": _huge(draw, 1, 16), "qty": _huge(draw, 1, 16),
+                 "buyer": buyer, "seller": seller}
+            )  # fmt: skip
+        elif kind == "oracle":
+            lines.append({"type": "oracle", "market": market, "price": _huge(draw, 1, 16)})
+        else:
+            level = [_huge(draw, 1, 16), _huge(draw, 1, 16)]
+            lines.append({"type": "book", "market": market, "bids": [level], "asks": [level]})
+    return [json.dumps(line).encode() for line in lines]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_extreme_streams())
+def test_native_matches_python_at_extreme_magnitudes(lines: list[bytes]) -> None:
+    _run_both(lines)
+
+
 @pytest.mark.parametrize(
     "raw",
     [
