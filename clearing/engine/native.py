@@ -177,7 +177,3 @@ class NativeEngine:
     def summary(self) -> tuple[int, int, str, list[tuple[str, str, str | None]]]:
         """(accounts, positions, fund equity e16, [(market, long OI e8, mark e8)])."""
         return self._core.summary()  # type: ignore[no-any-return]
-
-    def account(self, account_id: str) -> tuple[str, list[tuple[str, str, str]]] | None:
-        """One account's cash e16 and (market, qty e8, K e16) positions, or None."""
-        return self._core.account(account_id)  # type: ignore[no-any-return]

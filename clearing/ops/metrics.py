@@ -539,17 +539,9 @@ class Metrics:
                 if qty_e8 > 0:
                     long_e8 += qty_e8
             holders.update(market.holders)
-            mark_e8 = market.mark_e8
-            notional_e16 = 0 if mark_e8 is None else long_e8 * mark_e8
-            total_oi_e16 += notional_e16
-            self.open_interest_base.labels(market_id).set(long_e8 / E8)
-            self.open_interest_notional_quote.labels(market_id).set(notional_e16 / E16)
-            self.mark_price_quote.labels(market_id).set(
-                math.nan if mark_e8 is None else mark_e8 / E8
+            total_oi_e16 += self._set_market_gauges(
+                market_id, long_e8, market.mark_e8, market.held_e8 is not None, now_ns
             )
-            self.oracle_held.labels(market_id).set(0 if market.held_e8 is None else 1)
-            tick_ns = self._oracle_ts_ns.get(market_id, self._started_ns)
-            self.oracle_age_seconds.labels(market_id).set(max(0, now_ns - tick_ns) / 1e9)
         if total_oi_e16 and fund_equity is not None:
             # Exact ints divided once: Python rounds int / int correctly.
             self.fund_to_oi_ratio.set(fund_equity / total_oi_e16)
@@ -562,11 +554,7 @@ class Metrics:
         traders = [account for account in holders.values() if not account.is_system]
         self.accounts_with_positions.set(len(traders))
         self._update_below_im(traders, markets)
-
-        self.engine_seq.set(engine.seq)
-        snapshot_ns = self._snapshot_ns if self._snapshot_ns is not None else self._started_ns
-        self.snapshot_age_seconds.set(max(0, now_ns - snapshot_ns) / 1e9)
-        self.ledger_update_seconds.set(time.perf_counter() - started)
+        self._finish_ledger_update(engine.seq, now_ns, started)
 
     def _update_ledger_native(self, engine: NativeEngine, now_ns: int, started: float) -> None:
         """``update_ledger`` on the native core: the same gauges from one native pass
@@ -579,22 +567,29 @@ class Metrics:
         self.bad_debt_unrecovered_quote.set(-figures["bad_debt_cash_e16"] / E16)
         total_oi_e16 = 0
         for market_id, long_e8, mark_e8, held in figures["markets"]:
-            notional_e16 = 0 if mark_e8 is None else long_e8 * mark_e8
-            total_oi_e16 += notional_e16
-            self.open_interest_base.labels(market_id).set(long_e8 / E8)
-            self.open_interest_notional_quote.labels(market_id).set(notional_e16 / E16)
-            self.mark_price_quote.labels(market_id).set(
-                math.nan if mark_e8 is None else mark_e8 / E8
-            )
-            self.oracle_held.labels(market_id).set(1 if held else 0)
-            tick_ns = self._oracle_ts_ns.get(market_id, self._started_ns)
-            self.oracle_age_seconds.labels(market_id).set(max(0, now_ns - tick_ns) / 1e9)
+            total_oi_e16 += self._set_market_gauges(market_id, long_e8, mark_e8, held, now_ns)
         self.fund_to_oi_ratio.set(fund_equity / total_oi_e16 if total_oi_e16 else math.nan)
         self.accounts.set(figures["accounts"] - len(SYSTEM_ACCOUNTS))
         self.accounts_with_positions.set(figures["traders"])
         self.accounts_below_im.set(figures["below_im"])
         self.margin_scan_accounts.set(figures["traders"])
-        self.engine_seq.set(engine.seq)
+        self._finish_ledger_update(engine.seq, now_ns, started)
+
+    def _set_market_gauges(
+        self, market_id: str, long_e8: int, mark_e8: int | None, held: bool, now_ns: int
+    ) -> int:
+        """One market's gauges (both cores); returns its long open interest notional e16."""
+        notional_e16 = 0 if mark_e8 is None else long_e8 * mark_e8
+        self.open_interest_base.labels(market_id).set(long_e8 / E8)
+        self.open_interest_notional_quote.labels(market_id).set(notional_e16 / E16)
+        self.mark_price_quote.labels(market_id).set(math.nan if mark_e8 is None else mark_e8 / E8)
+        self.oracle_held.labels(market_id).set(1 if held else 0)
+        tick_ns = self._oracle_ts_ns.get(market_id, self._started_ns)
+        self.oracle_age_seconds.labels(market_id).set(max(0, now_ns - tick_ns) / 1e9)
+        return notional_e16
+
+    def _finish_ledger_update(self, seq: int, now_ns: int, started: float) -> None:
+        self.engine_seq.set(seq)
         snapshot_ns = self._snapshot_ns if self._snapshot_ns is not None else self._started_ns
         self.snapshot_age_seconds.set(max(0, now_ns - snapshot_ns) / 1e9)
         self.ledger_update_seconds.set(time.perf_counter() - started)

@@ -9,7 +9,7 @@ use num_bigint::BigInt;
 
 use crate::json_in::{write_json_str, Input};
 use crate::ledger::{is_system_id, Ledger, Market, BAD_DEBT, DEBT, FEES, FEE_POOL, FUND};
-use crate::num::{int, round_half_even_div, write_e16, write_e8, Int, CASH_PER_E8, E16, E8, ZERO};
+use crate::num::{from_big, int, round_half_even_div, to_big as big, write_e16, write_e8, Int, CASH_PER_E8, E16, E8, ZERO};
 
 /// Why an input was refused; the Python side turns the code into the reject event (its
 /// detail text is formatted there, once, for both cores). REJECT_REASONS[value - 1].
@@ -50,13 +50,6 @@ fn compare_ratio(a: (Int, Int), b: (Int, Int)) -> Ordering {
     }
 }
 
-fn big(value: Int) -> BigInt {
-    value.to_string().parse().expect("decimal digits")
-}
-
-fn from_big(value: &BigInt) -> Int {
-    value.to_string().parse().expect("fits: at most the whole being split")
-}
 
 impl PartialEq for Candidate {
     fn eq(&self, other: &Self) -> bool {

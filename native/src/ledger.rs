@@ -9,7 +9,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 
-use crate::num::{clamp_mark, floor_div, int, Int, E8, ZERO};
+use crate::num::{clamp_mark, floor_div, from_big, int, to_big, Int, E8, ZERO};
 
 pub const INSURANCE_FUND: &str = "insurance-fund";
 pub const FEE_POOL: &str = "fee-pool";
@@ -280,9 +280,7 @@ fn edges(parts: &[Part], share: Int, gross: Int, out: &mut Vec<Band>) {
 /// floor(a * b / c) for a, b >= 0 and c > 0, exact at any size; the result is at most
 /// `a` (b <= c here), so it fits.
 fn big_floor_div(a: Int, b: Int, c: Int) -> Int {
-    let big = |v: Int| -> num_bigint::BigInt { v.to_string().parse().expect("decimal digits") };
-    let quotient = big(a) * big(b) / big(c);
-    quotient.to_string().parse().expect("fits: at most a")
+    from_big(&(to_big(a) * to_big(b) / to_big(c)))
 }
 
 impl Ledger {

@@ -207,10 +207,6 @@ impl Core {
         Ok(())
     }
 
-    /// One account's cash (e16) and positions (market, qty e8, K e16), as decimal strings.
-    fn account(&self, id: &str) -> Option<(String, Vec<(String, String, String)>)> {
-        state::account_view(&self.engine, id)
-    }
 }
 
 impl Core {

@@ -180,6 +180,16 @@ pub const CASH_PER_E8: Int = E8;
 /// The largest wire magnitude (1e15) in e8 units: no price, and so no mark, exceeds it.
 pub const MAX_WIRE_E8: i128 = 100_000_000_000_000_000_000_000;
 
+/// The value in arbitrary precision, for the rare products past 256 bits.
+pub fn to_big(value: Int) -> num_bigint::BigInt {
+    value.to_string().parse().expect("decimal digits")
+}
+
+/// Back from arbitrary precision; the caller knows the value fits 256 bits.
+pub fn from_big(value: &num_bigint::BigInt) -> Int {
+    value.to_string().parse().expect("fits 256 bits")
+}
+
 #[inline]
 pub fn int(value: i128) -> Int {
     Int(I256::new(value))

@@ -192,11 +192,7 @@ pub fn summary(engine: &Engine) -> (usize, usize, String, Vec<MarketFigures>) {
             }
         }
     }
-    let fund = &ledger.accounts[FUND as usize];
-    let mut fund_equity = fund.cash;
-    for p in &fund.positions {
-        fund_equity += p.qty * ledger.markets[p.market as usize].mark.unwrap_or(ZERO);
-    }
+    let fund_equity = ledger.equity(FUND);
     let markets = sorted_markets(ledger)
         .into_iter()
         .map(|m| {
@@ -207,19 +203,6 @@ pub fn summary(engine: &Engine) -> (usize, usize, String, Vec<MarketFigures>) {
     (ledger.accounts.len(), positions, fund_equity.to_string(), markets)
 }
 
-/// One account's cash (e16) and positions (market, qty e8, K e16), as decimal strings.
-pub fn account_view(engine: &Engine, id: &str) -> Option<(String, Vec<(String, String, String)>)> {
-    let ledger = &engine.ledger;
-    let handle = ledger.account_handle(id)?;
-    let acct = &ledger.accounts[handle as usize];
-    let mut positions: Vec<(String, String, String)> = acct
-        .positions
-        .iter()
-        .map(|p| (ledger.markets[p.market as usize].id.to_string(), p.qty.to_string(), p.k.to_string()))
-        .collect();
-    positions.sort_unstable();
-    Some((acct.cash.to_string(), positions))
-}
 
 /// What the metrics read off the ledger, in one O(positions) pass: the figures
 /// `clearing.ops.metrics.Metrics.update_ledger` computes from the Python ledger.
