@@ -3,10 +3,14 @@ every message of the batch's Kafka transaction. Pure: no I/O, no clock.
 
 Message layout (the contract with downstream consumers):
 
-* journal topic, partition 0: key = seq (ASCII decimal), value = the MessagePack
-  ``Record`` ``[seq, source, payload, outputs, chain_hash]`` exactly as in a local journal
-  frame body (``clearing.journal._format``); ``source`` = ``kafka:<topic>:<partition>:
-  <offset>``, ``outputs`` = the input's output events as JSON lines.
+* journal topic, partition 0: one message per block of consecutive records. Key = the
+  block's first seq (ASCII decimal); header ``clearing.block`` = the number of records
+  (ASCII decimal); value = a MessagePack array of ``Record`` s, each
+  ``[seq, source, payload, outputs, chain_hash]`` exactly as in a local journal frame body
+  (``clearing.journal._format``); ``source`` = ``kafka:<topic>:<partition>:<offset>``,
+  ``outputs`` = the input's output events as JSON lines. A block holds records up to
+  ``JOURNAL_BLOCK_BYTES`` of payload and outputs (a larger record is a block of its own).
+  Messages without the header are single records, the format before blocks (read still).
 * events topic: value = the exact ``encode_output`` bytes of one output event; key = its
   ``account`` (``market`` for ``oracle_held``; a reject that names neither is keyed by its
   source ``<topic>:<partition>``), so one account's events stay in one partition, in order;
@@ -27,20 +31,25 @@ from typing import Final, NamedTuple
 
 import msgspec
 
-from clearing.engine import Engine, OutputEvent, encode_output
-from clearing.engine.events import OracleHeld, Reject
+from clearing.engine import Engine, OutputEvent
+from clearing.engine.events import OracleHeld, Reject, decode_output
+from clearing.engine.native import NativeEngine
 from clearing.journal import GENESIS_HASH, Record, chain_hash
-from clearing.sequencer import encode_outputs
+from clearing.sequencer import join_outputs
 
 __all__ = [
+    "HEADER_BLOCK",
     "HEADER_INDEX",
     "HEADER_SEQ",
+    "JOURNAL_BLOCK_BYTES",
     "OVERSIZED",
     "BatchPlan",
     "InputRecord",
     "JournalChain",
     "OutMessage",
+    "decode_journal_message",
     "decode_journal_value",
+    "encode_journal_block",
     "encode_journal_value",
     "order_records",
     "parse_source",
@@ -49,6 +58,7 @@ __all__ = [
 ]
 
 HEADER_SEQ: Final = "clearing.seq"
+HEADER_BLOCK: Final = "clearing.block"
 HEADER_INDEX: Final = "clearing.index"
 HEADER_LEDGER: Final = "clearing.ledger"
 HEADER_SOURCE_TOPIC: Final = "clearing.source.topic"
@@ -60,17 +70,57 @@ OVERSIZED: Final = "oversized"
 # Header values are for people and routing; the raw input is the record's value.
 _DETAIL_MAX_CHARS: Final = 500
 
+# One journal message per this many bytes of records: one send() per block instead of
+# one per input (the per-message cost of the producer, not the bytes, set the pace).
+# Well under the journal topic's max.message.bytes and near the producer's batch size.
+JOURNAL_BLOCK_BYTES: Final = 256 * 1024
+# Per-record MessagePack framing and the 32-byte chain hash, for the block size estimate.
+_RECORD_OVERHEAD_BYTES: Final = 64
+
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(Record)
+_block_decoder = msgspec.msgpack.Decoder(list[Record])
 
 
 def encode_journal_value(record: Record) -> bytes:
+    """A single-record journal value (the format before blocks; see ``encode_journal_block``)."""
     return _record_encoder.encode(record)
 
 
 def decode_journal_value(value: bytes) -> Record:
     """Raises ``msgspec.DecodeError``/``ValidationError`` on bytes that are not a Record."""
     return _record_decoder.decode(value)
+
+
+def encode_journal_block(topic: str, records: Sequence[Record]) -> OutMessage:
+    """The journal message of ``records`` (consecutive seqs, at least one)."""
+    return OutMessage(
+        topic,
+        0,
+        str(records[0].seq).encode(),
+        _record_encoder.encode(records),
+        [(HEADER_BLOCK, str(len(records)).encode())],
+    )
+
+
+def decode_journal_message(
+    value: bytes | None, headers: Sequence[tuple[str, bytes]] | None
+) -> list[Record]:
+    """The records of one journal message, block or single record.
+
+    Raises ``msgspec.DecodeError``/``ValidationError`` on bytes that are not journal
+    records, ``ValueError`` when a block's record count differs from its header.
+    """
+    count: bytes | None = None
+    for name, header_value in headers or ():
+        if name == HEADER_BLOCK:
+            count = header_value
+    if count is None:
+        return [_record_decoder.decode(value or b"")]
+    records = _block_decoder.decode(value or b"")
+    if not count.isdigit() or int(count) != len(records) or not records:
+        raise ValueError(f"block header says {count!r} records, the value holds {len(records)}")
+    return records
 
 
 class InputRecord(NamedTuple):
@@ -185,7 +235,7 @@ def _position_headers(rec: InputRecord) -> list[tuple[str, bytes]]:
 
 
 def plan_batch(
-    engine: Engine,
+    engine: Engine | NativeEngine,
     chain: JournalChain,
     records: Iterable[InputRecord],
     *,
@@ -211,9 +261,14 @@ def plan_batch(
     oversized = rejects = 0
     last_ts_ms = 0
     ledger = ledger_id.encode()
+    block: list[Record] = []
+    block_bytes = 0
+    apply_encoded = engine.apply_encoded
+    append_record = chain.append
     for rec in records:
         offsets[rec.topic, rec.partition] = rec.offset + 1
-        last_ts_ms = max(last_ts_ms, rec.timestamp_ms)
+        if rec.timestamp_ms > last_ts_ms:
+            last_ts_ms = rec.timestamp_ms
         raw = rec.value if rec.value is not None else b""
         if len(raw) > max_message_bytes:
             # Never decoded, never sequenced: it does not exist for the engine.
@@ -234,25 +289,38 @@ def plan_batch(
                 )
             )
             continue
-        outputs = engine.apply(raw)
+        encoded = apply_encoded(raw)
         seq = engine.seq
-        seq_header = str(seq).encode()
         source = source_of(rec.topic, rec.partition, rec.offset)
-        record = chain.append(seq, source, raw, encode_outputs(outputs))
-        journal.append(OutMessage(journal_topic, 0, seq_header, encode_journal_value(record), []))
-        if outputs:
-            fallback_key = f"{rec.topic}:{rec.partition}".encode()
-        for index, event in enumerate(outputs):
+        joined = join_outputs(encoded)
+        record = append_record(seq, source, raw, joined)
+        size = len(raw) + len(joined) + len(source) + _RECORD_OVERHEAD_BYTES
+        if block and block_bytes + size > JOURNAL_BLOCK_BYTES:
+            journal.append(encode_journal_block(journal_topic, block))
+            block = []
+            block_bytes = 0
+        block.append(record)
+        block_bytes += size
+        applied.append((rec.topic, raw))
+        sources.append(source)
+        if not encoded:
+            continue
+        # Outputs are the exception (liquidations, withdrawals, rejects): decode them here
+        # for their keys, the DLQ and the metrics.
+        outputs = [decode_output(event) for event in encoded]
+        seq_header = str(seq).encode()
+        fallback_key = f"{rec.topic}:{rec.partition}".encode()
+        for index, (event, value) in enumerate(zip(outputs, encoded, strict=True)):
             events.append(
                 OutMessage(
                     events_topic,
                     None,
                     _event_key(event, fallback_key),
-                    encode_output(event),
+                    value,
                     [(HEADER_SEQ, seq_header), (HEADER_INDEX, str(index).encode())],
                 )
             )
-        if outputs and type(outputs[0]) is Reject:
+        if type(outputs[0]) is Reject:
             # A rejected input produces exactly one output, its reject (SPEC §6).
             rejects += 1
             reject = outputs[0]
@@ -271,9 +339,9 @@ def plan_batch(
                     ],
                 )
             )
-        applied.append((rec.topic, raw))
-        sources.append(source)
         outputs_all.extend(outputs)
+    if block:
+        journal.append(encode_journal_block(journal_topic, block))
     return BatchPlan(
         journal=journal,
         events=events,

@@ -1,10 +1,11 @@
 """The journal as a Kafka topic: reading it back, verified, for recovery and audit.
 
-The topic has one partition; each committed message is one ``Record`` (see ``_batch``),
-written by the daemon inside the same transaction as the record's outputs and input
-offset. Offsets are not seqs: transaction markers and aborted batches take offsets too,
-so seq -> offset is learnt from snapshots (their metadata stores the offset of their
-seq) and from reading.
+The topic has one partition; each committed message is a block of consecutive
+``Record`` s (or, written before blocks, a single one; see ``_batch``), written by the
+daemon inside the same transaction as the records' outputs and input offsets. Offsets are
+not seqs: a message holds many seqs, and transaction markers and aborted batches take
+offsets too, so seq -> offset (of the message holding it) is learnt from snapshots (their
+metadata stores the offset of their seq) and from reading.
 
 ``KafkaJournalReader`` is the read half of ``clearing.journal.Journal`` (``last_seq``,
 ``head_hash``, ``read``, ``last_record``, ``close``) plus ``hash_at``: everything
@@ -18,14 +19,14 @@ serving health checks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from clearing.journal import GENESIS_HASH, JournalError, Record, chain_hash
-from clearing.kafka._batch import decode_journal_value
+from clearing.kafka._batch import decode_journal_message
 from clearing.kafka._clients import admin_client, journal_reader_consumer
 from clearing.kafka._topics import describe_partitions
 from clearing.ops.config import Config
@@ -149,23 +150,29 @@ class KafkaJournalReader:
             for message in batches.get(self._tp, ()):
                 if message.offset >= end_offset:
                     return
-                yield message.offset, self._decode(message.offset, message.value)
+                for record in self._decode(message.offset, message.value, message.headers):
+                    yield message.offset, record
             if self._run(consumer.position(self._tp)) >= end_offset:
                 return
 
-    def _decode(self, offset: int, value: bytes | None) -> Record:
+    def _decode(
+        self, offset: int, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> list[Record]:
         try:
-            record = decode_journal_value(value or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            records = decode_journal_message(value, headers)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             raise KafkaJournalError(
                 f"journal topic {self.topic!r} offset {offset}: not a journal record ({exc})"
             ) from None
-        if len(record.chain_hash) != len(GENESIS_HASH):
-            raise KafkaJournalError(
-                f"journal topic {self.topic!r} offset {offset}: malformed chain hash"
-            )
-        self._anchors[record.seq] = offset
-        return record
+        anchors = self._anchors
+        for record in records:
+            if len(record.chain_hash) != len(GENESIS_HASH):
+                raise KafkaJournalError(
+                    f"journal topic {self.topic!r} offset {offset}: malformed chain hash "
+                    f"(seq {record.seq})"
+                )
+            anchors[record.seq] = offset
+        return records
 
     def tail(self, refresh: bool = False) -> JournalTail:
         """Where the journal ends: its newest committed record (searched back from the end)."""
@@ -210,14 +217,18 @@ class KafkaJournalReader:
         offset = self._anchors.get(seq)
         if offset is None:
             raise ValueError(f"offset of journal seq {seq} is not known")
+        seen: list[int] = []
         for found_offset, record in self._scan(offset, tail.end_offset):
-            if found_offset != offset or record.seq != seq:
-                raise ValueError(
-                    f"journal offset {offset} holds seq {record.seq} at offset "
-                    f"{found_offset}, not seq {seq}"
-                )
-            return record
-        raise ValueError(f"journal offset {offset} (seq {seq}) is past the journal's end")
+            if found_offset != offset:
+                break
+            if record.seq == seq:
+                return record
+            seen.append(record.seq)
+        else:
+            if not seen:
+                raise ValueError(f"journal offset {offset} (seq {seq}) is past the journal's end")
+        held = f"seqs {seen[0]}..{seen[-1]}" if seen else "no record"
+        raise ValueError(f"journal offset {offset} holds {held}, not seq {seq}")
 
     def hash_at(self, seq: int) -> bytes:
         """Chain hash of record ``seq`` as stored (``GENESIS_HASH`` for 0)."""
@@ -228,8 +239,9 @@ class KafkaJournalReader:
     def read(self, from_seq: int = 1, until_seq: int | None = None) -> Iterator[Record]:
         """Verified records ``from_seq..until_seq``: seqs consecutive, chain recomputed.
 
-        Starts at the beginning of the topic for ``from_seq == 1``, else right after the
-        anchored record ``from_seq - 1`` (whose stored hash starts the chain).
+        Starts at the beginning of the topic for ``from_seq == 1``, else at the message
+        holding the anchored record ``from_seq - 1`` (whose stored hash starts the chain;
+        the records before ``from_seq`` in that message are skipped).
         """
         tail = self.tail()
         stop = self.last_seq if until_seq is None else min(until_seq, self.last_seq)
@@ -239,10 +251,11 @@ class KafkaJournalReader:
             start_offset, prev = tail.begin_offset, GENESIS_HASH
         else:
             prev_record = self.record_at(from_seq - 1)
-            offset = self._anchors[from_seq - 1]
-            start_offset, prev = offset + 1, prev_record.chain_hash
+            start_offset, prev = self._anchors[from_seq - 1], prev_record.chain_hash
         expected = from_seq
         for offset, record in self._scan(start_offset, tail.end_offset):
+            if from_seq > 1 and offset == start_offset and record.seq < from_seq:
+                continue  # the anchor's own message: already verified, not asked for
             if record.seq != expected:
                 raise KafkaJournalError(self._sequence_problem(expected, record.seq, offset))
             digest = chain_hash(

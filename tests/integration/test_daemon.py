@@ -45,9 +45,11 @@ from clearing.kafka import (
     Daemon,
     InputRecord,
     JournalChain,
+    KafkaJournalError,
     KafkaJournalReader,
     create_topics,
-    decode_journal_value,
+    decode_journal_message,
+    encode_journal_block,
     encode_journal_value,
     order_records,
     plan_batch,
@@ -505,7 +507,10 @@ def test_plan_batch_orders_sequences_and_routes() -> None:
                       dlq_topic="d", ledger_id="L", max_message_bytes=90)  # fmt: skip
     assert (plan.first_seq, plan.last_seq, engine.seq) == (1, 3, 3)
     assert plan.offsets == {("adm", 0): 1, ("orc", 0): 1, ("fil", 0): 2}
-    journal = [decode_journal_value(m.value) for m in plan.journal]
+    # One block: the three sequenced inputs in one journal message, keyed by its first seq.
+    assert [(m.topic, m.partition, m.key) for m in plan.journal] == [("j", 0, b"1")]
+    assert dict(plan.journal[0].headers) == {"clearing.block": b"3"}
+    journal = decode_journal_message(plan.journal[0].value, plan.journal[0].headers)
     assert [r.source for r in journal] == ["kafka:adm:0:0", "kafka:orc:0:0", "kafka:fil:0:1"]
     prev = GENESIS_HASH
     for r in journal:
@@ -576,6 +581,81 @@ async def test_a_large_journal_record_fits_and_reads_back(
             await producer.stop()
         journal = await journal_until(config, 1)
         assert journal == [record]
+
+
+async def test_journal_blocks_and_single_records_read_as_one_verified_log(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A journal written before blocks (one record per message) and continued in blocks
+    reads back as one chain; reads can start inside a block; a block whose header
+    disagrees with its value, or whose seqs skip, is refused."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        config = await setup_ledger(tmp_path, kafka_bootstrap, "blocks")
+        chain = JournalChain()
+        records = [chain.append(i, f"test:{i}", deposit("a", "1"), b"") for i in range(1, 13)]
+        messages = [
+            (encode_journal_value(records[0]), []),
+            (encode_journal_value(records[1]), []),
+            *[
+                (m.value, m.headers)
+                for m in (
+                    encode_journal_block(config.topics.journal, records[2:9]),
+                    encode_journal_block(config.topics.journal, records[9:12]),
+                )
+            ],
+        ]
+        producer = make_producer(config)
+        await producer.start()
+        try:
+            async with producer.transaction():
+                for value, headers in messages:
+                    await producer.send(config.topics.journal, value, partition=0, headers=headers)
+        finally:
+            await producer.stop()
+        assert await journal_until(config, 12) == records
+
+        def read_from_anchor() -> tuple[dict[int, int | None], Record, list[Record]]:
+            with KafkaJournalReader(config) as reader:
+                list(reader.read())
+                offsets = {seq: reader.offset_of(seq) for seq in range(1, 13)}
+            # A fresh reader anchored mid-block, as a snapshot at seq 5 would anchor it.
+            with KafkaJournalReader(config) as fresh:
+                fresh.anchor(5, offsets[5])  # type: ignore[arg-type]
+                return offsets, fresh.record_at(5), list(fresh.read(6))
+
+        offsets, middle, tail_read = await asyncio.to_thread(read_from_anchor)
+        # Two single-record messages, then two blocks: four offsets for twelve seqs.
+        assert len(set(offsets.values())) == 4
+        assert offsets[3] == offsets[5] == offsets[9] != offsets[10] == offsets[12]
+        assert middle == records[4] and tail_read == records[5:]
+
+        # Damage: a block's header count disagrees; a block that skips a seq.
+        for name, value, headers in (
+            (
+                "count",
+                encode_journal_block(config.topics.journal, records[:3]).value,
+                [("clearing.block", b"4")],
+            ),
+            (
+                "gap",
+                encode_journal_block(config.topics.journal, [records[0], records[2]]).value,
+                [("clearing.block", b"2")],
+            ),
+        ):
+            bad = msgspec.structs.replace(
+                config, topics=msgspec.structs.replace(config.topics, journal=uniq(name))
+            )
+            assert not (await create_topics(bad)).problems
+            producer = make_producer(bad)
+            await producer.start()
+            try:
+                async with producer.transaction():
+                    await producer.send(bad.topics.journal, value, partition=0, headers=headers)
+            finally:
+                await producer.stop()
+            expected = "not a journal record" if name == "count" else "records are missing"
+            with pytest.raises(KafkaJournalError, match=expected):
+                await asyncio.to_thread(read_journal, bad)
 
 
 async def test_end_to_end_outputs_equal_replay_of_the_journal(
@@ -690,7 +770,7 @@ async def test_failed_batch_is_aborted_invisible_and_redone_exactly_once(
         assert all(int(header(r, HEADER_SEQ)) <= committed for r in visible)  # type: ignore[arg-type]
         # The aborted batch really was written: read_uncommitted sees its journal records.
         raw = await read_all(config, config.topics.journal, isolation="read_uncommitted")
-        assert max(decode_journal_value(r.value).seq for r in raw) > committed
+        assert max(decode_journal_message(r.value, r.headers)[-1].seq for r in raw) > committed
 
         rerun = Running(config)
         await rerun.wait_seq(total)
