@@ -280,9 +280,7 @@ def bench_restart(accounts: int, tail: int, core: str) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="bench-restart-"))
     try:
         journal, snaps = str(work / "journal"), str(work / "snapshots")
-        sequencer, _ = Sequencer.open_local(
-            journal, snaps, core=core, snapshot_every_inputs=10**12
-        )
+        sequencer, _ = Sequencer.open_local(journal, snaps, core=core, snapshot_every_inputs=10**12)
         batch: list[tuple[str, bytes]] = []
         for number, raw in enumerate(_one_market_population(accounts)):
             batch.append((f"bench:{number}", raw))

@@ -121,6 +121,27 @@ class NativeEngine:
             out.extend(self.apply(raw))
         return out
 
+    def finish_refusal(self, raw: bytes, code: int) -> list[bytes]:
+        """The reject of an input the core refused with ``code`` (seq already counted)."""
+        return self._apply_slow(raw, code)
+
+    def journal_run(
+        self, payloads: list[bytes], sources: list[str], start: int, prev_hash: bytes
+    ) -> tuple[int, int | None, list[bytes], bytes, list[tuple[int, list[bytes]]]]:
+        """The Kafka daemon's batch step (``clearing.kafka._batch``): apply
+        ``payloads[start:]`` in order, extending the journal chain from ``prev_hash``.
+
+        Returns ``(index, code, records, head_hash, outputs)``: the first input not done
+        (``len(payloads)`` when all are) and its verdict, ``None`` when deferred (nothing
+        applied: ``apply_encoded`` it) or a refusal code (applied: ``finish_refusal``);
+        the journal records of the inputs done, MessagePack-encoded as ``Record``; the
+        chain hash after them; ``(index, output event bytes)`` of inputs with outputs.
+        """
+        index, code, records, head_hash, outputs = self._core.journal_run(
+            payloads, sources, start, prev_hash
+        )
+        return index, (None if code == _native.DEFER else code), records, head_hash, outputs  # type: ignore[union-attr]
+
     def _apply_slow(self, raw: bytes, code: int) -> list[bytes]:
         core = self._core
         parsed = decode_input(raw)

@@ -74,8 +74,6 @@ _DETAIL_MAX_CHARS: Final = 500
 # one per input (the per-message cost of the producer, not the bytes, set the pace).
 # Well under the journal topic's max.message.bytes and near the producer's batch size.
 JOURNAL_BLOCK_BYTES: Final = 256 * 1024
-# Per-record MessagePack framing and the 32-byte chain hash, for the block size estimate.
-_RECORD_OVERHEAD_BYTES: Final = 64
 
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(Record)
@@ -94,13 +92,42 @@ def decode_journal_value(value: bytes) -> Record:
 
 def encode_journal_block(topic: str, records: Sequence[Record]) -> OutMessage:
     """The journal message of ``records`` (consecutive seqs, at least one)."""
+    return _block_message(topic, records[0].seq, [_record_encoder.encode(r) for r in records])
+
+
+def _block_message(topic: str, first_seq: int, encoded: Sequence[bytes]) -> OutMessage:
+    """A block from records already encoded: a MessagePack array is its header followed by
+    its items, so this is byte for byte ``msgspec.msgpack.encode(list_of_records)``."""
+    n = len(encoded)
+    if n < 16:
+        header = bytes((0x90 | n,))
+    elif n <= 0xFFFF:
+        header = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + n.to_bytes(4, "big")
     return OutMessage(
         topic,
         0,
-        str(records[0].seq).encode(),
-        _record_encoder.encode(records),
-        [(HEADER_BLOCK, str(len(records)).encode())],
+        str(first_seq).encode(),
+        header + b"".join(encoded),
+        [(HEADER_BLOCK, str(n).encode())],
     )
+
+
+def _blocks(topic: str, first_seq: int, encoded: Sequence[bytes]) -> list[OutMessage]:
+    """Consecutive encoded records (seqs from ``first_seq``) cut into blocks of at most
+    ``JOURNAL_BLOCK_BYTES`` (a larger record is a block of its own)."""
+    messages: list[OutMessage] = []
+    begin = size = 0
+    for i, record in enumerate(encoded):
+        n = len(record)
+        if i > begin and size + n > JOURNAL_BLOCK_BYTES:
+            messages.append(_block_message(topic, first_seq + begin, encoded[begin:i]))
+            begin, size = i, 0
+        size += n
+    if encoded:
+        messages.append(_block_message(topic, first_seq + begin, encoded[begin:]))
+    return messages
 
 
 def decode_journal_message(
@@ -234,6 +261,60 @@ def _position_headers(rec: InputRecord) -> list[tuple[str, bytes]]:
     ]
 
 
+def _journal_one(
+    engine: Engine | NativeEngine,
+    chain: JournalChain,
+    raw: bytes,
+    source: str,
+    encoded: list[bytes] | None,
+    records: list[bytes],
+    outputs: list[tuple[int, list[bytes]]],
+    index: int,
+) -> None:
+    """Journal one input on the per-input path (applied here unless ``encoded`` is given:
+    the outputs of an input the engine already applied)."""
+    if encoded is None:
+        encoded = engine.apply_encoded(raw)
+    record = chain.append(engine.seq, source, raw, join_outputs(encoded))
+    records.append(_record_encoder.encode(record))
+    if encoded:
+        outputs.append((index, encoded))
+
+
+def _journal(
+    engine: Engine | NativeEngine, chain: JournalChain, payloads: list[bytes], sources: list[str]
+) -> tuple[list[bytes], list[tuple[int, list[bytes]]]]:
+    """Apply ``payloads`` in order and extend ``chain``: each input's encoded journal
+    record, and ``(index, output event bytes)`` of each input that had outputs.
+
+    On the native core the inputs run in native batches (``NativeEngine.journal_run``);
+    an input it does not finish alone takes the per-input path, as does every input on
+    the Python core. Both write the same bytes.
+    """
+    records: list[bytes] = []
+    outputs: list[tuple[int, list[bytes]]] = []
+    if not isinstance(engine, NativeEngine):
+        for index, (raw, source) in enumerate(zip(payloads, sources, strict=True)):
+            _journal_one(engine, chain, raw, source, None, records, outputs, index)
+        return records, outputs
+    start, n = 0, len(payloads)
+    while start < n:
+        index, code, done, head_hash, run_outputs = engine.journal_run(
+            payloads, sources, start, chain.head_hash
+        )
+        records.extend(done)
+        outputs.extend(run_outputs)
+        chain.last_seq += len(done)
+        chain.head_hash = head_hash
+        if index == n:
+            break
+        raw = payloads[index]
+        encoded = None if code is None else engine.finish_refusal(raw, code)
+        _journal_one(engine, chain, raw, sources[index], encoded, records, outputs, index)
+        start = index + 1
+    return records, outputs
+
+
 def plan_batch(
     engine: Engine | NativeEngine,
     chain: JournalChain,
@@ -250,30 +331,24 @@ def plan_batch(
     The engine and chain move ahead here, before anything is written: the caller must
     commit the plan's transaction or abandon both (the daemon exits and recovers).
     """
+    if chain.last_seq != engine.seq:
+        raise ValueError(f"journal chain at seq {chain.last_seq}, engine at {engine.seq}")
     first_seq = engine.seq + 1
-    journal: list[OutMessage] = []
     events: list[OutMessage] = []
     dlq: list[OutMessage] = []
     offsets: dict[tuple[str, int], int] = {}
-    applied: list[tuple[str, bytes]] = []
-    sources: list[str] = []
-    outputs_all: list[OutputEvent] = []
+    sequenced: list[InputRecord] = []
     oversized = rejects = 0
     last_ts_ms = 0
     ledger = ledger_id.encode()
-    block: list[Record] = []
-    block_bytes = 0
-    apply_encoded = engine.apply_encoded
-    append_record = chain.append
     for rec in records:
         offsets[rec.topic, rec.partition] = rec.offset + 1
         if rec.timestamp_ms > last_ts_ms:
             last_ts_ms = rec.timestamp_ms
-        raw = rec.value if rec.value is not None else b""
-        if len(raw) > max_message_bytes:
+        if rec.value is not None and len(rec.value) > max_message_bytes:
             # Never decoded, never sequenced: it does not exist for the engine.
             oversized += 1
-            detail = f"{len(raw)} bytes exceeds max_message_bytes {max_message_bytes}"
+            detail = f"{len(rec.value)} bytes exceeds max_message_bytes {max_message_bytes}"
             dlq.append(
                 OutMessage(
                     dlq_topic,
@@ -289,35 +364,26 @@ def plan_batch(
                 )
             )
             continue
-        encoded = apply_encoded(raw)
-        seq = engine.seq
-        source = source_of(rec.topic, rec.partition, rec.offset)
-        joined = join_outputs(encoded)
-        record = append_record(seq, source, raw, joined)
-        size = len(raw) + len(joined) + len(source) + _RECORD_OVERHEAD_BYTES
-        if block and block_bytes + size > JOURNAL_BLOCK_BYTES:
-            journal.append(encode_journal_block(journal_topic, block))
-            block = []
-            block_bytes = 0
-        block.append(record)
-        block_bytes += size
-        applied.append((rec.topic, raw))
-        sources.append(source)
-        if not encoded:
-            continue
-        # Outputs are the exception (liquidations, withdrawals, rejects): decode them here
-        # for their keys, the DLQ and the metrics.
+        sequenced.append(rec)
+    payloads = [rec.value if rec.value is not None else b"" for rec in sequenced]
+    sources = [source_of(rec.topic, rec.partition, rec.offset) for rec in sequenced]
+    encoded_records, outputs_at = _journal(engine, chain, payloads, sources)
+    outputs_all: list[OutputEvent] = []
+    # Outputs are the exception (liquidations, withdrawals, rejects): decoded here for
+    # their keys, the DLQ and the metrics.
+    for index, encoded in outputs_at:
+        rec = sequenced[index]
         outputs = [decode_output(event) for event in encoded]
-        seq_header = str(seq).encode()
+        seq_header = str(first_seq + index).encode()
         fallback_key = f"{rec.topic}:{rec.partition}".encode()
-        for index, (event, value) in enumerate(zip(outputs, encoded, strict=True)):
+        for position, (event, value) in enumerate(zip(outputs, encoded, strict=True)):
             events.append(
                 OutMessage(
                     events_topic,
                     None,
                     _event_key(event, fallback_key),
                     value,
-                    [(HEADER_SEQ, seq_header), (HEADER_INDEX, str(index).encode())],
+                    [(HEADER_SEQ, seq_header), (HEADER_INDEX, str(position).encode())],
                 )
             )
         if type(outputs[0]) is Reject:
@@ -340,17 +406,15 @@ def plan_batch(
                 )
             )
         outputs_all.extend(outputs)
-    if block:
-        journal.append(encode_journal_block(journal_topic, block))
     return BatchPlan(
-        journal=journal,
+        journal=_blocks(journal_topic, first_seq, encoded_records),
         events=events,
         dlq=dlq,
         offsets=offsets,
         first_seq=first_seq,
         last_seq=engine.seq,
         head_hash=chain.head_hash,
-        applied=applied,
+        applied=[(rec.topic, raw) for rec, raw in zip(sequenced, payloads, strict=True)],
         sources=sources,
         outputs=outputs_all,
         oversized=oversized,

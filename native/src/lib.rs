@@ -7,6 +7,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
+mod block;
 mod engine;
 mod journal;
 mod json_in;
@@ -59,6 +60,79 @@ impl Core {
     #[setter]
     fn set_seq(&mut self, seq: u64) {
         self.engine.seq = seq;
+    }
+
+    /// The Kafka daemon's batch step (`block.rs`): apply `payloads[start:]` in order as
+    /// `apply` does, extend the journal chain from `prev_hash` (`sources[i]` is input i's
+    /// journal source) and write each input's journal record as msgspec writes `Record`,
+    /// back to back. Stops before an input this core does not finish alone.
+    ///
+    /// Returns `(next, code, records, head_hash, outputs)`: `next` = index of the first
+    /// input not done here (`len(payloads)` when all are), `code` = its verdict (`DEFER`:
+    /// nothing applied; 4..9: refused, seq counted, Python writes the reject; -1 when all
+    /// are done), the encoded records (one bytes each), the chain hash after the last of
+    /// them, and `(index, [event JSON bytes])` for each input with outputs.
+    #[allow(clippy::type_complexity)]
+    fn journal_run<'py>(
+        &mut self,
+        py: Python<'py>,
+        payloads: &Bound<'py, PyList>,
+        sources: &Bound<'py, PyList>,
+        start: usize,
+        prev_hash: &[u8],
+    ) -> PyResult<(usize, i64, Bound<'py, PyList>, Bound<'py, PyBytes>, Bound<'py, PyList>)> {
+        self.guard()?;
+        let n = payloads.len();
+        if sources.len() != n || start > n {
+            return Err(PyValueError::new_err(format!(
+                "journal_run: {n} payloads, {} sources, start {start}",
+                sources.len()
+            )));
+        }
+        let prev: [u8; 32] =
+            prev_hash.try_into().map_err(|_| PyValueError::new_err("journal_run: prev_hash must be 32 bytes"))?;
+        let mut items: Vec<(Bound<'py, PyBytes>, Bound<'py, pyo3::types::PyString>)> = Vec::with_capacity(n - start);
+        let mut size = 0usize;
+        for i in start..n {
+            let payload = payloads.get_item(i)?.downcast_into::<PyBytes>()?;
+            let source = sources.get_item(i)?.downcast_into::<pyo3::types::PyString>()?;
+            size += payload.as_bytes().len() + 64;
+            items.push((payload, source));
+        }
+        let mut texts: Vec<&str> = Vec::with_capacity(items.len());
+        for (_, source) in &items {
+            texts.push(source.to_str()?);
+        }
+        // A panic leaves `busy` set: the batch is abandoned and later calls are refused.
+        self.busy = true;
+        let run = block::apply_run(
+            &mut self.engine,
+            items.iter().zip(&texts).map(|((payload, _), text)| (payload.as_bytes(), text.as_bytes())),
+            start,
+            prev,
+            size,
+        );
+        self.busy = false;
+        let (next, code) = match run.stop {
+            block::Stop::Done => (n, -1),
+            block::Stop::Deferred(i) => (i, DEFER),
+            block::Stop::Refused(i, code) => (i, code),
+        };
+        let outputs = PyList::empty(py);
+        for (index, events) in &run.outputs {
+            let events = PyList::new(py, events.iter().map(|event| PyBytes::new(py, event)))?;
+            outputs.append((index, events))?;
+        }
+        let mut begin = 0;
+        let records = PyList::new(
+            py,
+            run.ends.iter().map(|&end| {
+                let record = PyBytes::new(py, &run.records[begin..end]);
+                begin = end;
+                record
+            }),
+        )?;
+        Ok((next, code, records, PyBytes::new(py, &run.head_hash), outputs))
     }
 
     /// Apply one raw input. Returns None (applied, no outputs), a list of output events as

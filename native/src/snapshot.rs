@@ -155,7 +155,7 @@ fn as_i64(v: I256) -> Option<i64> {
 }
 
 #[inline]
-fn put_uint(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn put_uint(out: &mut Vec<u8>, v: u64) {
     if v < 0x80 {
         out.push(v as u8);
     } else if v <= 0xff {
@@ -274,7 +274,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 #[inline]
-fn put_str_bytes(out: &mut Vec<u8>, s: &[u8]) {
+pub(crate) fn put_str_bytes(out: &mut Vec<u8>, s: &[u8]) {
     let n = s.len();
     if n < 32 {
         out.push(0xa0 | n as u8);

@@ -43,9 +43,10 @@ def _run_both(lines: list[bytes], check_every: bool = True) -> tuple[Engine, Nat
         if check_every:
             native.check_invariants()
     assert native.seq == python.seq
-    assert native.state_json() == json.dumps(
-        python.state(), ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    assert (
+        native.state_json()
+        == json.dumps(python.state(), ensure_ascii=False, separators=(",", ":")).encode()
+    )
     assert native.dump_state() == dump_state(python)
     native.check_invariants()
     return python, native
