@@ -107,17 +107,29 @@ def breakdown(m: dict[str, float], seconds: float) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a live process so far (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return round(ticks / os.sysconf("SC_CLK_TCK"), 2)
+
+
 async def run(args: argparse.Namespace) -> int:
     broker = None
     bootstrap = args.bootstrap
     if bootstrap is None:
-        broker = kafka_local.LocalKafka(heap=args.broker_heap)
+        broker = kafka_local.LocalKafka(heap=args.broker_heap, full_jit=args.broker_jit == "full")
         await asyncio.to_thread(broker.start)
         bootstrap = broker.bootstrap
         props = broker.server_properties()
         emit("broker", {
             "version": broker.version, "heap": args.broker_heap,
-            "jvm": "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 (tools/kafka_local.py)",
+            "jvm": " ".join(broker.jvm_flags) + " (tools/kafka_local.py)",
             **{k: props[k] for k in ("num.network.threads", "num.io.threads",
                                       "min.insync.replicas", "default.replication.factor")},
             "log.flush": "Kafka default (no fsync per message; page cache)",
@@ -157,6 +169,8 @@ async def run(args: argparse.Namespace) -> int:
             cmd += ["-m", "cProfile", "-o", str(prof)]
         cmd += ["-m", "clearing.cli", "run", "--config", str(path)]
         log_path = work / "daemon.log"
+        broker_pid = broker.proc.pid if broker is not None and broker.proc else None
+        broker_cpu_before = cpu_seconds(broker_pid)
         with open(log_path, "wb") as log:
             started = time.perf_counter()
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log,
@@ -175,6 +189,8 @@ async def run(args: argparse.Namespace) -> int:
                             break
                     await asyncio.sleep(0.25)
                 done_s = time.perf_counter() - started
+                daemon_cpu = cpu_seconds(proc.pid)
+                broker_cpu = cpu_seconds(broker_pid)
                 last_seq = await asyncio.to_thread(journal_last_seq, config)
                 metrics = await asyncio.to_thread(scrape, port)
                 proc.send_signal(signal.SIGTERM)
@@ -190,6 +206,12 @@ async def run(args: argparse.Namespace) -> int:
             "events_per_s_after_ready": round(args.events / (done_s - (ready_s or 0))),
             "profiled": args.profile, "exit": code,
             "breakdown": breakdown(metrics, done_s),
+            # CPU seconds used while the daemon ran (2 cores here): how far each side is
+            # from being the bottleneck.
+            "daemon_cpu_s": daemon_cpu,
+            "broker_cpu_s": (round(broker_cpu - broker_cpu_before, 2)
+                             if broker_cpu is not None and broker_cpu_before is not None
+                             else None),
         }  # fmt: skip
         emit("daemon_end_to_end", result)
         if args.profile and prof.exists():
@@ -226,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-partitions", type=int, default=3)
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
     parser.add_argument("--broker-heap", default="1g")
+    parser.add_argument(
+        "--broker-jit",
+        choices=("full", "c1"),
+        default="c1",
+        help="the broker JVM's JIT: full (as in production) or C1-only (the tests' fast start)",
+    )
     parser.add_argument("--profile", action="store_true", help="run the daemon under cProfile")
     parser.add_argument(
         "--core", choices=("auto", "native", "python"), default="auto", help="engine.core"

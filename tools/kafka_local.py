@@ -359,10 +359,13 @@ class LocalKafka:
         die_with_parent: bool = True,
         sasl_plain_users: Mapping[str, str] | None = None,
         sasl_port: int | None = None,
+        full_jit: bool = False,
     ) -> None:
         """``sasl_plain_users`` ({user: password}) adds a second listener on
         ``sasl_port`` (``sasl_bootstrap``) that requires SASL/PLAIN over plaintext; the
-        PLAINTEXT listener (``bootstrap``, probes, inter-broker) stays as it is."""
+        PLAINTEXT listener (``bootstrap``, probes, inter-broker) stays as it is.
+        ``full_jit``: the JVM's optimising compiler too (throughput benchmarks), instead
+        of the C1-only JIT that starts fastest (tests)."""
         self.version = version or default_version()
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
@@ -370,6 +373,7 @@ class LocalKafka:
         self.dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="clearing-kafka-"))
         self.dir = self.dir.resolve()
         self.heap = heap
+        self.full_jit = full_jit
         self.overrides = dict(overrides or {})
         self.start_timeout = start_timeout
         self.die_with_parent = die_with_parent
@@ -469,15 +473,19 @@ class LocalKafka:
         (self.dir / "log4j.properties").write_text(LOG4J1_PROPERTIES)
         return cfg
 
+    @property
+    def jvm_flags(self) -> list[str]:
+        """The JVM's GC and JIT flags (benchmarks report them)."""
+        # Small box (2 cores): the serial GC uses the least CPU; the C1-only JIT starts
+        # fastest, which is what tests need; benchmarks ask for the full JIT.
+        return ["-XX:+UseSerialGC"] + ([] if self.full_jit else ["-XX:TieredStopAtLevel=1"])
+
     def _jvm_cmd(self, libs: Path, main: str, *args: str) -> list[str]:
         return [
             _java(),
             f"-Xmx{self.heap}",
             "-Xms64m",
-            # Small box (2 cores): serial GC and C1-only JIT start faster and use less CPU
-            # than Kafka's production G1 flags; throughput is irrelevant for tests.
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
+            *self.jvm_flags,
             "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={self.log_dir}",
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",

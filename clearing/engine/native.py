@@ -83,6 +83,10 @@ def account_count(engine: Engine | NativeEngine) -> int:
     return len(engine.ledger.accounts)
 
 
+# ``journal_run``'s input type bytes; 0: not known (an input applied through Python).
+INPUT_KINDS: Final = (None, "market", "deposit", "withdraw", "fill", "oracle", "book")
+
+
 class NativeEngine:
     """The clearing engine on the native core. Feed it raw inputs in order."""
 
@@ -127,7 +131,7 @@ class NativeEngine:
 
     def journal_run(
         self, payloads: list[bytes], sources: list[str], start: int, prev_hash: bytes
-    ) -> tuple[int, int | None, list[bytes], bytes, list[tuple[int, list[bytes]]]]:
+    ) -> tuple[int, int | None, list[bytes], bytes, list[tuple[int, list[bytes]]], bytes]:
         """The Kafka daemon's batch step (``clearing.kafka._batch``): apply
         ``payloads[start:]`` in order, extending the journal chain from ``prev_hash``.
 
@@ -135,12 +139,14 @@ class NativeEngine:
         (``len(payloads)`` when all are) and its verdict, ``None`` when deferred (nothing
         applied: ``apply_encoded`` it) or a refusal code (applied: ``finish_refusal``);
         the journal records of the inputs done, MessagePack-encoded as ``Record``; the
-        chain hash after them; ``(index, output event bytes)`` of inputs with outputs.
+        chain hash after them; ``(index, output event bytes)`` of inputs with outputs;
+        each record's input type, one byte each (``INPUT_KINDS``).
         """
-        index, code, records, head_hash, outputs = self._core.journal_run(
+        index, code, records, head_hash, outputs, kinds = self._core.journal_run(
             payloads, sources, start, prev_hash
         )
-        return index, (None if code == _native.DEFER else code), records, head_hash, outputs  # type: ignore[union-attr]
+        deferred = code == _native.DEFER  # type: ignore[union-attr]
+        return index, (None if deferred else code), records, head_hash, outputs, kinds
 
     def _apply_slow(self, raw: bytes, code: int) -> list[bytes]:
         core = self._core

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 import msgspec
 
@@ -44,6 +44,7 @@ __all__ = [
     "JOURNAL_BLOCK_BYTES",
     "OVERSIZED",
     "BatchPlan",
+    "Consumed",
     "InputRecord",
     "JournalChain",
     "OutMessage",
@@ -151,14 +152,34 @@ def decode_journal_message(
 
 
 class InputRecord(NamedTuple):
-    """A consumed input record, reduced to what sequencing needs."""
+    """A consumed input record, reduced to what sequencing needs. aiokafka's
+    ``ConsumerRecord`` has the same fields (and more), so the daemon passes those as
+    they come instead of copying each."""
 
     topic: str
     partition: int
     offset: int
-    timestamp_ms: int
+    timestamp: int  # milliseconds since the epoch (Kafka's record timestamp)
     key: bytes | None
     value: bytes | None
+
+
+class Consumed(Protocol):
+    """What sequencing reads of a consumed record: ``InputRecord`` or aiokafka's
+    ``ConsumerRecord``."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 class OutMessage(NamedTuple):
@@ -206,21 +227,25 @@ class JournalChain:
 
 
 def order_records(
-    batch: Mapping[tuple[str, int], Sequence[InputRecord]], topic_rank: Mapping[str, int]
-) -> list[InputRecord]:
+    batch: Mapping[tuple[str, int], Sequence[Consumed]], topic_rank: Mapping[str, int]
+) -> list[Consumed]:
     """The batch's records in sequencing order.
 
     Each partition keeps its offset order; partitions are merged by (timestamp, topic
     rank, partition), so inputs produced close together on different topics interleave
     roughly as they were produced and ties break the same way every time.
     """
-    ordered_parts = [batch[tp] for tp in sorted(batch, key=lambda tp: (topic_rank[tp[0]], tp))]
-    return list(
-        heapq.merge(
-            *ordered_parts,
-            key=lambda r: (r.timestamp_ms, topic_rank[r.topic], r.partition),
-        )
-    )
+    parts = [batch[tp] for tp in sorted(batch, key=lambda tp: (topic_rank[tp[0]], tp)) if batch[tp]]
+    if len(parts) <= 1:
+        return list(parts[0]) if parts else []
+    # Keys as plain tuples (compared in C) rather than a key function called per step;
+    # the offset makes every key unique, so records themselves are never compared.
+    keyed = [
+        [(r.timestamp, rank, r.partition, r.offset, r) for r in part]
+        for part in parts
+        for rank in (topic_rank[part[0].topic],)
+    ]
+    return [item[4] for item in heapq.merge(*keyed)]
 
 
 class BatchPlan(msgspec.Struct, gc=False):
@@ -235,6 +260,7 @@ class BatchPlan(msgspec.Struct, gc=False):
     last_seq: int
     head_hash: bytes
     applied: list[tuple[str, bytes]]  # (topic, raw) in seq order, for metrics
+    kinds: bytes  # each applied input's type (INPUT_KINDS), 0 if not known: for metrics
     sources: list[str]  # journal source of each applied input, in seq order, for logs
     outputs: list[OutputEvent]
     oversized: int
@@ -252,7 +278,7 @@ def _event_key(event: OutputEvent, fallback: bytes) -> bytes:
     return fallback
 
 
-def _position_headers(rec: InputRecord) -> list[tuple[str, bytes]]:
+def _position_headers(rec: Consumed) -> list[tuple[str, bytes]]:
     """Where a dead-lettered input came from (built only for DLQ records)."""
     return [
         (HEADER_SOURCE_TOPIC, rec.topic.encode()),
@@ -283,9 +309,10 @@ def _journal_one(
 
 def _journal(
     engine: Engine | NativeEngine, chain: JournalChain, payloads: list[bytes], sources: list[str]
-) -> tuple[list[bytes], list[tuple[int, list[bytes]]]]:
+) -> tuple[list[bytes], list[tuple[int, list[bytes]]], bytes]:
     """Apply ``payloads`` in order and extend ``chain``: each input's encoded journal
-    record, and ``(index, output event bytes)`` of each input that had outputs.
+    record, ``(index, output event bytes)`` of each input that had outputs, and each
+    input's type as a byte (``INPUT_KINDS``; 0 where the native core did not apply it).
 
     On the native core the inputs run in native batches (``NativeEngine.journal_run``);
     an input it does not finish alone takes the per-input path, as does every input on
@@ -296,12 +323,14 @@ def _journal(
     if not isinstance(engine, NativeEngine):
         for index, (raw, source) in enumerate(zip(payloads, sources, strict=True)):
             _journal_one(engine, chain, raw, source, None, records, outputs, index)
-        return records, outputs
+        return records, outputs, bytes(len(payloads))
+    kinds = bytearray()
     start, n = 0, len(payloads)
     while start < n:
-        index, code, done, head_hash, run_outputs = engine.journal_run(
+        index, code, done, head_hash, run_outputs, run_kinds = engine.journal_run(
             payloads, sources, start, chain.head_hash
         )
+        kinds += run_kinds
         records.extend(done)
         outputs.extend(run_outputs)
         chain.last_seq += len(done)
@@ -311,14 +340,15 @@ def _journal(
         raw = payloads[index]
         encoded = None if code is None else engine.finish_refusal(raw, code)
         _journal_one(engine, chain, raw, sources[index], encoded, records, outputs, index)
+        kinds.append(0)
         start = index + 1
-    return records, outputs
+    return records, outputs, bytes(kinds)
 
 
 def plan_batch(
     engine: Engine | NativeEngine,
     chain: JournalChain,
-    records: Iterable[InputRecord],
+    records: Iterable[Consumed],
     *,
     journal_topic: str,
     events_topic: str,
@@ -337,14 +367,14 @@ def plan_batch(
     events: list[OutMessage] = []
     dlq: list[OutMessage] = []
     offsets: dict[tuple[str, int], int] = {}
-    sequenced: list[InputRecord] = []
+    sequenced: list[Consumed] = []
     oversized = rejects = 0
     last_ts_ms = 0
     ledger = ledger_id.encode()
     for rec in records:
         offsets[rec.topic, rec.partition] = rec.offset + 1
-        if rec.timestamp_ms > last_ts_ms:
-            last_ts_ms = rec.timestamp_ms
+        if rec.timestamp > last_ts_ms:
+            last_ts_ms = rec.timestamp
         if rec.value is not None and len(rec.value) > max_message_bytes:
             # Never decoded, never sequenced: it does not exist for the engine.
             oversized += 1
@@ -367,7 +397,7 @@ def plan_batch(
         sequenced.append(rec)
     payloads = [rec.value if rec.value is not None else b"" for rec in sequenced]
     sources = [source_of(rec.topic, rec.partition, rec.offset) for rec in sequenced]
-    encoded_records, outputs_at = _journal(engine, chain, payloads, sources)
+    encoded_records, outputs_at, kinds = _journal(engine, chain, payloads, sources)
     outputs_all: list[OutputEvent] = []
     # Outputs are the exception (liquidations, withdrawals, rejects): decoded here for
     # their keys, the DLQ and the metrics.
@@ -415,6 +445,7 @@ def plan_batch(
         last_seq=engine.seq,
         head_hash=chain.head_hash,
         applied=[(rec.topic, raw) for rec, raw in zip(sequenced, payloads, strict=True)],
+        kinds=kinds,
         sources=sources,
         outputs=outputs_all,
         oversized=oversized,

@@ -57,7 +57,7 @@ from clearing.kafka._background import BackgroundJob, start_background_job
 from clearing.kafka._batch import (
     HEADER_SOURCE_TOPIC,
     BatchPlan,
-    InputRecord,
+    Consumed,
     JournalChain,
     order_records,
     plan_batch,
@@ -607,17 +607,12 @@ class Daemon:
         lost = {tp: (offset, log_start.get(tp)) for tp, offset in positions.items()}
         return self._truncated_inputs(lost)
 
-    def _take(self, data: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> list[InputRecord]:
+    def _take(self, data: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> list[Consumed]:
         """The batch in sequencing order, cut at ``batch.max_bytes``; the rest is re-read."""
         consumer = self._consumer
         assert consumer is not None
-        by_tp = {
-            (tp.topic, tp.partition): [
-                InputRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
-                for r in records
-            ]
-            for tp, records in data.items()
-            if records
+        by_tp: dict[tuple[str, int], Sequence[Consumed]] = {
+            (tp.topic, tp.partition): records for tp, records in data.items() if records
         }
         ordered = order_records(by_tp, self._rank)
         max_bytes = self.config.batch.max_bytes
@@ -639,7 +634,7 @@ class Daemon:
                 consumer.seek(TopicPartition(topic, partition), offset)
         return ordered[:taken]
 
-    async def _run_batch(self, records: list[InputRecord]) -> None:
+    async def _run_batch(self, records: list[Consumed]) -> None:
         config = self.config
         metrics = self.metrics
         engine, producer = self.engine, self._producer
@@ -935,7 +930,7 @@ class Daemon:
     def _observe(self, plan: BatchPlan) -> None:
         metrics = self.metrics
         now_ns = time.time_ns()
-        metrics.observe_batch(plan.applied, plan.first_seq, plan.outputs, now_ns)
+        metrics.observe_batch(plan.applied, plan.first_seq, plan.outputs, now_ns, plan.kinds)
         dlq_by_topic: dict[str, int] = {}
         for message in plan.dlq:
             topic = dict(message.headers)[HEADER_SOURCE_TOPIC].decode()

@@ -67,11 +67,13 @@ impl Core {
     /// journal source) and write each input's journal record as msgspec writes `Record`,
     /// back to back. Stops before an input this core does not finish alone.
     ///
-    /// Returns `(next, code, records, head_hash, outputs)`: `next` = index of the first
-    /// input not done here (`len(payloads)` when all are), `code` = its verdict (`DEFER`:
-    /// nothing applied; 4..9: refused, seq counted, Python writes the reject; -1 when all
-    /// are done), the encoded records (one bytes each), the chain hash after the last of
-    /// them, and `(index, [event JSON bytes])` for each input with outputs.
+    /// Returns `(next, code, records, head_hash, outputs, kinds)`: `next` = index of the
+    /// first input not done here (`len(payloads)` when all are), `code` = its verdict
+    /// (`DEFER`: nothing applied; 4..9: refused, seq counted, Python writes the reject; -1
+    /// when all are done), the encoded records (one bytes each), the chain hash after the
+    /// last of them, `(index, [event JSON bytes])` for each input with outputs, and each
+    /// record's input type as one byte (1 market, 2 deposit, 3 withdraw, 4 fill, 5 oracle,
+    /// 6 book).
     #[allow(clippy::type_complexity)]
     fn journal_run<'py>(
         &mut self,
@@ -80,7 +82,7 @@ impl Core {
         sources: &Bound<'py, PyList>,
         start: usize,
         prev_hash: &[u8],
-    ) -> PyResult<(usize, i64, Bound<'py, PyList>, Bound<'py, PyBytes>, Bound<'py, PyList>)> {
+    ) -> PyResult<(usize, i64, Bound<'py, PyList>, Bound<'py, PyBytes>, Bound<'py, PyList>, Bound<'py, PyBytes>)> {
         self.guard()?;
         let n = payloads.len();
         if sources.len() != n || start > n {
@@ -132,7 +134,7 @@ impl Core {
                 record
             }),
         )?;
-        Ok((next, code, records, PyBytes::new(py, &run.head_hash), outputs))
+        Ok((next, code, records, PyBytes::new(py, &run.head_hash), outputs, PyBytes::new(py, &run.kinds)))
     }
 
     /// Apply one raw input. Returns None (applied, no outputs), a list of output events as
