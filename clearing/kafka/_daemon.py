@@ -247,6 +247,7 @@ class Daemon:
         self._heap = HeapSettler()
         self._job: BackgroundJob | None = None  # the forked check/snapshot child, if any
         self._job_task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[None] | None = None  # the open transaction's commit
         self._failure: DaemonExit | None = None  # what a child found, raised by the loop
         self._last_invariant_seq = 0
         self._batch_no = 0
@@ -264,9 +265,10 @@ class Daemon:
         return self.metrics.ready
 
     def request_stop(self) -> None:
-        """Stop consuming; the open transaction commits, then snapshot and exit 0."""
+        """Stop consuming; the open transaction commits (and the batch planned behind it,
+        already applied to the engine), then snapshot and exit 0."""
         if not self._stop.is_set():
-            log.info("stop requested: finishing the open batch, then snapshot and exit")
+            log.info("stop requested: finishing the open batches, then snapshot and exit")
             self.metrics.set_ready(False, "shutting down")
             self._stop.set()
 
@@ -555,36 +557,78 @@ class Daemon:
     # -- the loop ------------------------------------------------------------------------
 
     async def _consume(self) -> None:
+        """Poll, plan, commit. Batches are pipelined one deep: batch N+1 is planned (the
+        engine's CPU work) while batch N's transaction is in flight (the broker's work);
+        transactions themselves stay strictly one after another, and anything that needs
+        the engine to equal the committed state (background checks and snapshots,
+        reassignment, fencing probes, shutdown) waits for the open one first."""
         config = self.config
         consumer = self._consumer
         assert consumer is not None
         loop = asyncio.get_running_loop()
         idle_since = last_metrics = last_refresh = loop.time()
-        while not self._stop.is_set():
-            if self._failure is not None:
-                raise self._failure
-            if self._server is not None:
-                self._server.beat()
-            try:
-                data = await consumer.getmany(
-                    timeout_ms=config.batch.poll_timeout_ms, max_records=config.batch.max_records
-                )
-            except OffsetOutOfRangeError as exc:
-                raise await self._out_of_range(exc) from exc
-            now = loop.time()
-            records = self._take(data) if data else []
-            if records:
-                await self._run_batch(records)
-                idle_since = now
-            elif now - idle_since >= config.daemon.fence_probe_interval_s:
-                await self._fence_probe()
-                idle_since = now
-            if now - last_metrics >= _LEDGER_METRICS_INTERVAL_S:
-                self._update_gauges()
-                last_metrics = now
-            if now - last_refresh >= config.daemon.partition_refresh_interval_s:
-                await self._refresh_partitions()
-                last_refresh = now
+        try:
+            while not self._stop.is_set():
+                if self._failure is not None:
+                    raise self._failure
+                if self._server is not None:
+                    self._server.beat()
+                if self._background_due():
+                    await self._settle()
+                    self._start_background_work()
+                try:
+                    data = await consumer.getmany(
+                        timeout_ms=config.batch.poll_timeout_ms,
+                        max_records=config.batch.max_records,
+                    )
+                except OffsetOutOfRangeError as exc:
+                    raise await self._out_of_range(exc) from exc
+                now = loop.time()
+                records = self._take(data) if data else []
+                if records:
+                    batch_no, plan = self._plan(records)
+                    await self._settle()
+                    self._inflight = asyncio.create_task(
+                        self._commit(batch_no, plan), name=f"clearing-batch-{batch_no}"
+                    )
+                    idle_since = now
+                else:
+                    await self._settle()
+                    if now - idle_since >= config.daemon.fence_probe_interval_s:
+                        await self._fence_probe()
+                        idle_since = now
+                if now - last_metrics >= _LEDGER_METRICS_INTERVAL_S:
+                    self._update_gauges()
+                    last_metrics = now
+                if now - last_refresh >= config.daemon.partition_refresh_interval_s:
+                    await self._settle()
+                    await self._refresh_partitions()
+                    last_refresh = now
+            await self._settle()
+        except asyncio.CancelledError:
+            # The shutdown bound passed: cancel the open transaction, which aborts it.
+            inflight, self._inflight = self._inflight, None
+            if inflight is not None and not inflight.done():
+                inflight.cancel()
+                with contextlib.suppress(BaseException):
+                    await inflight
+            raise
+        except BaseException:
+            # The loop failed with a transaction open: that batch was sound, let it
+            # finish (its own failure, if any, is logged; the loop's is what exits).
+            inflight, self._inflight = self._inflight, None
+            if inflight is not None:
+                try:
+                    await inflight
+                except Exception as exc:
+                    log.error("the open batch failed too while stopping: %s", exc)
+            raise
+
+    async def _settle(self) -> None:
+        """Wait for the open transaction, if any; raise its failure."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await inflight
 
     async def _out_of_range(self, exc: OffsetOutOfRangeError) -> DaemonExit:
         """The fetch position left the log while running (truncated, or topic recreated)."""
@@ -634,14 +678,13 @@ class Daemon:
                 consumer.seek(TopicPartition(topic, partition), offset)
         return ordered[:taken]
 
-    async def _run_batch(self, records: list[Consumed]) -> None:
+    def _plan(self, records: list[Consumed]) -> tuple[int, BatchPlan]:
+        """Apply a batch to the engine and build its messages (no I/O)."""
         config = self.config
-        metrics = self.metrics
-        engine, producer = self.engine, self._producer
-        assert engine is not None and producer is not None
+        engine = self.engine
+        assert engine is not None
         self._batch_no += 1
-        batch_no = self._batch_no
-        with metrics.engine_apply_seconds.time():
+        with self.metrics.engine_apply_seconds.time():
             plan = plan_batch(
                 engine,
                 self._chain,
@@ -652,6 +695,14 @@ class Daemon:
                 ledger_id=config.ledger_id,
                 max_message_bytes=config.limits.max_message_bytes,
             )
+        return self._batch_no, plan
+
+    async def _commit(self, batch_no: int, plan: BatchPlan) -> None:
+        """Write a planned batch in one transaction (journal, events, DLQ, offsets)."""
+        config = self.config
+        metrics = self.metrics
+        producer = self._producer
+        assert producer is not None
         # From here until the commit, the engine is ahead of the committed journal.
         where = f"batch {batch_no} (seq {plan.first_seq}..{plan.last_seq})"
         try:
@@ -729,12 +780,26 @@ class Daemon:
         self._positions.update(plan.offsets)
         self.committed_seq = plan.last_seq
         self.batches_committed += 1
-        self._observe(plan)
+        self._observe(batch_no, plan)
         self._heap.add(len(plan.applied))
-        self._start_background_work()
+
+    def _background_due(self) -> bool:
+        """A background check or snapshot is due (and none is running)."""
+        engine = self.engine
+        if engine is None or self._job is not None:
+            return False
+        snapshot_every = self.config.snapshot.every_inputs
+        return (
+            engine.seq - self._last_invariant_seq >= self.config.limits.invariant_check_inputs
+            or (
+                bool(self.config.snapshot_dir)
+                and engine.seq - self._last_snapshot_seq >= snapshot_every
+            )
+        )
 
     def _start_background_work(self) -> None:
-        """Fork a child to check the invariants (and snapshot) when one is due.
+        """Fork a child to check the invariants (and snapshot) when one is due; only
+        with no transaction open (the child's image must be the committed state).
 
         The periodic full check and the snapshots run on a copy-on-write image of the
         committed state (see _background.py), so consumption never stalls for them.
@@ -742,6 +807,7 @@ class Daemon:
         config = self.config
         engine = self.engine
         assert engine is not None
+        assert self._inflight is None and engine.seq == self.committed_seq
         if self._job is not None:
             return  # one at a time; the next is due again right after
         snapshot_due = bool(
@@ -927,7 +993,7 @@ class Daemon:
         self._last_invariant_seq = engine.seq
         self.metrics.set_invariant_ok(True)
 
-    def _observe(self, plan: BatchPlan) -> None:
+    def _observe(self, batch_no: int, plan: BatchPlan) -> None:
         metrics = self.metrics
         now_ns = time.time_ns()
         metrics.observe_batch(plan.applied, plan.first_seq, plan.outputs, now_ns, plan.kinds)
@@ -943,13 +1009,13 @@ class Daemon:
         if plan.oversized or plan.rejects:
             log.info(
                 "batch %d: %d rejected and %d oversized inputs sent to %s",
-                self._batch_no,
+                batch_no,
                 plan.rejects,
                 plan.oversized,
                 self.config.topics.dlq,
                 extra={"seq": plan.last_seq},
             )
-        _log_ledger_changes(self._batch_no, plan)
+        _log_ledger_changes(batch_no, plan)
 
     def _update_gauges(self) -> None:
         engine, consumer = self.engine, self._consumer

@@ -289,30 +289,39 @@ async def test_input_truncated_while_running_stops_the_daemon(
     _, config = await setup(tmp_path, kafka_bootstrap, topics={"input_partitions": 1})
     fills = TopicPartition(config.topics.fills, 0)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    # Records the daemon cannot read before they are deleted: an open transaction holds
+    # its read_committed fetches at the last stable offset (the daemon fetches one batch
+    # ahead, so records merely produced could be read before the deletion).
+    held = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, transactional_id=f"held-{time.time_ns()}"
+    )
     await producer.start()
+    await held.start()
     try:
-        # Any bytes will do (they are rejected, i.e. journaled + DLQ). 300 records, one
-        # fetch: batch 1 takes 200 (batch.max_records) and 100 stay buffered, so the
-        # consumer does not fetch that partition again while batch 1 is held below.
+        # Any bytes will do (they are rejected, i.e. journaled + DLQ).
         for i in range(300):
             await producer.send(fills.topic, b'{"n": %d}' % i)
         await producer.flush()
-
-        async def truncate_during_batch_1(batch_no: int) -> None:
-            if batch_no != 1:
-                return
+        daemon = Daemon(config)
+        with caplog.at_level(logging.ERROR, logger="clearing.kafka"):
+            running = asyncio.create_task(daemon.run())
+            async with asyncio.timeout(60):
+                while daemon.committed_seq < 300:
+                    assert not running.done(), running
+                    await asyncio.sleep(0.05)
+            await held.begin_transaction()
             for i in range(300):
-                await producer.send(fills.topic, b'{"m": %d}' % i)
-            await producer.flush()
+                await held.send(fills.topic, b'{"m": %d}' % i)
+            await held.flush()
             end = (await _end_offsets(config, [fills]))[fills]
+            assert end >= 600
             await admin_do(
                 kafka_bootstrap, "delete_records", {fills: RecordsToDelete(before_offset=end)}
             )
-
-        daemon = Daemon(config, before_commit=truncate_during_batch_1)
-        with caplog.at_level(logging.ERROR, logger="clearing.kafka"):
-            code = await asyncio.wait_for(daemon.run(), 60)
+            await held.abort_transaction()
+            code = await asyncio.wait_for(running, 60)
     finally:
+        await held.stop()
         await producer.stop()
     messages = [r.getMessage() for r in caplog.records if r.name == "clearing.kafka"]
     print(f"\ntruncated while running: exit {code}; {messages[-1:]}")
