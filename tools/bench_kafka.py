@@ -107,16 +107,25 @@ def breakdown(m: dict[str, float], seconds: float) -> dict[str, Any]:
     }
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of a live process so far (Linux /proc), or None."""
+def cpu_seconds(pid: int | None) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of a live process so far (Linux /proc), or None."""
     if pid is None:
         return None
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return round(ticks / os.sysconf("SC_CLK_TCK"), 2)
+    tick_s = 1 / os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) * tick_s, int(fields[12]) * tick_s  # utime, stime
+
+
+def cpu_split(
+    after: tuple[float, float] | None, before: tuple[float, float] | None
+) -> dict[str, float] | None:
+    if after is None or before is None:
+        return None
+    user, system = after[0] - before[0], after[1] - before[1]
+    return {"user": round(user, 2), "system": round(system, 2), "total": round(user + system, 2)}
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -208,10 +217,8 @@ async def run(args: argparse.Namespace) -> int:
             "breakdown": breakdown(metrics, done_s),
             # CPU seconds used while the daemon ran (2 cores here): how far each side is
             # from being the bottleneck.
-            "daemon_cpu_s": daemon_cpu,
-            "broker_cpu_s": (round(broker_cpu - broker_cpu_before, 2)
-                             if broker_cpu is not None and broker_cpu_before is not None
-                             else None),
+            "daemon_cpu_s": cpu_split(daemon_cpu, (0.0, 0.0)),
+            "broker_cpu_s": cpu_split(broker_cpu, broker_cpu_before),
         }  # fmt: skip
         emit("daemon_end_to_end", result)
         if args.profile and prof.exists():
