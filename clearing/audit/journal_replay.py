@@ -9,6 +9,7 @@ input stamped later than a timestamp (``--until-ts``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from datetime import datetime
 from typing import BinaryIO
@@ -16,8 +17,10 @@ from typing import BinaryIO
 import msgspec
 
 from clearing.audit.replay import encode_state, engine_for, state_hash
+from clearing.engine.native import NativeEngine, RefusedRecord, ReplayedBatch
 from clearing.heap import HeapSettler
 from clearing.journal import JournalCorrupt, JournalError, LocalJournal
+from clearing.journal._format import batch_scanner, native_scan_available
 from clearing.sequencer import join_outputs
 
 __all__ = ["parse_until_ts", "replay_journal_command"]
@@ -76,31 +79,63 @@ def replay_journal_command(args: argparse.Namespace) -> int:
     total = journal.last_seq if args.until is None else min(args.until, journal.last_seq)
     progress = _progress(total) if sys.stderr.isatty() and not args.quiet else None
     heap = HeapSettler()
+    verify = not args.no_verify_outputs
+    # The native core verifies and applies whole batches of frames in one call unless a
+    # record needs Python per input (--until-ts reads each input's ts; --check-invariants).
+    native = (
+        isinstance(engine, NativeEngine)
+        and engine.replays_frames
+        and native_scan_available()
+        and until_ts_ns is None
+        and not args.check_invariants
+    )
+    scanning = (
+        batch_scanner(engine.frame_replayer(verify))  # type: ignore[union-attr]
+        if native
+        else contextlib.nullcontext()
+    )
     try:
-        for record in journal.read(1, total):
-            if until_ts_ns is not None:
-                stamp = _input_ts(record.payload)
-                if stamp is not None and stamp > until_ts_ns:
-                    break
-            produced = apply_encoded(record.payload)
-            heap.add()
-            inputs += 1
-            outputs += len(produced)
-            derived = join_outputs(produced)
-            if produced:
-                events_out.write(derived)
-            if args.check_invariants:
-                engine.check_invariants()
-            if record.outputs and not args.no_verify_outputs and derived != record.outputs:
-                divergences += 1
-                if not first_divergence:
-                    first_divergence = (
-                        f"first divergence at seq {record.seq} ({record.source}):\n"
-                        f"  recorded: {record.outputs[:400]!r}\n"
-                        f"  derived:  {derived[:400]!r}"
-                    )
-            if progress is not None and inputs % 4096 == 0:
-                progress.update(inputs)
+        with scanning:
+            for item in journal.read(1, total):
+                if type(item) is ReplayedBatch:
+                    inputs += item.inputs
+                    outputs += item.events
+                    heap.add(item.inputs)
+                    if item.derived:
+                        events_out.write(item.derived)
+                    if item.divergences:
+                        divergences += item.divergences
+                        if not first_divergence:
+                            first_divergence = _divergence(*item.first_divergence)  # type: ignore[misc]
+                    if progress is not None:
+                        progress.update(inputs)
+                    continue
+                if type(item) is RefusedRecord:
+                    record = item.record
+                    produced = engine.finish_refusal(record.payload, item.code)  # type: ignore[union-attr]
+                else:
+                    record = item
+                    if until_ts_ns is not None:
+                        stamp = _input_ts(record.payload)
+                        if stamp is not None and stamp > until_ts_ns:
+                            break
+                    produced = apply_encoded(record.payload)
+                heap.add()
+                inputs += 1
+                outputs += len(produced)
+                derived = join_outputs(produced)
+                if produced:
+                    events_out.write(derived)
+                if args.check_invariants:
+                    engine.check_invariants()
+                if record.outputs and verify and derived != record.outputs:
+                    divergences += 1
+                    if not first_divergence:
+                        first_divergence = _divergence(
+                            record.seq, record.source, record.outputs, derived
+                        )
+                if progress is not None and inputs % 4096 == 0:
+                    progress.update(inputs)
     except JournalCorrupt as exc:
         raise UserError(f"journal is corrupt: {exc}") from exc
     finally:
@@ -129,6 +164,14 @@ def replay_journal_command(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _divergence(seq: int, source: str, recorded: bytes, derived: bytes) -> str:
+    return (
+        f"first divergence at seq {seq} ({source}):\n"
+        f"  recorded: {recorded[:400]!r}\n"
+        f"  derived:  {derived[:400]!r}"
+    )
 
 
 class _progress:

@@ -16,6 +16,7 @@ The extension is optional: ``native_available()`` says whether it is installed, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 import msgspec
@@ -43,7 +44,15 @@ try:  # the compiled extension: `pip install ./native`
 except ImportError:  # pragma: no cover - exercised only where it is not installed
     _native = None
 
-__all__ = ["CORES", "NativeEngine", "account_count", "make_engine", "native_available"]
+__all__ = [
+    "CORES",
+    "INPUT_KINDS",
+    "NativeEngine",
+    "ReplayedBatch",
+    "account_count",
+    "make_engine",
+    "native_available",
+]
 
 CORES: Final = ("auto", "native", "python")
 
@@ -55,6 +64,33 @@ _KINDS: Final[dict[type, str]] = {
     ParsedBook: "book",
     ParsedMarket: "market",
 }
+
+
+class ReplayedBatch(msgspec.Struct, gc=False):
+    """Journal records the native core verified and applied in one call
+    (``NativeEngine.frame_replayer``): how many, their output events, those events as
+    the journal records them (joined), and, when outputs were verified, how many
+    records re-derived different outputs than they recorded, the first as
+    ``(seq, source, recorded, derived)``."""
+
+    inputs: int
+    events: int
+    derived: bytes
+    divergences: int
+    first_divergence: tuple[int, str, bytes, bytes] | None
+
+
+class RefusedRecord(msgspec.Struct, gc=False):
+    """A journal record the native core refused (its seq is counted, its state
+    untouched): ``NativeEngine.finish_refusal`` writes its reject."""
+
+    record: Any
+    code: int
+
+
+def _then_raise(items: list[Any], error: BaseException) -> Iterator[Any]:
+    yield from items
+    raise error
 
 
 def native_available() -> bool:
@@ -124,6 +160,52 @@ class NativeEngine:
         for raw in raws:
             out.extend(self.apply(raw))
         return out
+
+    @property
+    def replays_frames(self) -> bool:
+        """Whether the installed core has ``frame_replayer``'s native loop."""
+        return hasattr(self._core, "replay_frames")
+
+    def frame_replayer(self, verify: bool, stop_at_divergence: bool = False) -> Any:
+        """A batch scan for ``clearing.journal._format.batch_scanner``: it verifies a
+        batch of journal frames as ``scan_frames`` does and applies each record's payload
+        as ``apply_encoded`` would, in one native call. It yields a ``ReplayedBatch`` per
+        call, then, when the batch ended at a record the core does not finish alone, that
+        record: a ``Record`` to apply with ``apply_encoded`` (the fast parser declined
+        it) or a ``RefusedRecord`` (``finish_refusal``). An input that stopped the engine
+        half-way raises its exception after the batch of the inputs applied before it.
+        With ``stop_at_divergence`` a batch ends after the first record (verified) whose
+        outputs differ from the recorded ones. A record that does not carry the engine's
+        next seq is handed back like a declined one."""
+        from clearing.journal._format import Record
+
+        replay = self._core.replay_frames
+        defer = _native.DEFER  # type: ignore[union-attr]
+
+        def scan(
+            buf: bytes,
+            offset: int,
+            end: int,
+            seq: int,
+            prev: bytes,
+            stop: int,
+            max_records: int,
+            max_bytes: int,
+        ) -> tuple[list[Any], int, int, bytes, bool]:
+            args = (buf, offset, end, seq, prev, stop, max_records, max_bytes)
+            (applied, events, derived, divergences, first, pending, error, *rest) = replay(
+                *args, verify, stop_at_divergence
+            )
+            items: list[Any] = [ReplayedBatch(applied, events, derived, divergences, first)]
+            if pending is not None:
+                record = Record(*pending[:5])
+                code = pending[5]
+                items.append(record if code == defer else RefusedRecord(record, code))
+            if error is not None:
+                return (_then_raise(items, error), *rest)  # type: ignore[return-value]
+            return (items, *rest)  # type: ignore[return-value]
+
+        return scan
 
     def finish_refusal(self, raw: bytes, code: int) -> list[bytes]:
         """The reject of an input the core refused with ``code`` (seq already counted)."""

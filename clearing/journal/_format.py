@@ -88,8 +88,11 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from itertools import starmap
+from typing import Any
 
 import crc32c
 import msgspec
@@ -112,6 +115,7 @@ __all__ = [
     "HASH_BYTES",
     "SEGMENT_HEADER_BYTES",
     "Record",
+    "batch_scanner",
     "chain_hash",
     "segment_name",
 ]
@@ -145,6 +149,35 @@ _HASH_LENGTHS = struct.Struct(">QIII")  # seq, len(source), len(payload), len(ou
 _NATIVE_BATCH = 1024
 _NATIVE_BATCH_BYTES = 1 << 20
 _U64_MAX = (1 << 64) - 1
+
+# A stand-in for the native batch scan while one reading loop runs (``batch_scanner``).
+_BatchScan = Callable[
+    [bytes, int, int, int, bytes, int, int, int], tuple[list[Any], int, int, bytes, bool]
+]
+_batch_scanner: ContextVar[_BatchScan | None] = ContextVar("journal_batch_scanner", default=None)
+
+
+def native_scan_available() -> bool:
+    """Whether ``iter_frames`` scans through ``clearing_native`` (and so would run a
+    ``batch_scanner``)."""
+    return _native_scan_frames is not None
+
+
+@contextmanager
+def batch_scanner(scan: _BatchScan) -> Iterator[None]:
+    """Within the block, ``iter_frames`` (and so ``LocalJournal.read``) runs ``scan``
+    where it would call ``clearing_native.scan_frames``: same arguments, same
+    ``(items, next_offset, next_seq, last_hash, problem)`` result, but the items are
+    yielded as they are instead of as ``Record``s. The journal replay uses it to verify
+    and apply a batch of frames in one native call (``NativeEngine.frame_replayer``);
+    everything else about reading (segment checks, the frames the scan refuses, which
+    the Python loop reads and classifies or yields as ``Record``s) stays as it is.
+    Only used where ``clearing_native`` is installed."""
+    token = _batch_scanner.set(scan)
+    try:
+        yield
+    finally:
+        _batch_scanner.reset(token)
 
 
 class Record(msgspec.Struct, array_like=True, gc=False, frozen=True):
@@ -324,8 +357,16 @@ def iter_frames(
     # The native scan reads ``buf`` through the buffer protocol; keep odd inputs on the
     # Python path, whose behaviour is the reference.
     native = _native_scan_frames if end <= len(buf) and type(prev) is bytes else None
+    scanner = _batch_scanner.get() if native is not None else None
     while off < end and seq <= stop:
-        if native is not None and 0 <= seq <= _U64_MAX:
+        if scanner is not None and 0 <= seq <= _U64_MAX:
+            items, off, seq, prev, problem = scanner(
+                buf, off, end, seq, prev, min(stop, _U64_MAX), _NATIVE_BATCH, _NATIVE_BATCH_BYTES
+            )
+            yield from items
+            if not problem:
+                continue
+        elif native is not None and 0 <= seq <= _U64_MAX:
             batch, off, seq, prev, problem = native(
                 buf, off, end, seq, prev, min(stop, _U64_MAX), _NATIVE_BATCH, _NATIVE_BATCH_BYTES
             )

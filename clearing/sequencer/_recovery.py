@@ -18,10 +18,11 @@ from typing import Final
 import msgspec
 
 from clearing.engine import Engine, encode_output
-from clearing.engine.native import NativeEngine, make_engine
+from clearing.engine.native import NativeEngine, RefusedRecord, ReplayedBatch, make_engine
 from clearing.engine.persist import StateFormatError, load_state
 from clearing.heap import HeapSettler
 from clearing.journal import Record
+from clearing.journal._format import batch_scanner, native_scan_available
 from clearing.snapshot import SnapshotError, list_snapshots, read_snapshot
 
 __all__ = [
@@ -133,7 +134,9 @@ def recover(
     replayed = 0
     heap = HeapSettler()
     heap.add(heap.every_inputs)  # settle the loaded snapshot's objects now
-    if target > engine.seq:
+    if target > engine.seq and _replays_natively(engine, on_record):
+        replayed = _replay_native(engine, read, target, check_outputs, heap)  # type: ignore[arg-type]
+    elif target > engine.seq:
         apply_encoded = engine.apply_encoded
         for record in read(engine.seq + 1, target):
             outputs = apply_encoded(record.payload)
@@ -147,3 +150,50 @@ def recover(
                 on_record(record, derived)
             replayed += 1
     return RecoveryResult(engine, snapshot_path, snapshot_seq, replayed)
+
+
+def _replays_natively(engine: Engine | NativeEngine, on_record: object) -> bool:
+    return (
+        isinstance(engine, NativeEngine)
+        and on_record is None
+        and engine.replays_frames
+        and native_scan_available()
+    )
+
+
+def _replay_native(
+    engine: NativeEngine,
+    read: Callable[[int, int | None], Iterator[Record]],
+    target: int,
+    check_outputs: bool,
+    heap: HeapSettler,
+) -> int:
+    """``recover``'s replay loop with the native core applying whole batches of journal
+    frames as its reader verifies them (``NativeEngine.frame_replayer``); the records
+    it hands back (and those of a reader that does not scan natively) take the
+    per-record path. Same checks, same errors."""
+    replayed = 0
+    apply_encoded = engine.apply_encoded
+    with batch_scanner(engine.frame_replayer(check_outputs, stop_at_divergence=True)):
+        for item in read(engine.seq + 1, target):
+            if type(item) is ReplayedBatch:
+                if item.divergences:
+                    seq, _source, recorded, derived = item.first_divergence  # type: ignore[misc]
+                    raise OutputDivergence(seq, recorded, derived)
+                replayed += item.inputs
+                heap.add(item.inputs)
+                continue
+            if type(item) is RefusedRecord:
+                record = item.record
+                outputs = engine.finish_refusal(record.payload, item.code)
+            else:
+                record = item
+                outputs = apply_encoded(record.payload)
+            heap.add()
+            if engine.seq != record.seq:
+                raise RecoveryError(f"journal record seq {record.seq} replayed as {engine.seq}")
+            derived = join_outputs(outputs)
+            if check_outputs and record.outputs and derived != record.outputs:
+                raise OutputDivergence(record.seq, record.outputs, derived)
+            replayed += 1
+    return replayed

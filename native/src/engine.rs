@@ -184,14 +184,15 @@ impl Engine {
             return Err(Refusal::SelfTrade);
         }
         let ledger = &mut self.ledger;
-        if ledger.fill_ids.contains(fill_id) {
+        // One probe of a table as large as the fill history: insert says if it was there.
+        if !ledger.fill_ids.insert(fill_id.into()) {
             return Err(Refusal::DuplicateFill);
         }
-        ledger.fill_ids.insert(fill_id.into());
 
         let notional = qty * price;
         let buyer = ledger.account(buyer_id);
         let seller = ledger.account(seller_id);
+        ledger.prefetch_account(seller); // loads while the buyer's side is done
         self.trade(buyer, market, qty, price);
         self.trade(seller, market, -qty, price);
         let ledger = &mut self.ledger;
@@ -264,7 +265,7 @@ impl Engine {
     fn trade(&mut self, account: u32, market: u32, dq: Int, price: Int) {
         let ledger = &mut self.ledger;
         let acct = &mut ledger.accounts[account as usize];
-        let Some(at) = acct.positions.iter().position(|p| p.market == market) else {
+        let Some(at) = acct.position_at(market) else {
             let k = if acct.is_system { ZERO } else { -dq * price };
             acct.push_position(crate::ledger::Position { market, qty: dq, k });
             ledger.markets[market as usize].holders.insert(account);
@@ -275,7 +276,7 @@ impl Engine {
         let old_qty = position.qty;
         let new_qty = old_qty + dq;
         if new_qty == ZERO {
-            acct.positions.swap_remove(at);
+            acct.remove_position(at);
             ledger.markets[market as usize].holders.remove(&account);
             return;
         }

@@ -62,28 +62,53 @@ pub fn scan(
     max_records: usize,
     max_bytes: usize,
 ) -> Scan {
-    let data = &buf[..end.min(buf.len())];
     let mut records = Vec::new();
+    let (next_offset, next_seq, last_hash, problem) =
+        scan_each(buf, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes, |_, good| {
+            records.push(good);
+            true
+        });
+    Scan { records, next_offset, next_seq, last_hash, problem }
+}
+
+/// `scan`, handing each good frame to `visit` (with the scanned bytes) as it is verified
+/// instead of collecting them; `visit` returns false to end the batch after that frame.
+/// Returns `(next_offset, next_seq, last_hash, problem)` as `Scan` holds them.
+#[allow(clippy::too_many_arguments)]
+pub fn scan_each(
+    buf: &[u8],
+    offset: usize,
+    end: usize,
+    seq: u64,
+    prev_hash: &[u8],
+    stop_seq: u64,
+    max_records: usize,
+    max_bytes: usize,
+    mut visit: impl FnMut(&[u8], Good) -> bool,
+) -> (usize, u128, Vec<u8>, bool) {
+    let data = &buf[..end.min(buf.len())];
+    let mut count = 0usize;
     let mut off = offset;
     let mut seq = seq;
     let mut next_seq = u128::from(seq);
     let mut prev = prev_hash;
     let mut problem = false;
-    while records.len() < max_records && off - offset < max_bytes && off < data.len() && seq <= stop_seq {
+    while count < max_records && off - offset < max_bytes && off < data.len() && seq <= stop_seq {
         let Some(good) = check_frame(data, off, seq, prev) else {
             problem = true;
             break;
         };
         prev = &data[good.chain_hash.clone()];
         off = good.end;
-        records.push(good);
+        count += 1;
         next_seq += 1;
-        if seq == u64::MAX {
+        let go_on = visit(data, good);
+        if seq == u64::MAX || !go_on {
             break; // no seq can follow; Python reports whatever frame comes next
         }
         seq += 1;
     }
-    Scan { records, next_offset: off, next_seq, last_hash: prev.to_vec(), problem }
+    (off, next_seq, prev.to_vec(), problem)
 }
 
 /// The frame at `off` if it passes every check `iter_frames` makes, else None.
@@ -227,7 +252,7 @@ impl Reader<'_> {
 }
 
 /// The bytes behind a buffer export (`bytes`, `mmap.mmap`, ...).
-fn buffer_bytes(buffer: &PyBuffer<u8>) -> PyResult<&[u8]> {
+pub fn buffer_bytes(buffer: &PyBuffer<u8>) -> PyResult<&[u8]> {
     if !buffer.is_c_contiguous() {
         return Err(PyValueError::new_err("scan_frames needs a contiguous buffer"));
     }

@@ -1,8 +1,9 @@
 //! Ledger state and the liquidation index: the same model and the same index rules as
 //! `clearing/engine/state.py` (read that file's docstrings for the why), with accounts and
-//! markets named by small integer handles and the sorted lists as B-tree sets.
+//! markets named by small integer handles and the sorted lists as chunked sorted sets
+//! (`keys.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use compact_str::CompactString;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -74,6 +75,50 @@ pub fn hash_id(id: &str) -> u64 {
 pub struct Bands {
     pub edges: Vec<Band>,
     pub terms: Int,
+    /// Bit m set when an edge may be in market m < 64 (see `market_bit`).
+    mask: u64,
+}
+
+/// The bit of a market in an account's held-markets mask: markets 0..64 have one, the
+/// rest share none (a clear bit proves "not here"; a set one, or no bit, means look).
+#[inline]
+fn market_bit(market: u32) -> u64 {
+    if market < 64 {
+        1 << market
+    } else {
+        0
+    }
+}
+
+#[inline]
+fn may_be_in(mask: u64, market: u32) -> bool {
+    market >= 64 || mask & (1 << market) != 0
+}
+
+impl Bands {
+    fn new(edges: Vec<Band>, terms: Int) -> Self {
+        let mask = edges.iter().fold(0, |mask, band| mask | market_bit(band.market));
+        Bands { edges, terms, mask }
+    }
+
+    /// Where the edge in `market` is, if there is one.
+    #[inline]
+    pub fn find(&self, market: u32) -> Option<usize> {
+        if !may_be_in(self.mask, market) {
+            return None;
+        }
+        self.edges.iter().position(|b| b.market == market)
+    }
+
+    fn push(&mut self, band: Band) {
+        self.mask |= market_bit(band.market);
+        self.edges.push(band);
+    }
+
+    fn swap_remove(&mut self, at: usize) {
+        let band = self.edges.swap_remove(at);
+        self.mask &= !market_bit(band.market);
+    }
 }
 
 /// One account. Laid out for a million of them: the index entry is three plain fields
@@ -88,6 +133,9 @@ pub struct Account {
     pub positions: SmallVec<[Position; 1]>,
     /// Only accounts holding two or more markets have bands; boxed so the others pay 8 bytes.
     pub bands: Option<Box<Bands>>,
+    /// Bit m set iff the account holds a position in market m < 64: most fills open a
+    /// market the account does not hold, and this says so without scanning them.
+    held: u64,
     threshold_market: u32,
     /// 0: in no threshold list; 1: in its market's long list; 2: in the short list.
     threshold_side: u8,
@@ -118,12 +166,29 @@ impl Account {
     /// Open a position (the caller keeps holders exact).
     #[inline]
     pub fn push_position(&mut self, position: Position) {
+        self.held |= market_bit(position.market);
         self.positions.push(position);
+    }
+
+    /// Close the position at `at` (the caller keeps holders exact).
+    #[inline]
+    pub fn remove_position(&mut self, at: usize) {
+        let position = self.positions.swap_remove(at);
+        self.held &= !market_bit(position.market);
+    }
+
+    /// Where the position in `market` is, if the account holds one.
+    #[inline]
+    pub fn position_at(&self, market: u32) -> Option<usize> {
+        if !may_be_in(self.held, market) {
+            return None;
+        }
+        self.positions.iter().position(|p| p.market == market)
     }
 
     #[inline]
     pub fn position(&self, market: u32) -> Option<&Position> {
-        self.positions.iter().find(|p| p.market == market)
+        self.position_at(market).map(|at| &self.positions[at])
     }
 }
 
@@ -164,7 +229,7 @@ impl OrderBook {
     }
 }
 
-pub type Keys = BTreeSet<i128>;
+pub use crate::keys::Keys;
 
 pub struct Market {
     pub id: Box<str>,
@@ -216,10 +281,10 @@ impl Market {
     pub fn liquidation_candidates(&self, mark: Int) -> (Vec<u32>, Vec<u32>) {
         let mark = clamp_mark(mark);
         let mut liquidatable: Vec<u32> =
-            self.long_thresholds.range(mark_floor(mark)..).map(|&k| key_handle(k)).collect();
-        liquidatable.extend(self.short_thresholds.range(..mark_floor(mark + 1)).map(|&k| key_handle(k)));
-        let mut crossed: Vec<u32> = self.band_low.range(mark_floor(mark + 1)..).map(|&k| key_handle(k)).collect();
-        crossed.extend(self.band_high.range(..mark_floor(mark)).map(|&k| key_handle(k)));
+            self.long_thresholds.range_from(mark_floor(mark)).map(|&k| key_handle(k)).collect();
+        liquidatable.extend(self.short_thresholds.range_below(mark_floor(mark + 1)).map(|&k| key_handle(k)));
+        let mut crossed: Vec<u32> = self.band_low.range_from(mark_floor(mark + 1)).map(|&k| key_handle(k)).collect();
+        crossed.extend(self.band_high.range_below(mark_floor(mark)).map(|&k| key_handle(k)));
         crossed.sort_unstable();
         crossed.dedup();
         (liquidatable, crossed)
@@ -313,6 +378,7 @@ impl Ledger {
             id: id.into(),
             positions: SmallVec::new(),
             bands: None,
+            held: 0,
             threshold_market: 0,
             threshold_side: 0,
             is_system: is_system_id(id),
@@ -329,6 +395,19 @@ impl Ledger {
         self.account_ids.reserve(additional, |&h| hash_id(&accounts[h as usize].id));
     }
 
+    /// Start loading what a fill reads of the account (its positions and safety edges)
+    /// into cache.
+    #[inline]
+    pub fn prefetch_account(&self, account: u32) {
+        let acct = &self.accounts[account as usize];
+        let positions = acct.positions.as_ptr();
+        crate::keys::prefetch(positions);
+        crate::keys::prefetch(positions.wrapping_add(acct.positions.len()));
+        if let Some(bands) = &acct.bands {
+            crate::keys::prefetch(&**bands as *const Bands);
+        }
+    }
+
     /// The handle of an existing account.
     pub fn account_handle(&self, id: &str) -> Option<u32> {
         let accounts = &self.accounts;
@@ -342,10 +421,10 @@ impl Ledger {
     /// Set a position, keeping the market's holders exact (not the index).
     pub fn set_position(&mut self, account: u32, market: u32, qty: Int, k: Int) {
         let acct = &mut self.accounts[account as usize];
-        let found = acct.positions.iter().position(|p| p.market == market);
+        let found = acct.position_at(market);
         if qty == ZERO {
             if let Some(at) = found {
-                acct.positions.swap_remove(at);
+                acct.remove_position(at);
                 self.markets[market as usize].holders.remove(&account);
             }
             return;
@@ -451,7 +530,7 @@ impl Ledger {
         if acct.positions.len() < 2 || acct.is_system {
             return self.reindex(account);
         }
-        let old_at = bands.edges.iter().position(|b| b.market == market);
+        let old_at = bands.find(market);
         let held_here = acct.position(market).is_some();
         if bands.edges.len() - old_at.is_some() as usize != acct.positions.len() - held_here as usize {
             return self.reindex(account);
@@ -467,7 +546,7 @@ impl Ledger {
             let old = old.expect("the counts above imply an edge here");
             self.remove_band_key(account, &old);
             let bands = self.accounts[account as usize].bands.as_mut().unwrap();
-            bands.edges.swap_remove(old_at.unwrap());
+            bands.swap_remove(old_at.unwrap());
             bands.terms = terms;
             return true;
         };
@@ -510,6 +589,12 @@ impl Ledger {
             }
         };
         let edge_term = if is_long { edge * slope } else { -edge * slope };
+        {
+            // Load the new key's place while the old key is found and removed.
+            let mkt = &self.markets[market as usize];
+            let keys = if is_long { &mkt.band_low } else { &mkt.band_high };
+            keys.prefetch(index_key(edge, account));
+        }
         if let Some(old) = &old {
             self.remove_band_key(account, old);
         }
@@ -518,7 +603,7 @@ impl Ledger {
         let bands = self.accounts[account as usize].bands.as_mut().unwrap();
         match old_at {
             Some(at) => bands.edges[at] = band,
-            None => bands.edges.push(band),
+            None => bands.push(band),
         }
         bands.terms = terms + edge_term;
         true
@@ -543,6 +628,12 @@ impl Ledger {
     }
 
     fn set_threshold(&mut self, account: u32, wanted: Option<Threshold>) {
+        if let Some(new) = wanted {
+            // Load the new key's place while the old one is removed.
+            let market = &self.markets[new.market as usize];
+            let list = if new.is_long { &market.long_thresholds } else { &market.short_thresholds };
+            list.prefetch(new.key);
+        }
         if let Some(old) = self.accounts[account as usize].threshold() {
             let market = &mut self.markets[old.market as usize];
             let list = if old.is_long { &mut market.long_thresholds } else { &mut market.short_thresholds };
@@ -669,7 +760,7 @@ impl Ledger {
                 self.add_band_key(account, band);
             }
         }
-        self.accounts[account as usize].bands = Some(Box::new(Bands { edges: bands, terms }));
+        self.accounts[account as usize].bands = Some(Box::new(Bands::new(bands, terms)));
         safe
     }
 
@@ -722,6 +813,120 @@ impl Ledger {
 
     /// Both SPEC invariants and the holders map; Err names what is wrong.
     pub fn check_invariants(&self) -> Result<(), String> {
+        if self.invariants_hold() {
+            return Ok(());
+        }
+        self.check_invariants_exact()
+    }
+
+    /// The index could miss no account: every entry current, nothing stray.
+    pub fn check_index(&self) -> Result<(), String> {
+        if self.index_whole() {
+            return Ok(());
+        }
+        self.check_index_exact()
+    }
+
+    /// True only if `check_invariants_exact` finds nothing, in one pass over the
+    /// positions: instead of finding each holder's position (a random access and a scan
+    /// per holder), the pass marks who holds what in one bit per account and market.
+    fn invariants_hold(&self) -> bool {
+        let accounts = self.accounts.len();
+        if self.markets.len().saturating_mul(accounts) > 1 << 30 {
+            return false; // a bit set over 128 MiB: let the exact check do it
+        }
+        let mut cash = ZERO;
+        let mut qty_by_market = vec![ZERO; self.markets.len()];
+        let mut holds = Bits::new(self.markets.len() * accounts);
+        for (handle, acct) in self.accounts.iter().enumerate() {
+            cash += acct.cash;
+            for p in &acct.positions {
+                qty_by_market[p.market as usize] += p.qty;
+                holds.set(p.market as usize * accounts + handle);
+            }
+        }
+        cash == self.net_deposits
+            && self.markets.iter().enumerate().all(|(index, market)| {
+                let base = index * accounts;
+                qty_by_market[index] == ZERO
+                    && market.holders.iter().all(|&h| (h as usize) < accounts && holds.get(base + h as usize))
+            })
+    }
+
+    /// True only if `check_index_exact` finds nothing: the same checks, but the entries
+    /// each account should have are collected per list and compared with the list in
+    /// one sorted pass, instead of one B-tree search per entry.
+    fn index_whole(&self) -> bool {
+        let mut wanted: Vec<Vec<i128>> = vec![Vec::new(); self.markets.len() * 4];
+        // Traders (not system accounts), and those of them holding two markets or more.
+        let mut traders = Bits::new(self.accounts.len());
+        let mut multis = Bits::new(self.accounts.len());
+        for (handle, acct) in self.accounts.iter().enumerate() {
+            if acct.is_system {
+                continue;
+            }
+            traders.set(handle);
+            let handle = handle as u32;
+            let count = acct.positions.len();
+            if count > 1 {
+                multis.set(handle as usize);
+            }
+            if count == 1 {
+                let p = &acct.positions[0];
+                let market = &self.markets[p.market as usize];
+                let key = index_key(threshold(acct.cash, p.qty, market.mmr), handle);
+                let want = Threshold { market: p.market, is_long: p.qty > ZERO, key };
+                if acct.threshold() != Some(want) || acct.bands.is_some() {
+                    return false;
+                }
+                wanted[p.market as usize * 4 + usize::from(!want.is_long)].push(key);
+            } else if acct.threshold_side != 0 {
+                return false;
+            }
+            if count > 1 {
+                if !self.bands_still_hold(handle) {
+                    return false;
+                }
+                for band in &acct.bands.as_ref().unwrap().edges {
+                    let list = band.market as usize * 4 + 2 + usize::from(!band.is_long);
+                    wanted[list].push(index_key(band.edge, handle));
+                }
+            } else if acct.bands.is_some() {
+                return false;
+            }
+        }
+        for (index, market) in self.markets.iter().enumerate() {
+            let lists = [&market.long_thresholds, &market.short_thresholds, &market.band_low, &market.band_high];
+            for (at, list) in lists.into_iter().enumerate() {
+                let keys = &mut wanted[index * 4 + at];
+                keys.sort_unstable();
+                // Every wanted key is in the list iff the sorted wanted keys are a
+                // subsequence of the list's sorted keys.
+                let mut listed = list.iter();
+                if !keys.iter().all(|key| listed.any(|k| k == key)) {
+                    return false;
+                }
+            }
+            let mut holders = 0;
+            let mut multi_holders = 0;
+            for &holder in &market.holders {
+                if holder as usize >= self.accounts.len() {
+                    return false;
+                }
+                holders += usize::from(traders.get(holder as usize));
+                multi_holders += usize::from(multis.get(holder as usize));
+            }
+            if market.long_thresholds.len() + market.short_thresholds.len() + multi_holders != holders
+                || market.band_low.len() + market.band_high.len() != multi_holders
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `check_invariants` one lookup at a time: the reference, and the message.
+    fn check_invariants_exact(&self) -> Result<(), String> {
         let mut cash = ZERO;
         let mut qty_by_market = vec![ZERO; self.markets.len()];
         for acct in &self.accounts {
@@ -750,8 +955,8 @@ impl Ledger {
         Ok(())
     }
 
-    /// The index could miss no account: every entry current, nothing stray.
-    pub fn check_index(&self) -> Result<(), String> {
+    /// `check_index` one lookup at a time: the reference, and the message.
+    fn check_index_exact(&self) -> Result<(), String> {
         for (handle, acct) in self.accounts.iter().enumerate() {
             let handle = handle as u32;
             if acct.is_system {
@@ -844,8 +1049,127 @@ impl Ledger {
     }
 }
 
+/// A fixed-size bit set, for the checks' passes.
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(len: usize) -> Self {
+        Bits(vec![0; len.div_ceil(64)])
+    }
+
+    #[inline]
+    fn set(&mut self, at: usize) {
+        self.0[at / 64] |= 1 << (at % 64);
+    }
+
+    #[inline]
+    fn get(&self, at: usize) -> bool {
+        self.0[at / 64] & (1 << (at % 64)) != 0
+    }
+}
+
 impl Default for Ledger {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::json_in::parse_input;
+
+    /// A ledger of multi-market and one-position accounts (fills at moving prices).
+    fn venue() -> Engine {
+        let mut engine = Engine::new();
+        let mut apply = |raw: String| {
+            engine.seq += 1;
+            let input = parse_input(raw.as_bytes()).expect("a plain input");
+            let mut out = Vec::new();
+            let _ = engine.apply(&input, &mut out);
+        };
+        for m in 0..3 {
+            apply(format!(r#"{{"type":"market","market":"M{m}","imr":"0.1","mmr":"0.05","liq_fee":"0.01"}}"#));
+            apply(format!(r#"{{"type":"oracle","market":"M{m}","price":"100"}}"#));
+        }
+        for a in 0..40 {
+            apply(format!(r#"{{"type":"deposit","account":"a{a}","amount":"{}"}}"#, 1000 + a * 37));
+        }
+        for f in 0..150 {
+            let (buyer, seller, market) = ((f * 7) % 40, (f * 11 + 3) % 40, (f * 5) % 3);
+            if buyer == seller {
+                continue;
+            }
+            let price = 95 + (f * 13) % 11;
+            apply(format!(
+                r#"{{"type":"fill","fill_id":"f{f}","market":"M{market}","price":"{price}","qty":"1.5","buyer":"a{buyer}","seller":"a{seller}"}}"#
+            ));
+        }
+        engine
+    }
+
+    fn same_verdicts(ledger: &Ledger) -> (Result<(), String>, Result<(), String>) {
+        assert_eq!(ledger.check_invariants(), ledger.check_invariants_exact());
+        assert_eq!(ledger.check_index(), ledger.check_index_exact());
+        (ledger.check_invariants(), ledger.check_index())
+    }
+
+    #[test]
+    fn fast_checks_give_the_exact_verdicts() {
+        let engine = venue();
+        let ledger = &engine.ledger;
+        assert_eq!(same_verdicts(ledger), (Ok(()), Ok(())));
+        let singles = ledger.accounts.iter().filter(|a| !a.is_system && a.positions.len() == 1).count();
+        let multis = ledger.accounts.iter().filter(|a| a.positions.len() > 1).count();
+        assert!(singles > 0 && multis > 0, "{singles} {multis}");
+
+        // Every index entry missing in turn, and a stray one added.
+        for m in 0..ledger.markets.len() {
+            for list in 0..4 {
+                let keys: Vec<i128> = {
+                    let market = &ledger.markets[m];
+                    [&market.long_thresholds, &market.short_thresholds, &market.band_low, &market.band_high][list]
+                        .iter()
+                        .copied()
+                        .collect()
+                };
+                for key in keys.iter().copied().take(5).chain([i128::MAX >> 1]) {
+                    let mut broken = venue();
+                    let market = &mut broken.ledger.markets[m];
+                    let set = [
+                        &mut market.long_thresholds,
+                        &mut market.short_thresholds,
+                        &mut market.band_low,
+                        &mut market.band_high,
+                    ];
+                    let set = set.into_iter().nth(list).unwrap();
+                    if !set.remove(&key) {
+                        set.insert(key);
+                    }
+                    let (_, index) = same_verdicts(&broken.ledger);
+                    assert!(index.is_err());
+                }
+            }
+        }
+
+        // A stale holder, and a position the holders do not know of.
+        let mut broken = venue();
+        let lone = (3..broken.ledger.accounts.len() as u32)
+            .find(|&h| broken.ledger.accounts[h as usize].positions.is_empty())
+            .expect("an account without positions");
+        broken.ledger.markets[1].holders.insert(lone);
+        let (invariants, _) = same_verdicts(&broken.ledger);
+        assert!(invariants.unwrap_err().contains("is stale"));
+        let mut broken = venue();
+        let holder = *broken.ledger.markets[0].holders.iter().next().unwrap();
+        broken.ledger.markets[0].holders.remove(&holder);
+        let _ = same_verdicts(&broken.ledger);
+
+        // Money from nowhere, and a stale threshold entry.
+        let mut broken = venue();
+        broken.ledger.accounts[5].cash += int(1);
+        let (invariants, _) = same_verdicts(&broken.ledger);
+        assert!(invariants.is_err());
     }
 }

@@ -11,6 +11,7 @@ mod block;
 mod engine;
 mod journal;
 mod json_in;
+mod keys;
 mod ledger;
 mod num;
 mod snapshot;
@@ -202,6 +203,165 @@ impl Core {
             }
             _ => Err(PyValueError::new_err(format!("unknown input kind {kind:?}"))),
         }
+    }
+
+    /// The journal replay loop in one call: verify frames exactly as `scan_frames` does
+    /// (same arguments, same `next_offset, next_seq, last_hash, problem`) and apply each
+    /// record's payload as it passes, as `apply` would. The batch ends early, after the
+    /// frame, at a record this core does not finish alone (`DEFER`, or a refusal whose
+    /// reject Python writes): that record comes back as `pending`, `(seq, source, payload,
+    /// outputs, chain_hash, code)` with code 0 (not applied: apply it in Python) or the
+    /// refusal code (applied: its seq is counted; write the reject with it).
+    ///
+    /// Returns `(applied, events, derived, divergences, first_divergence, pending, error,
+    /// next_offset, next_seq, last_hash, problem)`: inputs applied here, their output
+    /// events, those events joined as the journal records them (each followed by a
+    /// newline), and, with `verify`, how many records that recorded outputs re-derived
+    /// different ones, the first as `(seq, source, recorded, derived)`. `error` is the
+    /// exception of an input that stopped the engine half-way (raise it after using the
+    /// rest: the inputs before it were applied). With `stop_at_divergence` the batch
+    /// ends after the first record whose outputs diverge.
+    #[pyo3(signature = (buf, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes, verify, stop_at_divergence = false))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn replay_frames<'py>(
+        &mut self,
+        py: Python<'py>,
+        buf: pyo3::buffer::PyBuffer<u8>,
+        offset: usize,
+        end: usize,
+        seq: u64,
+        prev_hash: &[u8],
+        stop_seq: u64,
+        max_records: usize,
+        max_bytes: usize,
+        verify: bool,
+        stop_at_divergence: bool,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        self.guard()?;
+        let data = journal::buffer_bytes(&buf)?;
+        if end > data.len() || offset > end {
+            return Err(PyValueError::new_err(format!(
+                "replay_frames: need offset <= end <= len(buf), got {offset}, {end}, {}",
+                data.len()
+            )));
+        }
+        if max_records == 0 || max_bytes == 0 {
+            return Err(PyValueError::new_err("replay_frames: max_records and max_bytes must be positive"));
+        }
+        let mut applied = 0u64;
+        let mut events = 0u64;
+        let mut derived: Vec<u8> = Vec::with_capacity(4096);
+        let mut divergences = 0u64;
+        let mut first_divergence: Option<(u64, std::ops::Range<usize>, std::ops::Range<usize>, Vec<u8>)> = None;
+        let mut pending: Option<(journal::Good, i64)> = None;
+        let mut panic: Option<Box<dyn std::any::Any + Send>> = None;
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let engine = &mut self.engine;
+        let busy = &mut self.busy;
+        let (next_offset, next_seq, last_hash, problem) =
+            journal::scan_each(data, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes, |data, good| {
+                let payload = &data[good.payload.clone()];
+                // A record that is not the engine's next seq goes to Python too (whose
+                // loop decides what that means).
+                let next = engine.seq.checked_add(1);
+                let Some(input) = parse_input(payload).filter(|_| next == Some(good.seq)) else {
+                    pending = Some((good, DEFER));
+                    return false;
+                };
+                *busy = true;
+                engine.seq += 1;
+                out.clear();
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.apply(&input, &mut out)));
+                let result = match result {
+                    Ok(result) => result,
+                    Err(payload) => {
+                        panic = Some(payload);
+                        return false;
+                    }
+                };
+                *busy = false;
+                if let Err(refusal) = result {
+                    pending = Some((good, refusal as i64));
+                    return false;
+                }
+                applied += 1;
+                events += out.len() as u64;
+                let start = derived.len();
+                for event in &out {
+                    derived.extend_from_slice(event);
+                    derived.push(b'\n');
+                }
+                let recorded = &data[good.outputs.clone()];
+                if verify && !recorded.is_empty() && derived[start..] != *recorded {
+                    divergences += 1;
+                    if first_divergence.is_none() {
+                        first_divergence =
+                            Some((good.seq, good.source.clone(), good.outputs.clone(), derived[start..].to_vec()));
+                    }
+                    if stop_at_divergence {
+                        return false;
+                    }
+                }
+                true
+            });
+        let first_divergence = match first_divergence {
+            None => py.None(),
+            Some((seq, source, recorded, derived)) => {
+                let source = std::str::from_utf8(&data[source]).unwrap_or_default();
+                (seq, source, PyBytes::new(py, &data[recorded]), PyBytes::new(py, &derived))
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind()
+            }
+        };
+        let pending = match pending {
+            None => py.None(),
+            Some((good, code)) => {
+                let source = std::str::from_utf8(&data[good.source.clone()]).unwrap_or_default();
+                (
+                    good.seq,
+                    source,
+                    PyBytes::new(py, &data[good.payload.clone()]),
+                    PyBytes::new(py, &data[good.outputs.clone()]),
+                    PyBytes::new(py, &data[good.chain_hash.clone()]),
+                    code,
+                )
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind()
+            }
+        };
+        let error = match panic {
+            None => py.None(),
+            Some(payload) => {
+                // As pyo3 turns a panic into an exception at the boundary (`apply`'s path).
+                let message = if let Some(text) = payload.downcast_ref::<String>() {
+                    text.clone()
+                } else if let Some(text) = payload.downcast_ref::<&str>() {
+                    text.to_string()
+                } else {
+                    "panic from Rust code".to_string()
+                };
+                pyo3::panic::PanicException::new_err((message,)).into_value(py).into_any()
+            }
+        };
+        PyTuple::new(
+            py,
+            [
+                applied.into_pyobject(py)?.into_any().unbind(),
+                events.into_pyobject(py)?.into_any().unbind(),
+                PyBytes::new(py, &derived).into_any().unbind(),
+                divergences.into_pyobject(py)?.into_any().unbind(),
+                first_divergence,
+                pending,
+                error,
+                next_offset.into_pyobject(py)?.into_any().unbind(),
+                next_seq.into_pyobject(py)?.into_any().unbind(),
+                PyBytes::new(py, &last_hash).into_any().unbind(),
+                pyo3::types::PyBool::new(py, problem).to_owned().into_any().unbind(),
+            ],
+        )
     }
 
     /// Count the seq of an input that Python rejected while decoding it.
