@@ -111,6 +111,63 @@ pub fn scan_each(
     (off, next_seq, prev.to_vec(), problem)
 }
 
+/// `scan_each` with the checks (CRC32C, MessagePack, SHA-256 chain) on a second thread,
+/// running ahead of `visit` by up to a few chunks of frames: the replay loop applies
+/// records on one core while the next ones are verified on the other. Same arguments,
+/// same frames visited in the same order, same result: when `visit` ends the batch, the
+/// position after its frame; otherwise the checking thread's.
+#[allow(clippy::too_many_arguments)]
+pub fn scan_each_ahead(
+    buf: &[u8],
+    offset: usize,
+    end: usize,
+    seq: u64,
+    prev_hash: &[u8],
+    stop_seq: u64,
+    max_records: usize,
+    max_bytes: usize,
+    mut visit: impl FnMut(&[u8], Good) -> bool,
+) -> (usize, u128, Vec<u8>, bool) {
+    // Frames travel in chunks so the threads meet once per chunk, not per frame.
+    const CHUNK: usize = 64;
+    const CHUNKS_AHEAD: usize = 4;
+    let data = &buf[..end.min(buf.len())];
+    std::thread::scope(|scope| {
+        let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Good>>(CHUNKS_AHEAD);
+        let checker = scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let result = scan_each(data, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes, |_, good| {
+                chunk.push(good);
+                if chunk.len() < CHUNK {
+                    return true;
+                }
+                // A failed send: the visitor ended the batch; stop checking.
+                send.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_ok()
+            });
+            if !chunk.is_empty() {
+                let _ = send.send(chunk);
+            }
+            result
+        });
+        let mut ended_after: Option<(usize, u64, Range<usize>)> = None;
+        'chunks: for chunk in receive.iter() {
+            for good in chunk {
+                let (frame_end, frame_seq, hash) = (good.end, good.seq, good.chain_hash.clone());
+                if !visit(data, good) {
+                    ended_after = Some((frame_end, frame_seq, hash));
+                    break 'chunks;
+                }
+            }
+        }
+        drop(receive); // lets a checker blocked on a full channel see the end and stop
+        let checked = checker.join().expect("the journal checks never panic");
+        match ended_after {
+            Some((frame_end, frame_seq, hash)) => (frame_end, u128::from(frame_seq) + 1, data[hash].to_vec(), false),
+            None => checked,
+        }
+    })
+}
+
 /// The frame at `off` if it passes every check `iter_frames` makes, else None.
 fn check_frame(data: &[u8], off: usize, seq: u64, prev: &[u8]) -> Option<Good> {
     let header: &[u8; FRAME_HEADER_BYTES] = data.get(off..off.checked_add(FRAME_HEADER_BYTES)?)?.try_into().ok()?;
@@ -563,6 +620,38 @@ mod tests {
         assert_eq!((s.records.len(), s.problem), (2, false));
         assert_eq!(s.next_seq, u128::from(u64::MAX) + 1);
         assert_eq!(s.last_hash, recs[1].hash);
+    }
+
+    #[test]
+    fn checking_ahead_visits_and_returns_what_the_plain_scan_does() {
+        let (buf, _) = segment(1, 300, Width::Shortest);
+        let mut damaged = buf.clone();
+        let middle = SEG_HEADER + (buf.len() - SEG_HEADER) * 2 / 3;
+        damaged[middle] ^= 0x55;
+        for data in [&buf, &damaged] {
+            // The visitor ends the batch at frame `stop_after` (or never), under various limits.
+            for stop_after in [0usize, 1, 63, 64, 65, 130, 299, usize::MAX] {
+                for (max_records, max_bytes, stop_seq) in
+                    [(usize::MAX, usize::MAX, u64::MAX), (100, usize::MAX, u64::MAX), (usize::MAX, 4000, 250)]
+                {
+                    let run = |ahead: bool| {
+                        let mut seen = Vec::new();
+                        let visit = |_: &[u8], good: Good| {
+                            seen.push((good.seq, good.end, good.payload.clone()));
+                            seen.len() <= stop_after
+                        };
+                        let args = (data.as_slice(), SEG_HEADER, data.len(), 1, &GENESIS[..], stop_seq);
+                        let result = if ahead {
+                            scan_each_ahead(args.0, args.1, args.2, args.3, args.4, args.5, max_records, max_bytes, visit)
+                        } else {
+                            scan_each(args.0, args.1, args.2, args.3, args.4, args.5, max_records, max_bytes, visit)
+                        };
+                        (seen, result)
+                    };
+                    assert_eq!(run(true), run(false), "stop_after {stop_after}, limits {max_records} {max_bytes}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -259,7 +259,7 @@ impl Core {
         let engine = &mut self.engine;
         let busy = &mut self.busy;
         let (next_offset, next_seq, last_hash, problem) =
-            journal::scan_each(data, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes, |data, good| {
+            journal::scan_each_ahead(data, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes, |data, good| {
                 let payload = &data[good.payload.clone()];
                 // A record that is not the engine's next seq goes to Python too (whose
                 // loop decides what that means).
