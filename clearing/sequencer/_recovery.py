@@ -139,17 +139,25 @@ def recover(
     elif target > engine.seq:
         apply_encoded = engine.apply_encoded
         for record in read(engine.seq + 1, target):
-            outputs = apply_encoded(record.payload)
+            derived = _replayed(engine, record, apply_encoded(record.payload), check_outputs)
             heap.add()
-            if engine.seq != record.seq:
-                raise RecoveryError(f"journal record seq {record.seq} replayed as {engine.seq}")
-            derived = join_outputs(outputs)
-            if check_outputs and record.outputs and derived != record.outputs:
-                raise OutputDivergence(record.seq, record.outputs, derived)
             if on_record is not None:
                 on_record(record, derived)
             replayed += 1
     return RecoveryResult(engine, snapshot_path, snapshot_seq, replayed)
+
+
+def _replayed(
+    engine: Engine | NativeEngine, record: Record, outputs: list[bytes], check_outputs: bool
+) -> bytes:
+    """Check one replayed record (its seq, and its recorded outputs against ``outputs``,
+    just re-derived); returns them joined as the journal records them."""
+    if engine.seq != record.seq:
+        raise RecoveryError(f"journal record seq {record.seq} replayed as {engine.seq}")
+    derived = join_outputs(outputs)
+    if check_outputs and record.outputs and derived != record.outputs:
+        raise OutputDivergence(record.seq, record.outputs, derived)
+    return derived
 
 
 def _replays_natively(engine: Engine | NativeEngine, on_record: object) -> bool:
@@ -189,11 +197,7 @@ def _replay_native(
             else:
                 record = item
                 outputs = apply_encoded(record.payload)
+            _replayed(engine, record, outputs, check_outputs)
             heap.add()
-            if engine.seq != record.seq:
-                raise RecoveryError(f"journal record seq {record.seq} replayed as {engine.seq}")
-            derived = join_outputs(outputs)
-            if check_outputs and record.outputs and derived != record.outputs:
-                raise OutputDivergence(record.seq, record.outputs, derived)
             replayed += 1
     return replayed
