@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from clearing.kafka import KafkaJournalReader, create_topics  # noqa: E402
-from clearing.ops.config import Config, load_config  # noqa: E402
+from clearing.ops.config import BatchConfig, Config, load_config  # noqa: E402
 
 
 def _load(name: str) -> ModuleType:
@@ -249,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--markets", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--max-records", type=int, default=2000, help="batch.max_records")
+    parser.add_argument(
+        "--max-records",
+        type=int,
+        default=BatchConfig().max_records,
+        help="batch.max_records (default: the daemon's)",
+    )
     parser.add_argument("--max-bytes", type=int, default=4 * 1024 * 1024, help="batch.max_bytes")
     parser.add_argument("--input-partitions", type=int, default=1)
     parser.add_argument("--events-partitions", type=int, default=3)

@@ -176,7 +176,10 @@ class TopicsConfig(_Section):
 class BatchConfig(_Section):
     """One batch = one Kafka transaction."""
 
-    max_records: Annotated[int, Meta(ge=1, le=1_000_000)] = 2_000
+    # Binds only when inputs are waiting (a backlog, a restart's catch-up): live traffic
+    # makes small batches anyway. 5000 measured ~15 % more throughput than 2000 (fewer
+    # transactions for the broker) at ~50 ms of engine time per full batch.
+    max_records: Annotated[int, Meta(ge=1, le=1_000_000)] = 5_000
     max_bytes: PositiveInt = 4 * _MiB
     poll_timeout_ms: PositiveInt = 100
 
