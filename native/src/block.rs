@@ -42,8 +42,7 @@ pub fn apply_run<'a>(
     prev_hash: [u8; 32],
     records_capacity: usize,
 ) -> Run {
-    let mut run =
-        Run {
+    let mut run = Run {
         stop: Stop::Done,
         records: Vec::with_capacity(records_capacity),
         ends: Vec::new(),

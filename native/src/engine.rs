@@ -9,7 +9,9 @@ use num_bigint::BigInt;
 
 use crate::json_in::{write_json_str, Input};
 use crate::ledger::{is_system_id, Ledger, Market, BAD_DEBT, DEBT, FEES, FEE_POOL, FUND};
-use crate::num::{from_big, int, round_half_even_div, to_big as big, write_e16, write_e8, Int, CASH_PER_E8, E16, E8, ZERO};
+use crate::num::{
+    from_big, int, round_half_even_div, to_big as big, write_e16, write_e8, Int, CASH_PER_E8, E16, E8, ZERO,
+};
 
 /// Why an input was refused; the Python side turns the code into the reject event (its
 /// detail text is formatted there, once, for both cores). REJECT_REASONS[value - 1].
@@ -49,7 +51,6 @@ fn compare_ratio(a: (Int, Int), b: (Int, Int)) -> Ordering {
         _ => (big(a.0) * big(b.1)).cmp(&(big(b.0) * big(a.1))),
     }
 }
-
 
 impl PartialEq for Candidate {
     fn eq(&self, other: &Self) -> bool {

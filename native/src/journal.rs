@@ -642,7 +642,17 @@ mod tests {
                         };
                         let args = (data.as_slice(), SEG_HEADER, data.len(), 1, &GENESIS[..], stop_seq);
                         let result = if ahead {
-                            scan_each_ahead(args.0, args.1, args.2, args.3, args.4, args.5, max_records, max_bytes, visit)
+                            scan_each_ahead(
+                                args.0,
+                                args.1,
+                                args.2,
+                                args.3,
+                                args.4,
+                                args.5,
+                                max_records,
+                                max_bytes,
+                                visit,
+                            )
                         } else {
                             scan_each(args.0, args.1, args.2, args.3, args.4, args.5, max_records, max_bytes, visit)
                         };

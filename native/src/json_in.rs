@@ -20,17 +20,7 @@ const MAX_WIRE_E8: i128 = 1_000_000_000_000_000 * E8;
 /// `events.MAX_NESTING_DEPTH`: brackets nest at most this deep in a valid input.
 const MAX_DEPTH: u32 = 64;
 /// 10^(8 - number of decimals given), to scale a fraction to e8.
-const FRACTION_SCALE: [u64; 9] = [
-    100_000_000,
-    10_000_000,
-    1_000_000,
-    100_000,
-    10_000,
-    1_000,
-    100,
-    10,
-    1,
-];
+const FRACTION_SCALE: [u64; 9] = [100_000_000, 10_000_000, 1_000_000, 100_000, 10_000, 1_000, 100, 10, 1];
 
 pub struct FillIn<'a> {
     pub fill_id: &'a str,
@@ -212,10 +202,7 @@ impl<'a> Parser<'a> {
     #[inline]
     fn digits(&mut self) -> usize {
         let rest = &self.b[self.i..];
-        let n = rest
-            .iter()
-            .position(|c| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let n = rest.iter().position(|c| !c.is_ascii_digit()).unwrap_or(rest.len());
         self.i += n;
         n
     }
@@ -414,10 +401,7 @@ impl<'a> Parser<'a> {
 /// overflow) or discard the result of longer runs, and skip the overflow-check branches.
 #[inline]
 fn digits_u64(digits: &[u8]) -> u64 {
-    digits.iter().fold(0u64, |acc, &d| {
-        acc.wrapping_mul(10)
-            .wrapping_add(u64::from(d.wrapping_sub(b'0')))
-    })
+    digits.iter().fold(0u64, |acc, &d| acc.wrapping_mul(10).wrapping_add(u64::from(d.wrapping_sub(b'0'))))
 }
 
 /// `whole` units plus `frac` e8 units, signed; `None` past 1e15. The product is done in
@@ -473,10 +457,7 @@ fn parse_decimal_e8(s: &[u8]) -> Option<i128> {
             return None;
         }
         let frac_digits = &s[i + 1..];
-        if frac_digits.is_empty()
-            || frac_digits.len() > 8
-            || !frac_digits.iter().all(u8::is_ascii_digit)
-        {
+        if frac_digits.is_empty() || frac_digits.len() > 8 || !frac_digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
         frac = digits_u64(frac_digits) * FRACTION_SCALE[frac_digits.len()];
@@ -623,28 +604,15 @@ pub fn parse_input(raw: &[u8]) -> Option<Input<'_>> {
             buyer_fee_e8: fee(t(F_BUYER_FEE))?,
             seller_fee_e8: fee(t(F_SELLER_FEE))?,
         })),
-        "oracle" => Some(Input::Oracle {
-            market: id(t(F_MARKET))?,
-            price_e8: positive(t(F_PRICE))?,
-        }),
-        "deposit" => Some(Input::Deposit {
-            account: id(t(F_ACCOUNT))?,
-            amount_e8: positive(t(F_AMOUNT))?,
-        }),
-        "withdraw" => Some(Input::Withdraw {
-            account: id(t(F_ACCOUNT))?,
-            amount_e8: positive(t(F_AMOUNT))?,
-        }),
+        "oracle" => Some(Input::Oracle { market: id(t(F_MARKET))?, price_e8: positive(t(F_PRICE))? }),
+        "deposit" => Some(Input::Deposit { account: id(t(F_ACCOUNT))?, amount_e8: positive(t(F_AMOUNT))? }),
+        "withdraw" => Some(Input::Withdraw { account: id(t(F_ACCOUNT))?, amount_e8: positive(t(F_AMOUNT))? }),
         "book" => {
             let side_ok = |f: usize| matches!(toks[f], Tok::Absent | Tok::Levels);
             if !side_ok(F_BIDS) || !side_ok(F_ASKS) {
                 return None;
             }
-            Some(Input::Book {
-                market: id(t(F_MARKET))?,
-                bids,
-                asks,
-            })
+            Some(Input::Book { market: id(t(F_MARKET))?, bids, asks })
         }
         "market" => {
             let imr = num(t(F_IMR))?;
@@ -735,13 +703,7 @@ mod tests {
             parts.join(",")
         }
         match input {
-            Input::Market {
-                market,
-                imr_e8,
-                mmr_e8,
-                liq_fee_e8,
-                max_oracle_move_e8,
-            } => {
+            Input::Market { market, imr_e8, mmr_e8, liq_fee_e8, max_oracle_move_e8 } => {
                 format!("market|{market}|{imr_e8}|{mmr_e8}|{liq_fee_e8}|{max_oracle_move_e8:?}")
             }
             Input::Deposit { account, amount_e8 } => format!("deposit|{account}|{amount_e8}"),
@@ -749,14 +711,7 @@ mod tests {
             Input::Oracle { market, price_e8 } => format!("oracle|{market}|{price_e8}"),
             Input::Fill(f) => format!(
                 "fill|{}|{}|{}|{}|{}|{}|{}|{}",
-                f.fill_id,
-                f.market,
-                f.price_e8,
-                f.qty_e8,
-                f.buyer,
-                f.seller,
-                f.buyer_fee_e8,
-                f.seller_fee_e8
+                f.fill_id, f.market, f.price_e8, f.qty_e8, f.buyer, f.seller, f.buyer_fee_e8, f.seller_fee_e8
             ),
             Input::Book { market, bids, asks } => {
                 format!("book|{market}|{}|{}", agg(bids), agg(asks))
@@ -873,13 +828,8 @@ mod tests {
     #[test]
     fn typical_fill() {
         let raw = br#"{"type":"fill","fill_id":"f123","market":"BTC-PERP","price":"101.25","qty":"0.5","buyer":"acct-17","seller":"acct-99","buyer_fee":"0.01","seller_fee":"-0.005","ts":1700000000000000000}"#;
-        let Some(Input::Fill(f)) = parse_input(raw) else {
-            panic!("not parsed")
-        };
-        assert_eq!(
-            (f.fill_id, f.market, f.buyer, f.seller),
-            ("f123", "BTC-PERP", "acct-17", "acct-99")
-        );
+        let Some(Input::Fill(f)) = parse_input(raw) else { panic!("not parsed") };
+        assert_eq!((f.fill_id, f.market, f.buyer, f.seller), ("f123", "BTC-PERP", "acct-17", "acct-99"));
         assert_eq!((f.price_e8, f.qty_e8), (10_125_000_000, 50_000_000));
         assert_eq!((f.buyer_fee_e8, f.seller_fee_e8), (1_000_000, -500_000));
     }
@@ -887,10 +837,7 @@ mod tests {
     #[test]
     fn every_input_type_and_field_kind() {
         let cases: &[(&str, &str)] = &[
-            (
-                r#"{"type":"market","market":"M","imr":"0.1","mmr":5e-2,"liq_fee":"0"}"#,
-                "NONE",
-            ),
+            (r#"{"type":"market","market":"M","imr":"0.1","mmr":5e-2,"liq_fee":"0"}"#, "NONE"),
             (
                 r#"{"type":"market","market":"M","imr":1,"mmr":"0.5","liq_fee":0,"max_oracle_move":2}"#,
                 "market|M|100000000|50000000|0|Some(200000000)",
@@ -899,55 +846,28 @@ mod tests {
                 r#"{"type":"market","market":"M","imr":"0.1","mmr":"0.1","liq_fee":"0.005"}"#,
                 "market|M|10000000|10000000|500000|None",
             ),
-            (
-                r#"{"type":"deposit","account":"a","amount":3}"#,
-                "deposit|a|300000000",
-            ),
-            (
-                r#"{"type":"withdraw","account":"a","amount":"0.5"}"#,
-                "withdraw|a|50000000",
-            ),
-            (
-                r#"{"type":"oracle","market":"M","price":"85.25"}"#,
-                "oracle|M|8525000000",
-            ),
+            (r#"{"type":"deposit","account":"a","amount":3}"#, "deposit|a|300000000"),
+            (r#"{"type":"withdraw","account":"a","amount":"0.5"}"#, "withdraw|a|50000000"),
+            (r#"{"type":"oracle","market":"M","price":"85.25"}"#, "oracle|M|8525000000"),
             (
                 r#"{"type":"fill","fill_id":"f","market":"M","price":2,"qty":"3","buyer":"a","seller":"b","seller_fee":1}"#,
                 "fill|f|M|200000000|300000000|a|b|0|100000000",
             ),
-            (
-                r#"{"type":"book","market":"M","bids":[[1,"2"]]}"#,
-                "book|M|100000000:200000000|",
-            ),
-            (
-                r#"{"type":"book","market":"M","asks":[["1",2]]}"#,
-                "book|M||100000000:200000000",
-            ),
+            (r#"{"type":"book","market":"M","bids":[[1,"2"]]}"#, "book|M|100000000:200000000|"),
+            (r#"{"type":"book","market":"M","asks":[["1",2]]}"#, "book|M||100000000:200000000"),
             // Wrong kinds: number for an id, string ts, bool/null/array for a Num.
             (r#"{"type":"deposit","account":1,"amount":3}"#, "NONE"),
-            (
-                r#"{"type":"deposit","account":"a","amount":3,"ts":"5"}"#,
-                "NONE",
-            ),
+            (r#"{"type":"deposit","account":"a","amount":3,"ts":"5"}"#, "NONE"),
             (r#"{"type":"deposit","account":"a","amount":false}"#, "NONE"),
             (r#"{"type":"deposit","account":"a","amount":null}"#, "NONE"),
             (r#"{"type":"deposit","account":"a","amount":["1"]}"#, "NONE"),
             (r#"{"type":"oracle","market":null,"price":1}"#, "NONE"),
             (r#"{"type":"book","market":"M","bids":{}}"#, "NONE"),
-            (
-                r#"{"type":"book","market":"M","bids":[[1,2]],"asks":[["1"]]}"#,
-                "NONE",
-            ),
-            (
-                r#"{"type":"book","market":"M","bids":[[1,2],[3,"x"]]}"#,
-                "NONE",
-            ),
+            (r#"{"type":"book","market":"M","bids":[[1,2]],"asks":[["1"]]}"#, "NONE"),
+            (r#"{"type":"book","market":"M","bids":[[1,2],[3,"x"]]}"#, "NONE"),
             // Missing required fields.
             (r#"{"type":"oracle","market":"M"}"#, "NONE"),
-            (
-                r#"{"type":"market","market":"M","imr":"0.1","mmr":"0.1"}"#,
-                "NONE",
-            ),
+            (r#"{"type":"market","market":"M","imr":"0.1","mmr":"0.1"}"#, "NONE"),
             (r#"{"type":"book","bids":[]}"#, "NONE"),
             (r#"{"type":"book"}"#, "NONE"),
             (r#"{"type":null}"#, "NONE"),
@@ -965,34 +885,18 @@ mod tests {
         assert_eq!(a.as_deref(), Some("deposit|a|200000000"));
         assert_eq!(a, b);
         // Fields of other types are unknown fields: any valid value is ignored.
-        let c =
-            parse(br#"{"price":{},"amount":"2","bids":[[0,0]],"account":"a","type":"deposit"}"#);
+        let c = parse(br#"{"price":{},"amount":"2","bids":[[0,0]],"account":"a","type":"deposit"}"#);
         assert_eq!(c, a);
     }
 
     #[test]
     fn whitespace() {
         let raw = b" \t\r\n{ \"type\" :\t\"book\" ,\r\n\"market\"\n:\"M\", \"bids\" : [ [ \"1\" , 2 ] , [3,4] ] , \"asks\":[ ] } \n";
-        assert_eq!(
-            parse(raw).as_deref(),
-            Some("book|M|100000000:200000000,300000000:400000000|")
-        );
+        assert_eq!(parse(raw).as_deref(), Some("book|M|100000000:200000000,300000000:400000000|"));
         for bad in ["\x0c", "\x0b", "\u{a0}", "\u{feff}", "\u{2028}"] {
-            assert_eq!(
-                parse(format!("{bad}{{{DEPOSIT}}}").as_bytes()),
-                None,
-                "{bad:?}"
-            );
-            assert_eq!(
-                parse(format!("{{{DEPOSIT}}}{bad}").as_bytes()),
-                None,
-                "{bad:?}"
-            );
-            assert_eq!(
-                parse(format!("{{{DEPOSIT},{bad}\"x\":1}}").as_bytes()),
-                None,
-                "{bad:?}"
-            );
+            assert_eq!(parse(format!("{bad}{{{DEPOSIT}}}").as_bytes()), None, "{bad:?}");
+            assert_eq!(parse(format!("{{{DEPOSIT}}}{bad}").as_bytes()), None, "{bad:?}");
+            assert_eq!(parse(format!("{{{DEPOSIT},{bad}\"x\":1}}").as_bytes()), None, "{bad:?}");
         }
         assert_eq!(parse(format!("{{{DEPOSIT}}} x").as_bytes()), None);
         assert_eq!(parse(format!("{{{DEPOSIT}}}{{}}").as_bytes()), None);
@@ -1052,22 +956,10 @@ mod tests {
         assert_eq!(with_extra(r#""x":"a\nb""#), None);
         assert_eq!(with_extra(r#""x":"\"""#), None);
         assert_eq!(with_extra(r#""x\u0079":1"#), None);
-        assert_eq!(
-            parse(br#"{"type":"deposit","account":"\u0061","amount":"1"}"#),
-            None
-        );
-        assert_eq!(
-            parse(br#"{"typ\u0065":"deposit","account":"a","amount":"1"}"#),
-            None
-        );
-        assert_eq!(
-            parse(br#"{"type":"deposit","account":"a","amount":"\u0031"}"#),
-            None
-        );
-        assert_eq!(
-            parse(br#"{"type":"deposit","account":"a\\b","amount":"1"}"#),
-            None
-        );
+        assert_eq!(parse(br#"{"type":"deposit","account":"\u0061","amount":"1"}"#), None);
+        assert_eq!(parse(br#"{"typ\u0065":"deposit","account":"a","amount":"1"}"#), None);
+        assert_eq!(parse(br#"{"type":"deposit","account":"a","amount":"\u0031"}"#), None);
+        assert_eq!(parse(br#"{"type":"deposit","account":"a\\b","amount":"1"}"#), None);
         // A slash is not special: only its escaped form is.
         assert_eq!(
             parse(br#"{"type":"deposit","account":"a/b","amount":"1"}"#).as_deref(),
@@ -1088,10 +980,7 @@ mod tests {
             assert_eq!(parse(raw.as_bytes()), None, "{raw}");
         }
         // Other names repeat harmlessly: Python ignores them either way.
-        assert_eq!(
-            with_extra(r#""note":1,"note":"2""#).as_deref(),
-            Some("deposit|a|100000000")
-        );
+        assert_eq!(with_extra(r#""note":1,"note":"2""#).as_deref(), Some("deposit|a|100000000"));
     }
 
     #[test]
@@ -1103,10 +992,7 @@ mod tests {
                 let mut fields = vec![("imr", "1"), ("mmr", "1"), ("liq_fee", "0")];
                 fields.retain(|(name, _)| *name != field);
                 fields.push((field, float));
-                let body: Vec<String> = fields
-                    .iter()
-                    .map(|(k, v)| format!(r#""{k}":{v}"#))
-                    .collect();
+                let body: Vec<String> = fields.iter().map(|(k, v)| format!(r#""{k}":{v}"#)).collect();
                 let raw = format!(r#"{{"type":"market","market":"M",{}}}"#, body.join(","));
                 assert_eq!(parse(raw.as_bytes()), None, "{raw}");
             }
@@ -1131,10 +1017,7 @@ mod tests {
         assert_eq!(amount("1000000000000001"), None);
         assert_eq!(amount("10000000000000000"), None);
         assert_eq!(amount(r#""10000000000000000""#), None);
-        assert_eq!(
-            amount(&format!("\"{}1.5\"", "0".repeat(60))),
-            Some(150_000_000)
-        );
+        assert_eq!(amount(&format!("\"{}1.5\"", "0".repeat(60))), Some(150_000_000));
         assert_eq!(amount(&format!("\"{}\"", "9".repeat(40))), None);
         assert_eq!(amount(&"9".repeat(40)), None);
         assert_eq!(amount(r#""007.50""#), Some(750_000_000));
@@ -1192,18 +1075,14 @@ mod tests {
         assert!(fill("1", "1").is_some());
         assert_eq!(fill("0", "1"), None);
         assert_eq!(fill("1", r#""-1""#), None);
-        assert_eq!(
-            parse(br#"{"type":"oracle","market":"M","price":"-5"}"#),
-            None
-        );
+        assert_eq!(parse(br#"{"type":"oracle","market":"M","price":"-5"}"#), None);
     }
 
     #[test]
     fn market_ranges() {
         let market = |imr: &str, mmr: &str, liq: &str, extra: &str| {
-            let raw = format!(
-                r#"{{"type":"market","market":"M","imr":"{imr}","mmr":"{mmr}","liq_fee":"{liq}"{extra}}}"#
-            );
+            let raw =
+                format!(r#"{{"type":"market","market":"M","imr":"{imr}","mmr":"{mmr}","liq_fee":"{liq}"{extra}}}"#);
             parse(raw.as_bytes())
         };
         assert!(market("1", "1", "0", "").is_some());
@@ -1218,31 +1097,19 @@ mod tests {
             market("0.1", "0.05", "0", r#","max_oracle_move":"1000""#).as_deref(),
             Some("market|M|10000000|5000000|0|Some(100000000000)")
         );
-        assert_eq!(
-            market("0.1", "0.05", "0", r#","max_oracle_move":"0""#),
-            None
-        );
-        assert_eq!(
-            market("0.1", "0.05", "0", r#","max_oracle_move":null"#),
-            None
-        );
+        assert_eq!(market("0.1", "0.05", "0", r#","max_oracle_move":"0""#), None);
+        assert_eq!(market("0.1", "0.05", "0", r#","max_oracle_move":null"#), None);
     }
 
     #[test]
     fn book_levels_keep_input_order_unaggregated() {
         let raw = br#"{"type":"book","market":"M","bids":[["100","1"],[99,"2"],["100",3]],"asks":[["101","0.5"],["101","0.5"]]}"#;
-        let Some(Input::Book { market, bids, asks }) = parse_input(raw) else {
-            panic!("not parsed")
-        };
+        let Some(Input::Book { market, bids, asks }) = parse_input(raw) else { panic!("not parsed") };
         assert_eq!(market, "M");
         let e8 = |v: i128| v * E8;
-        assert_eq!(
-            bids,
-            vec![(e8(100), e8(1)), (e8(99), e8(2)), (e8(100), e8(3))]
-        );
+        assert_eq!(bids, vec![(e8(100), e8(1)), (e8(99), e8(2)), (e8(100), e8(3))]);
         assert_eq!(asks, vec![(e8(101), 50_000_000), (e8(101), 50_000_000)]);
-        let Some(Input::Book { bids, asks, .. }) = parse_input(br#"{"type":"book","market":"M"}"#)
-        else {
+        let Some(Input::Book { bids, asks, .. }) = parse_input(br#"{"type":"book","market":"M"}"#) else {
             panic!("not parsed")
         };
         assert!(bids.is_empty() && asks.is_empty());
@@ -1251,13 +1118,7 @@ mod tests {
     #[test]
     fn ts_bounds() {
         let ts = |value: &str| parse(format!("{{{DEPOSIT},\"ts\":{value}}}").as_bytes());
-        for ok in [
-            "0",
-            "-0",
-            "1700000000000000000",
-            "9223372036854775807",
-            "-9223372036854775808",
-        ] {
+        for ok in ["0", "-0", "1700000000000000000", "9223372036854775807", "-9223372036854775808"] {
             assert!(ts(ok).is_some(), "{ok}");
         }
         for bad in [
@@ -1279,33 +1140,17 @@ mod tests {
 
     #[test]
     fn ids() {
-        let deposit = |account: &str| {
-            parse(format!(r#"{{"type":"deposit","account":"{account}","amount":1}}"#).as_bytes())
-        };
-        assert_eq!(
-            deposit("élève 😀").as_deref(),
-            Some("deposit|élève 😀|100000000")
-        );
-        assert_eq!(
-            deposit("\u{2028}\u{7f}").as_deref(),
-            Some("deposit|\u{2028}\u{7f}|100000000")
-        );
+        let deposit =
+            |account: &str| parse(format!(r#"{{"type":"deposit","account":"{account}","amount":1}}"#).as_bytes());
+        assert_eq!(deposit("élève 😀").as_deref(), Some("deposit|élève 😀|100000000"));
+        assert_eq!(deposit("\u{2028}\u{7f}").as_deref(), Some("deposit|\u{2028}\u{7f}|100000000"));
         assert_eq!(deposit(" ").as_deref(), Some("deposit| |100000000"));
         assert_eq!(deposit(""), None);
         assert_eq!(deposit("a\u{1}"), None);
         // Invalid UTF-8 anywhere, even in an unknown field.
-        assert_eq!(
-            parse(b"{\"type\":\"deposit\",\"account\":\"\xff\",\"amount\":1}"),
-            None
-        );
-        assert_eq!(
-            parse(b"{\"type\":\"deposit\",\"account\":\"a\",\"amount\":1,\"x\":\"\xed\xa0\x80\"}"),
-            None
-        );
-        assert_eq!(
-            parse(b"{\"type\":\"deposit\",\"account\":\"a\",\"amount\":1,\"x\":\"\xc0\x80\"}"),
-            None
-        );
+        assert_eq!(parse(b"{\"type\":\"deposit\",\"account\":\"\xff\",\"amount\":1}"), None);
+        assert_eq!(parse(b"{\"type\":\"deposit\",\"account\":\"a\",\"amount\":1,\"x\":\"\xed\xa0\x80\"}"), None);
+        assert_eq!(parse(b"{\"type\":\"deposit\",\"account\":\"a\",\"amount\":1,\"x\":\"\xc0\x80\"}"), None);
     }
 
     #[test]
@@ -1342,12 +1187,7 @@ mod tests {
             }
             let end = raw.iter().rposition(|&c| c == b'}').unwrap();
             for cut in 0..end {
-                assert_eq!(
-                    parse(&raw[..cut]),
-                    None,
-                    "{:?}",
-                    String::from_utf8_lossy(&raw[..cut])
-                );
+                assert_eq!(parse(&raw[..cut]), None, "{:?}", String::from_utf8_lossy(&raw[..cut]));
             }
         }
     }
@@ -1366,11 +1206,8 @@ mod tests {
                         if pos + 1 < len {
                             buf[pos + 1] = 0;
                         }
-                        let expected = if special(c) {
-                            pos
-                        } else {
-                            buf.iter().position(|&b| special(b)).unwrap_or(len)
-                        };
+                        let expected =
+                            if special(c) { pos } else { buf.iter().position(|&b| special(b)).unwrap_or(len) };
                         assert_eq!(first_special(&buf, 0), expected, "{buf:?}");
                         assert_eq!(first_special(&buf, pos), expected.max(pos), "{buf:?}");
                     }
@@ -1384,10 +1221,7 @@ mod tests {
         assert_eq!(parse_decimal_e8(b"0"), Some(0));
         assert_eq!(parse_decimal_e8(b"-0.1"), Some(-10_000_000));
         assert_eq!(parse_decimal_e8(b"1.2345678"), Some(123_456_780));
-        assert_eq!(
-            parse_decimal_e8(b"00000000000000001000000000000000"),
-            Some(MAX_WIRE_E8)
-        );
+        assert_eq!(parse_decimal_e8(b"00000000000000001000000000000000"), Some(MAX_WIRE_E8));
         assert_eq!(parse_decimal_e8(b"-"), None);
         assert_eq!(parse_decimal_e8(b""), None);
         assert_eq!(int_e8(b"-0"), Some(0));
@@ -1539,10 +1373,7 @@ mod tests {
         ("BTC-PERP", b"\"BTC-PERP\""),
         ("", b"\"\""),
         ("x\u{0}\u{1f}\u{7f}y", b"\"x\\u0000\\u001f\x7fy\""),
-        (
-            "\u{20ac}\u{a}\u{e9}\u{9}",
-            b"\"\xe2\x82\xac\\n\xc3\xa9\\t\"",
-        ),
+        ("\u{20ac}\u{a}\u{e9}\u{9}", b"\"\xe2\x82\xac\\n\xc3\xa9\\t\""),
     ];
 
     #[test]

@@ -9,7 +9,6 @@ use compact_str::CompactString;
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
-
 use crate::num::{clamp_mark, floor_div, from_big, int, to_big, Int, E8, ZERO};
 
 pub const INSURANCE_FUND: &str = "insurance-fund";
@@ -745,17 +744,14 @@ impl Ledger {
             safe = fresh_safe;
         }
         for old in old_edges {
-            let same = bands
-                .iter()
-                .any(|b| b.market == old.market && b.is_long == old.is_long && b.edge == old.edge);
+            let same = bands.iter().any(|b| b.market == old.market && b.is_long == old.is_long && b.edge == old.edge);
             if !same {
                 self.remove_band_key(account, old);
             }
         }
         for band in &bands {
-            let same = old_edges
-                .iter()
-                .any(|o| o.market == band.market && o.is_long == band.is_long && o.edge == band.edge);
+            let same =
+                old_edges.iter().any(|o| o.market == band.market && o.is_long == band.is_long && o.edge == band.edge);
             if !same {
                 self.add_band_key(account, band);
             }

@@ -258,8 +258,16 @@ impl Core {
         let mut out: Vec<Vec<u8>> = Vec::new();
         let engine = &mut self.engine;
         let busy = &mut self.busy;
-        let (next_offset, next_seq, last_hash, problem) =
-            journal::scan_each_ahead(data, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes, |data, good| {
+        let (next_offset, next_seq, last_hash, problem) = journal::scan_each_ahead(
+            data,
+            offset,
+            end,
+            seq,
+            prev_hash,
+            stop_seq,
+            max_records,
+            max_bytes,
+            |data, good| {
                 let payload = &data[good.payload.clone()];
                 // A record that is not the engine's next seq goes to Python too (whose
                 // loop decides what that means).
@@ -271,8 +279,7 @@ impl Core {
                 *busy = true;
                 engine.seq += 1;
                 out.clear();
-                let result =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.apply(&input, &mut out)));
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.apply(&input, &mut out)));
                 let result = match result {
                     Ok(result) => result,
                     Err(payload) => {
@@ -304,7 +311,8 @@ impl Core {
                     }
                 }
                 true
-            });
+            },
+        );
         let first_divergence = match first_divergence {
             None => py.None(),
             Some((seq, source, recorded, derived)) => {
@@ -442,7 +450,6 @@ impl Core {
         ledger.accounts[handle as usize].cash += delta;
         Ok(())
     }
-
 }
 
 impl Core {
@@ -482,11 +489,11 @@ fn big_int(py: Python<'_>, value: num::Int) -> PyResult<PyObject> {
 fn parse<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<PyObject> {
     let Some(input) = parse_input(raw) else { return Ok(py.None()) };
     let tuple = match input {
-        Input::Fill(f) => (
-            "fill", f.fill_id, f.market, f.price_e8, f.qty_e8, f.buyer, f.seller, f.buyer_fee_e8, f.seller_fee_e8,
-        )
-            .into_pyobject(py)?
-            .into_any(),
+        Input::Fill(f) => {
+            ("fill", f.fill_id, f.market, f.price_e8, f.qty_e8, f.buyer, f.seller, f.buyer_fee_e8, f.seller_fee_e8)
+                .into_pyobject(py)?
+                .into_any()
+        }
         Input::Oracle { market, price_e8 } => ("oracle", market, price_e8).into_pyobject(py)?.into_any(),
         Input::Deposit { account, amount_e8 } => ("deposit", account, amount_e8).into_pyobject(py)?.into_any(),
         Input::Withdraw { account, amount_e8 } => ("withdraw", account, amount_e8).into_pyobject(py)?.into_any(),

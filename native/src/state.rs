@@ -37,7 +37,8 @@ pub fn state_json(engine: &Engine) -> Vec<u8> {
         write_e16(&mut out, acct.cash);
         out.extend_from_slice(b"\",\"positions\":{");
         let mut positions: Vec<&crate::ledger::Position> = acct.positions.iter().collect();
-        positions.sort_unstable_by(|a, b| ledger.markets[a.market as usize].id.cmp(&ledger.markets[b.market as usize].id));
+        positions
+            .sort_unstable_by(|a, b| ledger.markets[a.market as usize].id.cmp(&ledger.markets[b.market as usize].id));
         for (m, p) in positions.into_iter().enumerate() {
             if m > 0 {
                 out.push(b',');
@@ -78,7 +79,11 @@ pub fn to_doc(engine: &Engine) -> StateDoc {
             let mut positions: Vec<PositionDoc> = acct
                 .positions
                 .iter()
-                .map(|p| PositionDoc { market: ledger.markets[p.market as usize].id.to_string(), qty_e8: p.qty.0, k_e16: p.k.0 })
+                .map(|p| PositionDoc {
+                    market: ledger.markets[p.market as usize].id.to_string(),
+                    qty_e8: p.qty.0,
+                    k_e16: p.k.0,
+                })
                 .collect();
             positions.sort_unstable_by(|a, b| a.market.cmp(&b.market));
             AccountDoc { id: acct.id.to_string(), cash_e16: acct.cash.0, positions }
@@ -126,8 +131,13 @@ pub fn from_doc(doc: StateDoc) -> Result<Engine, String> {
         if ledger.market_ids.contains_key(rec.id.as_str()) {
             return Err(format!("not an engine state: market {:?} listed twice", rec.id));
         }
-        let mut market =
-            Market::new(&rec.id, Int(rec.imr_e8), Int(rec.mmr_e8), Int(rec.liq_fee_e8), rec.max_oracle_move_e8.map(Int));
+        let mut market = Market::new(
+            &rec.id,
+            Int(rec.imr_e8),
+            Int(rec.mmr_e8),
+            Int(rec.liq_fee_e8),
+            rec.max_oracle_move_e8.map(Int),
+        );
         market.mark = rec.mark_e8.map(Int);
         market.oracle_seen = rec.oracle_seen;
         market.held = rec.held_e8.map(Int);
@@ -202,7 +212,6 @@ pub fn summary(engine: &Engine) -> (usize, usize, String, Vec<MarketFigures>) {
         .collect();
     (ledger.accounts.len(), positions, fund_equity.to_string(), markets)
 }
-
 
 /// What the metrics read off the ledger, in one O(positions) pass: the figures
 /// `clearing.ops.metrics.Metrics.update_ledger` computes from the Python ledger.
