@@ -573,7 +573,7 @@ class Daemon:
                     raise self._failure
                 if self._server is not None:
                     self._server.beat()
-                if self._background_due():
+                if any(self._due()):
                     await self._settle()
                     self._start_background_work()
                 try:
@@ -783,19 +783,19 @@ class Daemon:
         self._observe(batch_no, plan)
         self._heap.add(len(plan.applied))
 
-    def _background_due(self) -> bool:
-        """A background check or snapshot is due (and none is running)."""
+    def _due(self) -> tuple[bool, bool]:
+        """(snapshot due, invariant check due); both False while a child is running
+        (one at a time: the next is due again right after)."""
         engine = self.engine
         if engine is None or self._job is not None:
-            return False
-        snapshot_every = self.config.snapshot.every_inputs
-        return (
-            engine.seq - self._last_invariant_seq >= self.config.limits.invariant_check_inputs
-            or (
-                bool(self.config.snapshot_dir)
-                and engine.seq - self._last_snapshot_seq >= snapshot_every
-            )
+            return False, False
+        config = self.config
+        snapshot_due = bool(
+            config.snapshot_dir
+            and engine.seq - self._last_snapshot_seq >= config.snapshot.every_inputs
         )
+        check_due = engine.seq - self._last_invariant_seq >= config.limits.invariant_check_inputs
+        return snapshot_due, check_due
 
     def _start_background_work(self) -> None:
         """Fork a child to check the invariants (and snapshot) when one is due; only
@@ -808,13 +808,7 @@ class Daemon:
         engine = self.engine
         assert engine is not None
         assert self._inflight is None and engine.seq == self.committed_seq
-        if self._job is not None:
-            return  # one at a time; the next is due again right after
-        snapshot_due = bool(
-            config.snapshot_dir
-            and engine.seq - self._last_snapshot_seq >= config.snapshot.every_inputs
-        )
-        check_due = engine.seq - self._last_invariant_seq >= config.limits.invariant_check_inputs
+        snapshot_due, check_due = self._due()
         if not (snapshot_due or check_due):
             return
         writer: Callable[[Engine], str] | None = None

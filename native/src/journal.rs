@@ -332,6 +332,28 @@ pub fn buffer_bytes(buffer: &PyBuffer<u8>) -> PyResult<&[u8]> {
 /// problem)`: `records` a list of `(seq, source, payload, outputs, chain_hash)` tuples,
 /// `problem` True iff the frame at `next_offset` failed a check (it is not included: let
 /// the Python reader classify it).
+/// The bounds every batch scan called from Python must respect (`what` names the caller
+/// in the error).
+pub fn check_window(
+    what: &str,
+    data: &[u8],
+    offset: usize,
+    end: usize,
+    max_records: usize,
+    max_bytes: usize,
+) -> PyResult<()> {
+    if end > data.len() || offset > end {
+        return Err(PyValueError::new_err(format!(
+            "{what}: need offset <= end <= len(buf), got {offset}, {end}, {}",
+            data.len()
+        )));
+    }
+    if max_records == 0 || max_bytes == 0 {
+        return Err(PyValueError::new_err(format!("{what}: max_records and max_bytes must be positive")));
+    }
+    Ok(())
+}
+
 #[pyfunction]
 #[pyo3(signature = (buf, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes = usize::MAX))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
@@ -347,15 +369,7 @@ pub fn scan_frames<'py>(
     max_bytes: usize,
 ) -> PyResult<(Bound<'py, PyList>, usize, u128, Bound<'py, PyBytes>, bool)> {
     let data = buffer_bytes(&buf)?;
-    if end > data.len() || offset > end {
-        return Err(PyValueError::new_err(format!(
-            "scan_frames: need offset <= end <= len(buf), got {offset}, {end}, {}",
-            data.len()
-        )));
-    }
-    if max_records == 0 || max_bytes == 0 {
-        return Err(PyValueError::new_err("scan_frames: max_records and max_bytes must be positive"));
-    }
+    check_window("scan_frames", data, offset, end, max_records, max_bytes)?;
     // The GIL stays held: a batch takes well under a millisecond, and releasing it per
     // batch would let a busy thread hold replay up for a whole switch interval each time.
     let result = scan(data, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes);

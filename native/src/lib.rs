@@ -239,15 +239,7 @@ impl Core {
     ) -> PyResult<Bound<'py, PyTuple>> {
         self.guard()?;
         let data = journal::buffer_bytes(&buf)?;
-        if end > data.len() || offset > end {
-            return Err(PyValueError::new_err(format!(
-                "replay_frames: need offset <= end <= len(buf), got {offset}, {end}, {}",
-                data.len()
-            )));
-        }
-        if max_records == 0 || max_bytes == 0 {
-            return Err(PyValueError::new_err("replay_frames: max_records and max_bytes must be positive"));
-        }
+        journal::check_window("replay_frames", data, offset, end, max_records, max_bytes)?;
         let mut applied = 0u64;
         let mut events = 0u64;
         let mut derived: Vec<u8> = Vec::with_capacity(4096);
