@@ -18,13 +18,23 @@ pause of about 0.5 s per 5M inputs at a million accounts.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 from typing import Final
 
-__all__ = ["DEFAULT_SETTLE_EVERY_INPUTS", "HeapSettler", "settle_heap"]
+__all__ = [
+    "DEFAULT_SETTLE_EVERY_INPUTS",
+    "STREAMING_YOUNG_THRESHOLD",
+    "HeapSettler",
+    "settle_heap",
+    "streaming_collections",
+]
 
 DEFAULT_SETTLE_EVERY_INPUTS: Final = 100_000
 FULL_EVERY_SETTLES: Final = 50
+# Allocations between young collections while the daemon streams (CPython's default: 700).
+STREAMING_YOUNG_THRESHOLD: Final = 50_000
 
 
 def settle_heap(full: bool = False) -> None:
@@ -53,3 +63,23 @@ class HeapSettler:
             self._pending = 0
             self._settles += 1
             settle_heap(full=self._settles % FULL_EVERY_SETTLES == 0)
+
+
+@contextlib.contextmanager
+def streaming_collections(young_threshold: int = STREAMING_YOUNG_THRESHOLD) -> Iterator[None]:
+    """Young collections every ``young_threshold`` allocations instead of every 700.
+
+    The Kafka daemon allocates a handful of short-lived objects per input (aiokafka's
+    records, the batch's lists and messages) and keeps a few batches of them alive at a
+    time (the read-ahead buffer, the batch in flight). At the default threshold the
+    collector ran ~3,300 times per million inputs and rescanned those live records on
+    every pass: 9 % of the daemon's CPU (1.08 of 11.6 s), 0.03 s with this setting. It
+    frees nothing that reference counting would not: the garbage here has no cycles, and
+    what little does is still collected, only in larger rounds.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(young_threshold, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)

@@ -68,3 +68,16 @@ def test_settler_cadence(monkeypatch: pytest.MonkeyPatch) -> None:
         settler.add(10)
     assert len(calls) == heap.FULL_EVERY_SETTLES and calls[-1] is True
     assert calls.count(True) == 1
+
+
+def test_streaming_collections_still_collect_cycles_and_restore_the_threshold() -> None:
+    before = gc.get_threshold()
+    with heap.streaming_collections(young_threshold=2_000):
+        assert gc.get_threshold() == (2_000, *before[1:])
+        ref = _cycle()
+        assert ref() is not None
+        # Allocating past the threshold triggers a young collection that frees the cycle.
+        junk = [[] for _ in range(10_000)]
+        del junk
+        assert ref() is None
+    assert gc.get_threshold() == before

@@ -44,7 +44,9 @@ __all__ = [
     "JOURNAL_BLOCK_BYTES",
     "OVERSIZED",
     "BatchPlan",
+    "BatchPlanner",
     "Consumed",
+    "InputBuffer",
     "InputRecord",
     "JournalChain",
     "OutMessage",
@@ -72,9 +74,11 @@ OVERSIZED: Final = "oversized"
 _DETAIL_MAX_CHARS: Final = 500
 
 # One journal message per this many bytes of records: one send() per block instead of
-# one per input (the per-message cost of the producer, not the bytes, set the pace).
-# Well under the journal topic's max.message.bytes and near the producer's batch size.
-JOURNAL_BLOCK_BYTES: Final = 256 * 1024
+# one per input (the per-message cost of the producer, not the bytes, set the pace), and
+# usually one per batch: aiokafka has one produce request in flight per broker, so each
+# further block of a batch cost a round trip more. Capped by the daemon at
+# limits.max_journal_record_bytes, which sizes the journal topic's max.message.bytes.
+JOURNAL_BLOCK_BYTES: Final = 4 * 1024 * 1024
 
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(Record)
@@ -115,14 +119,18 @@ def _block_message(topic: str, first_seq: int, encoded: Sequence[bytes]) -> OutM
     )
 
 
-def _blocks(topic: str, first_seq: int, encoded: Sequence[bytes]) -> list[OutMessage]:
+def _blocks(
+    topic: str, first_seq: int, encoded: Sequence[bytes], max_bytes: int | None = None
+) -> list[OutMessage]:
     """Consecutive encoded records (seqs from ``first_seq``) cut into blocks of at most
-    ``JOURNAL_BLOCK_BYTES`` (a larger record is a block of its own)."""
+    ``max_bytes`` (``JOURNAL_BLOCK_BYTES`` if None or larger; a larger record is a block
+    of its own)."""
+    limit = JOURNAL_BLOCK_BYTES if max_bytes is None else min(max_bytes, JOURNAL_BLOCK_BYTES)
     messages: list[OutMessage] = []
     begin = size = 0
     for i, record in enumerate(encoded):
         n = len(record)
-        if i > begin and size + n > JOURNAL_BLOCK_BYTES:
+        if i > begin and size + n > limit:
             messages.append(_block_message(topic, first_seq + begin, encoded[begin:i]))
             begin, size = i, 0
         size += n
@@ -248,6 +256,80 @@ def order_records(
     return [item[4] for item in heapq.merge(*keyed)]
 
 
+class InputBuffer:
+    """Consumed input records not planned yet, per partition, in offset order.
+
+    The daemon drains everything aiokafka has fetched into this buffer and plans batches
+    from it. The point is read-ahead: aiokafka sends the next fetch to a broker only when
+    none of that broker's partitions has unconsumed records left, so taking a batch
+    straight from aiokafka (``getmany(max_records=...)``) left the rest of the fetch
+    there, and every fetch round trip became a stall of the whole pipeline. Drained, the
+    next fetch is in flight while the current records are planned. The buffer is bounded
+    by its caller: it asks for more only while it holds fewer than a batch.
+    """
+
+    __slots__ = ("_parts", "_rank", "count")
+
+    def __init__(self, topic_rank: Mapping[str, int]) -> None:
+        self._rank = topic_rank
+        # (topic, partition) -> (records, index of the first one not taken yet)
+        self._parts: dict[tuple[str, int], tuple[Sequence[Consumed], int]] = {}
+        self.count = 0
+
+    def add(self, fetched: Mapping[tuple[str, int], Sequence[Consumed]]) -> None:
+        """Append records fetched after those held (each partition's, in offset order)."""
+        parts = self._parts
+        for tp, records in fetched.items():
+            if not records:
+                continue
+            self.count += len(records)
+            held = parts.get(tp)
+            if held is not None:
+                left, start = held
+                records = [*left[start:], *records]
+            parts[tp] = (records, 0)
+
+    def take(self, max_records: int, max_bytes: int) -> list[Consumed]:
+        """The next batch in sequencing order (``order_records``): at most
+        ``max_records`` records and ``max_bytes`` bytes of values, but at least one record
+        when any is held. What is not taken stays, in order, for the next batch."""
+        parts = self._parts
+        if not parts:
+            return []
+        # No partition can give more than a batch, so the merge looks at no more.
+        window = {tp: rs[start : start + max_records] for tp, (rs, start) in parts.items()}
+        ordered = order_records(window, self._rank)
+        taken = size_bytes = 0
+        for record in ordered:
+            value = record.value
+            n = len(value) if value is not None else 0
+            if taken and (taken == max_records or size_bytes + n > max_bytes):
+                break
+            taken += 1
+            size_bytes += n
+        batch = ordered[:taken]
+        if len(window) == 1:
+            per_tp = {next(iter(window)): taken}
+        else:
+            per_tp = {}
+            for record in batch:
+                tp = (record.topic, record.partition)
+                per_tp[tp] = per_tp.get(tp, 0) + 1
+        for tp, n in per_tp.items():
+            records, start = parts[tp]
+            if start + n == len(records):
+                del parts[tp]
+            else:
+                parts[tp] = (records, start + n)
+        self.count -= taken
+        return batch
+
+    def clear(self) -> None:
+        """Forget every held record (the consumer was repositioned: they are re-fetched)."""
+        self._parts.clear()
+        self.count = 0
+
+
 class BatchPlan(msgspec.Struct, gc=False):
     """Everything one transaction writes, plus what the daemon reports afterwards."""
 
@@ -345,6 +427,149 @@ def _journal(
     return records, outputs, bytes(kinds)
 
 
+class BatchPlanner:
+    """Plans one batch from consecutive chunks of records (``add``), then ``finish``.
+
+    The same messages as one ``plan_batch`` call over all the records, except that the
+    journal blocks are cut over the whole batch either way. The daemon plans in chunks so
+    that the event loop can drive the previous batch's transaction in between.
+    """
+
+    def __init__(
+        self,
+        engine: Engine | NativeEngine,
+        chain: JournalChain,
+        *,
+        journal_topic: str,
+        events_topic: str,
+        dlq_topic: str,
+        ledger_id: str,
+        max_message_bytes: int,
+        journal_block_bytes: int | None = None,
+    ) -> None:
+        if chain.last_seq != engine.seq:
+            raise ValueError(f"journal chain at seq {chain.last_seq}, engine at {engine.seq}")
+        self._engine = engine
+        self._chain = chain
+        self._journal_topic = journal_topic
+        self._events_topic = events_topic
+        self._dlq_topic = dlq_topic
+        self._ledger = ledger_id.encode()
+        self._max_message_bytes = max_message_bytes
+        self._block_bytes = journal_block_bytes
+        self._first_seq = engine.seq + 1
+        self._records: list[bytes] = []
+        self._events: list[OutMessage] = []
+        # Dead letters: the oversized inputs first, then the rejected ones, whatever the
+        # chunks (the layout of a single call).
+        self._oversized_dlq: list[OutMessage] = []
+        self._dlq: list[OutMessage] = []
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._applied: list[tuple[str, bytes]] = []
+        self._kinds = bytearray()
+        self._sources: list[str] = []
+        self._outputs: list[OutputEvent] = []
+        self._oversized = self._rejects = self._last_ts_ms = 0
+
+    def add(self, records: Iterable[Consumed]) -> None:
+        """Apply ``records`` (the next in sequencing order) to the engine and the chain."""
+        max_message_bytes = self._max_message_bytes
+        offsets = self._offsets
+        dlq = self._oversized_dlq
+        sequenced: list[Consumed] = []
+        last_ts_ms = self._last_ts_ms
+        for rec in records:
+            offsets[rec.topic, rec.partition] = rec.offset + 1
+            if rec.timestamp > last_ts_ms:
+                last_ts_ms = rec.timestamp
+            if rec.value is not None and len(rec.value) > max_message_bytes:
+                # Never decoded, never sequenced: it does not exist for the engine.
+                self._oversized += 1
+                detail = f"{len(rec.value)} bytes exceeds max_message_bytes {max_message_bytes}"
+                dlq.append(
+                    OutMessage(
+                        self._dlq_topic,
+                        None,
+                        rec.key,
+                        rec.value,
+                        [
+                            *_position_headers(rec),
+                            (HEADER_REASON, OVERSIZED.encode()),
+                            (HEADER_DETAIL, detail.encode()),
+                            (HEADER_LEDGER, self._ledger),
+                        ],
+                    )
+                )
+                continue
+            sequenced.append(rec)
+        self._last_ts_ms = last_ts_ms
+        first_seq = self._engine.seq + 1
+        payloads = [rec.value if rec.value is not None else b"" for rec in sequenced]
+        sources = [source_of(rec.topic, rec.partition, rec.offset) for rec in sequenced]
+        encoded_records, outputs_at, kinds = _journal(self._engine, self._chain, payloads, sources)
+        self._records.extend(encoded_records)
+        self._kinds += kinds
+        self._sources.extend(sources)
+        self._applied.extend((rec.topic, raw) for rec, raw in zip(sequenced, payloads, strict=True))
+        # Outputs are the exception (liquidations, withdrawals, rejects): decoded here for
+        # their keys, the DLQ and the metrics.
+        for index, encoded in outputs_at:
+            self._add_outputs(sequenced[index], first_seq + index, encoded)
+
+    def _add_outputs(self, rec: Consumed, seq: int, encoded: list[bytes]) -> None:
+        outputs = [decode_output(event) for event in encoded]
+        seq_header = str(seq).encode()
+        fallback_key = f"{rec.topic}:{rec.partition}".encode()
+        for position, (event, value) in enumerate(zip(outputs, encoded, strict=True)):
+            self._events.append(
+                OutMessage(
+                    self._events_topic,
+                    None,
+                    _event_key(event, fallback_key),
+                    value,
+                    [(HEADER_SEQ, seq_header), (HEADER_INDEX, str(position).encode())],
+                )
+            )
+        if type(outputs[0]) is Reject:
+            # A rejected input produces exactly one output, its reject (SPEC §6).
+            self._rejects += 1
+            reject = outputs[0]
+            self._dlq.append(
+                OutMessage(
+                    self._dlq_topic,
+                    None,
+                    rec.key,
+                    rec.value,
+                    [
+                        *_position_headers(rec),
+                        (HEADER_REASON, reject.reason.encode()),
+                        (HEADER_DETAIL, reject.detail[:_DETAIL_MAX_CHARS].encode()),
+                        (HEADER_SEQ, seq_header),
+                        (HEADER_LEDGER, self._ledger),
+                    ],
+                )
+            )
+        self._outputs.extend(outputs)
+
+    def finish(self) -> BatchPlan:
+        return BatchPlan(
+            journal=_blocks(self._journal_topic, self._first_seq, self._records, self._block_bytes),
+            events=self._events,
+            dlq=self._oversized_dlq + self._dlq,
+            offsets=self._offsets,
+            first_seq=self._first_seq,
+            last_seq=self._engine.seq,
+            head_hash=self._chain.head_hash,
+            applied=self._applied,
+            kinds=bytes(self._kinds),
+            sources=self._sources,
+            outputs=self._outputs,
+            oversized=self._oversized,
+            rejects=self._rejects,
+            last_timestamp_ms=self._last_ts_ms,
+        )
+
+
 def plan_batch(
     engine: Engine | NativeEngine,
     chain: JournalChain,
@@ -355,100 +580,24 @@ def plan_batch(
     dlq_topic: str,
     ledger_id: str,
     max_message_bytes: int,
+    journal_block_bytes: int | None = None,
 ) -> BatchPlan:
     """Apply ``records`` in order to ``engine`` and extend ``chain``: returns the messages.
 
     The engine and chain move ahead here, before anything is written: the caller must
     commit the plan's transaction or abandon both (the daemon exits and recovers).
+    ``journal_block_bytes`` caps a journal block below ``JOURNAL_BLOCK_BYTES`` (the
+    daemon passes ``limits.max_journal_record_bytes``, the journal topic's message size).
     """
-    if chain.last_seq != engine.seq:
-        raise ValueError(f"journal chain at seq {chain.last_seq}, engine at {engine.seq}")
-    first_seq = engine.seq + 1
-    events: list[OutMessage] = []
-    dlq: list[OutMessage] = []
-    offsets: dict[tuple[str, int], int] = {}
-    sequenced: list[Consumed] = []
-    oversized = rejects = 0
-    last_ts_ms = 0
-    ledger = ledger_id.encode()
-    for rec in records:
-        offsets[rec.topic, rec.partition] = rec.offset + 1
-        if rec.timestamp > last_ts_ms:
-            last_ts_ms = rec.timestamp
-        if rec.value is not None and len(rec.value) > max_message_bytes:
-            # Never decoded, never sequenced: it does not exist for the engine.
-            oversized += 1
-            detail = f"{len(rec.value)} bytes exceeds max_message_bytes {max_message_bytes}"
-            dlq.append(
-                OutMessage(
-                    dlq_topic,
-                    None,
-                    rec.key,
-                    rec.value,
-                    [
-                        *_position_headers(rec),
-                        (HEADER_REASON, OVERSIZED.encode()),
-                        (HEADER_DETAIL, detail.encode()),
-                        (HEADER_LEDGER, ledger),
-                    ],
-                )
-            )
-            continue
-        sequenced.append(rec)
-    payloads = [rec.value if rec.value is not None else b"" for rec in sequenced]
-    sources = [source_of(rec.topic, rec.partition, rec.offset) for rec in sequenced]
-    encoded_records, outputs_at, kinds = _journal(engine, chain, payloads, sources)
-    outputs_all: list[OutputEvent] = []
-    # Outputs are the exception (liquidations, withdrawals, rejects): decoded here for
-    # their keys, the DLQ and the metrics.
-    for index, encoded in outputs_at:
-        rec = sequenced[index]
-        outputs = [decode_output(event) for event in encoded]
-        seq_header = str(first_seq + index).encode()
-        fallback_key = f"{rec.topic}:{rec.partition}".encode()
-        for position, (event, value) in enumerate(zip(outputs, encoded, strict=True)):
-            events.append(
-                OutMessage(
-                    events_topic,
-                    None,
-                    _event_key(event, fallback_key),
-                    value,
-                    [(HEADER_SEQ, seq_header), (HEADER_INDEX, str(position).encode())],
-                )
-            )
-        if type(outputs[0]) is Reject:
-            # A rejected input produces exactly one output, its reject (SPEC §6).
-            rejects += 1
-            reject = outputs[0]
-            dlq.append(
-                OutMessage(
-                    dlq_topic,
-                    None,
-                    rec.key,
-                    rec.value,
-                    [
-                        *_position_headers(rec),
-                        (HEADER_REASON, reject.reason.encode()),
-                        (HEADER_DETAIL, reject.detail[:_DETAIL_MAX_CHARS].encode()),
-                        (HEADER_SEQ, seq_header),
-                        (HEADER_LEDGER, ledger),
-                    ],
-                )
-            )
-        outputs_all.extend(outputs)
-    return BatchPlan(
-        journal=_blocks(journal_topic, first_seq, encoded_records),
-        events=events,
-        dlq=dlq,
-        offsets=offsets,
-        first_seq=first_seq,
-        last_seq=engine.seq,
-        head_hash=chain.head_hash,
-        applied=[(rec.topic, raw) for rec, raw in zip(sequenced, payloads, strict=True)],
-        kinds=kinds,
-        sources=sources,
-        outputs=outputs_all,
-        oversized=oversized,
-        rejects=rejects,
-        last_timestamp_ms=last_ts_ms,
+    planner = BatchPlanner(
+        engine,
+        chain,
+        journal_topic=journal_topic,
+        events_topic=events_topic,
+        dlq_topic=dlq_topic,
+        ledger_id=ledger_id,
+        max_message_bytes=max_message_bytes,
+        journal_block_bytes=journal_block_bytes,
     )
+    planner.add(records)
+    return planner.finish()

@@ -35,10 +35,10 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     InvalidProducerEpoch,
@@ -51,16 +51,16 @@ from clearing.engine import Engine, InvariantViolation
 from clearing.engine.events import Clawback
 from clearing.engine.native import account_count
 from clearing.engine.persist import dump_state
-from clearing.heap import HeapSettler, settle_heap
+from clearing.heap import HeapSettler, settle_heap, streaming_collections
 from clearing.journal import JournalError
 from clearing.kafka._background import BackgroundJob, start_background_job
 from clearing.kafka._batch import (
     HEADER_SOURCE_TOPIC,
     BatchPlan,
+    BatchPlanner,
     Consumed,
+    InputBuffer,
     JournalChain,
-    order_records,
-    plan_batch,
 )
 from clearing.kafka._clients import (
     ACCESS_ERRORS,
@@ -115,6 +115,8 @@ _CLOSE_TIMEOUT_S: Final = 10.0
 _STUCK_CLOSE_TIMEOUT_S: Final = 1.0
 # Ledger gauges cost O(positions) on the loop; Prometheus scrapes every 15 s anyway.
 _LEDGER_METRICS_INTERVAL_S: Final = 5.0
+# Planning yields to the event loop after this many records (~1 ms on the native core).
+_PLAN_CHUNK_RECORDS: Final = 500
 _FENCED_ERRORS: Final = (ProducerFenced, InvalidProducerEpoch)
 
 
@@ -243,6 +245,7 @@ class Daemon:
         self._journal_offset = -1
         self._positions: Positions = {}
         self._assigned: list[TopicPartition] = []
+        self._buffer = InputBuffer(self._rank)  # consumed, not planned yet
         self._last_snapshot_seq = 0
         self._heap = HeapSettler()
         self._job: BackgroundJob | None = None  # the forked check/snapshot child, if any
@@ -369,7 +372,8 @@ class Daemon:
             self.committed_seq,
             ", ".join(f"{tp.topic}:{tp.partition}" for tp in self._assigned),
         )
-        await self._consume()
+        with streaming_collections():
+            await self._consume()
         await self._finish_background_work()
         if config.snapshot_dir and config.snapshot.on_shutdown:
             await self._snapshot()
@@ -528,6 +532,7 @@ class Daemon:
                 raise self._truncated_inputs(lost)
         consumer.assign(tps)
         self._assigned = tps
+        self._buffer.clear()  # every partition is re-read from its committed position
         # No await between assign() and the seeks: every partition gets its position
         # before the fetcher can look for one.
         for tp, start in starts.items():
@@ -576,17 +581,22 @@ class Daemon:
                 if any(self._due()):
                     await self._settle()
                     self._start_background_work()
-                try:
-                    data = await consumer.getmany(
-                        timeout_ms=config.batch.poll_timeout_ms,
-                        max_records=config.batch.max_records,
-                    )
-                except OffsetOutOfRangeError as exc:
-                    raise await self._out_of_range(exc) from exc
+                buffered = self._buffer
+                if buffered.count < config.batch.max_records:
+                    # Drain all that aiokafka holds (it fetches again only then); wait
+                    # for input only when there is nothing to plan.
+                    try:
+                        data = await consumer.getmany(
+                            timeout_ms=0 if buffered.count else config.batch.poll_timeout_ms
+                        )
+                    except OffsetOutOfRangeError as exc:
+                        raise await self._out_of_range(exc) from exc
+                    if data:
+                        buffered.add({(tp.topic, tp.partition): rs for tp, rs in data.items()})
                 now = loop.time()
-                records = self._take(data) if data else []
+                records = buffered.take(config.batch.max_records, config.batch.max_bytes)
                 if records:
-                    batch_no, plan = self._plan(records)
+                    batch_no, plan = await self._plan(records)
                     await self._settle()
                     self._inflight = asyncio.create_task(
                         self._commit(batch_no, plan), name=f"clearing-batch-{batch_no}"
@@ -651,50 +661,35 @@ class Daemon:
         lost = {tp: (offset, log_start.get(tp)) for tp, offset in positions.items()}
         return self._truncated_inputs(lost)
 
-    def _take(self, data: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> list[Consumed]:
-        """The batch in sequencing order, cut at ``batch.max_bytes``; the rest is re-read."""
-        consumer = self._consumer
-        assert consumer is not None
-        by_tp: dict[tuple[str, int], Sequence[Consumed]] = {
-            (tp.topic, tp.partition): records for tp, records in data.items() if records
-        }
-        ordered = order_records(by_tp, self._rank)
-        max_bytes = self.config.batch.max_bytes
-        taken = 0
-        size_bytes = 0
-        for record in ordered:
-            n = len(record.value) if record.value is not None else 0
-            if taken and size_bytes + n > max_bytes:
-                break
-            taken += 1
-            size_bytes += n
-        if taken < len(ordered):
-            # The merge keeps each partition's order, so what is left of each partition
-            # is a suffix: seek back to its first record.
-            first_left: dict[tuple[str, int], int] = {}
-            for record in ordered[taken:]:
-                first_left.setdefault((record.topic, record.partition), record.offset)
-            for (topic, partition), offset in first_left.items():
-                consumer.seek(TopicPartition(topic, partition), offset)
-        return ordered[:taken]
-
-    def _plan(self, records: list[Consumed]) -> tuple[int, BatchPlan]:
-        """Apply a batch to the engine and build its messages (no I/O)."""
+    async def _plan(self, records: list[Consumed]) -> tuple[int, BatchPlan]:
+        """Apply a batch to the engine and build its messages (no I/O). In chunks, with
+        the event loop run in between: the open transaction is a chain of round trips
+        (add partitions, produce, offsets, commit), each of which needs the loop to send
+        the next request, so planning in one go would leave the broker idle meanwhile."""
         config = self.config
         engine = self.engine
         assert engine is not None
         self._batch_no += 1
-        with self.metrics.engine_apply_seconds.time():
-            plan = plan_batch(
-                engine,
-                self._chain,
-                records,
-                journal_topic=config.topics.journal,
-                events_topic=config.topics.events,
-                dlq_topic=config.topics.dlq,
-                ledger_id=config.ledger_id,
-                max_message_bytes=config.limits.max_message_bytes,
-            )
+        busy_s = 0.0
+        started = time.perf_counter()
+        planner = BatchPlanner(
+            engine,
+            self._chain,
+            journal_topic=config.topics.journal,
+            events_topic=config.topics.events,
+            dlq_topic=config.topics.dlq,
+            ledger_id=config.ledger_id,
+            max_message_bytes=config.limits.max_message_bytes,
+            journal_block_bytes=config.limits.max_journal_record_bytes,
+        )
+        for begin in range(0, len(records), _PLAN_CHUNK_RECORDS):
+            if begin:
+                busy_s += time.perf_counter() - started
+                await asyncio.sleep(0)
+                started = time.perf_counter()
+            planner.add(records[begin : begin + _PLAN_CHUNK_RECORDS])
+        plan = planner.finish()
+        self.metrics.engine_apply_seconds.observe(busy_s + time.perf_counter() - started)
         return self._batch_no, plan
 
     async def _commit(self, batch_no: int, plan: BatchPlan) -> None:

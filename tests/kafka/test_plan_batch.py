@@ -105,6 +105,38 @@ def test_native_and_python_plans_are_identical_on_random_streams(lines: list[byt
     _same(*_plans(records, batch=37))
 
 
+def test_a_batch_planned_in_chunks_equals_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon plans a batch in chunks (``BatchPlanner.add``), yielding to the event
+    loop in between: the plan is the one of a single ``plan_batch`` call, blocks included
+    (they are cut over the whole batch), on both cores."""
+    from clearing.demo._sim import SimConfig, Simulator
+
+    monkeypatch.setattr(_batch, "JOURNAL_BLOCK_BYTES", 4096)
+    lines = list(Simulator(SimConfig.for_inputs(seed=5, accounts=100, inputs=3_000)))
+    records = _records(lines, seed=5)
+    kw = {
+        "journal_topic": "j",
+        "events_topic": "e",
+        "dlq_topic": "d",
+        "ledger_id": "L",
+        "max_message_bytes": MAX_MESSAGE_BYTES,
+    }
+    for make in (Engine, NativeEngine):
+        whole = plan_batch(make(), JournalChain(), records, **kw)
+        planner = _batch.BatchPlanner(make(), JournalChain(), **kw)
+        for begin in range(0, len(records), 97):
+            planner.add(records[begin : begin + 97])
+        chunked = planner.finish()
+        assert msgspec.structs.asdict(chunked) == msgspec.structs.asdict(whole)
+        assert whole.events and whole.dlq and len(whole.journal) > 3
+        # A smaller journal message limit (limits.max_journal_record_bytes) caps the blocks.
+        capped = plan_batch(make(), JournalChain(), records, **kw, journal_block_bytes=1000)
+        assert len(capped.journal) > len(whole.journal)
+        for message in capped.journal:
+            count = len(decode_journal_message(message.value, message.headers))
+            assert count == 1 or len(message.value or b"") <= 1000 + 5  # + the array header
+
+
 def test_plans_match_on_the_demo_crash_in_small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Liquidations, fund draws, clawbacks and bad debt: many outputs per input, blocks
     cut at 2 KiB so most batches span several journal messages."""
