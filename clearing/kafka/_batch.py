@@ -476,22 +476,29 @@ class BatchPlanner:
         max_message_bytes = self._max_message_bytes
         offsets = self._offsets
         dlq = self._oversized_dlq
+        applied = self._applied
         sequenced: list[Consumed] = []
+        payloads: list[bytes] = []
+        sources: list[str] = []
         last_ts_ms = self._last_ts_ms
+        # One pass per record: this loop runs for every input the daemon consumes.
         for rec in records:
-            offsets[rec.topic, rec.partition] = rec.offset + 1
+            topic, partition, offset, value = rec.topic, rec.partition, rec.offset, rec.value
+            offsets[topic, partition] = offset + 1
             if rec.timestamp > last_ts_ms:
                 last_ts_ms = rec.timestamp
-            if rec.value is not None and len(rec.value) > max_message_bytes:
+            if value is None:
+                value = b""
+            elif len(value) > max_message_bytes:
                 # Never decoded, never sequenced: it does not exist for the engine.
                 self._oversized += 1
-                detail = f"{len(rec.value)} bytes exceeds max_message_bytes {max_message_bytes}"
+                detail = f"{len(value)} bytes exceeds max_message_bytes {max_message_bytes}"
                 dlq.append(
                     OutMessage(
                         self._dlq_topic,
                         None,
                         rec.key,
-                        rec.value,
+                        value,
                         [
                             *_position_headers(rec),
                             (HEADER_REASON, OVERSIZED.encode()),
@@ -502,15 +509,15 @@ class BatchPlanner:
                 )
                 continue
             sequenced.append(rec)
+            payloads.append(value)
+            sources.append(f"kafka:{topic}:{partition}:{offset}")  # source_of, inlined
+            applied.append((topic, value))
         self._last_ts_ms = last_ts_ms
         first_seq = self._engine.seq + 1
-        payloads = [rec.value if rec.value is not None else b"" for rec in sequenced]
-        sources = [source_of(rec.topic, rec.partition, rec.offset) for rec in sequenced]
         encoded_records, outputs_at, kinds = _journal(self._engine, self._chain, payloads, sources)
         self._records.extend(encoded_records)
         self._kinds += kinds
         self._sources.extend(sources)
-        self._applied.extend((rec.topic, raw) for rec, raw in zip(sequenced, payloads, strict=True))
         # Outputs are the exception (liquidations, withdrawals, rejects): decoded here for
         # their keys, the DLQ and the metrics.
         for index, encoded in outputs_at:
