@@ -26,7 +26,7 @@ Message layout (the contract with downstream consumers):
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final, NamedTuple, Protocol
 
 import msgspec
@@ -256,6 +256,12 @@ def order_records(
     return [item[4] for item in heapq.merge(*keyed)]
 
 
+def _keyed(records: Sequence[Consumed], rank: int) -> Iterator[tuple[int, int, int, int, Consumed]]:
+    """``order_records``' sort keys of one partition's records, made as they are merged."""
+    for r in records:
+        yield (r.timestamp, rank, r.partition, r.offset, r)
+
+
 class InputBuffer:
     """Consumed input records not planned yet, per partition, in offset order.
 
@@ -296,23 +302,34 @@ class InputBuffer:
         parts = self._parts
         if not parts:
             return []
-        # No partition can give more than a batch, so the merge looks at no more.
-        window = {tp: rs[start : start + max_records] for tp, (rs, start) in parts.items()}
-        ordered = order_records(window, self._rank)
-        taken = size_bytes = 0
-        for record in ordered:
-            value = record.value
-            n = len(value) if value is not None else 0
-            if taken and (taken == max_records or size_bytes + n > max_bytes):
-                break
-            taken += 1
-            size_bytes += n
-        batch = ordered[:taken]
-        if len(window) == 1:
-            per_tp = {next(iter(window)): taken}
+        batch: list[Consumed] = []
+        per_tp: dict[tuple[str, int], int] = {}
+        size_bytes = 0
+        if len(parts) == 1:
+            ((only, (records, start)),) = parts.items()
+            for record in records[start : start + max_records]:
+                value = record.value
+                n = len(value) if value is not None else 0
+                if batch and size_bytes + n > max_bytes:
+                    break
+                batch.append(record)
+                size_bytes += n
+            per_tp[only] = len(batch)
         else:
-            per_tp = {}
-            for record in batch:
+            # The merge of ``order_records``, but lazy: sort keys are built only for the
+            # records taken (plus one look-ahead per partition), not for every held one.
+            streams = [
+                _keyed(rs[start : start + max_records], self._rank[tp[0]])
+                for tp, (rs, start) in parts.items()
+            ]
+            for key in heapq.merge(*streams):
+                record = key[4]
+                value = record.value
+                n = len(value) if value is not None else 0
+                if batch and (len(batch) == max_records or size_bytes + n > max_bytes):
+                    break
+                batch.append(record)
+                size_bytes += n
                 tp = (record.topic, record.partition)
                 per_tp[tp] = per_tp.get(tp, 0) + 1
         for tp, n in per_tp.items():
@@ -321,7 +338,7 @@ class InputBuffer:
                 del parts[tp]
             else:
                 parts[tp] = (records, start + n)
-        self.count -= taken
+        self.count -= len(batch)
         return batch
 
     def clear(self) -> None:
