@@ -243,21 +243,23 @@ def order_records(
     rank, partition), so inputs produced close together on different topics interleave
     roughly as they were produced and ties break the same way every time.
     """
-    parts = [batch[tp] for tp in sorted(batch, key=lambda tp: (topic_rank[tp[0]], tp)) if batch[tp]]
-    if len(parts) <= 1:
-        return list(parts[0]) if parts else []
-    # Keys as plain tuples (compared in C) rather than a key function called per step;
-    # the offset makes every key unique, so records themselves are never compared.
-    keyed = [
-        [(r.timestamp, rank, r.partition, r.offset, r) for r in part]
-        for part in parts
-        for rank in (topic_rank[part[0].topic],)
-    ]
-    return [item[4] for item in heapq.merge(*keyed)]
+    return list(_merged(batch, topic_rank))
+
+
+def _merged(
+    batch: Mapping[tuple[str, int], Sequence[Consumed]], topic_rank: Mapping[str, int]
+) -> Iterator[Consumed]:
+    """``order_records``, lazily: sort keys are made only as far as the merge is read."""
+    parts = [(tp, records) for tp, records in batch.items() if records]
+    if len(parts) == 1:
+        return iter(parts[0][1])
+    streams = [_keyed(records, topic_rank[tp[0]]) for tp, records in parts]
+    return (key[4] for key in heapq.merge(*streams))
 
 
 def _keyed(records: Sequence[Consumed], rank: int) -> Iterator[tuple[int, int, int, int, Consumed]]:
-    """``order_records``' sort keys of one partition's records, made as they are merged."""
+    # Keys as plain tuples (compared in C) rather than a key function called per step;
+    # the offset makes every key unique, so records themselves are never compared.
     for r in records:
         yield (r.timestamp, rank, r.partition, r.offset, r)
 
@@ -302,34 +304,22 @@ class InputBuffer:
         parts = self._parts
         if not parts:
             return []
+        # No partition can give more than a batch, so the merge looks at no more.
+        window = {tp: rs[start : start + max_records] for tp, (rs, start) in parts.items()}
         batch: list[Consumed] = []
-        per_tp: dict[tuple[str, int], int] = {}
         size_bytes = 0
-        if len(parts) == 1:
-            ((only, (records, start)),) = parts.items()
-            for record in records[start : start + max_records]:
-                value = record.value
-                n = len(value) if value is not None else 0
-                if batch and size_bytes + n > max_bytes:
-                    break
-                batch.append(record)
-                size_bytes += n
-            per_tp[only] = len(batch)
+        for record in _merged(window, self._rank):
+            value = record.value
+            n = len(value) if value is not None else 0
+            if batch and (len(batch) == max_records or size_bytes + n > max_bytes):
+                break
+            batch.append(record)
+            size_bytes += n
+        if len(window) == 1:
+            per_tp = dict.fromkeys(window, len(batch))
         else:
-            # The merge of ``order_records``, but lazy: sort keys are built only for the
-            # records taken (plus one look-ahead per partition), not for every held one.
-            streams = [
-                _keyed(rs[start : start + max_records], self._rank[tp[0]])
-                for tp, (rs, start) in parts.items()
-            ]
-            for key in heapq.merge(*streams):
-                record = key[4]
-                value = record.value
-                n = len(value) if value is not None else 0
-                if batch and (len(batch) == max_records or size_bytes + n > max_bytes):
-                    break
-                batch.append(record)
-                size_bytes += n
+            per_tp = {}
+            for record in batch:
                 tp = (record.topic, record.partition)
                 per_tp[tp] = per_tp.get(tp, 0) + 1
         for tp, n in per_tp.items():
@@ -527,7 +517,7 @@ class BatchPlanner:
                 continue
             sequenced.append(rec)
             payloads.append(value)
-            sources.append(f"kafka:{topic}:{partition}:{offset}")  # source_of, inlined
+            sources.append(source_of(topic, partition, offset))
             applied.append((topic, value))
         self._last_ts_ms = last_ts_ms
         first_seq = self._engine.seq + 1
