@@ -92,6 +92,7 @@ __all__ = [
     "BeforeCommit",
     "Daemon",
     "DaemonExit",
+    "drain_fetched",
 ]
 
 log = logging.getLogger("clearing.kafka")
@@ -115,8 +116,12 @@ _CLOSE_TIMEOUT_S: Final = 10.0
 _STUCK_CLOSE_TIMEOUT_S: Final = 1.0
 # Ledger gauges cost O(positions) on the loop; Prometheus scrapes every 15 s anyway.
 _LEDGER_METRICS_INTERVAL_S: Final = 5.0
-# Planning yields to the event loop after this many records (~1 ms on the native core).
-_PLAN_CHUNK_RECORDS: Final = 500
+# The event loop runs the open transaction's round trips (add partitions, produce,
+# offsets, commit), each only when the loop gets control back; the batch's CPU work
+# (parsing fetched records, planning) yields to it after this many records, ~0.5 ms of
+# work, so that each step waits that long at most.
+_PLAN_CHUNK_RECORDS: Final = 100
+_DRAIN_CHUNK_RECORDS: Final = 500
 _FENCED_ERRORS: Final = (ProducerFenced, InvalidProducerEpoch)
 
 
@@ -160,6 +165,32 @@ async def _in_daemon_thread(fn: Callable[..., _T], *args: Any) -> _T:
 
     threading.Thread(target=target, name=f"clearing-{fn.__name__}", daemon=True).start()
     return await future
+
+
+async def drain_fetched(
+    consumer: AIOKafkaConsumer,
+    buffer: InputBuffer,
+    *,
+    wait_ms: int,
+    chunk_records: int = _DRAIN_CHUNK_RECORDS,
+) -> None:
+    """Move all that ``consumer`` has fetched into the read-ahead ``buffer`` (aiokafka
+    sends the next fetch only then), waiting up to ``wait_ms`` for the first records.
+    aiokafka turns fetched bytes into record objects as they are taken, about 1.5 us
+    each, so they are taken ``chunk_records`` at a time with the event loop run in
+    between, as planning does."""
+    timeout_ms = wait_ms
+    while True:
+        data = await consumer.getmany(timeout_ms=timeout_ms, max_records=chunk_records)
+        taken = 0
+        if data:
+            buffer.add({(tp.topic, tp.partition): rs for tp, rs in data.items()})
+            taken = sum(map(len, data.values()))
+        # Fewer than asked for: every partition's fetched records were taken.
+        if taken < chunk_records:
+            return
+        timeout_ms = 0
+        await asyncio.sleep(0)
 
 
 def _retrieve_fatal_error(producer: AIOKafkaProducer) -> None:
@@ -583,16 +614,14 @@ class Daemon:
                     self._start_background_work()
                 buffered = self._buffer
                 if buffered.count < config.batch.max_records:
-                    # Drain all that aiokafka holds (it fetches again only then); wait
-                    # for input only when there is nothing to plan.
                     try:
-                        data = await consumer.getmany(
-                            timeout_ms=0 if buffered.count else config.batch.poll_timeout_ms
+                        await drain_fetched(
+                            consumer,
+                            buffered,
+                            wait_ms=0 if buffered.count else config.batch.poll_timeout_ms,
                         )
                     except OffsetOutOfRangeError as exc:
                         raise await self._out_of_range(exc) from exc
-                    if data:
-                        buffered.add({(tp.topic, tp.partition): rs for tp, rs in data.items()})
                 now = loop.time()
                 records = buffered.take(config.batch.max_records, config.batch.max_bytes)
                 if records:
