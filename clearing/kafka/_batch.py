@@ -477,6 +477,9 @@ class BatchPlanner:
         self._sources: list[str] = []
         self._outputs: list[OutputEvent] = []
         self._oversized = self._rejects = self._last_ts_ms = 0
+        # (topic, partition) -> its journal sources' prefix: a concatenation per input
+        # instead of formatting three fields (source_of), ~100 ns less each.
+        self._source_prefixes: dict[tuple[str, int], str] = {}
 
     def add(self, records: Iterable[Consumed]) -> None:
         """Apply ``records`` (the next in sequencing order) to the engine and the chain."""
@@ -488,10 +491,12 @@ class BatchPlanner:
         payloads: list[bytes] = []
         sources: list[str] = []
         last_ts_ms = self._last_ts_ms
+        prefixes = self._source_prefixes
         # One pass per record: this loop runs for every input the daemon consumes.
         for rec in records:
             topic, partition, offset, value = rec.topic, rec.partition, rec.offset, rec.value
-            offsets[topic, partition] = offset + 1
+            tp = (topic, partition)
+            offsets[tp] = offset + 1
             if rec.timestamp > last_ts_ms:
                 last_ts_ms = rec.timestamp
             if value is None:
@@ -517,7 +522,10 @@ class BatchPlanner:
                 continue
             sequenced.append(rec)
             payloads.append(value)
-            sources.append(source_of(topic, partition, offset))
+            prefix = prefixes.get(tp)
+            if prefix is None:
+                prefix = prefixes[tp] = source_of(topic, partition, 0)[:-1]
+            sources.append(prefix + str(offset))
             applied.append((topic, value))
         self._last_ts_ms = last_ts_ms
         first_seq = self._engine.seq + 1

@@ -614,14 +614,8 @@ class Daemon:
                     self._start_background_work()
                 buffered = self._buffer
                 if buffered.count < config.batch.max_records:
-                    try:
-                        await drain_fetched(
-                            consumer,
-                            buffered,
-                            wait_ms=0 if buffered.count else config.batch.poll_timeout_ms,
-                        )
-                    except OffsetOutOfRangeError as exc:
-                        raise await self._out_of_range(exc) from exc
+                    # Wait for input only when there is nothing to plan.
+                    await self._read_ahead(0 if buffered.count else config.batch.poll_timeout_ms)
                 now = loop.time()
                 records = buffered.take(config.batch.max_records, config.batch.max_bytes)
                 if records:
@@ -720,6 +714,15 @@ class Daemon:
         plan = planner.finish()
         self.metrics.engine_apply_seconds.observe(busy_s + time.perf_counter() - started)
         return self._batch_no, plan
+
+    async def _read_ahead(self, wait_ms: int) -> None:
+        """Drain what aiokafka has fetched into the read-ahead buffer."""
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            await drain_fetched(consumer, self._buffer, wait_ms=wait_ms)
+        except OffsetOutOfRangeError as exc:
+            raise await self._out_of_range(exc) from exc
 
     async def _commit(self, batch_no: int, plan: BatchPlan) -> None:
         """Write a planned batch in one transaction (journal, events, DLQ, offsets)."""
