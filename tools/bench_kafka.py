@@ -16,6 +16,16 @@ Prints JSON lines like tools/bench.py:
 
     python tools/bench_kafka.py --events 1000000
     python tools/bench_kafka.py --events 100000 --profile
+
+Comparing versions (the machine's speed drifts by tens of percent within an hour, so
+only runs interleaved in the same minutes compare): check the other version out in a
+worktree and run both, alternating, each against a fresh broker:
+
+    git worktree add /tmp/before <commit>
+    python tools/bench_kafka.py --rounds 5 --daemon-checkout /tmp/before --daemon-checkout .
+
+The last line, ``summary``, gives each checkout's median and, round by round, each
+checkout's throughput over the first one's (here: the new version over the old).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import json
 import os
 import pstats
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from clearing.kafka import KafkaJournalReader, create_topics  # noqa: E402
-from clearing.ops.config import BatchConfig, Config, load_config  # noqa: E402
+from clearing.ops.config import Config, load_config  # noqa: E402
 
 
 class CaughtUp:
@@ -168,7 +179,7 @@ def cpu_split(
     return {"user": round(user, 2), "system": round(system, 2), "total": round(user + system, 2)}
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     broker = None
     bootstrap = args.bootstrap
     if bootstrap is None:
@@ -188,8 +199,8 @@ async def run(args: argparse.Namespace) -> int:
     try:
         path = chaos.write_config(
             work, bootstrap, "bench", input_partitions=args.input_partitions,
-            batch={"max_records": args.max_records, "max_bytes": args.max_bytes,
-                   "poll_timeout_ms": 100},
+            batch={**({"max_records": args.max_records} if args.max_records else {}),
+                   "max_bytes": args.max_bytes, "poll_timeout_ms": 100},
             snapshot={"every_inputs": 10**9, "on_shutdown": False},
             http={"listen": f"127.0.0.1:{port}"},
             topics={"events_partitions": args.events_partitions},
@@ -205,8 +216,10 @@ async def run(args: argparse.Namespace) -> int:
         assert len(acked) == args.events
         emit("produce", {"events": args.events, "seconds": round(produce_s, 2),
                          "events_per_s": round(args.events / produce_s)})  # fmt: skip
-        emit("daemon_config", {"engine.core": args.core,
-                               "batch.max_records": args.max_records,
+        emit("daemon_config", {"checkout": str(args.daemon_checkout),
+                               "commit": checkout_commit(args.daemon_checkout),
+                               "engine.core": args.core,
+                               "batch.max_records": args.max_records or "the checkout's default",
                                "batch.max_bytes": args.max_bytes,
                                "input_partitions": args.input_partitions,
                                "events_partitions": args.events_partitions,
@@ -274,7 +287,7 @@ async def run(args: argparse.Namespace) -> int:
                 for (f, line, fn), (_cc, _nc, tt, _ct, _callers) in rows[: args.top]
             ]  # fmt: skip
             emit("profile_top_tottime", {"total_s": round(total, 2), "top": top})
-        return 0 if result["ok"] and code == 0 else 1
+        return (0 if result["ok"] and code == 0 else 1), result
     finally:
         if broker is not None:
             await asyncio.to_thread(broker.close)
@@ -295,8 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-records",
         type=int,
-        default=BatchConfig().max_records,
-        help="batch.max_records (default: the daemon's)",
+        help="batch.max_records (default: the daemon checkout's own default)",
     )
     parser.add_argument("--max-bytes", type=int, default=4 * 1024 * 1024, help="batch.max_bytes")
     parser.add_argument("--input-partitions", type=int, default=1)
@@ -316,10 +328,78 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
-        "--daemon-checkout", type=Path, default=REPO,
-        help="run the daemon from this checkout (A/B runs of two versions, one harness)",
+        "--daemon-checkout", type=Path, action="append",
+        help="run the daemon from this checkout (default: this one); give it twice or "
+             "more to compare versions under one harness, interleaved run by run",
     )  # fmt: skip
-    return asyncio.run(run(parser.parse_args(argv)))
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="run each checkout this many times, interleaved, and print a summary "
+             "(medians, and per round each checkout's throughput over the first one's)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    checkouts: list[Path] = args.daemon_checkout or [REPO]
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if len({c.resolve() for c in checkouts}) < len(checkouts):
+        parser.error("--daemon-checkout names the same checkout twice")
+    # The machine's speed drifts (see BENCHMARKS.md): versions are compared run against
+    # run in the same minutes, never against numbers from another hour.
+    results: dict[Path, list[dict[str, Any] | None]] = {c: [] for c in checkouts}
+    code = 0
+    for _ in range(args.rounds):
+        for checkout in checkouts:
+            args.daemon_checkout = checkout
+            run_code, result = asyncio.run(run(args))
+            code = code or run_code
+            results[checkout].append(result)
+    if args.rounds > 1 or len(checkouts) > 1:
+        emit("summary", summarize(results))
+    return code
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(results: dict[Path, list[dict[str, Any] | None]]) -> dict[str, Any]:
+    """Medians per checkout over its runs and, against the first checkout, the median of
+    the per-round ratios (a failed run leaves its round out of the ratios)."""
+    first = next(iter(results))
+    out: dict[str, Any] = {}
+    for checkout, runs in results.items():
+        ok = [r for r in runs if r is not None and r["ok"]]
+        entry: dict[str, Any] = {
+            "commit": checkout_commit(checkout),
+            "events_per_s": [r["events_per_s"] if r else None for r in runs],
+            "median_events_per_s": _median([r["events_per_s"] for r in ok]),
+            "median_daemon_cpu_s": _median([r["daemon_cpu_s"]["total"] for r in ok]),
+            # None with --bootstrap: the broker is not ours to measure.
+            "median_broker_cpu_s": _median(
+                [r["broker_cpu_s"]["total"] for r in ok if r["broker_cpu_s"] is not None]
+            ),
+        }
+        if checkout != first:
+            ratios = [
+                round(r["events_per_s"] / base["events_per_s"], 3)
+                for r, base in zip(runs, results[first], strict=True)
+                if r is not None and base is not None and r["ok"] and base["ok"]
+            ]
+            entry[f"ratio_to_{first}"] = ratios
+            entry["median_ratio"] = _median(ratios)
+        out[str(checkout)] = entry
+    return out
+
+
+def checkout_commit(checkout: Path) -> str:
+    """The checkout's commit, with "+dirty" when it has uncommitted changes."""
+    git = ["git", "-C", str(checkout)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 if __name__ == "__main__":

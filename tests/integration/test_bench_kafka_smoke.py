@@ -31,3 +31,47 @@ def test_bench_kafka_runs_end_to_end(kafka_bootstrap: str, core: str) -> None:
     assert result["ok"] and result["exit"] == 0 and result["last_seq"] == 3000
     assert result["breakdown"]["batches"] >= 6  # 3000 inputs, at most 500 per batch
     assert result["daemon_cpu_s"]["total"] > 0
+
+
+def test_rounds_print_a_summary(kafka_bootstrap: str) -> None:
+    """``--rounds``: the runs repeat (each on fresh topics) and a summary line closes."""
+    proc = subprocess.run(
+        [sys.executable, "tools/bench_kafka.py", "--events", "1000", "--accounts", "100",
+         "--bootstrap", kafka_bootstrap, "--core", CORES[0], "--rounds", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    runs = [line["daemon_end_to_end"] for line in lines if "daemon_end_to_end" in line]
+    assert len(runs) == 2 and all(run["ok"] for run in runs)
+    (summary,) = [line["summary"] for line in lines if "summary" in line]
+    (entry,) = summary.values()
+    assert entry["events_per_s"] == [run["events_per_s"] for run in runs]
+    assert min(entry["events_per_s"]) <= entry["median_events_per_s"] <= max(entry["events_per_s"])
+
+
+def test_the_summary_compares_round_by_round() -> None:
+    """Pure: medians per checkout, ratios to the first checkout per round, a failed run
+    leaves its round out of the ratios."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_kafka", REPO / "tools" / "bench_kafka.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def result(eps: int, ok: bool = True) -> dict[str, object]:
+        cpu = {"total": eps / 10_000}
+        return {"ok": ok, "events_per_s": eps, "daemon_cpu_s": cpu, "broker_cpu_s": cpu}
+
+    new, old = Path("/nonexistent/new"), Path("/nonexistent/old")
+    summary = bench.summarize({
+        new: [result(120), result(90), result(100)],
+        old: [result(100), None, result(125)],
+    })  # fmt: skip
+    assert summary[str(new)]["median_events_per_s"] == 100
+    assert summary[str(old)]["events_per_s"] == [100, None, 125]
+    assert summary[str(old)]["median_events_per_s"] == 112.5
+    assert summary[str(old)][f"ratio_to_{new}"] == [0.833, 1.25]
+    assert summary[str(old)]["median_ratio"] == (0.833 + 1.25) / 2
+    assert summary[str(new)]["commit"] == "unknown"
