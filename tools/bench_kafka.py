@@ -194,13 +194,14 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                                       "min.insync.replicas", "default.replication.factor")},
             "log.flush": "Kafka default (no fsync per message; page cache)",
         })  # fmt: skip
+    max_records = args.max_records or default_max_records(args.daemon_checkout)
     work = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
     port = kafka_local.free_port()
     try:
         path = chaos.write_config(
             work, bootstrap, "bench", input_partitions=args.input_partitions,
-            batch={**({"max_records": args.max_records} if args.max_records else {}),
-                   "max_bytes": args.max_bytes, "poll_timeout_ms": 100},
+            batch={"max_records": max_records, "max_bytes": args.max_bytes,
+                   "poll_timeout_ms": 100},
             snapshot={"every_inputs": 10**9, "on_shutdown": False},
             http={"listen": f"127.0.0.1:{port}"},
             topics={"events_partitions": args.events_partitions},
@@ -219,7 +220,7 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
         emit("daemon_config", {"checkout": str(args.daemon_checkout),
                                "commit": checkout_commit(args.daemon_checkout),
                                "engine.core": args.core,
-                               "batch.max_records": args.max_records or "the checkout's default",
+                               "batch.max_records": max_records,
                                "batch.max_bytes": args.max_bytes,
                                "input_partitions": args.input_partitions,
                                "events_partitions": args.events_partitions,
@@ -389,6 +390,14 @@ def summarize(results: dict[Path, list[dict[str, Any] | None]]) -> dict[str, Any
             entry["median_ratio"] = _median(ratios)
         out[str(checkout)] = entry
     return out
+
+
+def default_max_records(checkout: Path) -> int:
+    """The checkout's own default ``batch.max_records`` (versions differ in it)."""
+    code = "from clearing.ops.config import BatchConfig; print(BatchConfig().max_records)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=checkout, capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    return int(out.stdout)
 
 
 def checkout_commit(checkout: Path) -> str:
