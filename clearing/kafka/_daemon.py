@@ -176,7 +176,7 @@ async def drain_fetched(
 ) -> None:
     """Move all that ``consumer`` has fetched into the read-ahead ``buffer`` (aiokafka
     sends the next fetch only then), waiting up to ``wait_ms`` for the first records.
-    aiokafka turns fetched bytes into record objects as they are taken, about 1.5 us
+    aiokafka turns fetched bytes into record objects as they are taken, about 1 us
     each, so they are taken ``chunk_records`` at a time with the event loop run in
     between, as planning does."""
     timeout_ms = wait_ms

@@ -179,7 +179,7 @@ class BatchConfig(_Section):
     # Binds only when inputs are waiting (a backlog, a restart's catch-up): live traffic
     # makes small batches anyway. Each transaction has a fixed cost on both sides (five
     # round trips, markers on every partition written): 10,000 measured 1.18x the
-    # throughput of 5000 and 12 % less daemon CPU (20,000: no better), at ~60-80 ms per
+    # throughput of 5000 and 9 % less daemon CPU (20,000: no better), at ~60-80 ms per
     # full batch (docs/bench-kafka.md, session 6).
     max_records: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
     max_bytes: PositiveInt = 4 * _MiB
