@@ -28,7 +28,10 @@ def test_bench_kafka_runs_end_to_end(kafka_bootstrap: str, core: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     result = next(line["daemon_end_to_end"] for line in lines if "daemon_end_to_end" in line)
-    assert result["ok"] and result["exit"] == 0 and result["last_seq"] == 3000
+    # Every input in the topics journaled (3000, or more if the producer re-sent a send
+    # that had been written after all).
+    assert result["ok"] and result["exit"] == 0
+    assert result["last_seq"] == result["inputs"] >= 3000
     assert result["breakdown"]["batches"] >= 6  # 3000 inputs, at most 500 per batch
     assert result["daemon_cpu_s"]["total"] > 0
 
@@ -40,7 +43,7 @@ def test_rounds_print_a_summary(kafka_bootstrap: str) -> None:
          "--bootstrap", kafka_bootstrap, "--core", CORES[0], "--rounds", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     runs = [line["daemon_end_to_end"] for line in lines if "daemon_end_to_end" in line]
     assert len(runs) == 2 and all(run["ok"] for run in runs)
