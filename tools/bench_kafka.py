@@ -127,6 +127,19 @@ def emit(name: str, result: Any) -> None:
     print(json.dumps({name: result}), flush=True)
 
 
+async def journal_reaches(config: Config, seq: int, timeout_s: float = 30.0) -> int:
+    """The journal's last seq once it is ``seq`` (or the last one read at the timeout).
+    The group's offsets and the journal records commit in one transaction, but the
+    broker writes each partition's commit marker on its own, so a read_committed reader
+    can see the journal's last records a few milliseconds after the offsets."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        last = await asyncio.to_thread(journal_last_seq, config)
+        if last >= seq or time.monotonic() > deadline:
+            return last
+        await asyncio.sleep(0.1)
+
+
 def journal_last_seq(config: Config) -> int:
     with KafkaJournalReader(config) as reader:
         tail = reader.tail()
@@ -268,7 +281,7 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                 done_s = time.perf_counter() - started
                 daemon_cpu = cpu_seconds(proc.pid)
                 broker_cpu = cpu_seconds(broker_pid)
-                last_seq = await asyncio.to_thread(journal_last_seq, config)
+                last_seq = await journal_reaches(config, inputs)
                 metrics = await asyncio.to_thread(scrape, port)
                 proc.send_signal(signal.SIGTERM)
                 code = await asyncio.to_thread(proc.wait, 60)
