@@ -68,6 +68,7 @@ class CaughtUp:
         from aiokafka.admin import AIOKafkaAdminClient
 
         kw = {"bootstrap_servers": config.kafka.bootstrap_servers}
+        self._config = config
         self._group = config.group_id
         self._topics = config.topics.inputs
         self._admin = AIOKafkaAdminClient(**kw)
@@ -81,18 +82,14 @@ class CaughtUp:
         early. Returns the records in the input topics, which the journal must reach."""
         await self._admin.start()
         await self._consumer.start()
-        from aiokafka import TopicPartition
-
-        from clearing.kafka._topics import describe_partitions
-
         deadline = time.monotonic() + 30
         while True:
-            found = await describe_partitions(self._admin, self._topics)
-            tps = [TopicPartition(t, p) for t in self._topics for p in range(found.get(t) or 0)]
+            tps = await chaos.partitions_of(self._config, self._topics)
             ends = await self._consumer.end_offsets(tps)
             self._ends = {tp: end for tp, end in ends.items() if end}
-            if sum(self._ends.values()) >= expected:
-                return sum(self._ends.values())
+            total = sum(self._ends.values())
+            if total >= expected:
+                return total
             if time.monotonic() > deadline:
                 raise RuntimeError(f"input partitions hold {ends}, expected {expected} records")
             await asyncio.sleep(0.2)  # metadata of just-created topics may lag

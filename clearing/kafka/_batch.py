@@ -199,7 +199,12 @@ class OutMessage(NamedTuple):
 
 
 def source_of(topic: str, partition: int, offset: int) -> str:
-    return f"kafka:{topic}:{partition}:{offset}"
+    return f"{_source_prefix(topic, partition)}{offset}"
+
+
+def _source_prefix(topic: str, partition: int) -> str:
+    """What every journal source of one input partition starts with."""
+    return f"kafka:{topic}:{partition}:"
 
 
 def parse_source(source: str) -> tuple[str, int, int] | None:
@@ -477,8 +482,8 @@ class BatchPlanner:
         self._sources: list[str] = []
         self._outputs: list[OutputEvent] = []
         self._oversized = self._rejects = self._last_ts_ms = 0
-        # (topic, partition) -> its journal sources' prefix: a concatenation per input
-        # instead of formatting three fields (source_of), ~100 ns less each.
+        # (topic, partition) -> its journal sources' prefix: one concatenation per input
+        # instead of a source_of call, ~100 ns less each.
         self._source_prefixes: dict[tuple[str, int], str] = {}
 
     def add(self, records: Iterable[Consumed]) -> None:
@@ -524,7 +529,7 @@ class BatchPlanner:
             payloads.append(value)
             prefix = prefixes.get(tp)
             if prefix is None:
-                prefix = prefixes[tp] = source_of(topic, partition, 0)[:-1]
+                prefix = prefixes[tp] = _source_prefix(topic, partition)
             sources.append(prefix + str(offset))
             applied.append((topic, value))
         self._last_ts_ms = last_ts_ms

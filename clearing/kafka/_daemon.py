@@ -599,8 +599,6 @@ class Daemon:
         the engine to equal the committed state (background checks and snapshots,
         reassignment, fencing probes, shutdown) waits for the open one first."""
         config = self.config
-        consumer = self._consumer
-        assert consumer is not None
         loop = asyncio.get_running_loop()
         idle_since = last_metrics = last_refresh = loop.time()
         try:
