@@ -1,10 +1,13 @@
-"""Deterministic fault simulation of the embedded sequencer (VOPR-style), one seed at a time.
+"""Deterministic fault simulation of the sequencer (VOPR-style), one seed at a time.
 
 One process, one ``random.Random`` per concern, all derived from the seed: feeders send
 realistic streams (levered fills, crashes and spikes, thin books, a small fund, round trips
 that leave accounts bankrupt, so liquidations, fund draws, clawbacks and bad debt happen)
-mixed with hostile inputs, in batches, to a real ``Sequencer`` over a real ``LocalJournal``
-and snapshot directory. Between and inside batches the simulator injects:
+mixed with hostile inputs, in batches, to a real ``Sequencer`` (the one the Kafka daemon
+runs: every batch goes through ``Sequencer.step``, on the Python or the native core) over
+a real ``LocalJournal`` and snapshot directory. Faults are injected through the storage
+the journal and the snapshot writer are given (``testkit.storage.FaultyStorage``), never
+by patching. Between and inside batches the simulator injects:
 
 * crashes: the sequencer is dropped without ``close`` (its file descriptors go away as the
   kernel would close them), sometimes after the batch was journaled but before the feeder
@@ -38,7 +41,8 @@ read back (CRC and hash chain) and compared with what was submitted. At the end 
 a full replay of the journal without snapshots equals the shadow, and every source position
 is in the journal exactly once.
 
-A failing seed prints the command that reproduces it (the seed alone decides everything):
+A failing seed prints the command that reproduces it (the seed, with the core, decides
+everything); ``tools/simulate.py`` is the command line:
 
     python tools/simulate.py --seed 17                     # one seed, 20,000 inputs
     python tools/simulate.py --seeds 1-500 --jobs 2        # 500 seeds x 20,000 = 10M inputs
@@ -47,17 +51,13 @@ A failing seed prints the command that reproduces it (the seed alone decides eve
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import errno
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -65,39 +65,30 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-# Runnable from a checkout without an install.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import clearing.journal._local as journal_local
-import clearing.snapshot._snapshot as snapshot_impl
 from clearing.engine import Engine, OutputEvent, encode_output
 from clearing.engine.persist import dump_state
 from clearing.journal import JournalCorrupt, LocalJournal, hash_at, repair_truncate, verify
 from clearing.sequencer import RecoveryResult, Sequencer, encode_outputs, recover
 from clearing.snapshot import list_snapshots
+from testkit.storage import Fault, FaultyStorage, SimulatedCrash
+from tools.fuzz_inputs import (
+    Case,
+    HostileGenerator,
+    StreamModel,
+    check_outcome,
+    known_bug,
+    peak_rss_bytes,
+    valid_case,
+)
 
-try:  # imported as tools.simulate (tests) or run as tools/simulate.py
-    from tools.fuzz_inputs import (
-        Case,
-        HostileGenerator,
-        StreamModel,
-        check_outcome,
-        known_bug,
-        peak_rss_bytes,
-        valid_case,
-    )
-except ImportError:  # pragma: no cover - script mode
-    from fuzz_inputs import (  # type: ignore[no-redef]
-        Case,
-        HostileGenerator,
-        StreamModel,
-        check_outcome,
-        known_bug,
-        peak_rss_bytes,
-        valid_case,
-    )
-
-__all__ = ["SeedResult", "Simulation", "SimulationFailure", "journaled_positions", "run_seed"]
+__all__ = [
+    "SeedResult",
+    "Simulation",
+    "SimulationFailure",
+    "as_json",
+    "journaled_positions",
+    "run_seed",
+]
 
 E8: Final = 10**8
 SYSTEM: Final = frozenset(("insurance-fund", "fee-pool", "bad-debt"))
@@ -106,12 +97,15 @@ FULL_CHECK_EVERY_STEPS: Final = 20
 READ_BACK_EVERY_STEPS: Final = 10
 
 
+# The simulator's fault names, as the storage fault each one arms (the rest are the same).
+_STORAGE_FAULTS: Final[dict[str, Fault]] = {
+    "power_loss_in_write": "crash_in_write",  # the tear comes after, in tear_tail
+    "snapshot_enospc": "write_enospc",
+}
+
+
 class SimulationFailure(AssertionError):
     """A property did not hold; the message says which, at which step."""
-
-
-class SimulatedCrash(BaseException):
-    """Raised inside the journal write: the process 'dies' there (nothing catches it)."""
 
 
 def source_of(name: str, pos: int) -> str:
@@ -279,11 +273,23 @@ class _TornTailCounter(logging.Handler):
 
 
 class Simulation:
-    def __init__(self, seed: int, events: int, workdir: str, *, fsync: str | None = None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        events: int,
+        workdir: str,
+        *,
+        fsync: str | None = None,
+        core: str = "python",
+    ) -> None:
         self.seed = seed
         self.target = events
+        self.core = core  # the sequencer's engine core; the shadow is always Python's
         self.cfg = Config.draw(random.Random(f"{seed}:config"), fsync)
         self.rng = random.Random(f"{seed}:faults")
+        # What the journal and the snapshot writer write through: faults are armed here.
+        self.journal_disk = FaultyStorage(self.rng)
+        self.snapshot_disk = FaultyStorage(self.rng)
         self.journal_dir = os.path.join(workdir, "journal")
         self.snapshot_dir = os.path.join(workdir, "snapshots")
         world = StreamModel(random.Random(f"{seed}:world"), tag="world.")
@@ -294,6 +300,7 @@ class Simulation:
         self.by_name: dict[str, Feeder] = {f.name: f for f in self.feeders}
         self.result = SeedResult(seed, config=vars(self.cfg).copy())
         self.sequencer: Sequencer | None = None
+        self.journal: LocalJournal | None = None  # the sequencer's, while it is up
         self.shadow = Engine()
         # The truth about what the journal holds, per source (checked against the rebuild).
         self.journaled: dict[str, int] = {GENESIS: 0, **{f.name: 0 for f in self.feeders}}
@@ -321,34 +328,35 @@ class Simulation:
         return feeder.digests[pos - 1]
 
     def open_sequencer(self) -> tuple[Sequencer, RecoveryResult]:
+        """``Sequencer.open_local`` over the faulty disks (small segments on some seeds,
+        so that rolls happen often); sets ``self.journal``."""
         cfg = self.cfg
-        options = {
-            "snapshot_every_inputs": cfg.snapshot_every,
-            "keep_snapshots": cfg.keep_snapshots,
-            "invariant_check_inputs": cfg.invariant_check_inputs,
-        }
-        if cfg.segment_bytes is None:
-            return Sequencer.open_local(
-                self.journal_dir, self.snapshot_dir, fsync=cfg.fsync, **options
-            )
-        # Same as open_local, with small segments so that rolls happen often.
+        sizing = {} if cfg.segment_bytes is None else {"segment_bytes": cfg.segment_bytes}
         journal = LocalJournal(
             self.journal_dir,
-            segment_bytes=cfg.segment_bytes,
             fsync=cfg.fsync,  # type: ignore[arg-type]
+            storage=self.journal_disk,
+            **sizing,  # type: ignore[arg-type]
         )
-        try:
-            recovery = recover(
-                self.snapshot_dir, journal.last_seq, journal.read, lambda s: hash_at(journal, s)
-            )
-        except BaseException:
-            journal.close()
-            raise
-        return Sequencer(recovery.engine, journal, self.snapshot_dir, **options), recovery
+        opened = Sequencer.over(
+            journal,
+            self.snapshot_dir,
+            core=self.core,
+            storage=self.snapshot_disk,
+            snapshot_every_inputs=cfg.snapshot_every,
+            keep_snapshots=cfg.keep_snapshots,
+            invariant_check_inputs=cfg.invariant_check_inputs,
+        )
+        self.journal = journal
+        return opened
 
     def up(self) -> Sequencer:
         assert self.sequencer is not None
         return self.sequencer
+
+    def up_journal(self) -> LocalJournal:
+        assert self.sequencer is not None and self.journal is not None
+        return self.journal
 
     # -- the shadow ------------------------------------------------------------------
 
@@ -450,7 +458,7 @@ class Simulation:
         self.inflight_sizes = {}
         if fault in ("crash_in_write", "power_loss_in_write"):
             # Sizes before the append: a power loss can only tear what comes after.
-            active = sequencer.journal._segments[-1:]  # type: ignore[attr-defined]
+            active = self.up_journal().segments()[-1:]
             self.inflight_sizes = {s.path: s.size_bytes for s in active}
         try:
             with self.inject(fault):
@@ -514,65 +522,19 @@ class Simulation:
 
     @contextlib.contextmanager
     def inject(self, fault: str | None) -> Iterator[None]:
-        """Make the named fault happen inside the next journal (or snapshot) write."""
+        """Arm the named fault on the disk it belongs to (the snapshot writer's for
+        ``snapshot_enospc``, else the journal's) for the body; ``fault_fired`` says
+        whether it acted."""
         if fault is None:
             yield
             return
-        rng = self.rng
-        real_write = journal_local.write_all
-        real_sync = journal_local._fdatasync
-        real_open = os.open
-        real_snap_write = snapshot_impl._write_all
-        journal_dir = os.path.abspath(self.journal_dir)
-        error = {"enospc_in_write": errno.ENOSPC, "eio_in_write": errno.EIO}.get(fault, 0)
-        if fault == "enospc_in_write" and rng.random() < 0.3:
-            error = errno.EDQUOT
-
-        def write(fd: int, data: bytes) -> None:
-            self.fault_fired = True
-            cut = rng.randrange(len(data) + 1)
-            real_write(fd, data[:cut])
-            if fault in ("crash_in_write", "power_loss_in_write"):
-                raise SimulatedCrash
-            raise OSError(error, os.strerror(error))
-
-        def fsync(fd: int) -> None:
-            self.fault_fired = True
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-        def open_(path: Any, flags: int, mode: int = 0o777, *, dir_fd: Any = None) -> int:
-            target = os.path.abspath(str(path))
-            if (
-                flags & os.O_CREAT
-                and target.startswith(journal_dir + "/")
-                and target.endswith(".seg")
-            ):
-                self.fault_fired = True
-                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-            return real_open(path, flags, mode, dir_fd=dir_fd)
-
-        def snap_write(fd: int, data: Any) -> None:
-            self.fault_fired = True
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
+        disk = self.snapshot_disk if fault == "snapshot_enospc" else self.journal_disk
+        disk.arm(_STORAGE_FAULTS.get(fault, fault))  # type: ignore[arg-type]
         try:
-            if (
-                fault in ("crash_in_write", "power_loss_in_write", "enospc_in_write")
-                or fault == "eio_in_write"
-            ):
-                journal_local.write_all = write
-            elif fault == "fsync_eio":
-                journal_local._fdatasync = fsync
-            elif fault == "erofs_on_segment_create":
-                os.open = open_  # type: ignore[assignment]
-            elif fault == "snapshot_enospc":
-                snapshot_impl._write_all = snap_write
             yield
         finally:
-            journal_local.write_all = real_write
-            journal_local._fdatasync = real_sync
-            os.open = real_open
-            snapshot_impl._write_all = real_snap_write
+            self.fault_fired = disk.fired
+            disk.disarm()
 
     def after_failed_submit(self, fault: str, before_seq: int) -> None:
         sequencer = self.up()
@@ -581,7 +543,7 @@ class Simulation:
             # submit raised without breaking the sequencer (a retry would apply the batch
             # twice). The feeder cannot know, so it treats the batch as failed: the process
             # restarts and the sequencer side skips what is journaled.
-            if sequencer.journal.last_seq != before_seq + len(self.inflight):
+            if self.up_journal().last_seq != before_seq + len(self.inflight):
                 raise self.fail("snapshot failure: the batch is not in the journal")
             self.result.observations["submit_raised_after_commit_not_broken"] += 1
             self.clean_restart(keep_inflight=True)
@@ -601,16 +563,16 @@ class Simulation:
             sequencer.close()
         except Exception:
             self.result.observations["close_after_write_failure_raised"] += 1
-        self.sequencer = None
+        self.sequencer = self.journal = None
 
     # -- crashes and restarts --------------------------------------------------------
 
     def drop(self) -> None:
         """The process dies: no close, no sync, no snapshot; the kernel closes the files
         (which also releases the journal's flock)."""
-        journal = self.up().journal
-        journal._release()  # type: ignore[attr-defined]  # what process exit does to fds
-        self.sequencer = None
+        journal = self.up_journal()
+        journal._release()  # what process exit does to its file descriptors
+        self.sequencer = self.journal = None
 
     def crash(self, kind: str) -> None:
         self.result.faults[kind] += 1
@@ -703,7 +665,7 @@ class Simulation:
             # The final snapshot failed (injected ENOSPC still counted); the journal is
             # closed by close()'s finally clause.
             self.result.observations["close_raised"] += 1
-        self.sequencer = None
+        self.sequencer = self.journal = None
         if not keep_inflight:
             self.result.faults["clean_restart"] += 1
         self.restart()
@@ -726,7 +688,7 @@ class Simulation:
             raise self.fail(f"recovery refused: {exc!r}") from exc
         self.zero_filled_tail = False
         sequencer = self.sequencer
-        journal = sequencer.journal
+        journal = self.up_journal()
         acked = self.shadow.seq
         last = journal.last_seq
         if last < acked:
@@ -808,7 +770,14 @@ class Simulation:
         if engine.seq != self.shadow.seq:
             raise self.fail(f"engine at seq {engine.seq}, shadow at {self.shadow.seq}")
         engine.check_invariants()
-        ledger = engine.ledger
+        ledger = getattr(engine, "ledger", None)
+        if ledger is None:
+            # The native core keeps its ledger in Rust: prove it byte-equal to the
+            # shadow's, then walk the shadow's.
+            if dump_state(engine) != dump_state(self.shadow):
+                raise self.fail("live state differs from the shadow's")
+            self.result.checks["native_state_equals_shadow"] += 1
+            ledger = self.shadow.ledger
         cash = sum(a.cash_e16 for a in ledger.accounts.values())
         if cash != self.tally_e16:
             raise self.fail(f"cash sums to {cash} e-16; deposits - withdrawals = {self.tally_e16}")
@@ -833,7 +802,7 @@ class Simulation:
     def read_back(self) -> None:
         """Read the records appended since the last read-back (CRC, seq and hash chain are
         checked by the journal) and compare them with what was submitted."""
-        journal = self.up().journal
+        journal = self.up_journal()
         first = self.unverified[0][0]
         records = list(journal.read(first, self.unverified[-1][0]))
         expected = self.unverified
@@ -856,7 +825,7 @@ class Simulation:
             self.restart()
         sequencer = self.up()
         sequencer.close()
-        self.sequencer = None
+        self.sequencer = self.journal = None
         journal = LocalJournal(self.journal_dir, readonly=True)
         try:
             full = recover(None, journal.last_seq, journal.read, lambda s: hash_at(journal, s))
@@ -926,10 +895,11 @@ def run_seed(
     base_dir: str | None = None,
     keep: bool = False,
     fsync: str | None = None,
+    core: str = "python",
 ) -> SeedResult:
     """Run one seed in a fresh directory (kept on failure, or with ``keep``)."""
     workdir = tempfile.mkdtemp(prefix=f"sim-{seed}-", dir=base_dir)
-    sim = Simulation(seed, events, workdir, fsync=fsync)
+    sim = Simulation(seed, events, workdir, fsync=fsync, core=core)
     try:
         result = sim.run()
     except SimulationFailure as exc:
@@ -948,7 +918,8 @@ def run_seed(
     return result
 
 
-def _as_json(r: SeedResult) -> dict[str, Any]:
+def as_json(r: SeedResult) -> dict[str, Any]:
+    """One seed's result as a JSON object (``tools/simulate.py --json``)."""
     return {
         "seed": r.seed,
         "events": r.events,
@@ -966,100 +937,3 @@ def _as_json(r: SeedResult) -> dict[str, Any]:
         "failure": r.failure,
         "peak_rss": r.peak_rss,
     }
-
-
-def _run_seed_args(args: tuple[int, int, str | None, bool, str | None]) -> SeedResult:
-    # Torn-tail warnings are counted (by a handler on "clearing"), not printed.
-    logging.getLogger("clearing").propagate = False
-    return run_seed(*args)
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``7``, ``1-200`` (inclusive) or ``1,5,9``."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        low, dash, high = part.partition("-")
-        seeds.extend(range(int(low), int(high) + 1) if dash else [int(low)])
-    return seeds
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, help="run this one seed")
-    parser.add_argument("--seeds", help="seeds to run: 1-200, or 1,5,9 (default: 1)")
-    parser.add_argument(
-        "--events", type=int, default=20_000, help="unique inputs per seed (default 20,000)"
-    )
-    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel")
-    parser.add_argument("--fsync", choices=("batch", "always", "never"), help="force a policy")
-    parser.add_argument("--workdir", help="where seed directories go (default: system temp)")
-    parser.add_argument("--keep", action="store_true", help="keep every seed's directory")
-    parser.add_argument(
-        "--json", metavar="FILE", help="append one JSON line per seed as it finishes"
-    )
-    args = parser.parse_args(argv)
-    seeds = [args.seed] if args.seed is not None else parse_seeds(args.seeds or "1")
-    started = time.perf_counter()
-    tasks = [(s, args.events, args.workdir, args.keep, args.fsync) for s in seeds]
-    results: list[SeedResult] = []
-    json_out = open(args.json, "a") if args.json else None  # noqa: SIM115 - closed below
-
-    def record(result: SeedResult) -> None:
-        results.append(result)
-        print(result.line(), flush=True)
-        if json_out is not None:
-            json_out.write(json.dumps(_as_json(result)) + "\n")
-            json_out.flush()
-
-    try:
-        if args.jobs > 1 and len(seeds) > 1:
-            context = multiprocessing.get_context("fork")
-            with context.Pool(args.jobs, maxtasksperchild=10) as pool:
-                for result in pool.imap_unordered(_run_seed_args, tasks):
-                    record(result)
-        else:
-            for task in tasks:
-                record(_run_seed_args(task))
-    finally:
-        if json_out is not None:
-            json_out.close()
-    wall = time.perf_counter() - started
-    failed = [r for r in results if r.failure is not None]
-    total = sum(r.events for r in results)
-    faults: Counter[str] = Counter()
-    outputs: Counter[str] = Counter()
-    checks: Counter[str] = Counter()
-    recoveries: Counter[str] = Counter()
-    known: Counter[str] = Counter()
-    observations: Counter[str] = Counter()
-    for r in results:
-        faults.update(r.faults)
-        outputs.update(r.outputs)
-        checks.update(r.checks)
-        recoveries.update(r.recoveries)
-        known.update(r.known_bugs)
-        observations.update({k: v for k, v in r.observations.items() if "workdir" not in k})
-    print(
-        f"\n{len(results)} seeds, {total:,} inputs (+{sum(r.redelivered for r in results):,} "
-        f"redelivered), {sum(r.steps for r in results):,} steps in {wall:.0f} s wall "
-        f"({total / wall:,.0f} inputs/s); violations: {len(failed)}"
-    )
-    print(f"faults injected: {dict(sorted(faults.items()))}")
-    print(f"recoveries: {dict(sorted(recoveries.items()))}")
-    print(f"outputs: {dict(sorted(outputs.items()))}")
-    print(f"checks: {dict(sorted(checks.items()))}")
-    print(f"known engine bugs hit (not violations): {dict(known) or 'none'}")
-    print(f"observations: {dict(sorted(observations.items())) or 'none'}")
-    print(f"peak RSS of a worker: {max(r.peak_rss for r in results) / 2**20:.0f} MiB")
-    for r in failed:
-        print(f"VIOLATION: {r.failure}")
-        print(f"  reproduce: python tools/simulate.py --seed {r.seed} --events {args.events}")
-        for key in r.observations:
-            if key.startswith("workdir_kept:"):
-                print(f"  files: {key.split(':', 1)[1]}")
-    print("RESULT: " + ("OK" if not failed else "FAILED"))
-    return 0 if not failed else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

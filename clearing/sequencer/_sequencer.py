@@ -40,6 +40,7 @@ from clearing.sequencer._schedule import (
 )
 from clearing.sequencer._step import JournalChain, Step, decode_record, sequence
 from clearing.snapshot import prune, write_snapshot
+from clearing.storage import Storage
 
 __all__ = [
     "DEFAULT_INVARIANT_CHECK_INPUTS",
@@ -76,6 +77,7 @@ class Sequencer:
         keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS,
         invariant_check_inputs: int = DEFAULT_INVARIANT_CHECK_INPUTS,
         last_snapshot_seq: int | None = None,
+        storage: Storage | None = None,
     ) -> None:
         if journal is not None:
             if chain is not None:
@@ -90,6 +92,7 @@ class Sequencer:
         self.chain = chain
         self.snapshot_dir = snapshot_dir
         self.keep_snapshots = keep_snapshots
+        self.storage = storage  # snapshots are written through it (None: the real disk)
         self.schedule = UpkeepSchedule(
             engine.seq,
             snapshot_every_inputs=snapshot_every_inputs,
@@ -124,10 +127,11 @@ class Sequencer:
     @classmethod
     def over(
         cls, journal: Journal, snapshot_dir: str | None = None, *, core: str = "python",
-        **options: int,
+        storage: Storage | None = None, **options: int,
     ) -> tuple[Sequencer, RecoveryResult]:  # fmt: skip
         """Recover the engine from ``journal`` (and ``snapshot_dir``) and return a
-        sequencer writing to it; the journal is closed if recovery fails."""
+        sequencer writing to it (snapshots through ``storage``); the journal is closed if
+        recovery fails."""
         try:
             result = recover(
                 snapshot_dir,
@@ -139,7 +143,7 @@ class Sequencer:
         except BaseException:
             journal.close()
             raise
-        return cls(result.engine, journal, snapshot_dir, **options), result
+        return cls(result.engine, journal, snapshot_dir, storage=storage, **options), result
 
     # -- the step every writer shares ----------------------------------------------------
 
@@ -222,6 +226,7 @@ class Sequencer:
             self.engine.seq,
             journal.head_hash,
             {"accounts": account_count(self.engine)},
+            storage=self.storage,
         )
         self.schedule.snapshot_attempted(self.engine.seq)
         prune(self.snapshot_dir, keep=self.keep_snapshots)
