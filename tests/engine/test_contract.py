@@ -100,9 +100,7 @@ def test_the_python_figures_equal_a_direct_reading_of_its_ledger(
     traders = [a for a in ledger.accounts.values() if a.positions and not a.is_system]
     assert figures.traders == len(traders)
     below = [
-        a
-        for a in traders
-        if equity_e16(a, markets) * 10**8 < initial_requirement_e24(a, markets)
+        a for a in traders if equity_e16(a, markets) * 10**8 < initial_requirement_e24(a, markets)
     ]
     assert figures.traders_below_im == len(below)
     summary = python.summary()

@@ -207,9 +207,7 @@ def _replay_with(lines: list[bytes], liquidation_scan: bool) -> bytes:
 @given(streams)
 def test_liquidation_index_matches_full_scan(lines: list[bytes]) -> None:
     """The threshold index never misses an account the full scan would liquidate."""
-    assert _replay_with(lines, liquidation_scan=False) == _replay_with(
-        lines, liquidation_scan=True
-    )
+    assert _replay_with(lines, liquidation_scan=False) == _replay_with(lines, liquidation_scan=True)
 
 
 @settings(max_examples=200, deadline=None)
