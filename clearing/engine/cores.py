@@ -16,7 +16,7 @@ from clearing.engine._contract import EngineCore
 from clearing.engine.engine import Engine, iter_jsonl_lines
 from clearing.engine.events import encode_output
 from clearing.engine.native import NativeEngine, native_available
-from clearing.errors import CoreUnavailable, StateFormatError
+from clearing.errors import StateFormatError
 
 __all__ = ["CORES", "load_engine", "make_engine", "native_available", "run_jsonl", "state_hash"]
 
@@ -24,22 +24,15 @@ CORES: Final = ("auto", "native", "python")
 
 
 def _use_native(core: str) -> bool:
-    """Whether ``core`` means the native core; ValueError for an unknown name and
-    CoreUnavailable (saying how to get it) for "native" without the extension."""
+    """Whether ``core`` names the native core; ValueError for an unknown name."""
     if core not in CORES:
         raise ValueError(f"unknown engine core {core!r}; choose one of {', '.join(CORES)}")
-    if core == "python" or (core == "auto" and not native_available()):
-        return False
-    if not native_available():
-        raise CoreUnavailable(
-            "the native engine core is not installed; build it with `pip install ./native` "
-            "(needs a Rust toolchain) or choose the Python core (--core python)"
-        )
-    return True
+    return core == "native" or (core == "auto" and native_available())
 
 
 def make_engine(core: str = "auto", liquidation_scan: bool = False) -> EngineCore:
-    """An empty engine on the named core. ``liquidation_scan``: see ``EngineCore``."""
+    """An empty engine on the named core. ``liquidation_scan``: see ``EngineCore``.
+    CoreUnavailable (saying how to get it) for "native" without the extension."""
     if _use_native(core):
         return NativeEngine(liquidation_scan)
     return Engine(liquidation_scan)
