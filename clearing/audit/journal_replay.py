@@ -18,6 +18,7 @@ import msgspec
 
 from clearing.audit.replay import encode_state, engine_for, state_hash
 from clearing.engine.native import NativeEngine, RefusedRecord, ReplayedBatch
+from clearing.errors import UserError
 from clearing.heap import HeapSettler
 from clearing.journal import JournalCorrupt, JournalError, LocalJournal
 from clearing.journal._format import batch_scanner, native_scan_available
@@ -52,8 +53,6 @@ def parse_until_ts(text: str) -> int:
 
 
 def replay_journal_command(args: argparse.Namespace) -> int:
-    from clearing.cli import UserError
-
     until_ts_ns = None
     if args.until_ts is not None:
         try:

@@ -31,9 +31,8 @@ from typing import Final, NamedTuple, Protocol
 
 import msgspec
 
-from clearing.engine import Engine, OutputEvent
+from clearing.engine import EngineCore, OutputEvent
 from clearing.engine.events import OracleHeld, Reject, decode_output
-from clearing.engine.native import NativeEngine
 from clearing.journal import Record
 from clearing.sequencer import JournalChain, Sequencer, encode_record
 
@@ -520,7 +519,7 @@ class BatchPlanner:
 
 
 def plan_batch(
-    engine: Engine | NativeEngine,
+    engine: EngineCore,
     chain: JournalChain,
     records: Iterable[Consumed],
     *,

@@ -48,7 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, OffsetOutOfRangeError
 
-from clearing.engine import Engine
+from clearing.engine import EngineCore
 from clearing.engine.events import Clawback
 from clearing.heap import settle_heap, streaming_collections
 from clearing.journal import JournalError
@@ -227,7 +227,7 @@ class Daemon:
         self._before_commit = before_commit
         self._stop = asyncio.Event()
         self._rank = {topic: rank for rank, topic in enumerate(config.topics.inputs)}
-        self.engine: Engine | None = None
+        self.engine: EngineCore | None = None
         self.recovery: KafkaRecovery | None = None
         self.committed_seq = 0
         self.batches_committed = 0

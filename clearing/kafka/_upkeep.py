@@ -15,8 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from clearing.engine import Engine, InvariantViolation
-from clearing.engine.native import account_count
+from clearing.engine import EngineCore, InvariantViolation
 from clearing.engine.persist import dump_state
 from clearing.kafka._background import BackgroundJob, start_background_job
 from clearing.kafka._exits import EXIT_FAILURE, DaemonExit
@@ -59,12 +58,12 @@ class Upkeep:
         sequencer = self._sequencer
         engine = sequencer.engine
         schedule = sequencer.schedule
-        writer: Callable[[Engine], str] | None = None
+        writer: Callable[[EngineCore], str] | None = None
         if schedule.snapshot_due(engine.seq):
             journal_hash = sequencer.chain.head_hash
             positions = dict(positions)
 
-            def writer(state: Engine) -> str:
+            def writer(state: EngineCore) -> str:
                 return write_kafka_snapshot(
                     config,
                     dump_state(state),
@@ -72,7 +71,7 @@ class Upkeep:
                     journal_hash,
                     journal_offset,
                     positions,
-                    account_count(state),
+                    state.account_count(),
                 )
 
             # Next attempt only after another snapshot.every_inputs, even if this one fails.
@@ -176,7 +175,7 @@ class Upkeep:
                     sequencer.chain.head_hash,
                     journal_offset,
                     dict(positions),
-                    account_count(engine),
+                    engine.account_count(),
                 )
         except OSError as exc:
             # Snapshots only shorten recovery; the journal is the ledger. Keep serving.

@@ -28,8 +28,7 @@ from typing import Final
 
 import msgspec
 
-from clearing.audit.replay import state_hash
-from clearing.engine import Engine, OutputEvent
+from clearing.engine import Engine, OutputEvent, state_hash
 from clearing.engine.events import BadDebt, Clawback, FundDraw, Liquidation, OracleHeld, Reject
 from clearing.engine.margin import equity_e16
 from clearing.engine.state import INSURANCE_FUND, Account, Ledger

@@ -17,9 +17,9 @@ from typing import Final
 
 import msgspec
 
-from clearing.engine import Engine, encode_output
-from clearing.engine.native import NativeEngine, RefusedRecord, ReplayedBatch, make_engine
-from clearing.engine.persist import StateFormatError, load_state
+from clearing.engine import EngineCore, encode_output, load_engine, make_engine
+from clearing.engine.native import NativeEngine, RefusedRecord, ReplayedBatch
+from clearing.errors import OutputDivergence, RecoveryError, StateFormatError
 from clearing.heap import HeapSettler
 from clearing.journal import Record
 from clearing.journal._format import batch_scanner, native_scan_available
@@ -40,25 +40,8 @@ log = logging.getLogger(__name__)
 _NEWLINE: Final = b"\n"
 
 
-class RecoveryError(Exception):
-    """The state cannot be rebuilt safely; the message says why and what to do."""
-
-
-class OutputDivergence(RecoveryError):
-    """Replaying a journal record gave different outputs from the ones it recorded."""
-
-    def __init__(self, seq: int, recorded: bytes, derived: bytes) -> None:
-        super().__init__(
-            f"journal seq {seq}: re-derived outputs differ from the recorded ones\n"
-            f"  recorded: {recorded[:300]!r}\n  derived:  {derived[:300]!r}"
-        )
-        self.seq = seq
-        self.recorded = recorded
-        self.derived = derived
-
-
 class RecoveryResult(msgspec.Struct):
-    engine: Engine
+    engine: EngineCore
     snapshot_path: str | None
     snapshot_seq: int
     replayed: int
@@ -96,7 +79,7 @@ def recover(
     outputs in the journal's form (``encode_outputs``). ``core`` names the engine core.
     """
     target = last_seq if until_seq is None else min(until_seq, last_seq)
-    engine: Engine | NativeEngine | None = None
+    engine: EngineCore | None = None
     snapshot_path: str | None = None
     if snapshot_dir and os.path.isdir(snapshot_dir):
         infos = list_snapshots(snapshot_dir)
@@ -119,7 +102,7 @@ def recover(
                         snap.journal_seq,
                     )
                     continue
-                candidate = load_state(snap.state, core)
+                candidate = load_engine(snap.state, core)
             except (OSError, ValueError, StateFormatError, SnapshotError) as exc:
                 log.warning("snapshot %s is unusable (%s): trying an older one", info.path, exc)
                 continue
@@ -148,7 +131,7 @@ def recover(
 
 
 def _replayed(
-    engine: Engine | NativeEngine, record: Record, outputs: list[bytes], check_outputs: bool
+    engine: EngineCore, record: Record, outputs: list[bytes], check_outputs: bool
 ) -> bytes:
     """Check one replayed record (its seq, and its recorded outputs against ``outputs``,
     just re-derived); returns them joined as the journal records them."""
@@ -160,7 +143,7 @@ def _replayed(
     return derived
 
 
-def _replays_natively(engine: Engine | NativeEngine, on_record: object) -> bool:
+def _replays_natively(engine: EngineCore, on_record: object) -> bool:
     return (
         isinstance(engine, NativeEngine)
         and on_record is None

@@ -24,10 +24,10 @@ import logging
 import time
 from collections.abc import Sequence
 
-from clearing.engine import Engine, InvariantViolation, OutputEvent
+from clearing.engine import EngineCore, InvariantViolation, OutputEvent
 from clearing.engine.events import decode_output
-from clearing.engine.native import NativeEngine, account_count
 from clearing.engine.persist import dump_state
+from clearing.errors import SequencerBroken
 from clearing.heap import HeapSettler, settle_heap
 from clearing.journal import Journal, LocalJournal, hash_at
 from clearing.journal._scan import ScanMode
@@ -53,10 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class SequencerBroken(RuntimeError):
-    """A journal write or invariant check failed; restart and recover from the journal."""
-
-
 class Sequencer:
     """The one sequencer over ``engine``.
 
@@ -68,7 +64,7 @@ class Sequencer:
 
     def __init__(
         self,
-        engine: Engine | NativeEngine,
+        engine: EngineCore,
         journal: Journal | None = None,
         snapshot_dir: str | None = None,
         *,
@@ -225,7 +221,7 @@ class Sequencer:
             dump_state(self.engine),
             self.engine.seq,
             journal.head_hash,
-            {"accounts": account_count(self.engine)},
+            {"accounts": self.engine.account_count()},
             storage=self.storage,
         )
         self.schedule.snapshot_attempted(self.engine.seq)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from clearing.engine import Engine
+from clearing.engine import EngineCore
 from clearing.engine.native import NativeEngine
 from clearing.journal import GENESIS_HASH, Record, chain_hash
 from clearing.sequencer._recovery import join_outputs
@@ -62,7 +62,7 @@ class Step(NamedTuple):
 
 
 def _journal_one(
-    engine: Engine | NativeEngine,
+    engine: EngineCore,
     chain: JournalChain,
     raw: bytes,
     source: str,
@@ -82,15 +82,17 @@ def _journal_one(
 
 
 def sequence(
-    engine: Engine | NativeEngine, chain: JournalChain, payloads: list[bytes], sources: list[str]
+    engine: EngineCore, chain: JournalChain, payloads: list[bytes], sources: list[str]
 ) -> Step:
     """Apply ``payloads`` in order (each gets the next seq) and extend ``chain``.
 
     On the native core the inputs run in native batches (``NativeEngine.journal_run``:
     applied and journalled without a Python object per input); an input it does not
     finish alone takes the per-input path, as does every input on the Python core. Both
-    write the same bytes. The engine and chain move ahead here: a caller whose sink then
-    fails must abandon both (restart and recover from the journal).
+    write the same bytes. (The one place outside the engine that asks which core it
+    holds: ``journal_run`` is the native core's alone, so far.) The engine and chain move
+    ahead here: a caller whose sink then fails must abandon both (restart and recover
+    from the journal).
     """
     if chain.last_seq != engine.seq:
         raise ValueError(f"journal chain at seq {chain.last_seq}, engine at {engine.seq}")
@@ -104,17 +106,17 @@ def sequence(
     kinds = bytearray()
     start, n = 0, len(payloads)
     while start < n:
-        index, code, done, head_hash, run_outputs, run_kinds = engine.journal_run(
-            payloads, sources, start, chain.head_hash
-        )
-        kinds += run_kinds
-        records.extend(done)
-        outputs.extend(run_outputs)
-        chain.last_seq += len(done)
-        chain.head_hash = head_hash
+        run = engine.journal_run(payloads, sources, start, chain.head_hash)
+        kinds += run.kinds
+        records.extend(run.records)
+        outputs.extend(run.outputs)
+        chain.last_seq += len(run.records)
+        chain.head_hash = run.head_hash
+        index = run.next_index
         if index == n:
             break
         raw = payloads[index]
+        code = run.code
         encoded = None if code is None else engine.finish_refusal(raw, code)
         _journal_one(engine, chain, raw, sources[index], encoded, records, outputs, index)
         kinds.append(0)

@@ -56,6 +56,7 @@ from typing import Any
 import crc32c
 import msgspec
 
+from clearing.errors import SnapshotError
 from clearing.storage import Storage
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "Snapshot",
     "SnapshotError",
     "SnapshotInfo",
+    "default_snapshot_dir",
     "list_snapshots",
     "load_latest",
     "prune",
@@ -87,8 +89,9 @@ _NAME_RE = re.compile(r"^snapshot-(\d{20})\.snap$")
 _TMP_RE = re.compile(r"^\.snapshot-\d{20}\.snap\..*\.tmp$")
 
 
-class SnapshotError(Exception):
-    """A snapshot file failed validation (the message says why)."""
+def default_snapshot_dir(journal_dir: str) -> str:
+    """Snapshots live beside the journal's segments unless told otherwise."""
+    return os.path.join(journal_dir, "snapshots")
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):
