@@ -162,10 +162,6 @@ class Sequencer:
         """A sink made a step of ``inputs`` records durable."""
         self._heap.add(inputs)
 
-    def fail(self, reason: str) -> None:
-        """A sink failed: refuse every further step (recover from the journal)."""
-        self._broken = reason
-
     # -- the local journal sink ----------------------------------------------------------
 
     def submit(self, inputs: Sequence[tuple[str, bytes]]) -> list[OutputEvent]:
