@@ -42,7 +42,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     InvalidProducerEpoch,
-    KafkaConnectionError,
     OffsetOutOfRangeError,
     ProducerFenced,
 )
@@ -65,11 +64,10 @@ from clearing.kafka._batch import (
 from clearing.kafka._clients import (
     ACCESS_ERRORS,
     access_error_message,
-    admin_client,
     make_consumer,
     make_producer,
-    probe_authentication,
 )
+from clearing.kafka._connect import ConnectError, start_admin
 from clearing.kafka._recovery import (
     KafkaRecovery,
     Positions,
@@ -364,15 +362,10 @@ class Daemon:
             await self._server.start()
             self.http_port = self._server.port
             log.info("ops endpoint on %s (/metrics /healthz /readyz)", self._server.url)
-        self._admin = admin_client(config)
-        try:
-            await self._admin.start()
-        except KafkaConnectionError as exc:
-            # aiokafka reports a rejected login as "Unable to bootstrap": find out which.
-            denied = await probe_authentication(config)
-            if denied is not None:
-                raise DaemonExit(EXIT_CONFIG, access_error_message(config, denied)) from exc
-            raise
+        try:  # a bounded wait, then one line (clearing/kafka/_connect.py)
+            self._admin = await start_admin(config)
+        except ConnectError as exc:
+            raise DaemonExit(exc.code, exc.message) from exc
         await self._preflight()
 
         metrics.set_ready(False, "fencing older instances")

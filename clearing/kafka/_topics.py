@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAuthorizationFailedError
 
-from clearing.kafka._clients import admin_client
+from clearing.kafka._connect import start_admin
 from clearing.ops.config import Config
 
 __all__ = ["TopicSpec", "TopicsReport", "create_topics", "describe_partitions", "topic_specs"]
@@ -137,8 +137,7 @@ async def create_topics(config: Config) -> TopicsReport:
     """Create the missing topics; check the existing ones. Idempotent."""
     specs = topic_specs(config)
     report = TopicsReport([], [], [], [])
-    admin = admin_client(config)
-    await admin.start()
+    admin = await start_admin(config)
     try:
         new_topics = [
             NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs)
