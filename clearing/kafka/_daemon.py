@@ -68,6 +68,7 @@ from clearing.kafka._clients import (
     make_producer,
 )
 from clearing.kafka._connect import ConnectError, start_admin
+from clearing.kafka._dead_letters import DeadLetterLog
 from clearing.kafka._recovery import (
     KafkaRecovery,
     Positions,
@@ -275,6 +276,7 @@ class Daemon:
         self._positions: Positions = {}
         self._assigned: list[TopicPartition] = []
         self._buffer = InputBuffer(self._rank)  # consumed, not planned yet
+        self._dead_letters = DeadLetterLog(config.topics.dlq)  # rate-limited lines
         self._last_snapshot_seq = 0
         self._heap = HeapSettler()
         self._job: BackgroundJob | None = None  # the forked check/snapshot child, if any
@@ -1027,6 +1029,7 @@ class Daemon:
                 self.config.topics.dlq,
                 extra={"seq": plan.last_seq},
             )
+        self._dead_letters.log(plan.dlq, time.monotonic())
         _log_ledger_changes(batch_no, plan)
 
     def _update_gauges(self) -> None:
