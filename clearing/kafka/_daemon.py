@@ -75,7 +75,7 @@ from clearing.kafka._recovery import (
     recover_from_kafka,
     write_kafka_snapshot,
 )
-from clearing.kafka._topics import describe_partitions
+from clearing.kafka._topics import describe_partitions, input_limit_warnings
 from clearing.ops.config import Config
 from clearing.ops.http import OpsServer
 from clearing.ops.metrics import Metrics
@@ -456,6 +456,8 @@ class Daemon:
                 f"refusing to start: journal topic {topics.journal!r} has "
                 f"{found[topics.journal]} partitions; it must have exactly one",
             )
+        for warning in await input_limit_warnings(self._admin, self.config):
+            log.warning("%s", warning)
 
     async def _close(self) -> None:
         if self._job is not None:
