@@ -4,8 +4,8 @@ Each line says why the input was refused (its SPEC reject reason, or ``oversized
 detail, where it came from (``kafka:topic:partition:offset``), its size and, for a
 rejected input, its seq::
 
-    dead letter kafka:clearing.fills:0:1234 (312 bytes): unknown_market 'no market XRP-PERP'
-        (seq 1042), sent to clearing.dlq
+    dead letter kafka:clearing.fills:0:1234 (98 bytes): unknown_market "market 'XRP-PERP'
+        has not been created" (seq 1042), sent to clearing.dlq
 
 At most ``burst`` such lines are written per ``interval_s``; the rest are counted, and
 one line says how many were not shown (by reason) when the interval ends (at the first
