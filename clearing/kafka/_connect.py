@@ -171,6 +171,13 @@ async def _ask_api_versions(
 async def _probe(server: str, config: Config, timeout_s: float) -> _Finding | None:
     """None if ``server`` answers as a Kafka broker; else what went wrong there."""
     try:
+        return await _probe_steps(server, config, timeout_s)
+    except Exception as exc:  # a diagnosis must not crash the start: report it instead
+        return _Finding(server, f"could not be probed ({exc!r})", False)
+
+
+async def _probe_steps(server: str, config: Config, timeout_s: float) -> _Finding | None:
+    try:
         host, port = _split(server)
     except ValueError:
         return _Finding(server, "is not HOST:PORT", True)
@@ -194,6 +201,25 @@ def _steps(config: Config) -> str:
     return "DNS lookup, TCP connect, " + ("TLS handshake, " if tls else "") + "Kafka ApiVersions"
 
 
+async def _probe_all(config: Config, timeout_s: float) -> str | list[_Finding]:
+    """All bootstrap servers at once (a silent one must not hold up the others): the
+    first that answers as a Kafka broker, or what went wrong at each, in config order."""
+    servers = config.kafka.bootstrap_servers
+    tasks = {asyncio.create_task(_probe(s, config, timeout_s)): s for s in servers}
+    pending = set(tasks)
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.result() is None:
+                    return tasks[task]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return [finding for task in tasks if (finding := task.result()) is not None]
+
+
 async def wait_for_cluster(config: Config) -> None:
     """Return once a bootstrap server answers as a Kafka broker; raise ``ConnectError``
     after ``kafka.connect_timeout_s`` (or at once for an untrusted TLS certificate)."""
@@ -204,22 +230,16 @@ async def wait_for_cluster(config: Config) -> None:
     attempts = 0
     while True:
         attempts += 1
-        findings: list[_Finding] = []
-        for server in kafka.bootstrap_servers:
-            timeout_s = max(
-                _MIN_PROBE_TIMEOUT_S,
-                min(deadline - time.monotonic(), kafka.request_timeout_ms / 1000),
-            )
-            finding = await _probe(server, config, timeout_s)
-            if finding is None:
-                if attempts > 1:
-                    log.info(
-                        "Kafka broker %s answers after %.1f s", server, time.monotonic() - started
-                    )
-                return
-            findings.append(finding)
-        details = "; ".join(f"{f.server} {f.what}" for f in findings)
-        if any(f.needs_a_person for f in findings):
+        timeout_s = max(
+            _MIN_PROBE_TIMEOUT_S, min(deadline - time.monotonic(), kafka.request_timeout_ms / 1000)
+        )
+        found = await _probe_all(config, timeout_s)
+        if isinstance(found, str):
+            if attempts > 1:
+                log.info("Kafka broker %s answers after %.1f s", found, time.monotonic() - started)
+            return
+        details = "; ".join(f"{f.server} {f.what}" for f in found)
+        if any(f.needs_a_person for f in found):
             raise ConnectError(
                 _EXIT_CONFIG,
                 f"cannot use the Kafka cluster: {details}. Fix kafka.security in the "

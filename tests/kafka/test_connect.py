@@ -58,6 +58,16 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])  # bound, never listening: connecting is refused
 
 
+async def _api_versions_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A minimal Kafka broker: answers ApiVersions v0 (error 0, an empty list)."""
+    request = await reader.read(1024)
+    correlation = request[8:12]  # after size, api key and version
+    body = correlation + bytes(2) + bytes(4)
+    writer.write(len(body).to_bytes(4, "big") + body)
+    await writer.drain()
+    writer.close()
+
+
 @pytest.fixture
 def listener(request: pytest.FixtureRequest) -> Iterator[str]:
     """A loopback server behaving as ``request.param`` says; yields "127.0.0.1:PORT"."""
@@ -136,17 +146,9 @@ async def test_a_broker_that_comes_up_within_the_bound_is_waited_for() -> None:
     kafka = KafkaConfig(bootstrap_servers=[f"127.0.0.1:{port}"], connect_timeout_s=10.0)
     config = Config(ledger_id="connect", kafka=kafka)
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.read(1024)
-        correlation = request[8:12]  # size, api key, version, then the correlation id
-        body = correlation + bytes(2) + bytes(4)  # error 0, no api versions
-        writer.write(len(body).to_bytes(4, "big") + body)
-        await writer.drain()
-        writer.close()
-
     async def start_later() -> asyncio.Server:
         await asyncio.sleep(0.8)
-        return await asyncio.start_server(answer, "127.0.0.1", port)
+        return await asyncio.start_server(_api_versions_answer, "127.0.0.1", port)
 
     later = asyncio.create_task(start_later())
     started = time.monotonic()
@@ -155,3 +157,19 @@ async def test_a_broker_that_comes_up_within_the_bound_is_waited_for() -> None:
     server = await later
     server.close()
     await server.wait_closed()
+
+
+@pytest.mark.parametrize("listener", [_silent], indirect=True)
+async def test_a_silent_server_does_not_hold_up_one_that_answers(listener: str) -> None:
+    """Bootstrap servers are probed together: the answering one ends the wait at once."""
+
+    server = await asyncio.start_server(_api_versions_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    kafka = KafkaConfig(bootstrap_servers=[listener, f"127.0.0.1:{port}"], connect_timeout_s=20.0)
+    started = time.monotonic()
+    try:
+        await wait_for_cluster(Config(ledger_id="connect", kafka=kafka))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert time.monotonic() - started < 2.0
