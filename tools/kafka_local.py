@@ -4,7 +4,7 @@
 Stdlib only, so it runs before the project's dependencies are installed.
 
     python tools/kafka_local.py fetch                 # download jars into the cache
-    python tools/kafka_local.py start [--port N] [--dir D] [--foreground]
+    python tools/kafka_local.py start [--port N] [--dir D] [--foreground] [--tls]
     python tools/kafka_local.py status [--dir D]
     python tools/kafka_local.py stop [--dir D]
 
@@ -784,6 +784,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         heap=args.heap,
         start_timeout=args.timeout,
         die_with_parent=args.foreground,
+        tls=args.tls,
     )
     try:
         broker.start()
@@ -793,6 +794,9 @@ def _cmd_start(args: argparse.Namespace) -> int:
     print(f"KAFKA_BOOTSTRAP={broker.bootstrap}")
     print(f"KAFKA_PID={broker.pid}")
     print(f"KAFKA_DIR={broker.dir}")
+    if args.tls:
+        print(f"KAFKA_SSL_BOOTSTRAP={broker.ssl_bootstrap}")
+        print(f"KAFKA_CA_FILE={broker.ca_file}")
     print(f"# started in {broker.start_seconds:.1f}s; log: {broker.server_log}", file=sys.stderr)
     sys.stdout.flush()
     if not args.foreground:
@@ -853,6 +857,9 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--foreground", action="store_true", help="run until Ctrl-C/SIGTERM")
     st.add_argument("--heap", default=DEFAULT_HEAP)
     st.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT)
+    st.add_argument(
+        "--tls", action="store_true", help="add an SSL listener (a CA made with openssl)"
+    )
     sp = sub.add_parser("stop", help="stop the broker started with `start`")
     sp.add_argument("--dir", default=None)
     sp.add_argument("--timeout", type=float, default=30.0)

@@ -46,6 +46,7 @@ apt_install() {
         command -v sudo >/dev/null 2>&1 || { echo "tools/test.sh: need root or sudo to apt-get install $*" >&2; exit 1; }
         sudo="sudo"
     fi
+    $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 

@@ -88,15 +88,3 @@ def test_a_flood_logs_the_burst_then_one_summary_per_window(
     )
     dead_letters.log([], now_s=200.0)
     assert len(_lines(caplog)) == 6  # nothing more to say
-
-
-def test_any_input_topic_accepts_any_input_type() -> None:
-    """Topic names are a convention for producers and ACLs: the engine decides by the
-    input's ``type`` alone (docs/operations.md, "Input topics")."""
-    deposit = b'{"type":"deposit","account":"a","amount":"10"}'
-    fill = (
-        b'{"type":"fill","fill_id":"f1","market":"M","price":"10","qty":"1",'
-        b'"buyer":"a","seller":"b"}'
-    )
-    for topic in ("clearing.fills", "clearing.oracle", "clearing.book", "clearing.admin"):
-        assert _plan([MARKET, deposit, deposit.replace(b'"a"', b'"b"'), fill], topic) == []
