@@ -168,20 +168,23 @@ async def _ask_api_versions(
     return None
 
 
-async def _probe(server: str, config: Config, timeout_s: float) -> _Finding | None:
+async def _probe(
+    server: str, config: Config, tls: ssl.SSLContext | None, timeout_s: float
+) -> _Finding | None:
     """None if ``server`` answers as a Kafka broker; else what went wrong there."""
     try:
-        return await _probe_steps(server, config, timeout_s)
+        return await _probe_steps(server, config, tls, timeout_s)
     except Exception as exc:  # a diagnosis must not crash the start: report it instead
         return _Finding(server, f"could not be probed ({exc!r})", False)
 
 
-async def _probe_steps(server: str, config: Config, timeout_s: float) -> _Finding | None:
+async def _probe_steps(
+    server: str, config: Config, tls: ssl.SSLContext | None, timeout_s: float
+) -> _Finding | None:
     try:
         host, port = _split(server)
     except ValueError:
         return _Finding(server, "is not HOST:PORT", True)
-    tls = client_kwargs(config, "probe")["ssl_context"]
     cafile = config.kafka.security.ssl_cafile or "the system's CAs"
     opened = await _open(host, port, tls, timeout_s, server, cafile)
     if isinstance(opened, _Finding):
@@ -201,11 +204,28 @@ def _steps(config: Config) -> str:
     return "DNS lookup, TCP connect, " + ("TLS handshake, " if tls else "") + "Kafka ApiVersions"
 
 
-async def _probe_all(config: Config, timeout_s: float) -> str | list[_Finding]:
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    """The clients' SSL context; files that cannot be loaded are a configuration error."""
+    try:
+        context: ssl.SSLContext | None = client_kwargs(config, "probe")["ssl_context"]
+    except (OSError, ssl.SSLError) as exc:
+        security = config.kafka.security
+        raise ConnectError(
+            _EXIT_CONFIG,
+            f"the TLS files of kafka.security cannot be loaded ({exc}): check ssl_cafile "
+            f"({security.ssl_cafile}), ssl_certfile ({security.ssl_certfile}), ssl_keyfile "
+            f"({security.ssl_keyfile}) and ssl_password",
+        ) from exc
+    return context
+
+
+async def _probe_all(
+    config: Config, tls: ssl.SSLContext | None, timeout_s: float
+) -> str | list[_Finding]:
     """All bootstrap servers at once (a silent one must not hold up the others): the
     first that answers as a Kafka broker, or what went wrong at each, in config order."""
     servers = config.kafka.bootstrap_servers
-    tasks = {asyncio.create_task(_probe(s, config, timeout_s)): s for s in servers}
+    tasks = {asyncio.create_task(_probe(s, config, tls, timeout_s)): s for s in servers}
     pending = set(tasks)
     try:
         while pending:
@@ -224,6 +244,7 @@ async def wait_for_cluster(config: Config) -> None:
     """Return once a bootstrap server answers as a Kafka broker; raise ``ConnectError``
     after ``kafka.connect_timeout_s`` (or at once for an untrusted TLS certificate)."""
     kafka = config.kafka
+    tls = _tls_context(config)
     started = time.monotonic()
     deadline = started + kafka.connect_timeout_s
     retry_s = _FIRST_RETRY_S
@@ -233,7 +254,7 @@ async def wait_for_cluster(config: Config) -> None:
         timeout_s = max(
             _MIN_PROBE_TIMEOUT_S, min(deadline - time.monotonic(), kafka.request_timeout_ms / 1000)
         )
-        found = await _probe_all(config, timeout_s)
+        found = await _probe_all(config, tls, timeout_s)
         if isinstance(found, str):
             if attempts > 1:
                 log.info("Kafka broker %s answers after %.1f s", found, time.monotonic() - started)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from clearing.kafka import EXIT_UNREACHABLE
+from clearing.kafka import EXIT_CONFIG, EXIT_UNREACHABLE
 from clearing.kafka._connect import ConnectError, wait_for_cluster
 from clearing.ops.config import Config, KafkaConfig, load_config
 
@@ -173,3 +173,23 @@ async def test_a_silent_server_does_not_hold_up_one_that_answers(listener: str) 
         server.close()
         await server.wait_closed()
     assert time.monotonic() - started < 2.0
+
+
+def test_a_ca_file_that_is_no_certificate_is_a_configuration_error(tmp_path: Path) -> None:
+    """Exit 2 at once, not a wait for a broker (the configuration checks the file exists)."""
+    path = _config_file(tmp_path, f"127.0.0.1:{_closed_port()}")
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    path.write_text(
+        path.read_text() + f'[kafka.security]\nprotocol = "SSL"\nssl_cafile = "{bad}"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "clearing.cli", "run", "--config", str(path)],
+        capture_output=True, text=True, cwd=REPO, check=False, timeout=60,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == EXIT_CONFIG, out
+    assert "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if " ERROR " in line or " CRITICAL " in line]
+    assert len(errors) == 1 and f"ssl_cafile ({bad})" in errors[0], out
+    assert "kafka.security cannot be loaded" in errors[0], out
