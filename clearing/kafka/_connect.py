@@ -116,12 +116,8 @@ async def _open(
     except (ssl.SSLError, ConnectionResetError) as exc:
         if tls is None:
             return _Finding(server, f"reset the connection ({exc})", False)
-        return _Finding(
-            server,
-            f"failed the TLS handshake ({getattr(exc, 'reason', None) or exc}): "
-            f"is it a TLS listener?",
-            False,
-        )
+        why = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        return _Finding(server, f"failed the TLS handshake ({why}; not a TLS listener?)", False)
     except ConnectionRefusedError:
         return _Finding(server, "refused the connection (nothing listens on that port)", False)
     except TimeoutError:

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 from aiokafka.helpers import create_ssl_context
 
-from clearing.kafka import EXIT_CONFIG
-from clearing.ops.config import load_config
+from clearing.kafka import EXIT_CONFIG, EXIT_UNREACHABLE
+from clearing.kafka._connect import ConnectError, wait_for_cluster
+from clearing.ops.config import Config, KafkaConfig, KafkaSecurity, load_config
 
 pytestmark = pytest.mark.kafka
 
@@ -149,3 +150,19 @@ async def test_a_wrong_ca_fails_at_start_with_one_line_and_exit_2(
         assert len(errors) == 1, out[-3000:]
         assert bootstrap in errors[0] and str(other_ca) in errors[0], errors[0]
         assert "does not trust" in errors[0] and "certificate" in errors[0], errors[0]
+
+
+async def test_a_protocol_that_does_not_match_the_listener_is_named(tls_broker: Any) -> None:
+    """PLAINTEXT against the TLS listener, and SSL against the plaintext one: exit 6 with
+    what the listener did (a broker is there, so it may be a listener being switched)."""
+    cases = (
+        ("PLAINTEXT", tls_broker.ssl_bootstrap, "answered in TLS (first bytes 15 03"),
+        ("SSL", tls_broker.bootstrap, "failed the TLS handshake ("),
+    )
+    for protocol, server, expected in cases:
+        security = KafkaSecurity(protocol=protocol, ssl_cafile=str(tls_broker.ca_file))
+        kafka = KafkaConfig(bootstrap_servers=[server], connect_timeout_s=1.0, security=security)
+        with pytest.raises(ConnectError) as caught:
+            await wait_for_cluster(Config(ledger_id="mismatch", kafka=kafka))
+        assert caught.value.code == EXIT_UNREACHABLE
+        assert f"{server} {expected}" in caught.value.message, caught.value.message
