@@ -42,7 +42,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     InvalidProducerEpoch,
-    KafkaConnectionError,
     OffsetOutOfRangeError,
     ProducerFenced,
 )
@@ -64,18 +63,18 @@ from clearing.kafka._batch import (
 from clearing.kafka._clients import (
     ACCESS_ERRORS,
     access_error_message,
-    admin_client,
     make_consumer,
     make_producer,
-    probe_authentication,
 )
+from clearing.kafka._connect import ConnectError, start_admin
+from clearing.kafka._dead_letters import DeadLetterLog
 from clearing.kafka._recovery import (
     KafkaRecovery,
     Positions,
     recover_from_kafka,
     write_kafka_snapshot,
 )
-from clearing.kafka._topics import describe_partitions
+from clearing.kafka._topics import describe_partitions, input_limit_warnings
 from clearing.ops.config import Config
 from clearing.ops.http import OpsServer
 from clearing.ops.metrics import Metrics
@@ -276,6 +275,7 @@ class Daemon:
         self._positions: Positions = {}
         self._assigned: list[TopicPartition] = []
         self._buffer = InputBuffer(self._rank)  # consumed, not planned yet
+        self._dead_letters = DeadLetterLog(config.topics.dlq)  # rate-limited lines
         self._last_snapshot_seq = 0
         self._heap = HeapSettler()
         self._job: BackgroundJob | None = None  # the forked check/snapshot child, if any
@@ -363,15 +363,10 @@ class Daemon:
             await self._server.start()
             self.http_port = self._server.port
             log.info("ops endpoint on %s (/metrics /healthz /readyz)", self._server.url)
-        self._admin = admin_client(config)
-        try:
-            await self._admin.start()
-        except KafkaConnectionError as exc:
-            # aiokafka reports a rejected login as "Unable to bootstrap": find out which.
-            denied = await probe_authentication(config)
-            if denied is not None:
-                raise DaemonExit(EXIT_CONFIG, access_error_message(config, denied)) from exc
-            raise
+        try:  # a bounded wait, then one line (clearing/kafka/_connect.py)
+            self._admin = await start_admin(config)
+        except ConnectError as exc:
+            raise DaemonExit(exc.code, exc.message) from exc
         await self._preflight()
 
         metrics.set_ready(False, "fencing older instances")
@@ -460,6 +455,8 @@ class Daemon:
                 f"refusing to start: journal topic {topics.journal!r} has "
                 f"{found[topics.journal]} partitions; it must have exactly one",
             )
+        for warning in await input_limit_warnings(self._admin, self.config):
+            log.warning("%s", warning)
 
     async def _close(self) -> None:
         if self._job is not None:
@@ -1033,6 +1030,7 @@ class Daemon:
                 self.config.topics.dlq,
                 extra={"seq": plan.last_seq},
             )
+        self._dead_letters.log(plan.dlq, time.monotonic())
         _log_ledger_changes(batch_no, plan)
 
     def _update_gauges(self) -> None:
