@@ -3,11 +3,11 @@
     simulator -> Sequencer.submit (engine + journal group commit, snapshots) -> live view
               -> clearing report (replay of the journal, verified) -> summary table
 
-The journal and snapshots land in a directory of their own (``--dir``, or a new
-``clearing-demo-seed<N>`` under the current directory), so every ``clearing`` tool can be
-pointed at the result: ``clearing replay DIR/journal``, ``clearing journal info
-DIR/journal``, ``clearing report DIR``. A seed gives the same journal, byte for byte: the
-same head hash on every run.
+The journal and snapshots land in a directory of their own (``--dir``, or
+``./clearing-demo-seed<N>``; an earlier run there is refused unless ``--force``), so
+every ``clearing`` tool can be pointed at the result: ``clearing replay DIR/journal``,
+``clearing journal info DIR/journal``, ``clearing report DIR``. A seed gives the same
+journal, byte for byte: the same head hash on every run.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -64,6 +65,8 @@ class DemoOptions:
     live: bool = True
     # Replay the journal into report.html at the end (tests of the run alone skip it).
     report: bool = True
+    # Replace an earlier run's journal and report in the directory instead of refusing.
+    force: bool = False
 
     def sim_config(self) -> SimConfig:
         if self.events is not None:
@@ -85,36 +88,72 @@ class DemoResult:
     summary: dict[str, Any] | None
 
 
-def _new_directory(seed: int) -> str:
-    """``./clearing-demo-seed<N>`` (``-2``, ``-3``... if taken), or a temp dir if ``.`` is
-    read-only."""
-    base = os.path.abspath(f"clearing-demo-seed{seed}")
-    candidate, n = base, 1
-    while os.path.exists(candidate):
-        n += 1
-        candidate = f"{base}-{n}"
+# What a demo run writes into its directory; ``--force`` removes exactly these, nothing else.
+_DEMO_OUTPUTS: Final = ("journal", "report.html", "report.html.partial")
+# What a demo's journal directory holds: segments, its lock file and the snapshots.
+_JOURNAL_ENTRY_SUFFIXES: Final = (".seg", "LOCK", "snapshots")
+
+
+def default_directory_name(seed: int) -> str:
+    """The directory a run writes to when ``--dir`` is not given (the README names it)."""
+    return f"clearing-demo-seed{seed}"
+
+
+def _holds_a_run(directory: str) -> bool:
+    return any(os.path.exists(os.path.join(directory, name)) for name in _DEMO_OUTPUTS)
+
+
+def _remove_run(directory: str, shown: str) -> None:
+    """Remove an earlier run's journal and report from ``directory`` (``--force``), after
+    checking that the journal directory holds only what the demo writes."""
+    from clearing.cli import UserError
+
+    journal_dir = os.path.join(directory, "journal")
+    if os.path.isdir(journal_dir):
+        foreign = [
+            name for name in os.listdir(journal_dir) if not name.endswith(_JOURNAL_ENTRY_SUFFIXES)
+        ]
+        if foreign:
+            names = ", ".join(sorted(foreign))
+            raise UserError(
+                f"{shown}/journal holds files a demo does not write ({names}); "
+                "not removing it: pass another --dir"
+            )
     try:
-        os.makedirs(candidate)
-    except OSError:
-        return tempfile.mkdtemp(prefix=f"clearing-demo-seed{seed}-")
-    return candidate
+        for name in _DEMO_OUTPUTS:
+            path = os.path.join(directory, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+    except OSError as exc:
+        raise UserError(f"cannot remove the earlier run in {shown}: {exc.strerror}") from exc
 
 
 def _prepare_directory(options: DemoOptions) -> str:
+    """The run's directory, created; an earlier run there is an error unless ``force``.
+
+    The default is always ``./clearing-demo-seed<N>`` (never a ``-2`` variant the README
+    does not name): a second run with the same seed says so and names the two ways on.
+    """
     from clearing.cli import UserError
 
-    if options.directory is None:
-        return _new_directory(options.seed)
-    directory = os.path.abspath(options.directory)
-    journal_dir = os.path.join(directory, "journal")
-    if os.path.isdir(journal_dir) and os.listdir(journal_dir):
-        raise UserError(
-            f"{directory} already holds a demo journal; pass a new or empty directory "
-            f"(or inspect that one with: clearing report {options.directory})"
-        )
+    given = options.directory
+    shown = given if given is not None else f"./{default_directory_name(options.seed)}"
+    directory = os.path.abspath(given if given is not None else shown)
+    if _holds_a_run(directory):
+        if not options.force:
+            raise UserError(
+                f"{shown} already holds a demo run; pass --force to replace it, or "
+                f"--dir DIR to write elsewhere (inspect it with: clearing report {shown})"
+            )
+        _remove_run(directory, shown)
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
+        if given is None:
+            # A read-only working directory: the run still works, somewhere it can write.
+            return tempfile.mkdtemp(prefix=f"{default_directory_name(options.seed)}-")
         raise UserError(f"cannot create {directory}: {exc.strerror}") from exc
     return directory
 
@@ -373,6 +412,7 @@ def demo_command(args: argparse.Namespace) -> int:
         duration_s=3_600.0 if args.duration is None else args.duration,
         events=args.events,
         directory=args.dir,
+        force=args.force,
         metrics_port=args.metrics_port,
         live=not args.no_live and sys.stdout.isatty(),
     )
