@@ -35,6 +35,7 @@ from clearing.report import (
     display_e16,
     parse_scaled,
     plural,
+    replay_sentence,
     save_report,
     summary,
 )
@@ -385,8 +386,12 @@ def _summary_table(result: DemoResult, numbers: dict[str, Any]) -> Table:
     table.add_row(
         "invariants",
         "OK" if verification["invariants_ok"] else "FAILED",
-        "journal replayed from seq 1, every recorded output re-derived identically "
-        f"({verification['records_with_outputs_verified']:,} inputs had outputs)",
+        "journal replayed from seq 1: "
+        + replay_sentence(
+            result.inputs,
+            verification["records_with_outputs_verified"],
+            verification["records_with_unrecorded_outputs"],
+        ),
     )
     table.add_row("journal head", result.head_hash_hex[:16], "the same for every run of this seed")
     table.add_row(

@@ -17,7 +17,14 @@ from clearing.report._command import (
     save_report,
     write_report,
 )
-from clearing.report._render import FIGURE_IDS, display_e16, plural, render_html, summary
+from clearing.report._render import (
+    FIGURE_IDS,
+    display_e16,
+    plural,
+    render_html,
+    replay_sentence,
+    summary,
+)
 
 __all__ = [
     "FIGURE_IDS",
@@ -28,6 +35,7 @@ __all__ = [
     "parse_scaled",
     "plural",
     "render_html",
+    "replay_sentence",
     "report_command",
     "resolve_journal_dir",
     "save_report",
