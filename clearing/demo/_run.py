@@ -29,6 +29,7 @@ from rich.table import Table
 
 from clearing.audit.journal_cli import default_snapshot_dir
 from clearing.demo._live import REFRESH_S, LiveView, Tally
+from clearing.demo._pace import PACE_S, Pacer, should_pace
 from clearing.demo._sim import START_TS_NS, SimConfig, Simulator
 from clearing.report import (
     collect_journal,
@@ -68,6 +69,8 @@ class DemoOptions:
     report: bool = True
     # Replace an earlier run's journal and report in the directory instead of refusing.
     force: bool = False
+    # Wall seconds to spread the run over (the live view on a terminal); None: full speed.
+    pace_s: float | None = None
 
     def sim_config(self) -> SimConfig:
         if self.events is not None:
@@ -208,13 +211,21 @@ class _MetricsEndpoint:
             self._thread.join(10)
 
 
-def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
-    """Run the demo end to end; ``console`` gets the live view and messages."""
+def run_demo(
+    options: DemoOptions, console: Console | None = None, pacer: Pacer | None = None
+) -> DemoResult:
+    """Run the demo end to end; ``console`` gets the live view and messages.
+
+    ``pacer`` (tests pass one with a fake clock) holds the run to ``options.pace_s``;
+    by default one on the real clock when ``pace_s`` is set.
+    """
     console = console or Console()
     config = options.sim_config()
     directory = _prepare_directory(options)
     journal_dir = os.path.join(directory, "journal")
     sim = Simulator(config)
+    if pacer is None and options.pace_s is not None:
+        pacer = Pacer(config.duration_s, sim.crash_at_s, options.pace_s, frame_s=REFRESH_S)
     console.print(
         f"clearing demo: seed {config.seed}, {config.accounts:,} accounts, "
         f"{config.duration_s / 60:.0f} simulated minutes (~{config.expected_inputs:,} inputs) "
@@ -237,21 +248,33 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             url = endpoint.start()
             console.print(f"Prometheus metrics while it runs: {url}", soft_wrap=True)
         if options.live:
-            view = LiveView(console, f"clearing demo · seed {config.seed}")
+            note = (
+                f"paced to about {options.pace_s:.0f} s so it can be watched; --fast to skip"
+                if pacer is not None
+                else ""
+            )
+            view = LiveView(console, f"clearing demo · seed {config.seed}", note)
         started = time.perf_counter()
+        if pacer is not None:
+            pacer.start()
         batch: list[tuple[str, bytes]] = []
         for n, payload in enumerate(sim, start=1):
             # The source names the simulated stream and the input's place in it.
             batch.append((f"demo:seed={config.seed}:{n}", payload))
-            if len(batch) < BATCH_INPUTS:
+            # Paced, a batch ends at each frame as well, so the crash is drawn tick by tick.
+            frame = pacer is not None and pacer.frame_due(sim.now_s)
+            if len(batch) < BATCH_INPUTS and not frame:
                 continue
             _submit(sequencer, batch, tally, endpoint, sim)
             batch = []
+            if pacer is not None:
+                pacer.wait(sim.now_s)
             now = time.perf_counter()
             if endpoint is not None and now - last_metrics >= METRICS_LEDGER_EVERY_S:
                 last_metrics = now
                 endpoint.metrics.update_ledger(sequencer.engine, _sim_ns(sim))
-            if view is not None and now - last_draw >= REFRESH_S:
+            # Paced, every frame is drawn: the schedule already spaces them.
+            if view is not None and (pacer is not None or now - last_draw >= REFRESH_S):
                 last_draw = now
                 _draw(view, sim, tally, sequencer, now - started)
         if batch:
@@ -323,7 +346,7 @@ def _draw(
         progress = sim.now_s / config.duration_s
     view.show(
         progress=progress,
-        clock=f"{_clock(sim.now_s)} / {_clock(config.duration_s)} simulated",
+        clock=f"{_clock(sim.now_s)} / {_clock(config.duration_s)}",
         phase=sim.phase,
         inputs=sequencer.engine.seq,
         inputs_per_s=sequencer.engine.seq / elapsed_s if elapsed_s > 0 else 0.0,
@@ -411,6 +434,7 @@ def demo_command(args: argparse.Namespace) -> int:
         raise UserError("--events must be at least 1000 (the setup alone takes more)")
     if args.duration is not None and args.duration < 120:
         raise UserError("--duration must be at least 120 simulated seconds")
+    live = not args.no_live and sys.stdout.isatty()
     options = DemoOptions(
         seed=args.seed,
         accounts=args.accounts,
@@ -419,7 +443,8 @@ def demo_command(args: argparse.Namespace) -> int:
         directory=args.dir,
         force=args.force,
         metrics_port=args.metrics_port,
-        live=not args.no_live and sys.stdout.isatty(),
+        live=live,
+        pace_s=PACE_S if should_pace(live=live, fast=args.fast) else None,
     )
     console = Console()
     try:

@@ -17,6 +17,7 @@ from clearing.report._command import (
     save_report,
     write_report,
 )
+from clearing.report._figures import MONEY_UNIT
 from clearing.report._render import (
     FIGURE_IDS,
     display_e16,
@@ -28,6 +29,7 @@ from clearing.report._render import (
 
 __all__ = [
     "FIGURE_IDS",
+    "MONEY_UNIT",
     "ReportData",
     "collect_journal",
     "display_e16",
