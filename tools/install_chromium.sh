@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install headless Chromium from the Debian package, for the rendered-report test
-# (tests/report/test_rendered.py screenshots a demo's report.html and checks the picture).
+# (tests/report/test_rendered.py screenshots a report.html and checks the picture; it is
+# never skipped, so without Chromium that test fails and names this script).
 #
 # Idempotent: does nothing when `chromium --version` already works. CI runs as root;
 # elsewhere it uses sudo when it is available. Fonts come with it: fonts-dejavu-core is
@@ -12,8 +13,13 @@ have_chromium() {
     command -v chromium >/dev/null 2>&1 && chromium --version >/dev/null 2>&1
 }
 
+# Debian's launcher script prints shell noise on stderr: keep only the version line.
+version() {
+    chromium --version 2>/dev/null | head -n 1
+}
+
 if have_chromium; then
-    echo "chromium already installed: $(chromium --version 2>&1 | head -n 1)"
+    echo "chromium already installed: $(version)"
     exit 0
 fi
 
@@ -35,4 +41,4 @@ if ! have_chromium; then
     echo "install_chromium.sh: chromium still not runnable after install" >&2
     exit 1
 fi
-echo "installed: $(chromium --version 2>&1 | head -n 1)"
+echo "installed: $(version)"

@@ -367,11 +367,11 @@ def _fig_fund_to_oi(data: ReportData, axis: Axis) -> Any:
         ax.axvspan(axis.start, unsettled_until, color="#eeeeee", zorder=0)
         ax.text(
             (axis.start + unsettled_until) / 2,
-            0.95,
+            0.04,
             "not drawn:\nopen interest\n< 10% of its peak",
             transform=ax.get_xaxis_transform(),
             ha="center",
-            va="top",
+            va="bottom",
             fontsize="small",
             color="#555555",
         )
@@ -512,7 +512,7 @@ def _fig_waterfall_over_time(data: ReportData, axis: Axis) -> Any:
 
 
 def _fig_deficit_coverage(data: ReportData) -> Any:
-    figure, (ax,) = _free_figure(2.0)
+    figure, (ax,) = _free_figure(2.2)
     parts = [
         ("insurance fund", "#1f77b4", sum(r.amount_e16 for r in data.fund_draws)),
         ("clawbacks", "#ff7f0e", sum(r.amount_e16 for r in data.clawbacks)),
@@ -527,9 +527,9 @@ def _fig_deficit_coverage(data: ReportData) -> Any:
     ax.set_title("Who covered the deficits of liquidated accounts")
     ax.set_xlabel(_money("amount"))
     _money_axis(ax, "x")
-    ax.legend(
-        loc="upper center", bbox_to_anchor=(0.5, -0.6), ncol=3, fontsize="small", frameon=False
-    )
+    # Below the axis label, inside the layout: amounts too small to see as a bar still
+    # have their number here.
+    figure.legend(loc="outside lower center", ncol=3, fontsize="small", frameon=False)
     return figure
 
 

@@ -182,8 +182,9 @@ def _fund_deposits(data: ReportData, axis: Axis) -> str:
     return (
         '<h3 id="fund-deposits">Deposits to the insurance fund</h3>'
         "<p>Money put into the fund from outside (the first is usually its seed capital). "
-        "Nobody can withdraw from the fund, so these are all its movements other than "
-        "liquidation fees in and draws out.</p>"
+        "Nobody can withdraw from the fund, so apart from these its equity moves only with "
+        "what it earns and loses itself: liquidation fees in, draws out, and the value of "
+        "the positions it took over.</p>"
         + _table(("when", "seq", "amount", "fund equity before", "fund equity after"), rows, 2)
         + note
     )
@@ -275,6 +276,7 @@ figure{margin:1.4rem 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.9rem;color:#444}
 table{border-collapse:collapse;font-size:.85rem;width:100%;margin:.6rem 0 1.4rem}
 th,td{border-bottom:1px solid #e4e4e4;padding:.25rem .45rem;text-align:left}
+td{white-space:nowrap}
 th{background:#f3f3f3}.num{text-align:right;font-variant-numeric:tabular-nums}
 code{font-size:.85rem;word-break:break-all}
 """
