@@ -405,6 +405,12 @@ def _summary_table(result: DemoResult, numbers: dict[str, Any]) -> Table:
         amount(fund["final_equity"]),
         "equity; fund / open interest " + ("n/a" if ratio is None else f"{float(ratio):.2%}"),
     )
+    table.add_row(
+        "fund deposits",
+        amount(fund["deposited"]),
+        f"{plural(fund['deposits'], 'deposit')}; fund before top-ups "
+        f"{amount(fund['equity_before_top_ups'])}, lowest {amount(fund['lowest_sampled_equity'])}",
+    )
     verification = numbers["verification"]
     table.add_row(
         "invariants",

@@ -129,6 +129,9 @@ def test_a_second_run_refuses_the_default_directory_then_force_replaces_it(
     out = capsys.readouterr().out
     assert f"report:  {made / 'report.html'}" in out.splitlines()
     assert "OK" in next(line for line in out.splitlines() if "invariants" in line)
+    # The fund's deposits are in the summary, with what the fund would hold without them.
+    deposits = next(line for line in out.splitlines() if "fund deposits" in line)
+    assert "fund before top-ups" in deposits
     head = _head(made)
     (made / "notes.txt").write_text("mine")
     # Again: one line naming the folder and both ways on, nothing written anywhere.
