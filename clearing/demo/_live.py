@@ -7,9 +7,11 @@ insurance fund; it reads the engine between batches, never during one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -21,6 +23,7 @@ from clearing.engine import Engine, OutputEvent
 from clearing.engine.events import BadDebt, Clawback, FundDraw, Liquidation, OracleHeld, Reject
 from clearing.engine.margin import equity_e16
 from clearing.engine.money import E8
+from clearing.engine.state import INSURANCE_FUND
 from clearing.report import (
     MONEY_UNIT,
     display_e16,
@@ -55,6 +58,9 @@ class Tally:
     bad_debt_e16: int = 0
     held_ticks: int = 0
     rejects: int = 0
+    # Deposits to the insurance fund (inputs, not outputs: a top-up has no output event).
+    fund_deposits: int = 0
+    fund_deposit_e16: int = 0
     last_event: str = ""
     _last_liquidated: tuple[int, str] = field(default=(0, ""), repr=False)
 
@@ -91,6 +97,38 @@ class Tally:
                 )
             elif kind is Reject:
                 self.rejects += 1
+
+    def observe_inputs(
+        self, first_seq: int, payloads: Sequence[bytes], outputs: list[OutputEvent]
+    ) -> None:
+        """Count the accepted deposits to the insurance fund among a batch's inputs."""
+        rejected = {event.seq for event in outputs if type(event) is Reject}
+        for seq, payload in enumerate(payloads, start=first_seq):
+            # Cheap test first: nearly every input names neither.
+            if _FUND_MARKER not in payload or seq in rejected:
+                continue
+            amount_e16 = _fund_deposit_e16(payload)
+            if amount_e16 is None:
+                continue
+            self.fund_deposits += 1
+            self.fund_deposit_e16 += amount_e16
+            self.last_event = (
+                f"seq {seq:,}: {display_e16(amount_e16, 0)} {UNIT} deposited to the insurance fund"
+            )
+
+
+_FUND_MARKER: Final = f'"{INSURANCE_FUND}"'.encode()
+
+
+def _fund_deposit_e16(payload: bytes) -> int | None:
+    """The amount of a deposit to the insurance fund (e16), or None for any other input."""
+    try:
+        entry = msgspec.json.decode(payload)
+        if entry.get("type") != "deposit" or entry.get("account") != INSURANCE_FUND:
+            return None
+        return parse_scaled(str(entry["amount"]), 16)
+    except (msgspec.DecodeError, AttributeError, KeyError, ValueError):
+        return None
 
 
 class LiveView:
@@ -160,8 +198,13 @@ class LiveView:
             ("   fund / open interest ", "dim"),
             ratio,
         )
+        deposits_line = Text.assemble(
+            ("deposits to the fund ", "dim"),
+            f"{display_e16(tally.fund_deposit_e16, 0)} {UNIT} "
+            f"({plural(tally.fund_deposits, 'deposit')})",
+        )
         parts: list[Any] = [head, status, Text(""), markets, Text(""), _waterfall(tally)]
-        parts += [fund_line, Text(tally.last_event or " ", style="dim")]
+        parts += [fund_line, deposits_line, Text(tally.last_event or " ", style="dim")]
         if self._note:
             parts.append(Text(self._note, style="dim italic"))
         return Panel(Group(*parts), title=self._title, title_align="left", width=PANEL_WIDTH)

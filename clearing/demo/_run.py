@@ -324,6 +324,7 @@ def _submit(
     first_seq = sequencer.engine.seq + 1
     outputs = sequencer.submit(batch)
     tally.observe(outputs)
+    tally.observe_inputs(first_seq, [payload for _, payload in batch], outputs)
     if endpoint is not None:
         # One "topic" label for the whole demo: the per-input source would be a new label
         # value per input.

@@ -160,3 +160,22 @@ def test_a_paced_run_takes_the_wall_time_and_writes_the_same_journal(tmp_path: P
     fast = run_demo(DemoOptions(**small, directory=str(tmp_path / "f")))
     assert paced.head_hash_hex == fast.head_hash_hex
     assert paced.inputs == fast.inputs
+
+
+def test_deposits_to_the_fund_are_counted_when_accepted() -> None:
+    engine = Engine()
+    tally = Tally()
+    inputs = [
+        b'{"type":"deposit","account":"insurance-fund","amount":"250.5"}',
+        b'{"type":"deposit","account":"alice","amount":"100"}',
+        b'{"type":"deposit","account":"insurance-fund","amount":"-3"}',  # rejected
+        b'{"type":"withdraw","account":"insurance-fund","amount":"1"}',  # rejected
+        b'{"type":"deposit","account":"insurance-fund","amount":7}',
+    ]
+    outputs = [event for raw in inputs for event in engine.apply(raw)]
+    tally.observe(outputs)
+    tally.observe_inputs(1, inputs, outputs)
+    assert (tally.fund_deposits, tally.fund_deposit_e16) == (2, 2575 * 10**15)
+    assert tally.last_event == f"seq 5: 7 {UNIT} deposited to the insurance fund"
+    lines = _rendered_lines(tally, engine)
+    assert f"deposits to the fund 258 {UNIT} (2 deposits)" in lines
