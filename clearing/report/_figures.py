@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from clearing.engine.money import E8, E16
 from clearing.report._collect import ReportData
-from clearing.report._numbers import display_e16
+from clearing.report._numbers import display_e16, plural
 
 __all__ = ["FIGURE_IDS", "MONEY_UNIT", "TIME_BINS", "Axis", "figures", "png", "time_bin"]
 
@@ -114,7 +114,7 @@ def time_bin(axis: Axis) -> tuple[float, str]:
     span = axis.end - axis.start
     magnitude = 10 ** max(0, math.floor(math.log10(max(1.0, span / TIME_BINS))))
     step = next(m * magnitude for m in (1, 2, 5, 10) if span / (m * magnitude) <= TIME_BINS)
-    return float(step), f"{step:,} inputs"
+    return float(step), plural(step, "input")
 
 
 # -- layout -------------------------------------------------------------------------------
@@ -400,6 +400,7 @@ def _fig_open_interest(data: ReportData, axis: Axis) -> Any:
 
 def _fig_liquidations_by_time(data: ReportData, axis: Axis) -> Any:
     import numpy as np
+    from matplotlib.ticker import NullFormatter
 
     markets = [m for m in data.markets if any(r.market == m for r in data.liquidations)]
     if not markets:
@@ -424,6 +425,8 @@ def _fig_liquidations_by_time(data: ReportData, axis: Axis) -> Any:
         ax.set_ylabel(f"{market}\n{_money('notional')}")
         ax.set_yscale("log")
         _money_axis(ax)
+        # Labels on the decades only: a lone "6x10^2" between them reads as a typo.
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
     axes[0].set_ylim(bottom=smallest / 2)
     axes[0].set_title(f"Liquidation volume over time: notional closed per {words} bin (log scale)")

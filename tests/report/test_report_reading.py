@@ -152,7 +152,8 @@ def test_round_bin_widths() -> None:
     assert time_bin(_Fake(True, day / 24)) == (60 / 86_400, "1 min")  # type: ignore[arg-type]
     assert time_bin(_Fake(True, day))[1] == "30 min"  # type: ignore[arg-type]
     assert time_bin(_Fake(False, 53_752.0)) == (1_000.0, "1,000 inputs")  # type: ignore[arg-type]
-    assert time_bin(_Fake(False, 30.0)) == (1.0, "1 inputs")  # type: ignore[arg-type]
+    assert time_bin(_Fake(False, 30.0)) == (1.0, "1 input")  # type: ignore[arg-type]
+    assert time_bin(_Fake(False, 900.0)) == (20.0, "20 inputs")  # type: ignore[arg-type]
 
 
 def test_qty_closed_sign_is_explained(page: str) -> None:
