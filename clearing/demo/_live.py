@@ -45,7 +45,8 @@ UNIT: Final = MONEY_UNIT
 
 @dataclass
 class Tally:
-    """Waterfall totals so far, from the output events (amounts exact, in e16)."""
+    """Waterfall totals so far, from the output events, and the deposits to the fund, from
+    the inputs (amounts exact, in e16)."""
 
     liquidations: int = 0
     liquidated_accounts: int = 0
@@ -127,7 +128,7 @@ def _fund_deposit_e16(payload: bytes) -> int | None:
         if entry.get("type") != "deposit" or entry.get("account") != INSURANCE_FUND:
             return None
         return parse_scaled(str(entry["amount"]), 16)
-    except (msgspec.DecodeError, AttributeError, KeyError, ValueError):
+    except (msgspec.DecodeError, AttributeError, KeyError, ValueError, RecursionError):
         return None
 
 

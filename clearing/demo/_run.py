@@ -98,7 +98,7 @@ _DEMO_OUTPUTS: Final = ("journal", "report.html", "report.html.partial")
 _JOURNAL_ENTRY_SUFFIXES: Final = (".seg", "LOCK", "snapshots")
 
 
-def default_directory_name(seed: int) -> str:
+def _default_name(seed: int) -> str:
     """The directory a run writes to when ``--dir`` is not given (the README names it)."""
     return f"clearing-demo-seed{seed}"
 
@@ -143,7 +143,7 @@ def _prepare_directory(options: DemoOptions) -> str:
     from clearing.cli import UserError
 
     given = options.directory
-    shown = given if given is not None else f"./{default_directory_name(options.seed)}"
+    shown = given if given is not None else f"./{_default_name(options.seed)}"
     directory = os.path.abspath(given if given is not None else shown)
     if _holds_a_run(directory):
         if not options.force:
@@ -157,7 +157,7 @@ def _prepare_directory(options: DemoOptions) -> str:
     except OSError as exc:
         if given is None:
             # A read-only working directory: the run still works, somewhere it can write.
-            return tempfile.mkdtemp(prefix=f"{default_directory_name(options.seed)}-")
+            return tempfile.mkdtemp(prefix=f"{_default_name(options.seed)}-")
         raise UserError(f"cannot create {directory}: {exc.strerror}") from exc
     return directory
 
