@@ -179,7 +179,12 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--dir",
         metavar="DIR",
-        help="where the journal, snapshots and report go (default: a new ./clearing-demo-seed<N>)",
+        help="where the journal, snapshots and report go (default: ./clearing-demo-seed<N>)",
+    )
+    demo.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier run's journal and report in that directory (else: exit 2)",
     )
     demo.add_argument(
         "--metrics-port",
@@ -188,6 +193,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus /metrics on 127.0.0.1:PORT while the demo runs",
     )
     demo.add_argument("--no-live", action="store_true", help="no live view, only the summary")
+    demo.add_argument(
+        "--fast",
+        action="store_true",
+        help="run at full speed (on a terminal the live view is paced to about 30 s)",
+    )
 
     report = commands.add_parser(
         "report",
