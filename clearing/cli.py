@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -13,6 +14,35 @@ class UserError(Exception):
     """A problem the person at the terminal can fix; printed without a traceback."""
 
 
+# Exit codes of the audit and tool commands (docs/operations.md lists them with the
+# daemon's): 0 done and verified, 1 the data failed a check (corrupt journal, diverged
+# outputs), 2 the command cannot run as given (bad argument, not a journal, unreachable).
+EXIT_USAGE = 2
+# A person pressed Ctrl-C: the shell's convention, 128 + SIGINT.
+EXIT_INTERRUPTED = 130
+
+_SOURCE_HELP = (
+    "a journal directory, or the journal topic as kafka://HOST:PORT/TOPIC (parts left out "
+    "come from --config and the CLEARING_* variables, as for clearing run)"
+)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("clearing")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="kafka:// sources: the TOML configuration of clearing run (CLEARING_* variables "
+        "override it), for the security settings and the default servers and topic",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from clearing.engine.native import CORES
 
@@ -20,6 +50,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="clearing",
         description="Event-sourced clearing ledger for a derivatives venue.",
     )
+    parser.add_argument("--version", action="version", version=f"clearing {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -32,8 +63,12 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     replay.add_argument(
-        "input", metavar="INPUT", help="a .jsonl file of input events, or a journal directory"
+        "input",
+        metavar="INPUT",
+        help="a .jsonl file of input events, a journal directory, or the journal topic as "
+        "kafka://HOST:PORT/TOPIC",
     )
+    _add_config(replay)
     replay.add_argument(
         "--until", type=int, metavar="SEQ", help="journal only: stop after this sequence number"
     )
@@ -49,7 +84,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="journal only: do not compare re-derived outputs with the recorded ones",
     )
     replay.add_argument(
-        "--events", metavar="EVENTS.jsonl", help="write output events here (default: stdout)"
+        "--events",
+        metavar="EVENTS.jsonl",
+        help="write output events here; - for standard output (the default when it is not "
+        "a terminal: on a terminal only the summary is printed)",
     )
     replay.add_argument("--state", metavar="STATE.json", help="write the final state here")
     replay.add_argument(
@@ -107,26 +145,32 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     journal = commands.add_parser(
-        "journal", help="verify, export or describe a local journal", description="Journal tools."
+        "journal",
+        help="verify, export or describe a journal (directory or Kafka topic)",
+        description="Journal tools. Exit codes: 0 verified (or read), 1 the journal does not "
+        "verify, 2 not a journal or cannot be read.",
     )
     journal_commands = journal.add_subparsers(dest="journal_command", metavar="SUBCOMMAND")
     journal_commands.required = True
     verify_cmd = journal_commands.add_parser(
         "verify", help="check every checksum and the hash chain; exit 1 on corruption"
     )
-    verify_cmd.add_argument("journal", metavar="DIR")
+    verify_cmd.add_argument("journal", metavar="SOURCE", help=_SOURCE_HELP)
+    _add_config(verify_cmd)
     verify_cmd.add_argument(
         "--repair-truncate",
         action="store_true",
         help="DESTRUCTIVE: cut the log at the first bad record (drops everything after it)",
     )
     export_cmd = journal_commands.add_parser("export", help="write the inputs out as .jsonl")
-    export_cmd.add_argument("journal", metavar="DIR")
+    export_cmd.add_argument("journal", metavar="SOURCE", help=_SOURCE_HELP)
+    _add_config(export_cmd)
     export_cmd.add_argument("-o", "--output", metavar="OUT.jsonl", help="default: stdout")
     export_cmd.add_argument("--from-seq", type=int, default=1)
     export_cmd.add_argument("--until-seq", type=int)
     info_cmd = journal_commands.add_parser("info", help="segments, records, head hash, snapshots")
-    info_cmd.add_argument("journal", metavar="DIR")
+    info_cmd.add_argument("journal", metavar="SOURCE", help=_SOURCE_HELP)
+    _add_config(info_cmd)
 
     run = commands.add_parser(
         "run",
@@ -207,12 +251,45 @@ def _build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default="report.html", metavar="FILE", help="default: report.html"
     )
     report.add_argument("--quiet", "-q", action="store_true", help="no summary line")
+
+    snapshot = commands.add_parser(
+        "snapshot", help="inspect snapshot files", description="Snapshot tools."
+    )
+    snapshot_commands = snapshot.add_subparsers(dest="snapshot_command", metavar="SUBCOMMAND")
+    snapshot_commands.required = True
+    show = snapshot_commands.add_parser(
+        "show",
+        help="print a snapshot's ledger state (the JSON clearing replay --state writes)",
+        description=(
+            "Check a snapshot file (checksums, state hash) and print the ledger state it "
+            "holds as the JSON `clearing replay --state` writes (SPEC section 8), or with "
+            "--hash its seq and the SHA-256 of that JSON: equal to the state hash of a "
+            "replay of the journal up to the same seq."
+        ),
+    )
+    show.add_argument("path", metavar="SNAPSHOT", help="a snapshot-<seq>.snap file")
+    show.add_argument(
+        "--hash", action="store_true", help="print only the seq and the state's SHA-256"
+    )
+    _route_errors_to_subcommands(parser)
     return parser
+
+
+def _route_errors_to_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Remember on every parser which one it is, so that an unknown option is reported
+    with the usage of the subcommand it was given to, not the top-level usage."""
+    parser.set_defaults(_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _route_errors_to_subcommands(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if args.command == "replay":
             from clearing.audit.replay import replay_command
@@ -223,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return ingest_command(args)
         if args.command == "journal":
-            from clearing.audit.journal_cli import journal_command
+            from clearing.audit.journal_commands import journal_command
 
             return journal_command(args)
         if args.command == "run":
@@ -242,13 +319,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             from clearing.report import report_command
 
             return report_command(args)
+        if args.command == "snapshot":
+            from clearing.audit.snapshot_show import snapshot_command
+
+            return snapshot_command(args)
     except UserError as exc:
         print(f"clearing {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except BrokenPipeError:
         return 1
+    except OSError as exc:  # a file the command was pointed at (or told to write) failed
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"clearing {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"clearing {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     parser.error(f"unknown command {args.command}")
-    return 2
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":
