@@ -17,9 +17,10 @@ import msgspec
 
 from clearing.audit.events_out import open_events
 from clearing.audit.progress import Progress
-from clearing.audit.replay import encode_state, engine_for, state_hash
+from clearing.audit.replay import engine_for, state_hash
 from clearing.audit.sources import SourceError, open_journal, source_config
 from clearing.engine.native import NativeEngine, RefusedRecord, ReplayedBatch
+from clearing.engine.persist import state_file_bytes
 from clearing.heap import HeapSettler
 from clearing.journal import JournalCorrupt, JournalError, LocalJournal
 from clearing.journal._format import batch_scanner, native_scan_available
@@ -152,7 +153,7 @@ def replay_journal_command(args: argparse.Namespace) -> int:
     engine.check_invariants()
     if args.state:
         with open(args.state, "wb") as state_out:
-            state_out.write(encode_state(engine) + b"\n")
+            state_out.write(state_file_bytes(engine))
     if not args.quiet:
         what = (
             "0 journal records: the journal is EMPTY"

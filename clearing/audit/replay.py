@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from clearing.audit.events_out import open_events
 from clearing.audit.sources import is_kafka_source
 from clearing.engine import Engine
 from clearing.engine.native import NativeEngine, make_engine
+from clearing.engine.persist import state_file_bytes, state_sha256
 from clearing.heap import HeapSettler
 
 __all__ = [
@@ -26,16 +26,14 @@ __all__ = [
     "state_hash",
 ]
 
-_state_encoder = msgspec.json.Encoder()
 # Every encoded event starts with its tag (msgspec writes the tag field first).
 _REJECT_PREFIX = b'{"type":"reject"'
 
 
 def encode_state(engine: Engine | NativeEngine) -> bytes:
-    """The SPEC §8 state as canonical JSON bytes (keys in code-point order)."""
-    if isinstance(engine, NativeEngine):
-        return engine.state_json()
-    return _state_encoder.encode(engine.state())
+    """The SPEC §8 state as canonical JSON bytes (keys in code-point order), without
+    the newline that ``--state`` files end with (``state_file_bytes``)."""
+    return state_file_bytes(engine)[:-1]
 
 
 def engine_for(core: str) -> Engine | NativeEngine:
@@ -49,8 +47,9 @@ def engine_for(core: str) -> Engine | NativeEngine:
 
 
 def state_hash(engine: Engine | NativeEngine) -> str:
-    """SHA-256 of the canonical state JSON: two replays agree iff their hashes do."""
-    return hashlib.sha256(encode_state(engine)).hexdigest()
+    """The state hash (``clearing.engine.persist.state_sha256``): SHA-256 of the file
+    ``--state`` writes; two replays agree iff their hashes do."""
+    return state_sha256(engine)
 
 
 class ReplayResult(msgspec.Struct):
@@ -141,7 +140,7 @@ def replay_command(args: argparse.Namespace) -> int:
     if args.state:
         try:
             with open(args.state, "wb") as state_out:
-                state_out.write(encode_state(engine) + b"\n")
+                state_out.write(state_file_bytes(engine))
         except OSError as exc:
             raise UserError(f"cannot write {args.state}: {exc.strerror}") from exc
     if not args.quiet:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 from collections.abc import Callable
 from typing import Final, ParamSpec, TypeVar
 
@@ -21,7 +22,14 @@ from clearing.engine.engine import Engine
 from clearing.engine.native import NativeEngine, make_engine, native_available
 from clearing.engine.state import MarketState, Position
 
-__all__ = ["STATE_FORMAT_VERSION", "StateFormatError", "dump_state", "load_state"]
+__all__ = [
+    "STATE_FORMAT_VERSION",
+    "StateFormatError",
+    "dump_state",
+    "load_state",
+    "state_file_bytes",
+    "state_sha256",
+]
 
 STATE_FORMAT_VERSION: Final = 1
 
@@ -70,6 +78,7 @@ _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(_StateRec)
+_json_encoder = msgspec.json.Encoder()
 
 
 def _big(value: int) -> Big:
@@ -120,6 +129,21 @@ def dump_state(engine: Engine | NativeEngine) -> bytes:
     if isinstance(engine, NativeEngine):
         return engine.dump_state()
     return _dump_python(engine)
+
+
+def state_file_bytes(engine: Engine | NativeEngine) -> bytes:
+    """The SPEC §8 state as ``clearing replay --state`` writes it: canonical JSON (keys
+    in code-point order, both cores byte-identical) and a final newline."""
+    if isinstance(engine, NativeEngine):
+        return engine.state_json() + b"\n"
+    return _json_encoder.encode(engine.state()) + b"\n"
+
+
+def state_sha256(engine: Engine | NativeEngine) -> str:
+    """THE state hash (hex): SHA-256 of ``state_file_bytes``, so ``sha256sum`` of a
+    ``--state`` file gives it too. Replay, ``clearing snapshot show --hash`` and the
+    daemon's ``/state-hash`` all print this one; two ledgers agree iff it does."""
+    return hashlib.sha256(state_file_bytes(engine)).hexdigest()
 
 
 def load_state(data: bytes, core: str = "python") -> Engine | NativeEngine:
