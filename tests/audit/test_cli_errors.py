@@ -16,6 +16,8 @@ import pytest
 from clearing.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-c", "import sys; from clearing.cli import main; sys.exit(main())"]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
 EXAMPLE = ROOT / "docs/examples/worked-example.jsonl"
 
 COMMANDS = [
@@ -146,14 +148,12 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _run_on_a_terminal(argv: list[str]) -> str:
     """Run the CLI with standard output and error on a pseudo-terminal; what it showed."""
     leader, follower = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
     process = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from clearing.cli import main; sys.exit(main())"]
-        + argv,
+        [*CLI, *argv],
         stdout=follower,
         stderr=follower,
         stdin=subprocess.DEVNULL,
-        env=env,
+        env=ENV,
         cwd=ROOT,
     )
     os.close(follower)
@@ -190,12 +190,6 @@ def test_on_a_terminal_events_dash_writes_them(journal: Path) -> None:
 
 
 def test_piped_replay_streams_the_events(journal: Path) -> None:
-    piped = subprocess.run(
-        [sys.executable, "-c", "import sys; from clearing.cli import main; sys.exit(main())"]
-        + ["replay", str(journal)],
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])},
-        check=True,
-    )
+    piped = subprocess.run([*CLI, "replay", str(journal)], capture_output=True, env=ENV, check=True)
     assert piped.stdout.count(b"\n") == 3 and piped.stdout.startswith(b'{"type"')
     assert b"not shown" not in piped.stderr

@@ -43,9 +43,7 @@ async def test_a_request_waits_for_the_loop_and_gets_the_replay_hash(tmp_path: P
     metrics = Metrics()
     metrics.set_ready(True)
     engine = _engine(5)
-    async with OpsServer(
-        metrics, port=0, state_hash=lambda: hashes.get(engine.seq)
-    ) as server:
+    async with OpsServer(metrics, port=0, state_hash=lambda: hashes.get(engine.seq)) as server:
         pending = asyncio.create_task(request(server.port, "/state-hash"))
         while not hashes.wanted:  # the request is parked until the loop answers
             await asyncio.sleep(0.01)
