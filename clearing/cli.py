@@ -340,4 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m clearing.cli` this file runs as __main__, a second copy of the
+    # module: run the imported one, whose UserError is the class the commands raise.
+    from clearing.cli import main as _main
+
+    sys.exit(_main())
