@@ -199,3 +199,55 @@ async def test_what_is_not_a_journal_topic_is_exit_2_in_one_line(
         assert "OK" not in verified.stdout
         repair = await run_cli("journal", "verify", "--repair-truncate", empty)
         assert repair.returncode == 2 and "append-only" in repair.stderr
+
+
+async def test_state_hash_under_load_is_always_a_committed_seqs(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While inputs stream in, every /state-hash answer is the hash of a replay of the
+    journal up to exactly the seq it names: never a state half-way through a batch."""
+    from clearing.engine.persist import state_sha256
+    from clearing.ops import state_hash
+
+    monkeypatch.setattr(state_hash, "_MIN_INTERVAL_S", 0.0)  # recompute on every request
+    async with asyncio.timeout(4 * TEST_TIMEOUT_S):
+        config_path = write_config(
+            tmp_path, kafka_bootstrap, "load", http={"listen": "127.0.0.1:0"}
+        )
+        config = load_config(str(config_path), environ={})
+        assert not (await create_topics(config)).problems
+        items = flat(scenario(groups=8, trades=200))
+        run = Running(config)
+        await run.wait_ready()
+        port = run.daemon.http_port
+        assert port is not None
+
+        async def feed() -> None:
+            for start in range(0, len(items), 15):
+                await produce(config, items[start : start + 15])
+                await asyncio.sleep(0.02)
+
+        feeding = asyncio.create_task(feed())
+        answers: dict[int, str] = {}
+        while not feeding.done() or len(answers) < 3:
+            response = await request(port, "/state-hash", timeout_s=30.0)
+            assert response.status == 200, response.body
+            served = json.loads(response.body)
+            assert served["seq"] <= served["committed_seq"]
+            answers[served["seq"]] = served["state_sha256"]
+        await feeding
+        last_seq = sequenced_count(items)
+        await run.wait_seq(last_seq)
+        assert await run.stop() == EXIT_OK
+        journal = await journal_until(config, last_seq)
+        print(f"\nstate-hash answers at seqs {sorted(answers)} of {last_seq}")
+        assert len(answers) >= 3, answers
+        engine = Engine()
+        replayed: dict[int, str] = {}
+        for record in journal:
+            engine.apply_encoded(record.payload)
+            if record.seq in answers:
+                replayed[record.seq] = state_sha256(engine)
+        if 0 in answers:
+            replayed[0] = state_sha256(Engine())
+        assert replayed == answers
