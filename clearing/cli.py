@@ -34,6 +34,13 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def _seq(text: str) -> int:
+    """A journal seq on the command line: a whole number, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seq (a whole number, 1 or more)")
+    return int(text)
+
+
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -70,7 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_config(replay)
     replay.add_argument(
-        "--until", type=int, metavar="SEQ", help="journal only: stop after this sequence number"
+        "--until", type=_seq, metavar="SEQ", help="journal only: stop after this sequence number"
     )
     replay.add_argument(
         "--until-ts",
@@ -166,8 +173,10 @@ def _build_parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("journal", metavar="SOURCE", help=_SOURCE_HELP)
     _add_config(export_cmd)
     export_cmd.add_argument("-o", "--output", metavar="OUT.jsonl", help="default: stdout")
-    export_cmd.add_argument("--from-seq", type=int, default=1)
-    export_cmd.add_argument("--until-seq", type=int)
+    export_cmd.add_argument("--from-seq", type=_seq, default=1, metavar="SEQ", help="default 1")
+    export_cmd.add_argument(
+        "--until-seq", type=_seq, metavar="SEQ", help="default: the last record"
+    )
     info_cmd = journal_commands.add_parser("info", help="segments, records, head hash, snapshots")
     info_cmd.add_argument("journal", metavar="SOURCE", help=_SOURCE_HELP)
     _add_config(info_cmd)

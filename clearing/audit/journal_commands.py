@@ -142,6 +142,7 @@ def _export(
     count = 0
     journal = opener()
     try:
+        _check_range(args.from_seq, args.until_seq, journal.last_seq)
         for record in journal.read(args.from_seq, args.until_seq):
             if b"\n" in record.payload:
                 raise UserError(
@@ -161,6 +162,15 @@ def _export(
             out.flush()
     print(f"exported {count} inputs", file=sys.stderr)
     return EXIT_OK
+
+
+def _check_range(from_seq: int, until_seq: int | None, last_seq: int) -> None:
+    from clearing.cli import UserError
+
+    if until_seq is not None and until_seq < from_seq:
+        raise UserError(f"--until-seq {until_seq} is before --from-seq {from_seq}")
+    if last_seq and from_seq > last_seq:
+        raise UserError(f"--from-seq {from_seq} is past the journal's last seq {last_seq}")
 
 
 # -- the journal topic -----------------------------------------------------------------

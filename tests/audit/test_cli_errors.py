@@ -135,6 +135,21 @@ def test_other_usage_errors_are_one_line(
     assert "kafka:// sources only" in capsys.readouterr().err
 
 
+def test_seq_ranges_are_checked(journal: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--from-seq", "0"], ["--until-seq", "x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["journal", "export", str(journal), *argv])
+        assert exit_info.value.code == 2
+        assert "is not a seq" in capsys.readouterr().err
+    for argv, said in (
+        (["--from-seq", "5", "--until-seq", "2"], "--until-seq 2 is before --from-seq 5"),
+        (["--from-seq", "50"], "--from-seq 50 is past the journal's last seq 7"),
+    ):
+        assert main(["journal", "export", str(journal), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err, err
+
+
 # -- replay on a terminal ----------------------------------------------------------------
 
 
