@@ -207,7 +207,11 @@ class OpsServer:
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, f"not ready: {reason}\n".encode()
         if path == "/":
             return HTTPStatus.OK, _TEXT, b"clearing ops: /metrics /healthz /readyz /state-hash\n"
-        return HTTPStatus.NOT_FOUND, _TEXT, b"not found: try /metrics, /healthz or /readyz\n"
+        return (
+            HTTPStatus.NOT_FOUND,
+            _TEXT,
+            b"not found: try /metrics, /healthz, /readyz or /state-hash\n",
+        )
 
 
 async def _respond(
