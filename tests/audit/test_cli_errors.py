@@ -65,7 +65,6 @@ def test_a_path_that_is_not_a_journal_is_an_error_not_an_empty_ledger(
 def test_report_refuses_a_folder_without_a_journal(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("matplotlib")
     for name, (path, _) in _not_journals(tmp_path).items():
         if name == "demo parent":
             continue  # report accepts a demo folder on purpose (it reads DIR/journal)
