@@ -58,6 +58,8 @@ class CommittedStateHash:
     @property
     def wanted(self) -> bool:
         """True when a request waits: the loop should settle and call ``answer``."""
+        # A request that timed out (its future cancelled) no longer needs a hash.
+        self._waiters = [waiter for waiter in self._waiters if not waiter.done()]
         return bool(self._waiters)
 
     async def get(self, committed_seq: int) -> StateHash:
