@@ -180,6 +180,9 @@ def open_kafka_reader(config: Config) -> KafkaJournalReader:
         raise SourceError(access_error_message(config, exc)) from None
     except (KafkaError, OSError) as exc:
         reader.close()
+        denied = _login_refused(config)
+        if denied is not None:
+            raise SourceError(access_error_message(config, denied)) from None
         raise SourceError(
             f"cannot read the journal topic at {label}: {exc}. Check the address "
             f"(kafka://HOST:PORT/TOPIC, or kafka.bootstrap_servers in --config) and that "
@@ -189,3 +192,18 @@ def open_kafka_reader(config: Config) -> KafkaJournalReader:
         reader.close()
         raise
     return reader
+
+
+def _login_refused(config: Config) -> BaseException | None:
+    """The broker's refusal of our login, if that is why connecting failed (aiokafka
+    reports it as "Unable to bootstrap", like an unreachable broker)."""
+    import asyncio
+
+    from clearing.kafka._clients import probe_authentication
+
+    if config.kafka.security.protocol in ("PLAINTEXT", "SSL"):
+        return None  # no login to refuse
+    try:
+        return asyncio.run(probe_authentication(config))
+    except Exception:  # only a diagnosis: the caller reports the connection failure
+        return None

@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -34,11 +35,13 @@ from tests.integration.test_daemon import (
     sequenced_count,
     write_config,
 )
+from tests.integration.test_sasl import PASSWORD, daemon_env, sasl_broker, sasl_config
 from tests.ops.http_client import request
 
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
+__all__ = ["sasl_broker"]  # the SASL broker fixture, shared with test_sasl.py
 
 
 def cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -251,3 +254,33 @@ async def test_state_hash_under_load_is_always_a_committed_seqs(
         if 0 in answers:
             replayed[0] = state_sha256(Engine())
         assert replayed == answers
+
+
+async def test_journal_topic_audit_uses_runs_security_settings(
+    sasl_broker: Any, tmp_path: Path
+) -> None:
+    """``--config`` and the CLEARING_* variables give the audit the daemon's SASL login;
+    a wrong password is a one-line error naming the settings, exit 2, never the secret."""
+    path = sasl_config(tmp_path, sasl_broker.sasl_bootstrap)
+
+    def audit(*argv: str, password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "clearing.cli", *argv, "--config", str(path)],
+            capture_output=True, text=True, cwd=REPO, env=daemon_env(password),
+            check=False, timeout=120,
+        )  # fmt: skip
+
+    async with asyncio.timeout(2 * TEST_TIMEOUT_S):
+        created = await asyncio.to_thread(audit, "topics", "create", password=PASSWORD)
+        assert created.returncode == 0, created.stderr
+        verified = await asyncio.to_thread(
+            audit, "journal", "verify", "kafka://", password=PASSWORD
+        )
+        assert verified.returncode == 0, verified.stderr
+        assert "EMPTY: the journal topic holds no records" in verified.stdout
+        wrong = "wrong-Pa55-also-secret"
+        refused = await asyncio.to_thread(audit, "journal", "verify", "kafka://", password=wrong)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.count("\n") == 1, refused.stderr
+        assert "authentication with the Kafka cluster" in refused.stderr
+        assert "sasl_password" in refused.stderr and wrong not in refused.stderr
