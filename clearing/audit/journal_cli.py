@@ -11,6 +11,7 @@ from typing import BinaryIO, Final
 import msgspec
 
 from clearing.audit.replay import iter_numbered_inputs
+from clearing.audit.sources import SourceError, check_journal_dir
 from clearing.engine import encode_output
 from clearing.journal import JournalError, LocalJournal
 from clearing.sequencer import RecoveryError, Sequencer
@@ -82,12 +83,26 @@ def _catch_up_events_file(path: str, journal: LocalJournal) -> None:
                 events.write(record.outputs)
 
 
+def _check_new_or_journal(path: str) -> None:
+    """Ingest creates a journal in a new or empty directory, or appends to one; it does
+    not scatter segments into a folder that holds something else (a demo folder, a
+    home directory)."""
+    from clearing.cli import UserError
+
+    if os.path.isdir(path) and os.listdir(path):
+        try:
+            check_journal_dir(path)
+        except SourceError as exc:
+            raise UserError(f"{exc}; or pass a new directory to start a journal") from None
+
+
 def ingest_command(args: argparse.Namespace) -> int:
     from clearing.cli import UserError
 
     path = os.path.abspath(args.input)
     if not os.path.isfile(path):
         raise UserError(f"{args.input}: no such file; pass a .jsonl file of input events")
+    _check_new_or_journal(args.journal)
     snapshot_dir = args.snapshots or default_snapshot_dir(args.journal)
     try:
         sequencer, recovery = Sequencer.open_local(

@@ -72,6 +72,20 @@ def test_report_refuses_a_folder_without_a_journal(
         assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_ingest_does_not_scatter_segments_into_a_folder_of_other_things(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, (path, said) in _not_journals(tmp_path).items():
+        if name in ("empty", "missing"):
+            continue  # a new journal starts there
+        before = sorted(os.listdir(path))
+        assert main(["ingest", str(EXAMPLE), "--journal", str(path)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err and "new directory" in err, err
+        assert sorted(os.listdir(path)) == before
+    assert main(["ingest", str(EXAMPLE), "--journal", str(tmp_path / "empty")]) == 0
+
+
 def test_a_genuine_empty_journal_says_empty(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
