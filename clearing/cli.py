@@ -65,8 +65,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "replay",
         help="re-run the engine over a .jsonl file of inputs and write outputs and state",
         description=(
-            "Re-run the clearing engine over INPUT (a .jsonl file of input events) and write "
-            "the output events (one JSON object a line) and the final state."
+            "Re-run the clearing engine over INPUT (a .jsonl file of input events, or a "
+            "journal: a directory or kafka://HOST:PORT/TOPIC) and write the output events "
+            "(one JSON object a line) and the final state. A journal is verified as it is "
+            "read and every recorded output compared with the re-derived one. Exit codes: "
+            "0 reproduced, 1 the journal is corrupt or its outputs diverge, 2 the command "
+            "cannot run as given."
         ),
     )
     replay.add_argument(
