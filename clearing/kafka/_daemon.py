@@ -78,6 +78,7 @@ from clearing.kafka._topics import describe_partitions, input_limit_warnings
 from clearing.ops.config import Config
 from clearing.ops.http import OpsServer
 from clearing.ops.metrics import Metrics
+from clearing.ops.state_hash import CommittedStateHash
 from clearing.sequencer import RecoveryError
 
 __all__ = [
@@ -290,6 +291,7 @@ class Daemon:
         self._admin: AIOKafkaAdminClient | None = None
         self._server: OpsServer | None = None
         self.http_port: int | None = None
+        self.state_hashes = CommittedStateHash()  # GET /state-hash
 
     # -- control -------------------------------------------------------------------------
 
@@ -359,7 +361,13 @@ class Daemon:
             host, port = _listen_address(config.http.listen)
             # A stuck commit shows on /healthz after twice the Kafka request timeout.
             stall_s = max(30.0, 2 * config.kafka.request_timeout_ms / 1000)
-            self._server = OpsServer(metrics, host, port, stall_after_s=stall_s)
+            self._server = OpsServer(
+                metrics,
+                host,
+                port,
+                stall_after_s=stall_s,
+                state_hash=lambda: self.state_hashes.get(self.committed_seq),
+            )
             await self._server.start()
             self.http_port = self._server.port
             log.info("ops endpoint on %s (/metrics /healthz /readyz)", self._server.url)
@@ -606,6 +614,9 @@ class Daemon:
                 if any(self._due()):
                     await self._settle()
                     self._start_background_work()
+                if self.state_hashes.wanted:  # hashed only when equal to the committed state
+                    await self._settle()
+                    self.state_hashes.answer(self.engine)  # type: ignore[arg-type]
                 buffered = self._buffer
                 if buffered.count < config.batch.max_records:
                     # Wait for input only when there is nothing to plan.

@@ -28,7 +28,7 @@ from typing import Final
 
 import msgspec
 
-from clearing.engine import Engine, OutputEvent, state_hash
+from clearing.engine import Engine, OutputEvent, state_sha256
 from clearing.engine.events import BadDebt, Clawback, FundDraw, Liquidation, OracleHeld, Reject
 from clearing.engine.margin import equity_e16
 from clearing.engine.state import INSURANCE_FUND, Account, Ledger
@@ -384,7 +384,7 @@ class _Collector:
         data.bad_debt_account_e16 = ledger.bad_debt.cash_e16
         data.long_oi_e8 = scanned
         data.marks_e8 = {m: ledger.markets[m].mark_e8 for m in sorted(ledger.markets)}
-        data.state_sha256 = state_hash(engine)
+        data.state_sha256 = state_sha256(engine)
 
 
 def _fund_equity_e16(ledger: Ledger) -> int:

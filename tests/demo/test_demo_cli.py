@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from clearing.audit.journal_cli import default_snapshot_dir
-from clearing.audit.replay import state_hash
 from clearing.cli import main
 from clearing.demo import DemoOptions, SimConfig, Simulator, run_demo
 from clearing.demo._run import _MetricsEndpoint
+from clearing.engine import state_sha256
 from clearing.journal import LocalJournal
 from clearing.sequencer import Sequencer
 from clearing.snapshot import list_snapshots
@@ -95,7 +95,7 @@ def test_replay_and_recovery_reproduce_the_demo_ledger(demo_dir: Path, tmp_path:
         engine = sequencer.engine
         engine.check_invariants()
         assert json.loads(json.dumps(engine.state())) == replayed
-        recovered_hash = state_hash(engine)
+        recovered_hash = state_sha256(engine)
     finally:
         sequencer.close(snapshot=False)
     summary = _report_summary(demo_dir / "report.html")
