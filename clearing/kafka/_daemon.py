@@ -46,7 +46,7 @@ from typing import Any, Final, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, OffsetOutOfRangeError
+from aiokafka.errors import OffsetOutOfRangeError
 
 from clearing.engine import EngineCore
 from clearing.engine.events import Clawback
@@ -63,11 +63,11 @@ from clearing.kafka._batch import (
 from clearing.kafka._clients import (
     ACCESS_ERRORS,
     access_error_message,
-    admin_client,
     make_consumer,
     make_producer,
-    probe_authentication,
 )
+from clearing.kafka._connect import ConnectError, start_admin
+from clearing.kafka._dead_letters import DeadLetterLog
 from clearing.kafka._exits import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -78,12 +78,13 @@ from clearing.kafka._exits import (
     DaemonExit,
 )
 from clearing.kafka._recovery import KafkaRecovery, Positions, recover_from_kafka
-from clearing.kafka._topics import describe_partitions
+from clearing.kafka._topics import describe_partitions, input_limit_warnings
 from clearing.kafka._transaction import BeforeCommit, Transactions, retrieve_fatal_error
 from clearing.kafka._upkeep import Upkeep
 from clearing.ops.config import Config
 from clearing.ops.http import OpsServer
 from clearing.ops.metrics import Metrics
+from clearing.ops.state_hash import CommittedStateHash
 from clearing.sequencer import RecoveryError, Sequencer
 
 __all__ = [
@@ -238,6 +239,7 @@ class Daemon:
         self._journal_offset = -1
         self._positions: Positions = {}
         self._buffer = InputBuffer(self._rank)  # consumed, not planned yet
+        self._dead_letters = DeadLetterLog(config.topics.dlq)  # rate-limited lines
         self._inflight: asyncio.Task[None] | None = None  # the open transaction's commit
         self._batch_no = 0
         self._producer: AIOKafkaProducer | None = None
@@ -245,6 +247,7 @@ class Daemon:
         self._admin: AIOKafkaAdminClient | None = None
         self._server: OpsServer | None = None
         self.http_port: int | None = None
+        self.state_hashes = CommittedStateHash()  # GET /state-hash
 
     # -- control -------------------------------------------------------------------------
 
@@ -318,19 +321,20 @@ class Daemon:
             host, port = _listen_address(config.http.listen)
             # A stuck commit shows on /healthz after twice the Kafka request timeout.
             stall_s = max(30.0, 2 * config.kafka.request_timeout_ms / 1000)
-            self._server = OpsServer(metrics, host, port, stall_after_s=stall_s)
+            self._server = OpsServer(
+                metrics,
+                host,
+                port,
+                stall_after_s=stall_s,
+                state_hash=lambda: self.state_hashes.get(self.committed_seq),
+            )
             await self._server.start()
             self.http_port = self._server.port
             log.info("ops endpoint on %s (/metrics /healthz /readyz)", self._server.url)
-        self._admin = admin_client(config)
-        try:
-            await self._admin.start()
-        except KafkaConnectionError as exc:
-            # aiokafka reports a rejected login as "Unable to bootstrap": find out which.
-            denied = await probe_authentication(config)
-            if denied is not None:
-                raise DaemonExit(EXIT_CONFIG, access_error_message(config, denied)) from exc
-            raise
+        try:  # a bounded wait, then one line (clearing/kafka/_connect.py)
+            self._admin = await start_admin(config)
+        except ConnectError as exc:
+            raise DaemonExit(exc.code, exc.message) from exc
         await self._preflight()
 
         metrics.set_ready(False, "fencing older instances")
@@ -432,6 +436,8 @@ class Daemon:
                 f"refusing to start: journal topic {topics.journal!r} has "
                 f"{found[topics.journal]} partitions; it must have exactly one",
             )
+        for warning in await input_limit_warnings(self._admin, self.config):
+            log.warning("%s", warning)
 
     async def _close(self) -> None:
         if self._upkeep is not None:
@@ -481,6 +487,9 @@ class Daemon:
                     await self._settle()
                     assert self._inflight is None and self._settled()
                     upkeep.start(self._journal_offset, self._positions)
+                if self.state_hashes.wanted:  # hashed only when equal to the committed state
+                    await self._settle()
+                    self.state_hashes.answer(self.engine)  # type: ignore[arg-type]
                 buffered = self._buffer
                 if buffered.count < config.batch.max_records:
                     # Wait for input only when there is nothing to plan.
@@ -613,6 +622,7 @@ class Daemon:
                 self.config.topics.dlq,
                 extra={"seq": plan.last_seq},
             )
+        self._dead_letters.log(plan.dlq, time.monotonic())
         _log_ledger_changes(batch_no, plan)
 
     def _update_gauges(self) -> None:
