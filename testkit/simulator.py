@@ -32,8 +32,9 @@ Checked after every step: the SPEC invariants (the engine's check, plus an indep
 tally: cash sums to accepted deposits minus accepted withdrawals, positions sum to zero per
 market), no user account left liquidatable or bankrupt after an input, every output of an
 acknowledged batch byte-equal to a shadow engine fed exactly the journaled inputs once,
-every reject as the generator expected. Every 20 steps and after every restart: the full
-state (``dump_state``) equals the shadow's. After every restart: no acknowledged input lost,
+every reject as the generator expected. Every 20 steps and after every restart (on the
+native core, every step, as its ledger is walked through the shadow's): the full state
+(``dump_state``) equals the shadow's. After every restart: no acknowledged input lost,
 nothing journaled that was not sent, the journal verifies (the open itself checks every
 frame and the whole chain; ``clearing.journal.verify`` is run too after every interrupted
 write and every 4th restart), the rebuilt source positions are right. Journal records are
@@ -47,6 +48,7 @@ everything); ``tools/simulate.py`` is the command line:
     python tools/simulate.py --seed 17                     # one seed, 20,000 inputs
     python tools/simulate.py --seeds 1-500 --jobs 2        # 500 seeds x 20,000 = 10M inputs
     python tools/simulate.py --seeds 1-4 --events 5000     # a quick look
+    python tools/simulate.py --seed 17 --core native       # the native fast path
 """
 
 from __future__ import annotations
