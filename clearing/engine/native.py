@@ -47,11 +47,13 @@ except ImportError:  # pragma: no cover - exercised only where it is not install
 __all__ = [
     "CORES",
     "INPUT_KINDS",
+    "NATIVE_RULES_VERSIONS",
     "NativeEngine",
     "ReplayedBatch",
     "account_count",
     "make_engine",
     "native_available",
+    "native_rules_refusal",
 ]
 
 CORES: Final = ("auto", "native", "python")
@@ -97,13 +99,29 @@ def native_available() -> bool:
     return _native is not None
 
 
-def make_engine(core: str = "auto") -> Engine | NativeEngine:
+# The rules versions the native core implements (SPEC §9 is not in it yet).
+NATIVE_RULES_VERSIONS: Final = (1,)
+
+
+def native_rules_refusal(rules_version: int) -> str:
+    """The one-line error for a ledger under rules the native core does not implement."""
+    return (
+        f"the native engine core does not implement rules version {rules_version} yet; "
+        f"use the Python core (--core python)"
+    )
+
+
+def make_engine(core: str = "auto", rules_version: int = 1) -> Engine | NativeEngine:
     """An empty engine on the named core: "native", "python", or "auto" (native when the
-    extension is installed). Raises RuntimeError for "native" without the extension."""
+    extension is installed and implements ``rules_version``, else Python). Raises
+    RuntimeError for "native" without the extension or without those rules."""
     if core not in CORES:
         raise ValueError(f"unknown engine core {core!r}; choose one of {', '.join(CORES)}")
-    if core == "python" or (core == "auto" and _native is None):
-        return Engine()
+    native_rules = rules_version in NATIVE_RULES_VERSIONS
+    if core == "python" or (core == "auto" and (_native is None or not native_rules)):
+        return Engine(rules_version=rules_version)
+    if not native_rules:
+        raise RuntimeError(native_rules_refusal(rules_version))
     if _native is None:
         raise RuntimeError(
             "the native engine core is not installed; build it with `pip install ./native` "
@@ -271,10 +289,21 @@ class NativeEngine:
 
     @classmethod
     def load_state(cls, data: bytes) -> NativeEngine:
-        """Rebuild from snapshot bytes (either core's); ValueError if unreadable."""
+        """Rebuild from snapshot bytes (either core's); ValueError if unreadable or under
+        rules the native core does not implement."""
         if _native is None:
             raise RuntimeError("the native engine core is not installed (pip install ./native)")
+        from clearing.engine.persist import state_rules_version
+
+        rules_version = state_rules_version(data)
+        if rules_version not in NATIVE_RULES_VERSIONS:
+            raise ValueError(native_rules_refusal(rules_version))
         return cls(_native.Core.load_state(data))
+
+    @property
+    def rules_version(self) -> int:
+        """The native core implements version 1 only (``NATIVE_RULES_VERSIONS``)."""
+        return 1
 
     def figures(self) -> dict[str, Any]:
         """The ledger figures the metrics export, from one native pass: accounts (system

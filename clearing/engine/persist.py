@@ -3,6 +3,13 @@
 Records are ``array_like`` Structs for size and speed. Evolution rule: any change to the
 layout bumps ``STATE_FORMAT_VERSION``; a reader refuses other versions, so an old snapshot
 is never misread: recovery then falls back to replaying the journal from the start.
+
+One exception, additive and old-file-safe: a ledger under rules version 2 (SPEC §9)
+appends fields at the end of the state record (``rules_version``) and of each market
+record (§9's parameters and volatility estimate). A version-1 ledger writes exactly the
+old layout, so its bytes never change, and the reader takes absent trailing fields as
+version 1's values. A reader that does not know the trailing fields (the native core
+today) must check ``state_rules_version`` first.
 Integers that do not fit msgpack's 64 bits (large e16/e24 amounts) travel as decimal
 strings. Everything is emitted in sorted order, so equal states give equal bytes.
 """
@@ -18,10 +25,27 @@ import msgspec
 from msgspec import Struct
 
 from clearing.engine.engine import Engine
-from clearing.engine.native import NativeEngine, make_engine, native_available
-from clearing.engine.state import MarketState, Position
+from clearing.engine.native import (
+    NATIVE_RULES_VERSIONS,
+    NativeEngine,
+    make_engine,
+    native_available,
+)
+from clearing.engine.state import (
+    DEFAULT_FUND_SHARE_E8,
+    DEFAULT_LIQ_STEP_E8,
+    DEFAULT_VOL_LAMBDA_E8,
+    MarketState,
+    Position,
+)
 
-__all__ = ["STATE_FORMAT_VERSION", "StateFormatError", "dump_state", "load_state"]
+__all__ = [
+    "STATE_FORMAT_VERSION",
+    "StateFormatError",
+    "dump_state",
+    "load_state",
+    "state_rules_version",
+]
 
 STATE_FORMAT_VERSION: Final = 1
 
@@ -53,6 +77,18 @@ class _MarketRec(Struct, array_like=True, gc=False):
     asks: list[tuple[Big, Big]]
 
 
+class _MarketRecV2(_MarketRec, array_like=True, gc=False):
+    """A market under rules version 2: version 1's record plus SPEC §9's fields. The
+    defaults are version 1's, so the reader takes a version-1 record as one of these."""
+
+    liq_step_e8: int = DEFAULT_LIQ_STEP_E8
+    adl: bool = False
+    fund_share_e8: int = DEFAULT_FUND_SHARE_E8
+    vol_tiers: list[tuple[int, int]] = []
+    vol_lambda_e8: int = DEFAULT_VOL_LAMBDA_E8
+    vol_e16: Big = 0
+
+
 class _StateRec(Struct, array_like=True, gc=False):
     version: int
     seq: int
@@ -62,6 +98,23 @@ class _StateRec(Struct, array_like=True, gc=False):
     fill_ids: list[str]
 
 
+class _StateRecV2(Struct, array_like=True, gc=False):
+    """The state under rules version 2; read for every state (absent tail = version 1)."""
+
+    version: int
+    seq: int
+    net_deposits_e16: Big
+    accounts: list[_AccountRec]
+    markets: list[_MarketRecV2]
+    fill_ids: list[str]
+    rules_version: int = 1
+
+
+# A version-1 state is a 6-element array (msgpack fixarray 0x96); a longer one carries
+# the rules version at the end.
+_V1_STATE_HEADER: Final = 0x96
+
+
 class StateFormatError(ValueError):
     """The bytes are not an engine state of this version."""
 
@@ -69,7 +122,7 @@ class StateFormatError(ValueError):
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_StateRec)
+_decoder = msgspec.msgpack.Decoder(_StateRecV2)
 
 
 def _big(value: int) -> Big:
@@ -125,7 +178,10 @@ def dump_state(engine: Engine | NativeEngine) -> bytes:
 def load_state(data: bytes, core: str = "python") -> Engine | NativeEngine:
     """Rebuild an engine on the named core ("python", "native" or "auto") from
     ``dump_state`` bytes of either core; raises StateFormatError if unreadable."""
-    if core == "native" or (core == "auto" and native_available()):
+    native_rules = data[:1] == bytes((_V1_STATE_HEADER,)) or (
+        core != "python" and state_rules_version(data) in NATIVE_RULES_VERSIONS
+    )
+    if core == "native" or (core == "auto" and native_available() and native_rules):
         if not native_available():
             make_engine("native")  # raises the error that says how to install it
         try:
@@ -134,6 +190,17 @@ def load_state(data: bytes, core: str = "python") -> Engine | NativeEngine:
             raise StateFormatError(str(exc)) from exc
     make_engine(core)  # validates the name
     return _load_python(data)
+
+
+def state_rules_version(data: bytes) -> int:
+    """The rules version of ``dump_state`` bytes, without decoding the whole state: 1 for
+    the version-1 layout, else the trailing field (StateFormatError if unreadable)."""
+    if data[:1] == bytes((_V1_STATE_HEADER,)):
+        return 1
+    try:
+        return _decoder.decode(data).rules_version
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise StateFormatError(f"not an engine state: {exc}") from exc
 
 
 @_collector_paused
@@ -154,28 +221,36 @@ def _dump_python(engine: Engine) -> bytes:
     for market_id in sorted(ledger.markets):
         market = ledger.markets[market_id]
         bids, asks = market.book.levels()
+        fields = (
+            market.id,
+            market.imr_e8,
+            market.mmr_e8,
+            market.liq_fee_e8,
+            _opt_big(market.max_oracle_move_e8),
+            _opt_big(market.mark_e8),
+            market.oracle_seen,
+            _opt_big(market.held_e8),
+            [(_big(p), _big(q)) for p, q in bids],
+            [(_big(p), _big(q)) for p, q in asks],
+        )
+        if engine.rules_version == 1:
+            markets.append(_MarketRec(*fields))
+            continue
         markets.append(
-            _MarketRec(
-                market.id,
-                market.imr_e8,
-                market.mmr_e8,
-                market.liq_fee_e8,
-                _opt_big(market.max_oracle_move_e8),
-                _opt_big(market.mark_e8),
-                market.oracle_seen,
-                _opt_big(market.held_e8),
-                [(_big(p), _big(q)) for p, q in bids],
-                [(_big(p), _big(q)) for p, q in asks],
+            _MarketRecV2(
+                *fields,
+                market.liq_step_e8,
+                market.adl,
+                market.fund_share_e8,
+                [tuple(tier) for tier in market.vol_tiers],  # type: ignore[misc]
+                market.vol_lambda_e8,
+                _big(market.vol_e16),
             )
         )
-    record = _StateRec(
-        STATE_FORMAT_VERSION,
-        engine.seq,
-        _big(ledger.net_deposits_e16),
-        accounts,
-        markets,
-        sorted(ledger.fill_ids),
-    )
+    head = (STATE_FORMAT_VERSION, engine.seq, _big(ledger.net_deposits_e16), accounts, markets)
+    if engine.rules_version == 1:
+        return _encoder.encode(_StateRec(*head, sorted(ledger.fill_ids)))  # type: ignore[arg-type]
+    record = _StateRecV2(*head, sorted(ledger.fill_ids), engine.rules_version)  # type: ignore[arg-type]
     return _encoder.encode(record)
 
 
@@ -189,7 +264,7 @@ def _load_python(data: bytes) -> Engine:
         raise StateFormatError(
             f"state format version {record.version}; this build reads {STATE_FORMAT_VERSION}"
         )
-    engine = Engine()
+    engine = Engine(rules_version=record.rules_version)
     ledger = engine.ledger
     engine.seq = record.seq
     ledger.net_deposits_e16 = _int(record.net_deposits_e16)
@@ -200,6 +275,12 @@ def _load_python(data: bytes) -> Engine:
         market.mark_e8 = _opt_int(rec.mark_e8)
         market.oracle_seen = rec.oracle_seen
         market.held_e8 = _opt_int(rec.held_e8)
+        market.liq_step_e8 = rec.liq_step_e8
+        market.adl = rec.adl
+        market.fund_share_e8 = rec.fund_share_e8
+        market.vol_tiers = tuple((sigma, share) for sigma, share in rec.vol_tiers)
+        market.vol_lambda_e8 = rec.vol_lambda_e8
+        market.vol_e16 = _int(rec.vol_e16)
         market.book.replace(
             {_int(p): _int(q) for p, q in rec.bids}, {_int(p): _int(q) for p, q in rec.asks}
         )
