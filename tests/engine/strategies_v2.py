@@ -116,6 +116,8 @@ def input_streams_v2(draw: Draw, max_events: int = 150) -> list[bytes]:
                 line = dumps({**obj, field: draw(st.sampled_from(_BAD_V2[field]))})
         out.append(line)
         if markets and draw(st.integers(0, 9)) == 0:
-            made = _funding(draw, markets) if draw(st.integers(0, 9)) else _bad_funding(draw, markets)
+            made = (
+                _funding(draw, markets) if draw(st.integers(0, 9)) else _bad_funding(draw, markets)
+            )
             out.append(dumps(made))
     return out
