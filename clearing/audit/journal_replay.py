@@ -67,11 +67,18 @@ def replay_journal_command(args: argparse.Namespace) -> int:
         journal = LocalJournal(args.input, readonly=True, scan_mode="tail")
     except JournalError as exc:
         raise UserError(f"cannot open journal {args.input}: {exc}") from exc
+    rules = getattr(args, "rules", None)
+    if rules is not None and rules != journal.rules_version:
+        journal.close()
+        raise UserError(
+            f"journal {args.input} records rules version {journal.rules_version}; it replays "
+            f"under that version (drop --rules {rules})"
+        )
     events_out: BinaryIO | None
     events_out = (
         open(args.events, "wb") if args.events else sys.stdout.buffer  # noqa: SIM115
     )
-    engine = engine_for(args.core)
+    engine = engine_for(args.core, journal.rules_version)
     apply_encoded = engine.apply_encoded
     divergences = 0
     first_divergence = ""

@@ -13,6 +13,7 @@ import msgspec
 
 from clearing.engine import Engine
 from clearing.engine.native import NativeEngine, make_engine
+from clearing.engine.rules_v2 import NEWEST_RULES
 from clearing.heap import HeapSettler
 
 __all__ = [
@@ -36,12 +37,13 @@ def encode_state(engine: Engine | NativeEngine) -> bytes:
     return _state_encoder.encode(engine.state())
 
 
-def engine_for(core: str) -> Engine | NativeEngine:
-    """An empty engine on the named core, or a UserError that says how to get it."""
+def engine_for(core: str, rules_version: int = 1) -> Engine | NativeEngine:
+    """An empty engine on the named core under ``rules_version``, or a UserError that
+    says how to get it."""
     from clearing.cli import UserError
 
     try:
-        return make_engine(core)
+        return make_engine(core, rules_version)
     except RuntimeError as exc:
         raise UserError(str(exc)) from exc
 
@@ -117,7 +119,7 @@ def replay_command(args: argparse.Namespace) -> int:
         return replay_journal_command(args)
     if args.until is not None or args.until_ts is not None:
         raise UserError("--until and --until-ts apply to journal directories only")
-    engine = engine_for(args.core)
+    engine = engine_for(args.core, NEWEST_RULES if args.rules is None else args.rules)
     try:
         source = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
