@@ -14,7 +14,7 @@ Struct, and the result is a validated ``Parsed*`` tuple the engine applies, or a
 from __future__ import annotations
 
 import re
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
@@ -118,7 +118,7 @@ class MarketV2(_Input, tag="market"):
     liq_fee: Num
     max_oracle_move: Num | UnsetType = UNSET
     liq_step: Num | UnsetType = UNSET
-    loss_policy: str | UnsetType = UNSET
+    loss_policy: Literal["clawback", "adl"] | UnsetType = UNSET
     fund_share: Num | UnsetType = UNSET
     vol_tiers: list[tuple[Num, Num]] | UnsetType = UNSET
     vol_lambda: Num | UnsetType = UNSET
