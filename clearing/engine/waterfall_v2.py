@@ -84,7 +84,6 @@ def _step(
 ) -> bool:
     """One liquidation step of a liquidatable account; True if it was a partial one."""
     markets = ledger.markets
-    fund = ledger.fund
     held = sorted(account.positions)
     equity_e24 = equity_e16(account, markets) * E8
     partial = not (
@@ -92,32 +91,55 @@ def _step(
         or 2 * equity_e24 < maintenance_requirement_e24(account, markets)
         or all(markets[market_id].liq_step_e8 == E8 for market_id in held)
     )
-    closed: list[tuple[MarketState, int, int, int]] = []  # market, qty closed, proceeds, fee
-    for market_id in held:
-        market = markets[market_id]
-        position = account.positions[market_id]
-        qty_e8 = position.qty_e8
-        size_e8 = abs(qty_e8)
-        if partial:
-            size_e8 = min(size_e8, ceil8_fraction(size_e8, market.liq_step_e8))
-        closed_e8 = size_e8 if qty_e8 > 0 else -size_e8
-        mark_e8 = market.mark_e8
-        assert mark_e8 is not None  # a position implies a fill, which set a mark
-        proceeds_e16 = market.book.close_out(closed_e8, mark_e8)
-        account.cash_e16 += proceeds_e16
-        fund.cash_e16 -= proceeds_e16
-        left_e8 = qty_e8 - closed_e8
-        # The trade rule with the proceeds as the cash flow; K = 0 once flat.
-        k_e16 = position.k_e16 + proceeds_e16 if left_e8 else 0
-        ledger.set_position(account, market, left_e8, k_e16)
-        fund_position = fund.positions.get(market_id)
-        fund_qty_e8 = (fund_position.qty_e8 if fund_position else 0) + closed_e8
-        ledger.set_position(fund, market, fund_qty_e8, 0)  # a system account's K is unread
-        fee_e8 = round_half_even_div(market.liq_fee_e8 * abs(proceeds_e16), E16)
-        closed.append((market, closed_e8, proceeds_e16, fee_e8 * CASH_PER_E8))
+    closed = [_close_part(ledger, account, markets[market_id], partial) for market_id in held]
+    _charge_fees(ledger, seq, account, closed, out)
+    if not account.positions and account.cash_e16 < 0:
+        taken = [(market.id, closed_e8) for market, closed_e8, _, _ in closed]
+        _cover_deficit(ledger, seq, account, taken, False, out, debited)
+    ledger.reindex(account)
+    return partial
 
-    # Fees are charged up to max(0, E) after the close-outs (= max(0, C) once flat).
-    cash_left_e16 = max(0, equity_e16(account, markets))
+
+def _close_part(
+    ledger: Ledger, account: Account, market: MarketState, partial: bool
+) -> tuple[MarketState, int, int, int]:
+    """Close the account's position in ``market`` (``ceil8(|q| * liq_step)`` of it in a
+    partial step) against the book into the fund. Returns (market, signed quantity
+    closed, proceeds e16, fee e16 before the cap)."""
+    fund = ledger.fund
+    position = account.positions[market.id]
+    qty_e8 = position.qty_e8
+    size_e8 = abs(qty_e8)
+    if partial:
+        size_e8 = min(size_e8, ceil8_fraction(size_e8, market.liq_step_e8))
+    closed_e8 = size_e8 if qty_e8 > 0 else -size_e8
+    mark_e8 = market.mark_e8
+    assert mark_e8 is not None  # a position implies a fill, which set a mark
+    proceeds_e16 = market.book.close_out(closed_e8, mark_e8)
+    account.cash_e16 += proceeds_e16
+    fund.cash_e16 -= proceeds_e16
+    left_e8 = qty_e8 - closed_e8
+    # The trade rule with the proceeds as the cash flow; K = 0 once flat.
+    k_e16 = position.k_e16 + proceeds_e16 if left_e8 else 0
+    ledger.set_position(account, market, left_e8, k_e16)
+    fund_position = fund.positions.get(market.id)
+    fund_qty_e8 = (fund_position.qty_e8 if fund_position else 0) + closed_e8
+    ledger.set_position(fund, market, fund_qty_e8, 0)  # a system account's K is unread
+    fee_e8 = round_half_even_div(market.liq_fee_e8 * abs(proceeds_e16), E16)
+    return market, closed_e8, proceeds_e16, fee_e8 * CASH_PER_E8
+
+
+def _charge_fees(
+    ledger: Ledger,
+    seq: int,
+    account: Account,
+    closed: list[tuple[MarketState, int, int, int]],
+    out: list[OutputEvent],
+) -> None:
+    """Charge the closed parts' fees up to ``max(0, E)`` after the close-outs (= max(0, C)
+    once flat), split between fee pool and fund by volatility; one event per part."""
+    fund = ledger.fund
+    cash_left_e16 = max(0, equity_e16(account, ledger.markets))
     for market, closed_e8, proceeds_e16, fee_e16 in closed:
         charged_e16 = min(fee_e16, cash_left_e16)
         cash_left_e16 -= charged_e16
@@ -137,11 +159,6 @@ def _step(
                 format_e16(charged_e16 - pool_e16),
             )
         )
-    if not account.positions and account.cash_e16 < 0:
-        taken = [(market.id, closed_e8) for market, closed_e8, _, _ in closed]
-        _cover_deficit(ledger, seq, account, taken, False, out, debited)
-    ledger.reindex(account)
-    return partial
 
 
 def _cover_deficit(
@@ -200,11 +217,38 @@ def _deleverage(
 ) -> int:
     """One ADL pass (SPEC §9.4) over ``market``; returns the deficit ``R`` left. Every
     candidate that traded joins ``debited`` (re-examined, like a clawback payer)."""
-    markets = ledger.markets
-    fund = ledger.fund
-    mark_e8: int = market.mark_e8  # type: ignore[assignment]
     handed_e8 = abs(taken_e8)  # U: left to hand over
     pass_rest_e16 = rest_e16  # R_M
+    for holder, profit_e16, room_e24 in _adl_ranking(ledger, account, market, taken_e8):
+        if handed_e8 == 0 or rest_e16 == 0:
+            break
+        qty_e8 = holder.positions[market.id].qty_e8
+        size_e8 = min(abs(qty_e8), handed_e8)
+        cap_e16 = min(profit_e16 * E8, room_e24) * size_e8 // (abs(qty_e8) * E8)
+        # Pro rata to the part taken; the one that takes the last of Q owes what is left.
+        last = size_e8 == handed_e8
+        share_e16 = rest_e16 if last else size_e8 * pass_rest_e16 // abs(taken_e8)
+        paid_e16 = min(rest_e16, cap_e16, share_e16)
+        _hand_over(ledger, holder, market, size_e8, paid_e16)
+        account.cash_e16 += paid_e16
+        handed_e8 -= size_e8
+        rest_e16 -= paid_e16
+        debited.append(holder)
+        closed_e8 = size_e8 if qty_e8 > 0 else -size_e8
+        out.append(
+            Adl(seq, holder.id, market.id, format_e8(closed_e8), format_e16(paid_e16), account.id)
+        )
+    return rest_e16
+
+
+def _adl_ranking(
+    ledger: Ledger, account: Account, market: MarketState, taken_e8: int
+) -> list[tuple[Account, int, int]]:
+    """ADL candidates in rank order, as (account, profit u e16, E - MM e24): opposite side
+    to the position taken over, free margin, profit in ``market``; ``u/E`` descending,
+    ties by account id, compared exactly."""
+    markets = ledger.markets
+    mark_e8: int = market.mark_e8  # type: ignore[assignment]
     ranked: list[tuple[Fraction, str, Account, int, int]] = []
     for holder in market.holders.values():
         if holder.is_system or holder is account:
@@ -212,42 +256,38 @@ def _deleverage(
         position = holder.positions[market.id]
         if (position.qty_e8 > 0) == (taken_e8 > 0):
             continue  # same side as the position taken over
-        room_e24 = equity_e16(holder, markets) * E8 - maintenance_requirement_e24(holder, markets)
-        if room_e24 <= 0:
-            continue
+        holder_equity_e16 = equity_e16(holder, markets)
+        room_e24 = holder_equity_e16 * E8 - maintenance_requirement_e24(holder, markets)
         profit_e16 = position.qty_e8 * mark_e8 + position.k_e16
-        if profit_e16 <= 0:
+        if room_e24 <= 0 or profit_e16 <= 0:
             continue
-        rank = Fraction(-profit_e16, equity_e16(holder, markets))  # u/E, descending
+        # E > MM > 0 here, so u/E is well defined; negated for an ascending sort.
+        rank = Fraction(-profit_e16, holder_equity_e16)
         ranked.append((rank, holder.id, holder, profit_e16, room_e24))
     ranked.sort(key=lambda entry: (entry[0], entry[1]))
-    for _, holder_id, holder, profit_e16, room_e24 in ranked:
-        if handed_e8 == 0 or rest_e16 == 0:
-            break
-        position = holder.positions[market.id]
-        qty_e8 = position.qty_e8
-        size_e8 = min(abs(qty_e8), handed_e8)
-        cap_e16 = min(profit_e16 * E8, room_e24) * size_e8 // (abs(qty_e8) * E8)
-        share_e16 = rest_e16 if size_e8 == handed_e8 else size_e8 * pass_rest_e16 // abs(taken_e8)
-        paid_e16 = min(rest_e16, cap_e16, share_e16)
-        dq_e8 = size_e8 if qty_e8 < 0 else -size_e8  # towards 0: a short buys back
-        left_e8 = qty_e8 + dq_e8
-        k_e16 = position.k_e16 - dq_e8 * mark_e8 - paid_e16 if left_e8 else 0
-        ledger.set_position(holder, market, left_e8, k_e16)
-        holder.cash_e16 -= dq_e8 * mark_e8 + paid_e16
-        fund.cash_e16 += dq_e8 * mark_e8
-        fund_position = fund.positions.get(market.id)
-        fund_qty_e8 = (fund_position.qty_e8 if fund_position else 0) - dq_e8
-        ledger.set_position(fund, market, fund_qty_e8, 0)
-        account.cash_e16 += paid_e16
-        handed_e8 -= size_e8
-        rest_e16 -= paid_e16
-        ledger.reindex(holder)
-        debited.append(holder)
-        out.append(
-            Adl(seq, holder_id, market.id, format_e8(-dq_e8), format_e16(paid_e16), account.id)
-        )
-    return rest_e16
+    return [(holder, profit_e16, room_e24) for _, _, holder, profit_e16, room_e24 in ranked]
+
+
+def _hand_over(
+    ledger: Ledger, holder: Account, market: MarketState, size_e8: int, paid_e16: int
+) -> None:
+    """The candidate closes ``size_e8`` of its position with the fund at the mark (a
+    trade: K by the trade rule), then pays ``paid_e16`` out of cash and K (K = 0 if flat).
+    The caller credits the liquidated account."""
+    fund = ledger.fund
+    mark_e8: int = market.mark_e8  # type: ignore[assignment]
+    position = holder.positions[market.id]
+    qty_e8 = position.qty_e8
+    dq_e8 = size_e8 if qty_e8 < 0 else -size_e8  # towards 0: a short buys back
+    left_e8 = qty_e8 + dq_e8
+    k_e16 = position.k_e16 - dq_e8 * mark_e8 - paid_e16 if left_e8 else 0
+    ledger.set_position(holder, market, left_e8, k_e16)
+    holder.cash_e16 -= dq_e8 * mark_e8 + paid_e16
+    fund.cash_e16 += dq_e8 * mark_e8
+    fund_position = fund.positions.get(market.id)
+    fund_qty_e8 = (fund_position.qty_e8 if fund_position else 0) - dq_e8
+    ledger.set_position(fund, market, fund_qty_e8, 0)
+    ledger.reindex(holder)
 
 
 def _claw_back(
