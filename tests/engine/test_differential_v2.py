@@ -82,6 +82,14 @@ def test_python_core_matches_reference_v2(lines: list[bytes]) -> None:
     steps = [(e["seq"], e["account"], e["market"]) for e in events if e["type"] == "liquidation"]
     if len(steps) != len(set(steps)):
         event("several steps of one account in one input")
+    adl = {(e["seq"], e["cause"], e["market"]) for e in events if e["type"] == "adl"}
+    if len(adl) != len({(seq, cause) for seq, cause, _ in adl}):
+        event("adl passes over several markets")
+    claws = {(e["seq"], e["cause"]) for e in events if e["type"] == "clawback"}
+    if claws & {(seq, cause) for seq, cause, _ in adl}:
+        event("adl then clawback for one account")
+    if any(e["type"] == "adl" and e["amount"] == "0" for e in events):
+        event("adl paying 0")
     seqs = {e["seq"] for e in events if e["type"] == "funding"}
     if any(e["type"] == "liquidation" and e["seq"] in seqs for e in events):
         event("funding liquidated")

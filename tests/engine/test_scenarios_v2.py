@@ -125,6 +125,59 @@ def test_two_bankruptcies_v2_claws_the_profit_once() -> None:
     assert cash_of(state)["fee-pool"] == ("400", {})
 
 
+def _winner_without_free_equity() -> list[Rec]:
+    # imr = mmr = 0.05, so w can withdraw down to E = MM. Deposits a1 100, a2 100, w 1000,
+    # v 1000; oracle 100 (seq 6); a2 buys 10 from w @100 (w C 2000, q -10, K 1000); v buys
+    # 10 from a1 @100 (a1 C 1100, q -10). Oracle 97 (seq 9): w E = 2000 - 970 = 1030, u = 30.
+    # Seq 10: w withdraws 981.5: E - 981.5 = 48.5 >= IM = 48.5: accepted; now E = MM.
+    # Seq 11: a1 buys 10 from a2 @97, fees 200 each: a1 C = -70, a2 C = -130, both flat.
+    return [
+        {**market("M"), "imr": "0.05"},
+        dep("a1", "100"),
+        dep("a2", "100"),
+        dep("w", "1000"),
+        dep("v", "1000"),
+        oracle("M", "100"),
+        fill("f1", "M", "100", "10", "a2", "w"),
+        fill("f2", "M", "100", "10", "v", "a1"),
+        oracle("M", "97"),
+        {"type": "withdraw", "account": "w", "amount": "981.5"},
+        fill("f3", "M", "97", "10", "a1", "a2", buyer_fee="200", seller_fee="200"),
+    ]
+
+
+def test_v1_clawback_can_make_a_solvent_winner_liquidatable() -> None:
+    # Version 1 claws w's base of 30 twice: w C = 1018.5 - 60 = 958.5, E = -11.5 < MM =
+    # 48.5. w is re-examined and closed out: buys 10 @97 = -970, C = -11.5; the fund (now
+    # short 10 at 970) has equity 0; v's base is 970 - 1000 < 0: bad debt 11.5.
+    events, state = run_both(_winner_without_free_equity(), rules=1)
+    assert events == [
+        {"type": "withdrawal", "seq": 10, "account": "w", "amount": "981.5"},
+        {"type": "clawback", "seq": 11, "account": "w", "amount": "30", "cause": "a1"},
+        {"type": "bad_debt", "seq": 11, "account": "a1", "amount": "40"},
+        {"type": "clawback", "seq": 11, "account": "w", "amount": "30", "cause": "a2"},
+        {"type": "bad_debt", "seq": 11, "account": "a2", "amount": "100"},
+        {"type": "liquidation", "seq": 11, "account": "w", "market": "M", "qty": "-10"}
+        | {"proceeds": "-970", "mark": "97", "fee": "0"},
+        {"type": "bad_debt", "seq": 11, "account": "w", "amount": "11.5"},
+    ]
+    # 970 (fund) - 151.5 (bad debt) + 400 (fee pool) = 1218.5 = 2200 - 981.5.
+    assert cash_of(state)["bad-debt"] == ("-151.5", {})
+
+
+def test_v2_clawback_base_is_capped_by_free_equity() -> None:
+    # Version 2: w's base is min(30, floor16(E - MM)) = min(30, 0) = 0: nobody pays, both
+    # deficits are bad debt, and w keeps its position and cash.
+    events, state = run_both(_winner_without_free_equity(), rules=2)
+    assert events == [
+        {"type": "withdrawal", "seq": 10, "account": "w", "amount": "981.5"},
+        {"type": "bad_debt", "seq": 11, "account": "a1", "amount": "70"},
+        {"type": "bad_debt", "seq": 11, "account": "a2", "amount": "130"},
+    ]
+    assert cash_of(state)["w"] == ("1018.5", {"M": "-10"})
+    assert cash_of(state)["bad-debt"] == ("-200", {})
+
+
 # --------------------------------------------------------------------------- 9.2
 
 
@@ -203,6 +256,40 @@ def test_adl_two_ranked_candidates_first_capped() -> None:
     cash = cash_of(state)
     assert (cash["a"], cash["s1"], cash["s2"]) == (("0", {}), ("200", {}), ("2100", {}))
     assert cash["insurance-fund"] == ("0", {})
+
+
+def test_adl_candidate_whose_share_rounds_to_zero_still_trades() -> None:
+    # a deposits 10.00000011 and buys 0.5 from s1 and 0.50000001 from s2 @100 (mark 100):
+    # C = 10.00000011 - 100.000001 = -90.00000089, q = Q = 1.00000001.
+    # Oracle 89.99999999: q*m = 89.99999999 + 0.0000008999999999 = 90.0000008899999999,
+    # so E = -0.0000000000000001 (2E < MM: full close-out at the mark): D = R = 1e-16.
+    # s1 (deposit 1000): u = 50 - 44.999999995 = 5.000000005; s2 (1000): u =
+    # 0.50000001 * 10.00000001 = 5.0000001050000001. u/(1000 + u) grows with u: s2 first.
+    # s2: x = 0.50000001 < U; share = floor16(0.50000001 * 1e-16 / 1.00000001) = 0: pays
+    # 0 but still buys back at the mark. s1 takes the last 0.5: share = R = 1e-16, paid.
+    inputs = [
+        market("M", loss_policy="adl"),
+        dep("a", "10.00000011"),
+        dep("s1", "1000"),
+        dep("s2", "1000"),
+        oracle("M", "100"),
+        fill("f1", "M", "100", "0.5", "a", "s1"),
+        fill("f2", "M", "100", "0.50000001", "a", "s2"),
+        oracle("M", "89.99999999"),
+    ]
+    events, state = run_both(inputs, rules=2)
+    adl = {"type": "adl", "seq": 8, "market": "M", "cause": "a"}
+    assert events == [
+        liq(8, "a", "1.00000001", "90.0000008899999999", "89.99999999", "0", "0"),
+        {**adl, "account": "s2", "qty": "-0.50000001", "amount": "0"},
+        {**adl, "account": "s1", "qty": "-0.5", "amount": "0.0000000000000001"},
+    ]
+    # s2: 1050.000001 - 45.0000008949999999; s1: 1050 - 44.999999995 - 1e-16; the fund
+    # sold back all it took: -90.0000008899999999 + 45.0000008949999999 + 44.999999995 = 0.
+    cash = cash_of(state)
+    assert cash["s2"] == ("1005.0000001050000001", {})
+    assert cash["s1"] == ("1005.0000000049999999", {})
+    assert cash["insurance-fund"] == ("0", {}) and cash["a"] == ("0", {})
 
 
 # --------------------------------------------------------------------------- 9.5
