@@ -70,13 +70,20 @@ def replay_journal_command(args: argparse.Namespace) -> int:
         return _corrupt(exc)
     except JournalError as exc:
         raise UserError(f"cannot open journal {args.input}: {exc}") from exc
+    rules = getattr(args, "rules", None)
+    if rules is not None and rules != journal.rules_version:
+        journal.close()
+        raise UserError(
+            f"journal {args.input} records rules version {journal.rules_version}; it replays "
+            f"under that version (drop --rules {rules})"
+        )
     try:
         events = open_events(args.events)
     except UserError:
         journal.close()
         raise
     events_out = events.stream
-    engine = engine_for(args.core)
+    engine = engine_for(args.core, journal.rules_version)
     apply_encoded = engine.apply_encoded
     divergences = 0
     first_divergence = ""

@@ -76,22 +76,35 @@ class Account:
         self.band_terms_e24 = 0
 
 
+# Rules version 2's market defaults (SPEC §9): whole close-outs, clawbacks, whole fees to
+# the fund, no tiers, lambda 0.05. A version-1 market keeps these and never reads them.
+DEFAULT_LIQ_STEP_E8: Final = E8
+DEFAULT_FUND_SHARE_E8: Final = E8
+DEFAULT_VOL_LAMBDA_E8: Final = 5_000_000
+
+
 class MarketState:
     __slots__ = (
+        "adl",
         "band_high",
         "band_low",
         "book",
+        "fund_share_e8",
         "held_e8",
         "holders",
         "id",
         "imr_e8",
         "liq_fee_e8",
+        "liq_step_e8",
         "long_thresholds",
         "mark_e8",
         "max_oracle_move_e8",
         "mmr_e8",
         "oracle_seen",
         "short_thresholds",
+        "vol_e16",
+        "vol_lambda_e8",
+        "vol_tiers",
     )
 
     def __init__(
@@ -111,6 +124,14 @@ class MarketState:
         # Once an oracle tick is accepted, fills no longer move the mark.
         self.oracle_seen = False
         self.held_e8: int | None = None
+        # Rules version 2 (SPEC §9): partial-step fraction, loss policy, fee split and the
+        # volatility estimate (a variance per tick, e16, rounded half-even).
+        self.liq_step_e8: int = DEFAULT_LIQ_STEP_E8
+        self.adl = False
+        self.fund_share_e8: int = DEFAULT_FUND_SHARE_E8
+        self.vol_tiers: tuple[tuple[int, int], ...] = ()
+        self.vol_lambda_e8: int = DEFAULT_VOL_LAMBDA_E8
+        self.vol_e16 = 0
         self.book = OrderBook()
         # account id -> Account, for every account with a non-zero position here.
         self.holders: dict[str, Account] = {}

@@ -38,6 +38,11 @@ class Journal(Protocol):
         """Chain hash of the newest record (32 zero bytes when empty)."""
         ...
 
+    @property
+    def rules_version(self) -> int:
+        """The clearing rules (SPEC §9 head) the ledger of this journal runs under."""
+        ...
+
     def append(self, records: Iterable[Record]) -> None:
         """Append one batch (group commit) of records with consecutive seqs."""
         ...

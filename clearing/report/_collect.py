@@ -218,9 +218,11 @@ def long_open_interest_e8(ledger: Ledger) -> dict[str, int]:
 
 
 class _Collector:
-    def __init__(self, data: ReportData, total_inputs: int, max_samples: int) -> None:
+    def __init__(
+        self, data: ReportData, total_inputs: int, max_samples: int, rules_version: int = 1
+    ) -> None:
         self.data = data
-        self.engine = Engine()
+        self.engine = Engine(rules_version=rules_version)  # the journal's rules (SPEC §9)
         self.step = max(1, -(-total_inputs // max_samples))
         self.min_event_gap = max(1, self.step // 4)
         self.last_sample_seq = 0
@@ -408,7 +410,7 @@ def collect_journal(
         total = journal.last_seq
         head_hash = journal.head_hash
         data = ReportData(journal_dir=journal_dir)
-        collector = _Collector(data, total, max_samples)
+        collector = _Collector(data, total, max_samples, journal.rules_version)
         for record in journal.read(1, total):
             collector.apply(record.seq, record.payload, record.outputs)
             if progress is not None and record.seq % 4096 == 0:

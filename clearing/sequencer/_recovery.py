@@ -71,12 +71,15 @@ def recover(
     check_outputs: bool = True,
     on_record: Callable[[Record, bytes], None] | None = None,
     core: str = "python",
+    rules_version: int = 1,
 ) -> RecoveryResult:
     """Rebuild the engine at ``until_seq`` (default: the journal's last record).
 
     ``read(from_seq, until_seq)`` yields verified records; ``hash_at(seq)`` gives the
     chain hash at a seq. ``on_record`` sees each replayed record with its re-derived
-    outputs in the journal's form (``encode_outputs``). ``core`` names the engine core.
+    outputs in the journal's form (``encode_outputs``). ``core`` names the engine core;
+    ``rules_version`` is the one the journal recorded (a snapshot under other rules is
+    skipped).
     """
     target = last_seq if until_seq is None else min(until_seq, last_seq)
     engine: EngineCore | None = None
@@ -106,13 +109,21 @@ def recover(
             except (OSError, ValueError, StateFormatError, SnapshotError) as exc:
                 log.warning("snapshot %s is unusable (%s): trying an older one", info.path, exc)
                 continue
+            if candidate.rules_version != rules_version:
+                log.warning(
+                    "snapshot %s is under rules version %d, the journal under %d: skipped",
+                    info.path,
+                    candidate.rules_version,
+                    rules_version,
+                )
+                continue
             if candidate.seq != snap.journal_seq:
                 log.warning("snapshot %s has engine seq %d: skipped", info.path, candidate.seq)
                 continue
             engine, snapshot_path = candidate, info.path
             break
     if engine is None:
-        engine = make_engine(core)
+        engine = make_engine(core, rules_version=rules_version)
     snapshot_seq = engine.seq
     replayed = 0
     heap = HeapSettler()
