@@ -8,7 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 mod block;
+mod book;
 mod engine;
+mod index;
 mod journal;
 mod json_in;
 mod keys;
