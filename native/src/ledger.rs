@@ -20,6 +20,10 @@ pub const FUND: u32 = 0;
 pub const FEES: u32 = 1;
 pub const DEBT: u32 = 2;
 
+/// How a failed `assert_balanced` panic message starts (lib.rs maps it to
+/// `InvariantViolation`).
+pub const INVARIANT_PANIC: &str = "ledger invariant violated";
+
 pub fn is_system_id(id: &str) -> bool {
     id == INSURANCE_FUND || id == FEE_POOL || id == BAD_DEBT
 }
@@ -126,6 +130,8 @@ pub struct Market {
     /// ceiling iff mark > edge.
     pub band_low: Keys,
     pub band_high: Keys,
+    /// The running sum of every account's quantity here (0 after every input, SPEC §2).
+    pub qty_sum: Int,
 }
 
 impl Market {
@@ -145,6 +151,7 @@ impl Market {
             short_thresholds: Keys::new(),
             band_low: Keys::new(),
             band_high: Keys::new(),
+            qty_sum: ZERO,
         }
     }
 
@@ -177,6 +184,10 @@ pub struct Ledger {
     /// Applied fill ids; short ones inline (no heap block per fill).
     pub fill_ids: FxHashSet<CompactString>,
     pub net_deposits: Int,
+    /// Running totals for `assert_balanced`: the cash of all accounts, and how many
+    /// markets' quantities do not sum to 0.
+    pub cash_sum: Int,
+    pub unbalanced_markets: u32,
 }
 
 impl Ledger {
@@ -188,6 +199,8 @@ impl Ledger {
             market_ids: FxHashMap::default(),
             fill_ids: FxHashSet::default(),
             net_deposits: ZERO,
+            cash_sum: ZERO,
+            unbalanced_markets: 0,
         };
         ledger.account(INSURANCE_FUND);
         ledger.account(FEE_POOL);
@@ -249,8 +262,68 @@ impl Ledger {
         self.market_ids.get(id).copied()
     }
 
+    /// Change an account's cash, keeping the running total of all cash.
+    #[inline]
+    pub fn move_cash(&mut self, account: u32, delta: Int) {
+        self.accounts[account as usize].cash += delta;
+        self.cash_sum += delta;
+    }
+
+    /// Add a position change to the market's running quantity sum.
+    #[inline]
+    pub fn move_qty_sum(&mut self, market: u32, delta: Int) {
+        let market = &mut self.markets[market as usize];
+        let was_balanced = market.qty_sum == ZERO;
+        market.qty_sum += delta;
+        match (was_balanced, market.qty_sum == ZERO) {
+            (true, false) => self.unbalanced_markets += 1,
+            (false, true) => self.unbalanced_markets -= 1,
+            _ => {}
+        }
+    }
+
+    /// Both SPEC invariants from the running totals, in O(1): asserted after every input
+    /// (as TigerBeetle asserts in the code path). A failure is a bug, never an input
+    /// problem: it panics with `INVARIANT_PANIC`, which the Python boundary raises as
+    /// `InvariantViolation`. `check_invariants` is the deep O(accounts) check.
+    #[inline]
+    pub fn assert_balanced(&self) {
+        if self.cash_sum != self.net_deposits || self.unbalanced_markets != 0 {
+            self.imbalance_panic();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn imbalance_panic(&self) -> ! {
+        if self.cash_sum != self.net_deposits {
+            panic!(
+                "{INVARIANT_PANIC}: cash sums to {} e-16 but deposits minus withdrawals are {} e-16",
+                self.cash_sum, self.net_deposits
+            );
+        }
+        let unbalanced: Vec<&str> = self.markets.iter().filter(|m| m.qty_sum != ZERO).map(|m| &*m.id).collect();
+        panic!("{INVARIANT_PANIC}: positions in {} do not sum to 0", unbalanced.join(", "));
+    }
+
+    /// Rebuild the running totals from scratch (after loading a snapshot).
+    pub fn recount(&mut self) {
+        self.cash_sum = self.accounts.iter().fold(ZERO, |sum, acct| sum + acct.cash);
+        for market in &mut self.markets {
+            market.qty_sum = ZERO;
+        }
+        for acct in &self.accounts {
+            for p in &acct.positions {
+                self.markets[p.market as usize].qty_sum += p.qty;
+            }
+        }
+        self.unbalanced_markets = self.markets.iter().filter(|m| m.qty_sum != ZERO).count() as u32;
+    }
+
     /// Set a position, keeping the market's holders exact (not the index).
     pub fn set_position(&mut self, account: u32, market: u32, qty: Int, k: Int) {
+        let old = self.accounts[account as usize].position(market).map_or(ZERO, |p| p.qty);
+        self.move_qty_sum(market, qty - old);
         let acct = &mut self.accounts[account as usize];
         let found = acct.position_at(market);
         if qty == ZERO {
@@ -341,9 +414,12 @@ impl Ledger {
             }
         }
         cash == self.net_deposits
+            && cash == self.cash_sum
+            && self.unbalanced_markets == 0
             && self.markets.iter().enumerate().all(|(index, market)| {
                 let base = index * accounts;
                 qty_by_market[index] == ZERO
+                    && market.qty_sum == ZERO
                     && market.holders.iter().all(|&h| (h as usize) < accounts && holds.get(base + h as usize))
             })
     }
@@ -374,6 +450,13 @@ impl Ledger {
                     return Err(format!("holder index of {} is stale", market.id));
                 }
             }
+        }
+        // The running totals `assert_balanced` reads must be the real sums.
+        if cash != self.cash_sum {
+            return Err(format!("running cash total {} e-16 is stale", self.cash_sum));
+        }
+        if self.unbalanced_markets != 0 || self.markets.iter().any(|m| m.qty_sum != ZERO) {
+            return Err("running quantity sums are stale".to_string());
         }
         Ok(())
     }

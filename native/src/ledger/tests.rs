@@ -97,3 +97,36 @@ fn fast_checks_give_the_exact_verdicts() {
     let (invariants, _) = same_verdicts(&broken.ledger);
     assert!(invariants.is_err());
 }
+
+#[test]
+fn running_totals_follow_transfers_and_positions() {
+    let mut ledger = Ledger::new();
+    let a = ledger.account("a");
+    ledger.markets.push(Market::new("M", int(10_000_000), int(5_000_000), ZERO, None));
+    ledger.move_cash(a, int(-7));
+    ledger.move_cash(FUND, int(7));
+    ledger.set_position(a, 0, int(3), ZERO);
+    assert_eq!(ledger.unbalanced_markets, 1);
+    ledger.set_position(FUND, 0, int(-3), ZERO);
+    ledger.assert_balanced();
+    assert_eq!(ledger.check_invariants(), Ok(()));
+}
+
+#[test]
+#[should_panic(expected = "ledger invariant violated: cash sums to 5 e-16")]
+fn cash_from_nowhere_fails_the_running_check() {
+    let mut ledger = Ledger::new();
+    let a = ledger.account("a");
+    ledger.move_cash(a, int(5));
+    ledger.assert_balanced();
+}
+
+#[test]
+#[should_panic(expected = "ledger invariant violated: positions in M do not sum to 0")]
+fn a_one_sided_position_fails_the_running_check() {
+    let mut ledger = Ledger::new();
+    let a = ledger.account("a");
+    ledger.markets.push(Market::new("M", int(10_000_000), int(5_000_000), ZERO, None));
+    ledger.set_position(a, 0, int(3), ZERO);
+    ledger.assert_balanced();
+}
