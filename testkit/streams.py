@@ -18,6 +18,17 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from testkit.hostile import (
+    BAD_IDS,
+    BAD_LEVELS,
+    BAD_MARKET_PARAMS,
+    BAD_NUMBERS,
+    BAD_TS,
+    MALFORMED_LINES,
+    NOT_POSITIVE,
+    Raw,
+)
+
 MARKET_POOL = ("BTC-PERP", "ETH-PERP", "SOL-PERP", "XRP-PERP", "DOGE", "b-mkt", "Z9")
 # code-point order: "B" < "a" < "Ω" < "\uff5e" < "\U0001f600" (UTF-16 order would differ)
 USER_POOL = ("a", "b", "c", "d", "e", "f", "g", "h", "B", "Ω", "\uff5e", "\U0001f600")
@@ -50,13 +61,6 @@ REQUIRED = {
 _RAW = "\x00raw{}\x00"  # placeholder for a literal spliced verbatim into the JSON text
 
 Draw = Any  # hypothesis' draw callable
-
-
-class Raw:
-    """A JSON value written verbatim (``1e3``, ``NaN``, a 5000-digit integer...)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
 
 
 def dumps(obj: dict[str, Any]) -> bytes:
@@ -356,80 +360,6 @@ def new_params_event(draw: Draw, ctx: Ctx) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # bad lines
 
-_BAD_NUMBERS: tuple[Any, ...] = (
-    None,
-    Raw("1.5"),
-    Raw("1e3"),
-    Raw("100.0"),
-    Raw("-0.0"),
-    Raw("1E+2"),
-    True,
-    False,
-    10**16,
-    -(10**16),
-    Raw("1" + "0" * 40),
-    Raw("9" * 5000),
-    "1e5",
-    "1.123456789",
-    " 1",
-    "+1",
-    "",
-    "abc",
-    "1.",
-    ".5",
-    "0x10",
-    [],
-    {},
-    ["1"],
-    "1000000000000000.00000001",
-    "-1000000000000001",
-    "1,5",
-    "\u0661",
-    "9" * 5000,
-    "0." + "0" * 5000 + "1",
-    "1" + "0" * 20 + ".5",
-)
-_BAD_IDS: tuple[Any, ...] = (None, "", 5, Raw("1.5"), True, [], {}, ["a"], Raw("7" * 4400))
-_BAD_TS: tuple[Any, ...] = (
-    "123",
-    Raw("1.5"),
-    True,
-    Raw("1e9"),
-    [],
-    {},
-    2**63,
-    -(2**63) - 1,
-    Raw("5" * 4400),
-)
-
-_MALFORMED = (
-    b"{",
-    b"not json",
-    b"[]",
-    b"[1, 2]",
-    b'"deposit"',
-    b"42",
-    b"null",
-    b"true",
-    b'{"type": "deposit", "account": "a", "amount": "1",}',
-    b"{'type': 'deposit', 'account': 'a', 'amount': '1'}",
-    b'{"type": "deposit", "account": "a", "amount": NaN}',
-    b'{"type": "oracle", "market": "BTC-PERP", "price": Infinity}',
-    b'{"type": "deposit", "account": "a", "amount": -Infinity}',
-    b'{"type": "deposit", "account": "a", "amount": "1", "x": NaN}',
-    b'{"type": "deposit", "account": "\xff\xfe", "amount": "1"}',
-    b'{"type": "deposit", "account": "a\xc3", "amount": "1"}',
-    b'{"type": "deposit", "account": "\xed\xa0\x80", "amount": "1"}',
-    b'{"type": "deposit", "account": "a", "amount": "1"} {}',
-    b'{"type": "deposit", "account": "a", "amount": 01}',
-    b'{"type": "deposit", "account": "a\x01", "amount": "1"}',
-    b'{"type": "deposit" "account": "a"}',
-    b"\x00",
-    b'{"type": "deposit", "account": "\\ud800", "amount": "1"}',
-    b'{"type": "deposit", "account": "a", "amount": "1", "x": "\\udfff"}',
-    b"\xef\xbb\xbf{}",
-)
-
 
 def _absurd(depth: int) -> bytes:
     inner = b"[" * depth + b"]" * depth
@@ -441,7 +371,7 @@ def bad_line(draw: Draw, ctx: Ctx) -> bytes:
     if kind < 14:
         if draw(st.integers(0, 9)) == 0:
             return _absurd(draw(st.sampled_from((100_000, 30_000, 64, 63, 200))))
-        return draw(st.sampled_from(_MALFORMED))
+        return draw(st.sampled_from(MALFORMED_LINES))
     if kind < 22:
         obj = deposit_event(draw, ctx)
         choice = draw(st.integers(0, 4))
@@ -495,51 +425,21 @@ def bad_line(draw: Draw, ctx: Ctx) -> bytes:
     if how == 0:
         del obj[draw(st.sampled_from(REQUIRED[kind_name]))]
     elif how == 1:
-        obj["ts"] = draw(st.sampled_from(_BAD_TS))
+        obj["ts"] = draw(st.sampled_from(BAD_TS))
     elif how == 2 and kind_name == "book":
         side = draw(st.sampled_from(("bids", "asks")))
-        obj[side] = draw(
-            st.sampled_from(
-                (
-                    [[1]],
-                    [["1", "1", "1"]],
-                    [{"price": "1", "qty": "1"}],
-                    {"1": "1"},
-                    "1",
-                    [None],
-                    [["0", "1"]],
-                    [["1", "0"]],
-                    [["-1", "1"]],
-                    [["1", Raw("1.5")]],
-                    [[]],
-                )
-            )
-        )
+        obj[side] = draw(st.sampled_from(BAD_LEVELS))
     elif how == 3 and kind_name == "market":
-        broken = draw(
-            st.sampled_from(
-                (
-                    {"imr": "1.5"},
-                    {"mmr": "0"},
-                    {"mmr": "0.5", "imr": "0.2"},
-                    {"liq_fee": "1"},
-                    {"liq_fee": "-0.01"},
-                    {"max_oracle_move": "0"},
-                    {"max_oracle_move": "-1"},
-                    {"imr": "-0.1"},
-                    {"imr": "1.00000001"},
-                )
-            )
-        )
+        broken = draw(st.sampled_from(BAD_MARKET_PARAMS))
         obj.update(broken)
     else:
         names = [k for k in obj if k in NUMBER_FIELDS or k in ID_FIELDS]
         name = draw(st.sampled_from(names))
         if name in ID_FIELDS:
-            obj[name] = draw(st.sampled_from(_BAD_IDS))
+            obj[name] = draw(st.sampled_from(BAD_IDS))
         else:
-            value = draw(st.sampled_from((*_BAD_NUMBERS, "0", "-1", 0, -5)))
-            if name in OPTIONAL and (value is None or value in ("0", "-1", 0, -5)):
+            value = draw(st.sampled_from((*BAD_NUMBERS, *NOT_POSITIVE)))
+            if name in OPTIONAL and (value is None or value in NOT_POSITIVE):
                 value = "abc"  # null or a sign is fine/contested for an optional number
             obj[name] = value
     return dumps(obj)
