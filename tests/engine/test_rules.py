@@ -7,6 +7,7 @@ in the comments, and each test runs on every installed core.
 
 from __future__ import annotations
 
+from clearing.engine import Engine
 from tests.engine.test_scenarios import (
     Line,
     acct,
@@ -14,6 +15,7 @@ from tests.engine.test_scenarios import (
     claw,
     deposit,
     fill,
+    jsonl,
     liq,
     market,
     oracle,
@@ -90,3 +92,8 @@ def test_equity_exactly_at_maintenance_is_not_liquidatable() -> None:
         {"A": "100", "B": "99.99999999"},
     )
     check(lines, expected, final)
+    # The index proves E = MM safe without the exact check; the scan baseline
+    # (use_index=False) runs the exact check on every holder and must agree.
+    scan, indexed = Engine(use_index=False), Engine()
+    for raw in jsonl(*lines).splitlines():
+        assert scan.apply(raw) == indexed.apply(raw), raw
