@@ -59,7 +59,8 @@ const DEFER: i64 = 0;
 struct Core {
     engine: Engine,
     /// Set while an input is being applied: still set afterwards only if that input
-    /// panicked (an arithmetic overflow) half-way, and then the state is not trusted.
+    /// panicked (an arithmetic overflow, or a failed invariant) half-way, and then the
+    /// state is not trusted.
     busy: bool,
 }
 
@@ -476,7 +477,8 @@ impl Core {
         if self.busy {
             return Err(PyRuntimeError::new_err(
                 "the native engine stopped half-way through an input (an arithmetic overflow \
-                 past 256 bits); its state can no longer be trusted: restart from the journal",
+                 past 256 bits, or a failed ledger invariant); its state can no longer be \
+                 trusted: restart from the journal",
             ));
         }
         Ok(())

@@ -15,11 +15,15 @@ from tests.engine.test_scenarios import (
     claw,
     deposit,
     fill,
+    held,
     jsonl,
     liq,
     market,
     oracle,
+    rej,
     state,
+    wdr,
+    withdraw,
 )
 
 
@@ -97,3 +101,113 @@ def test_equity_exactly_at_maintenance_is_not_liquidatable() -> None:
     scan, indexed = Engine(use_index=False), Engine()
     for raw in jsonl(*lines).splitlines():
         assert scan.apply(raw) == indexed.apply(raw), raw
+
+
+def test_oracle_guard_boundaries_and_a_market_update_clearing_the_held_tick() -> None:
+    """§5 at its exact edges: a move of exactly g*m is a normal tick, exactly g*h confirms
+    a held price, one unit more is held; a market update forgets the held price."""
+    lines: list[Line] = [
+        market("G", "0.1", "0.05", "0", "0.05"),  # 1
+        oracle("G", "200"),  # 2: no mark yet: accepted, m 200
+        oracle("G", "210"),  # 3: |10| = 0.05 * 200: normal, m 210
+        oracle("G", "220.5"),  # 4: |10.5| = 0.05 * 210: normal, m 220.5
+        oracle("G", "240"),  # 5: |19.5| > 11.025: held, h 240
+        oracle("G", "252"),  # 6: |252 - 240| = 12 = 0.05 * 240: confirmed, m 252, h cleared
+        oracle("G", "264.60000001"),  # 7: |12.60000001| > 12.6: held, h 264.60000001
+        oracle("G", "200"),  # 8: |64.6..| > 13.23 and |52| > 12.6: held, h 200
+        oracle("G", "210.00000001"),  # 9: |10.00000001| > 10 and |41.99999999| > 12.6: held
+        market("G", "0.1", "0.05", "0", "0.05"),  # 10: same parameters: h cleared, m kept
+        # 11: |215 - 252| = 37 > 12.6: held. (Against the old h 210.00000001 it would be
+        #   |4.99999999| <= 10.5: confirmed.)
+        oracle("G", "215"),
+    ]
+    expected = [
+        held(5, "G", "240"),
+        held(7, "G", "264.60000001"),
+        held(8, "G", "200"),
+        held(9, "G", "210.00000001"),
+        held(11, "G", "215"),
+    ]
+    check(lines, expected, state({}, {"G": "252"}))
+
+
+def test_withdraw_up_to_exactly_the_cash_of_a_flat_account() -> None:
+    """§3: a withdrawal is accepted iff amount <= C (and E - amount >= IM)."""
+    lines: list[Line] = [
+        deposit("x", "5"),  # 1
+        withdraw("x", "5.00000001"),  # 2: > C 5: insufficient_cash
+        withdraw("x", "5"),  # 3: = C, flat (IM 0): accepted, C 0
+        withdraw("x", "0.00000001"),  # 4: > C 0: insufficient_cash
+    ]
+    expected = [rej(2, "insufficient_cash"), wdr(3, "x", "5"), rej(4, "insufficient_cash")]
+    check(lines, expected, state({"x": acct("0")}, {}))
+
+
+def test_reserved_accounts_on_either_side_of_a_fill() -> None:
+    """§2/§3: fee-pool and bad-debt cannot trade, as buyer or as seller; the fund can."""
+    lines: list[Line] = [
+        market("M", "0.1", "0.05", "0"),  # 1
+        deposit("u", "1000"),  # 2
+        deposit("insurance-fund", "1000"),  # 3
+        fill("r1", "M", "10", "1", "u", "fee-pool"),  # 4: reserved seller
+        fill("r2", "M", "10", "1", "u", "bad-debt"),  # 5: reserved seller
+        fill("r3", "M", "10", "1", "bad-debt", "u"),  # 6: reserved buyer
+        fill("r4", "M", "10", "1", "fee-pool", "u"),  # 7: reserved buyer
+        # 8: the fund sells 1 at 10 to u: u C 990, q 1; fund C 1010, q -1. Mark 10.
+        fill("r5", "M", "10", "1", "u", "insurance-fund"),
+    ]
+    expected = [rej(seq, "reserved_account") for seq in (4, 5, 6, 7)]
+    final = state(
+        {"u": acct("990", {"M": "1"}), "insurance-fund": acct("1010", {"M": "-1"})},
+        {"M": "10"},
+    )
+    check(lines, expected, final)
+
+
+def test_k_after_a_flip_counts_only_the_opening_part() -> None:
+    """§2: when q flips sign, K = -q_new * price; seen through the clawback base."""
+    lines: list[Line] = [
+        market("M", "0.1", "0.05", "0"),  # 1
+        deposit("f", "1000"),  # 2
+        deposit("g", "1000"),  # 3
+        deposit("a", "10"),  # 4
+        deposit("h", "1000"),  # 5
+        fill("k1", "M", "100", "2", "f", "g"),  # 6: f C 800, q 2, K -200; g q -2, K 200
+        # 7: f sells 3 at 110: C 1130, q -1, flipped: K = -(-1) * 110 = 110 (not 330).
+        #   g: C 870, q 1, flipped: K = -110. Mark 110.
+        fill("k2", "M", "110", "3", "g", "f"),
+        fill("k3", "M", "110", "1", "a", "h"),  # 8: a C -100, q 1; h C 1110, q -1, K 110
+        # 9: m 90. a E = -10 < MM 4.5: close-out at the mark, proceeds 90, C -10. Fund C
+        #   -90, q 1: A = 0, no draw. R = 10. Bases: f -90 + 110 = 20, h -90 + 110 = 20,
+        #   g 90 - 110 < 0. Total 40 > R: f 5, h 5.
+        oracle("M", "90"),
+    ]
+    expected = [
+        liq(9, "a", "M", "1", "90", "90", "0"),
+        claw(9, "f", "5", "a"),
+        claw(9, "h", "5", "a"),
+    ]
+    # 1125 + 870 + 1105 - 90 = 3010 = deposits; positions -1 + 1 - 1 + 1 = 0.
+    final = state(
+        {
+            "a": acct("0"),
+            "f": acct("1125", {"M": "-1"}),
+            "g": acct("870", {"M": "1"}),
+            "h": acct("1105", {"M": "-1"}),
+            "insurance-fund": acct("-90", {"M": "1"}),
+        },
+        {"M": "90"},
+    )
+    check(lines, expected, final)
+
+
+def test_ts_at_the_ends_of_the_signed_64_bit_range() -> None:
+    """§3: ts is a JSON integer in the signed 64-bit range; one past either end is invalid."""
+    lines: list[Line] = [
+        {**deposit("t", "1"), "ts": 2**63 - 1},  # 1: accepted
+        {**deposit("t", "1"), "ts": 2**63},  # 2: invalid_field
+        {**deposit("t", "1"), "ts": -(2**63)},  # 3: accepted
+        {**deposit("t", "1"), "ts": -(2**63) - 1},  # 4: invalid_field
+    ]
+    expected = [rej(2, "invalid_field"), rej(4, "invalid_field")]
+    check(lines, expected, state({"t": acct("2")}, {}))

@@ -61,3 +61,12 @@ def test_the_next_input_after_damage_raises(core: str, damage: str, message: str
     engine = _load(core, _damaged(damage))
     with pytest.raises(InvariantViolation, match=message):
         engine.apply(NEXT)
+
+
+@pytest.mark.skipif(not NATIVE, reason="clearing_native is not installed (pip install ./native)")
+def test_the_native_core_refuses_inputs_after_a_violation() -> None:
+    engine = _load("native", _damaged("cash"))
+    with pytest.raises(InvariantViolation):
+        engine.apply(NEXT)
+    with pytest.raises(RuntimeError, match="can no longer be trusted"):
+        engine.apply(NEXT)
