@@ -268,5 +268,6 @@ def load_ledger(data: bytes) -> tuple[Ledger, int, int]:
             account.positions[pos.market] = Position(_int(pos.qty_e8), _int(pos.k_e16))
             ledger.markets[pos.market].holders[account.id] = account
     ledger.fill_ids = set(record.fill_ids)
+    ledger.recount()
     ledger.build_index()
     return ledger, record.seq, record.rules_version
