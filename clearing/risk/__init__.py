@@ -8,6 +8,7 @@ the ledger), ``_source`` (the ledger from a journal or a snapshot), ``_command``
 ``clearing stress`` and ``clearing risk`` commands). ``docs/fund-risk.md`` explains it.
 """
 
+from clearing.risk._command import risk_command, stress_command
 from clearing.risk._outcome import MarketOutcome, Outcome
 from clearing.risk._runner import apply_scenario, run_scenarios
 from clearing.risk._shock import Move, Shock, oracle_input, parse_shock
@@ -22,6 +23,8 @@ __all__ = [
     "apply_scenario",
     "oracle_input",
     "parse_shock",
+    "risk_command",
     "run_scenarios",
+    "stress_command",
     "tail",
 ]
