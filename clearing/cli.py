@@ -241,7 +241,9 @@ def _add_risk_commands(commands: argparse._SubParsersAction, cores: Sequence[str
             "given source and --seed. Exit 2 on a bad argument."
         ),
     )
-    risk.add_argument("source", metavar="SOURCE", help="a journal directory (or a clearing demo DIR)")
+    risk.add_argument(
+        "source", metavar="SOURCE", help="a journal directory (or a clearing demo DIR)"
+    )
     risk.add_argument("--horizon", required=True, metavar="DURATION", help="e.g. 30s, 5m, 1h, 1d")
     risk.add_argument(
         "--step", metavar="DURATION", help="between interval ends (default: the horizon)"

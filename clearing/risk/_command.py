@@ -7,13 +7,14 @@ import argparse
 import json
 import os
 import re
+import sys
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, Final
 
 from clearing.engine import EngineCore
 from clearing.engine.money import format_e16
-from clearing.errors import UserError
+from clearing.errors import ScenarioFailed, UserError
 from clearing.risk import _render as render
 from clearing.risk._history import HistoricalScenario, horizon_scenarios, sample, to_moves
 from clearing.risk._outcome import Outcome, parse_e16
@@ -25,8 +26,13 @@ from clearing.risk._stats import Tail, tail
 __all__ = ["parse_duration_ns", "risk_command", "stress_command"]
 
 _DURATION_RE: Final = re.compile(r"([0-9]+)(ms|s|m|h|d)")
-_NS_PER_UNIT: Final = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
-# The confidence levels reported: 99% and 99.9%.
+_NS_PER_UNIT: Final = {
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "d": 86400 * 10**9,
+}
 LEVELS: Final = (Fraction(99, 100), Fraction(999, 1000))
 
 
@@ -72,6 +78,12 @@ def _shock_moves(shocks: Sequence[Shock], marks: dict[str, int], engine: EngineC
     return sorted(moves.values(), key=lambda move: move.market)
 
 
+def _failed(command: str, exc: ScenarioFailed) -> int:
+    """A scenario the engine could not run is a bug, not a bad argument: one line, exit 1."""
+    print(f"clearing {command}: failed: {exc}", file=sys.stderr)
+    return 1
+
+
 def _write_lines(path: str, lines: list[bytes]) -> None:
     try:
         with open(path, "wb") as out:
@@ -85,10 +97,12 @@ def stress_command(args: argparse.Namespace) -> int:
     ledger = load_ledger(args.source, args.until, args.core)
     marks = _marks(ledger.engine, ledger.seq)
     moves = _shock_moves(shocks, marks, ledger.engine)
-    keep = bool(args.events)
-    [outcome] = run_scenarios(
-        ledger.engine, [moves], jobs=1, measure_fund=True, keep_events=keep
-    )
+    try:
+        [outcome] = run_scenarios(
+            ledger.engine, [moves], jobs=1, measure_fund=True, keep_events=bool(args.events)
+        )
+    except ScenarioFailed as exc:
+        return _failed("stress", exc)
     if args.inputs:
         _write_lines(args.inputs, outcome.inputs)
     if args.events and outcome.events is not None:
@@ -169,8 +183,7 @@ def risk_command(args: argparse.Namespace) -> int:
     ledger = load_ledger(args.source, args.until, args.core)
     if ledger.journal_dir is None:
         raise UserError(
-            f"{args.source} is a snapshot: it holds no oracle history; "
-            f"pass the journal directory"
+            f"{args.source} is a snapshot: it holds no oracle history; pass the journal directory"
         )
     marks = _marks(ledger.engine, ledger.seq)
     ticks = list(oracle_history(ledger.journal_dir, ledger.seq))
@@ -182,9 +195,12 @@ def risk_command(args: argparse.Namespace) -> int:
             f"longer --window"
         )
     chosen = sample(history, args.scenarios, args.seed)
-    outcomes = run_scenarios(
-        ledger.engine, [to_moves(s, marks, scale) for s in chosen], jobs=jobs
-    )
+    try:
+        outcomes = run_scenarios(
+            ledger.engine, [to_moves(s, marks, scale) for s in chosen], jobs=jobs
+        )
+    except ScenarioFailed as exc:
+        return _failed("risk", exc)
     fund_e16 = ledger.engine.summary().fund_equity_e16
     report = _risk_report(args, ledger, chosen, len(history), outcomes, fund_e16)
     if args.json:
@@ -233,7 +249,10 @@ def _risk_report(
     fund_draws = _measures(draws)
     es999 = fund_draws["99.9"]["es_e16"]
     coverage = None if es999 == 0 else Fraction(max(0, fund_e16), es999)
-    worst = max(range(len(outcomes)), key=lambda i: (draws[i], shared[i], bad[i], -i))
+    worst = max(
+        range(len(outcomes)),
+        key=lambda i: (draws[i], shared[i], bad[i], outcomes[i].total.notional_e16, -i),
+    )
     return {
         "source": args.source,
         "seq": ledger.seq,

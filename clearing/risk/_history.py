@@ -95,9 +95,7 @@ def horizon_scenarios(
     return scenarios
 
 
-def sample(
-    scenarios: list[HistoricalScenario], limit: int, seed: int
-) -> list[HistoricalScenario]:
+def sample(scenarios: list[HistoricalScenario], limit: int, seed: int) -> list[HistoricalScenario]:
     """At most ``limit`` scenarios: all of them if there are no more, else a uniform
     sample without replacement drawn with ``random.Random(seed)``, kept in time order."""
     if len(scenarios) <= limit:
@@ -106,9 +104,7 @@ def sample(
     return [scenarios[i] for i in chosen]
 
 
-def to_moves(
-    scenario: HistoricalScenario, marks_e8: dict[str, int], scale: Fraction
-) -> list[Move]:
+def to_moves(scenario: HistoricalScenario, marks_e8: dict[str, int], scale: Fraction) -> list[Move]:
     """The scenario applied to today's marks: each market moves by ``scale`` times its
     historical return, ``mark * (1 + scale * (ratio - 1))`` (rounded half-even to 1e-8,
     at least 1e-8); markets whose price would not change get no tick. Market-id order."""

@@ -37,8 +37,8 @@ _REJECT: Final = b'{"type":"reject"'
 _READ_BYTES: Final = 1 << 20
 # Exit status of a child whose scenario raised (its traceback is in the pipe instead).
 _CHILD_FAILED: Final = 70
-_encode = msgspec.msgpack.Encoder().encode
-_decode_outcome = msgspec.msgpack.Decoder(Outcome).decode
+_encode = msgspec.json.Encoder().encode  # JSON: amounts can pass 64 bits
+_decode_outcome = msgspec.json.Decoder(Outcome).decode
 
 
 def _apply(engine: EngineCore, market: str, raw: bytes) -> StepOutputs:
@@ -82,7 +82,7 @@ def _child(
         payload = b"O" + _encode(
             apply_scenario(engine, moves, measure_fund=measure_fund, keep_events=keep)
         )
-    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+    except BaseException:  # reported to the parent, which raises it
         payload, status = b"E" + traceback.format_exc().encode(), _CHILD_FAILED
     try:
         view = memoryview(payload)

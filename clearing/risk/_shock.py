@@ -44,14 +44,11 @@ def parse_shock(text: str) -> Shock:
     """``MARKET=-30%`` -> Shock; a UserError saying what is wrong otherwise."""
     match = _SHOCK_RE.fullmatch(text)
     if match is None:
-        raise UserError(
-            f"--shock {text!r}: expected MARKET=PERCENT%, e.g. --shock BTC-PERP=-30%"
-        )
+        raise UserError(f"--shock {text!r}: expected MARKET=PERCENT%, e.g. --shock BTC-PERP=-30%")
     move = Fraction(match["pct"]) / 100
     if move <= -1:
         raise UserError(
-            f"--shock {text!r}: a move of -100% or more leaves no price; "
-            f"give a move above -100%"
+            f"--shock {text!r}: a move of -100% or more leaves no price; give a move above -100%"
         )
     return Shock(match["market"], move)
 
@@ -75,5 +72,3 @@ def describe_move(mark_e8: int, price_e8: int) -> str:
     """The move as a percentage for people, e.g. ``-30%`` (rounded to 0.01%)."""
     pct = Fraction(price_e8 - mark_e8, mark_e8) * 100
     return f"{float(pct):+.2f}%"
-
-
