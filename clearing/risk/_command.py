@@ -33,6 +33,7 @@ _NS_PER_UNIT: Final = {
     "h": 3600 * 10**9,
     "d": 86400 * 10**9,
 }
+# The confidence levels every report gives: 99% and 99.9%.
 LEVELS: Final = (Fraction(99, 100), Fraction(999, 1000))
 
 
