@@ -17,15 +17,51 @@ from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from typing import NamedTuple
 
+import msgspec
+
+from clearing.engine.money import parse_wire_e8
 from clearing.risk._shock import Move, shocked_price_e8
 
-__all__ = ["HistoricalScenario", "OracleTick", "horizon_scenarios", "sample", "to_moves"]
+__all__ = [
+    "HistoricalScenario",
+    "OracleTick",
+    "horizon_scenarios",
+    "oracle_tick",
+    "sample",
+    "to_moves",
+]
 
 
 class OracleTick(NamedTuple):
     ts_ns: int
     market: str
     price_e8: int
+
+
+class _Tick(msgspec.Struct, gc=False):
+    type: str
+    market: object = None
+    price: object = None
+    ts: object = None
+
+
+_decode_tick = msgspec.json.Decoder(_Tick).decode
+
+
+def oracle_tick(payload: bytes) -> OracleTick | None:
+    """The tick of a stamped, well-formed oracle input; None for any other input."""
+    if b'"oracle"' not in payload:
+        return None
+    try:
+        tick = _decode_tick(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if tick.type != "oracle" or type(tick.market) is not str or type(tick.ts) is not int:
+        return None
+    price_e8 = parse_wire_e8(tick.price)
+    if price_e8 is None or price_e8 <= 0:
+        return None
+    return OracleTick(tick.ts, tick.market, price_e8)
 
 
 class HistoricalScenario(NamedTuple):

@@ -12,10 +12,7 @@ import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
-import msgspec
-
 from clearing.engine import EngineCore, load_engine
-from clearing.engine.money import parse_wire_e8
 from clearing.errors import (
     CoreUnavailable,
     JournalError,
@@ -25,7 +22,7 @@ from clearing.errors import (
     UserError,
 )
 from clearing.journal import LocalJournal, hash_at
-from clearing.risk._history import OracleTick
+from clearing.risk._history import OracleTick, oracle_tick
 from clearing.sequencer import recover
 from clearing.snapshot import default_snapshot_dir, read_snapshot
 
@@ -99,16 +96,6 @@ def _from_snapshot(path: str, until_seq: int | None, core: str) -> Ledger:
     return Ledger(engine, engine.seq, None)
 
 
-class _Tick(msgspec.Struct, gc=False):
-    type: str
-    market: object = None
-    price: object = None
-    ts: object = None
-
-
-_decode_tick = msgspec.json.Decoder(_Tick).decode
-
-
 def oracle_history(journal_dir: str, until_seq: int) -> Iterator[OracleTick]:
     """Every stamped, well-formed oracle input of the journal up to ``until_seq``."""
     try:
@@ -117,17 +104,9 @@ def oracle_history(journal_dir: str, until_seq: int) -> Iterator[OracleTick]:
         raise UserError(f"cannot open journal {journal_dir}: {exc}") from exc
     try:
         for record in journal.read(1, until_seq):
-            if b'"oracle"' not in record.payload:
-                continue
-            try:
-                tick = _decode_tick(record.payload)
-            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                continue
-            if tick.type != "oracle" or type(tick.market) is not str or type(tick.ts) is not int:
-                continue
-            price_e8 = parse_wire_e8(tick.price)
-            if price_e8 is not None and price_e8 > 0:
-                yield OracleTick(tick.ts, tick.market, price_e8)
+            tick = oracle_tick(record.payload)
+            if tick is not None:
+                yield tick
     except JournalError as exc:
         raise UserError(f"cannot read journal {journal_dir}: {exc}") from exc
     finally:
