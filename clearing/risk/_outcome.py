@@ -13,6 +13,8 @@ from typing import Final
 
 import msgspec
 
+from clearing.engine.money import parse_wire_e8
+
 __all__ = ["MarketOutcome", "Outcome", "StepOutputs", "parse_e16", "summarise"]
 
 _CASH_PLACES: Final = 16
@@ -30,7 +32,8 @@ class _Event(msgspec.Struct, gc=False):
     amount: str = "0"
 
 
-_decode_event = msgspec.json.Decoder(_Event).decode
+# One decode per input for all its events: a scenario can liquidate thousands of accounts.
+_decode_events = msgspec.json.Decoder(list[_Event]).decode
 
 
 class MarketOutcome(msgspec.Struct, frozen=True, gc=False):
@@ -78,6 +81,13 @@ def parse_e16(text: str) -> int:
     return -value if negative else value
 
 
+def _wire_e8(text: str) -> int:
+    value = parse_wire_e8(text)
+    if value is None:
+        raise ValueError(f"{text!r} is not a wire number")
+    return value
+
+
 class _Tally:
     """Running figures for one row."""
 
@@ -92,8 +102,8 @@ class _Tally:
         if kind == "liquidation":
             self.liquidations += 1
             self.accounts.add(event.account)
-            # qty and mark are wire numbers (<= 8 places): their product is exact in e16.
-            self.notional_e16 += abs(parse_e16(event.qty)) * parse_e16(event.mark) // 10**16
+            # qty and mark are wire numbers (<= 8 places): their e8 product is e16, exact.
+            self.notional_e16 += abs(_wire_e8(event.qty)) * _wire_e8(event.mark)
             self.fees_e16 += parse_e16(event.fee)
         elif kind == "fund_draw":
             self.fund_draw_e16 += parse_e16(event.amount)
@@ -130,8 +140,9 @@ def summarise(
     total = _Tally()
     for step in steps:
         tally = per_market.setdefault(step.market, _Tally())
-        for encoded in step.outputs:
-            event = _decode_event(encoded)
+        if not step.outputs:
+            continue
+        for event in _decode_events(b"[" + b",".join(step.outputs) + b"]"):
             tally.add(event)
             total.add(event)
     events = [e for step in steps for e in step.outputs] if keep_events else None
