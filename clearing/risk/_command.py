@@ -198,7 +198,10 @@ def risk_command(args: argparse.Namespace) -> int:
     chosen = sample(history, args.scenarios, args.seed)
     try:
         outcomes = run_scenarios(
-            ledger.engine, [to_moves(s, marks, scale) for s in chosen], jobs=jobs
+            ledger.engine,
+            [to_moves(s, marks, scale) for s in chosen],
+            jobs=jobs,
+            measure_fund=True,
         )
     except ScenarioFailed as exc:
         return _failed("risk", exc)
@@ -236,6 +239,20 @@ def _measures(losses: list[int]) -> dict[str, dict[str, Any]]:
     return measured
 
 
+def _coverage(fund_e16: int, measured: dict[str, dict[str, Any]]) -> str | None:
+    """Fund equity over ES 99.9% (four places); None when that ES is 0."""
+    es999 = measured["99.9"]["es_e16"]
+    return None if es999 == 0 else render.ratio_text(Fraction(max(0, fund_e16), es999))
+
+
+def _equity_loss(outcome: Outcome) -> int:
+    """How far the fund's equity fell in a scenario (0 if it rose): unlike its draws, this
+    includes the positions it took over, at the shocked marks, and the fees it earned."""
+    before, after = outcome.fund_equity_before_e16, outcome.fund_equity_after_e16
+    assert before is not None and after is not None  # measured: run with measure_fund
+    return max(0, before - after)
+
+
 def _risk_report(
     args: argparse.Namespace,
     ledger: Ledger,
@@ -247,9 +264,9 @@ def _risk_report(
     draws = [o.total.fund_draw_e16 for o in outcomes]
     shared = [o.total.clawback_e16 + o.total.adl_e16 for o in outcomes]
     bad = [o.total.bad_debt_e16 for o in outcomes]
+    equity_loss = [_equity_loss(o) for o in outcomes]
     fund_draws = _measures(draws)
-    es999 = fund_draws["99.9"]["es_e16"]
-    coverage = None if es999 == 0 else Fraction(max(0, fund_e16), es999)
+    equity_losses = _measures(equity_loss)
     worst = max(
         range(len(outcomes)),
         key=lambda i: (draws[i], shared[i], bad[i], outcomes[i].total.notional_e16, -i),
@@ -271,7 +288,9 @@ def _risk_report(
         "fund_draws": fund_draws,
         "clawback_and_adl": _measures(shared),
         "bad_debt": _measures(bad),
-        "coverage_ratio": render.ratio_text(coverage),
+        "fund_equity_loss": equity_losses,
+        "coverage_ratio": _coverage(fund_e16, fund_draws),
+        "equity_coverage_ratio": _coverage(fund_e16, equity_losses),
         "scenarios_drawing_on_fund": sum(1 for d in draws if d),
         "worst": {
             "interval_start": render.iso_ts(chosen[worst].start_ns),
@@ -288,6 +307,7 @@ def _risk_text(source: str, report: dict[str, Any]) -> str:
         ("fund draws", "fund_draws"),
         ("clawbacks + ADL", "clawback_and_adl"),
         ("bad debt", "bad_debt"),
+        ("fund equity loss", "fund_equity_loss"),
     ):
         measured = report[key]
         rows.append(
@@ -299,7 +319,7 @@ def _risk_text(source: str, report: dict[str, Any]) -> str:
                 render.cash(measured["99.9"]["es_e16"]),
             ]
         )
-    coverage = report["coverage_ratio"]
+    coverage, equity_coverage = report["coverage_ratio"], report["equity_coverage_ratio"]
     worst = report["worst"]
     return "\n".join(
         [
@@ -314,6 +334,8 @@ def _risk_text(source: str, report: dict[str, Any]) -> str:
             f"insurance fund equity now: {render.cash(parse_e16(report['fund_equity']))}",
             "coverage (fund equity / ES 99.9% of fund draws): "
             + (coverage if coverage is not None else "unbounded (no scenario drew on the fund)"),
+            "equity coverage (fund equity / ES 99.9% of its equity loss): "
+            + (equity_coverage if equity_coverage is not None else "unbounded (it never fell)"),
             f"scenarios that drew on the fund: {report['scenarios_drawing_on_fund']}",
             f"worst scenario: {worst['interval_start']} to {worst['interval_end']}, "
             f"fund draws {render.cash(parse_e16(worst['total']['fund_draw']))}, "

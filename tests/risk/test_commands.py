@@ -128,12 +128,15 @@ def test_risk_is_the_tail_of_each_scenarios_engine_run(
     marks = {m.market: m.mark_e8 for m in ledger.engine.summary().markets if m.mark_e8}
     ticks = list(oracle_history(str(journal), ledger.seq))
     state = ledger.engine.dump_state()
-    draws, clawed = [], []
+    draws, clawed, fell = [], [], []
     for scenario in horizon_scenarios(ticks, marks, 4 * 10**9, 10**9):
         copy = load_engine(state, "python")
         outcome = apply_scenario(
-            copy, to_moves(scenario, marks, 12), measure_fund=False, keep_events=False
+            copy, to_moves(scenario, marks, 12), measure_fund=True, keep_events=False
         )
+        assert outcome.fund_equity_before_e16 is not None
+        assert outcome.fund_equity_after_e16 is not None
+        fell.append(max(0, outcome.fund_equity_before_e16 - outcome.fund_equity_after_e16))
         draws.append(outcome.total.fund_draw_e16)
         clawed.append(outcome.total.clawback_e16 + outcome.total.adl_e16)
     assert report["scenarios"] == len(draws) and max(draws) > 0
@@ -141,9 +144,12 @@ def test_risk_is_the_tail_of_each_scenarios_engine_run(
         assert report["fund_draws"][name]["es_e16"] == tail(draws, level).es
         assert report["fund_draws"][name]["var_e16"] == tail(draws, level).var
         assert report["clawback_and_adl"][name]["es_e16"] == tail(clawed, level).es
+        assert report["fund_equity_loss"][name]["es_e16"] == tail(fell, level).es
     fund = parse_e16(report["fund_equity"])
     es999 = tail(draws, LEVELS[1]).es
     assert report["coverage_ratio"] == f"{fund / es999:.4f}"
+    assert max(fell) > 0
+    assert report["equity_coverage_ratio"] == f"{fund / tail(fell, LEVELS[1]).es:.4f}"
 
 
 def test_risk_is_deterministic_for_a_seed(
