@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     before = str(crash - 1)
     actual = _actual(journal_dir, crash, recap - 1)
     print(f"crash: {market} tick at seq {crash}; fund recapitalised at seq {recap}\n")
-    print("| what | fund draws | clawbacks + ADL | bad debt | fund equity after |")
+    print("| what | fund draws | clawbacks + ADL | bad debt | fund equity loss |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for horizon, step, scale in RISK_RUNS:
         report = _cli(
@@ -121,13 +121,16 @@ def main(argv: list[str] | None = None) -> int:
             "--scale",
             scale,
         )
-        fd, cl, bd = (
-            report[k]["99.9"]["es_e16"] for k in ("fund_draws", "clawback_and_adl", "bad_debt")
+        fd, cl, bd, el = (
+            report[k]["99.9"]["es_e16"]
+            for k in ("fund_draws", "clawback_and_adl", "bad_debt", "fund_equity_loss")
         )
         print(
             f"| `risk --horizon {horizon} --step {step} --scale {scale}`: ES 99.9% of "
-            f"{report['scenarios']} scenarios, coverage {report['coverage_ratio'] or 'unbounded'} "
-            f"| {cash(fd)} | {cash(cl)} | {cash(bd)} | |"
+            f"{report['scenarios']} scenarios; coverage "
+            f"{report['coverage_ratio'] or 'unbounded'}, equity coverage "
+            f"{report['equity_coverage_ratio'] or 'unbounded'} "
+            f"| {cash(fd)} | {cash(cl)} | {cash(bd)} | {cash(el)} |"
         )
     mark_before = actual["marks_before"][market]
     mark_after = actual["marks_after"][market]
@@ -137,16 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     total = {
         k: parse_e16(v) for k, v in stress["total"].items() if k != "market" and isinstance(v, str)
     }
+    fell = parse_e16(stress["fund_equity_before"]) - parse_e16(stress["fund_equity_after"])
     print(
         f"| `stress --shock {market}={pct}%` (the crash's net move, in one tick) "
         f"| {cash(total['fund_draw'])} | {cash(total['clawback'] + total['adl'])} "
-        f"| {cash(total['bad_debt'])} | {cash(parse_e16(stress['fund_equity_after']))} |"
+        f"| {cash(total['bad_debt'])} "
+        f"| {cash(fell)} |"
     )
     print(
         f"| **actual**, seq {crash}..{recap - 1} ({actual['liquidations']} liquidations of "
         f"{actual['accounts']} accounts) | {cash(actual['fund_draw_e16'])} "
         f"| {cash(actual['clawback_e16'])} | {cash(actual['bad_debt_e16'])} "
-        f"| {cash(actual['fund_after_e16'])} |"
+        f"| {cash(actual['fund_before_e16'] - actual['fund_after_e16'])} |"
     )
     print(f"\nfund equity just before the crash: {cash(actual['fund_before_e16'])}")
     return 0

@@ -114,7 +114,7 @@ def bench_scenarios(
     history = horizon_scenarios(ticks, marks, horizon_minutes * MINUTE_NS, MINUTE_NS)
     chosen = sample(history, count, seed=1)
     moves = [to_moves(s, marks, Fraction(scale)) for s in chosen]
-    outcomes = run_scenarios(engine, moves, jobs=os.cpu_count() or 1)
+    outcomes = run_scenarios(engine, moves, jobs=os.cpu_count() or 1, measure_fund=True)
     run_s = time.perf_counter() - started
     draws = sum(1 for o in outcomes if o.total.fund_draw_e16)
     return {
