@@ -225,9 +225,13 @@ def _add_risk_commands(commands: argparse._SubParsersAction, cores: Sequence[str
     stress.add_argument(
         "--shock",
         action="append",
-        required=True,
         metavar="MARKET=PCT%",
         help="move MARKET's mark by PCT percent (above -100), e.g. BTC-PERP=-30%%; repeatable",
+    )
+    stress.add_argument(
+        "--grid",
+        action="store_true",
+        help="instead of --shock: each market alone by -50/-30/-20/-10/+10/+20/+30/+50%%",
     )
     risk = commands.add_parser(
         "risk",
@@ -271,9 +275,10 @@ def _add_risk_commands(commands: argparse._SubParsersAction, cores: Sequence[str
         )
     stress.add_argument("--inputs", metavar="FILE.jsonl", help="write the engine inputs applied")
     stress.add_argument("--events", metavar="FILE.jsonl", help="write the output events")
-    risk.add_argument(
-        "--jobs", type=int, metavar="N", help="scenarios run at once (default: CPU count)"
-    )
+    for command in (stress, risk):
+        command.add_argument(
+            "--jobs", type=int, metavar="N", help="scenarios run at once (default: CPU count)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from clearing.engine import EngineCore
 from clearing.engine.money import format_e16
 from clearing.errors import ScenarioFailed, UserError
 from clearing.risk import _render as render
+from clearing.risk._grid import run_grid
 from clearing.risk._history import HistoricalScenario, horizon_scenarios, sample, to_moves
 from clearing.risk._outcome import Outcome, parse_e16
 from clearing.risk._runner import run_scenarios
@@ -94,9 +95,17 @@ def _write_lines(path: str, lines: list[bytes]) -> None:
 
 
 def stress_command(args: argparse.Namespace) -> int:
-    shocks = [parse_shock(text) for text in args.shock]
+    if bool(args.shock) == args.grid:
+        raise UserError("give one or more --shock MARKET=PCT%, or --grid (not both)")
+    shocks = [parse_shock(text) for text in args.shock or ()]
     ledger = load_ledger(args.source, args.until, args.core)
     marks = _marks(ledger.engine, ledger.seq)
+    if args.grid:
+        try:
+            print(run_grid(ledger, marks, _jobs(args.jobs), args.json))
+        except ScenarioFailed as exc:
+            return _failed("stress", exc)
+        return 0
     moves = _shock_moves(shocks, marks, ledger.engine)
     try:
         [outcome] = run_scenarios(

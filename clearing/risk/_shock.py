@@ -17,10 +17,21 @@ import msgspec
 from clearing.engine.money import format_e8
 from clearing.errors import UserError
 
-__all__ = ["Move", "Shock", "describe_move", "oracle_input", "parse_shock", "shocked_price_e8"]
+__all__ = [
+    "GRID_MOVES",
+    "Move",
+    "Shock",
+    "describe_move",
+    "oracle_input",
+    "parse_shock",
+    "shock_grid",
+    "shocked_price_e8",
+]
 
 # MARKET=<signed decimal>% : the market id is everything before the last "=".
 _SHOCK_RE: Final = re.compile(r"(?P<market>.+)=(?P<pct>[+-]?[0-9]+(?:\.[0-9]+)?)%")
+# The default stress grid: each market alone, down and up by 10, 20, 30 and 50%.
+GRID_MOVES: Final = tuple(Fraction(pct, 100) for pct in (-50, -30, -20, -10, 10, 20, 30, 50))
 # The smallest price the wire can carry (1e-8): a scaled historical move below -100%
 # lands here rather than at a price the engine would refuse.
 MIN_PRICE_E8: Final = 1
@@ -72,3 +83,8 @@ def describe_move(mark_e8: int, price_e8: int) -> str:
     """The move as a percentage for people, e.g. ``-30%`` (rounded to 0.01%)."""
     pct = Fraction(price_e8 - mark_e8, mark_e8) * 100
     return f"{float(pct):+.2f}%"
+
+
+def shock_grid(marks_e8: dict[str, int]) -> list[Shock]:
+    """The default grid's shocks, one per scenario: market-id order, then by move."""
+    return [Shock(market, move) for market in sorted(marks_e8) for move in GRID_MOVES]

@@ -164,3 +164,32 @@ def test_risk_is_deterministic_for_a_seed(
     assert outputs[0] == outputs[1]
     assert outputs[0]["scenarios"] == 40 and outputs[0]["intervals_available"] > 40
     assert {**outputs[2], "seed": 5} != outputs[0]  # another seed, another sample
+
+
+def test_the_grid_is_one_stress_per_market_and_move(
+    journal: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["stress", str(journal), "--grid", "--json", "--core", "python"]) == 0
+    grid = json.loads(capsys.readouterr().out)["grid"]
+    assert [(r["market"], r["move"]) for r in grid][:3] == [
+        ("BTC-PERP", "-50.00%"),
+        ("BTC-PERP", "-30.00%"),
+        ("BTC-PERP", "-20.00%"),
+    ]
+    assert len(grid) == 16
+    for row in (grid[2], grid[8]):  # BTC-PERP -20%, ETH-PERP -50%
+        pct = row["move"].replace(".00", "")
+        assert main(["stress", str(journal), "--shock", f"{row['market']}={pct}", "--json"]) == 0
+        single = json.loads(capsys.readouterr().out)
+        assert row["fund_draw"] == single["total"]["fund_draw"] != "0"
+        assert row["liquidations"] == single["total"]["liquidations"]
+        assert row["fund_equity_after"] == single["fund_equity_after"]
+
+
+def test_grid_and_shock_together_are_refused(
+    journal: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["stress", str(journal), "--grid", "--shock", "BTC-PERP=-1%"]) == 2
+    _one_line_error(capsys, "stress", "or --grid (not both)")
