@@ -102,6 +102,12 @@ def build(
     return engine, ticks
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and its reaped children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def bench_scenarios(
     accounts: int, markets: int, count: int, scale: int, core: str
 ) -> dict[str, object]:
@@ -110,12 +116,12 @@ def bench_scenarios(
     engine, ticks = build(accounts, markets, count + horizon_minutes + 1, core)
     built_s = time.perf_counter() - started
     marks = {m.market: m.mark_e8 for m in engine.summary().markets if m.mark_e8 is not None}
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _cpu_s()
     history = horizon_scenarios(ticks, marks, horizon_minutes * MINUTE_NS, MINUTE_NS)
     chosen = sample(history, count, seed=1)
     moves = [to_moves(s, marks, Fraction(scale)) for s in chosen]
     outcomes = run_scenarios(engine, moves, jobs=os.cpu_count() or 1, measure_fund=True)
-    run_s = time.perf_counter() - started
+    run_s, cpu_s = time.perf_counter() - started, _cpu_s() - cpu_before
     draws = sum(1 for o in outcomes if o.total.fund_draw_e16)
     return {
         "core": core,
@@ -130,6 +136,9 @@ def bench_scenarios(
         "build_s": round(built_s, 2),
         "run_s": round(run_s, 2),
         "per_scenario_ms": round(1000 * run_s / max(1, len(outcomes)), 2),
+        # CPU seconds of the parent and every child: what the run costs on an idle machine
+        # with one core (divide by the cores for the wall time there).
+        "cpu_s": round(cpu_s, 2),
         "goal_s": 60,
     }
 

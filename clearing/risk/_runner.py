@@ -49,10 +49,18 @@ def _apply(engine: EngineCore, market: str, raw: bytes) -> StepOutputs:
 
 
 def apply_scenario(
-    engine: EngineCore, moves: Sequence[Move], *, measure_fund: bool, keep_events: bool
+    engine: EngineCore,
+    moves: Sequence[Move],
+    *,
+    measure_fund: bool,
+    keep_events: bool,
+    fund_before_e16: int | None = None,
 ) -> Outcome:
-    """Apply ``moves`` to ``engine`` (which it changes: call it on a copy) and summarise."""
-    before = engine.summary().fund_equity_e16 if measure_fund else None
+    """Apply ``moves`` to ``engine`` (which it changes: call it on a copy) and summarise.
+    ``fund_before_e16``: the fund's equity before, when the caller knows it already."""
+    before = fund_before_e16
+    if measure_fund and before is None:
+        before = engine.summary().fund_equity_e16
     steps: list[StepOutputs] = []
     for move in sorted(moves, key=lambda m: m.market):
         raw = oracle_input(move.market, move.price_e8)
@@ -73,14 +81,24 @@ def apply_scenario(
 
 
 def _child(
-    engine: EngineCore, moves: Sequence[Move], write_fd: int, measure_fund: bool, keep: bool
+    engine: EngineCore,
+    moves: Sequence[Move],
+    write_fd: int,
+    fund_before_e16: int | None,
+    keep: bool,
 ) -> None:
     """In the forked child: run one scenario, write its outcome, never return."""
     status = 0
     try:
         gc.disable()  # a collection would touch (and so copy) every page of the heap
         payload = b"O" + _encode(
-            apply_scenario(engine, moves, measure_fund=measure_fund, keep_events=keep)
+            apply_scenario(
+                engine,
+                moves,
+                measure_fund=fund_before_e16 is not None,
+                keep_events=keep,
+                fund_before_e16=fund_before_e16,
+            )
         )
     except BaseException:  # reported to the parent, which raises it
         payload, status = b"E" + traceback.format_exc().encode(), _CHILD_FAILED
@@ -124,6 +142,8 @@ def run_scenarios(
     results: list[Outcome | None] = [None] * len(scenarios)
     running: dict[int, _Running] = {}
     pending = iter(enumerate(scenarios))
+    # The same for every scenario: measured once here, not once per child.
+    fund_before_e16 = engine.summary().fund_equity_e16 if measure_fund else None
     # Objects alive now are never collected in a child (gc.freeze), nor copied by it.
     gc.collect()
     gc.freeze()
@@ -140,7 +160,7 @@ def run_scenarios(
                 pid = os.fork()
                 if pid == 0:
                     os.close(read_fd)
-                    _child(engine, moves, write_fd, measure_fund, keep_events)
+                    _child(engine, moves, write_fd, fund_before_e16, keep_events)
                 os.close(write_fd)
                 running[read_fd] = _Running(pid, index, read_fd)
             if not running:
