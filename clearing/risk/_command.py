@@ -16,13 +16,13 @@ from clearing.engine import EngineCore
 from clearing.engine.money import format_e16
 from clearing.errors import ScenarioFailed, UserError
 from clearing.risk import _render as render
+from clearing.risk._adequacy import LOSSES, Adequacy, Settings, assess
 from clearing.risk._grid import run_grid
-from clearing.risk._history import HistoricalScenario, horizon_scenarios, sample, to_moves
 from clearing.risk._outcome import Outcome, parse_e16
 from clearing.risk._runner import run_scenarios
 from clearing.risk._shock import Move, Shock, describe_move, parse_shock, shocked_price_e8
 from clearing.risk._source import Ledger, load_ledger, oracle_history
-from clearing.risk._stats import Tail, tail
+from clearing.risk._stats import Tail
 
 __all__ = ["parse_duration_ns", "risk_command", "stress_command"]
 
@@ -34,8 +34,6 @@ _NS_PER_UNIT: Final = {
     "h": 3600 * 10**9,
     "d": 86400 * 10**9,
 }
-# The confidence levels every report gives: 99% and 99.9%.
-LEVELS: Final = (Fraction(99, 100), Fraction(999, 1000))
 
 
 def parse_duration_ns(option: str, text: str) -> int:
@@ -183,10 +181,14 @@ def _stress_text(
 
 
 def risk_command(args: argparse.Namespace) -> int:
-    horizon_ns = parse_duration_ns("--horizon", args.horizon)
-    step_ns = parse_duration_ns("--step", args.step) if args.step else None
-    window_ns = parse_duration_ns("--window", args.window) if args.window else None
-    scale = _scale(args.scale)
+    settings = Settings(
+        horizon_ns=parse_duration_ns("--horizon", args.horizon),
+        step_ns=parse_duration_ns("--step", args.step) if args.step else None,
+        window_ns=parse_duration_ns("--window", args.window) if args.window else None,
+        scale=_scale(args.scale),
+        limit=args.scenarios,
+        seed=args.seed,
+    )
     if args.scenarios < 1:
         raise UserError(f"--scenarios {args.scenarios}: give 1 or more")
     jobs = _jobs(args.jobs)
@@ -195,27 +197,19 @@ def risk_command(args: argparse.Namespace) -> int:
         raise UserError(
             f"{args.source} is a snapshot: it holds no oracle history; pass the journal directory"
         )
-    marks = _marks(ledger.engine, ledger.seq)
+    _marks(ledger.engine, ledger.seq)  # a UserError for a ledger with nothing to move
     ticks = list(oracle_history(ledger.journal_dir, ledger.seq))
-    history = horizon_scenarios(ticks, marks, horizon_ns, step_ns, window_ns)
-    if not history:
+    try:
+        adequacy = assess(ledger.engine, ticks, settings, jobs)
+    except ScenarioFailed as exc:
+        return _failed("risk", exc)
+    if adequacy is None:
         raise UserError(
             f"the oracle history up to seq {ledger.seq} ({len(ticks)} stamped ticks) "
             f"is shorter than one --horizon {args.horizon}: use a shorter horizon or a "
             f"longer --window"
         )
-    chosen = sample(history, args.scenarios, args.seed)
-    try:
-        outcomes = run_scenarios(
-            ledger.engine,
-            [to_moves(s, marks, scale) for s in chosen],
-            jobs=jobs,
-            measure_fund=True,
-        )
-    except ScenarioFailed as exc:
-        return _failed("risk", exc)
-    fund_e16 = ledger.engine.summary().fund_equity_e16
-    report = _risk_report(args, ledger, chosen, len(history), outcomes, fund_e16)
+    report = _risk_report(args, ledger, adequacy)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -233,11 +227,10 @@ def _scale(text: str) -> Fraction:
     return scale
 
 
-def _measures(losses: list[int]) -> dict[str, dict[str, Any]]:
+def _measures(tails: list[Tail]) -> dict[str, dict[str, Any]]:
     measured: dict[str, dict[str, Any]] = {}
-    for level in LEVELS:
-        result: Tail = tail(losses, level)
-        name = render.ratio_text(level * 100, 1) or ""
+    for result in tails:
+        name = render.ratio_text(result.level * 100, 1) or ""
         measured[name.removesuffix(".0")] = {
             "var": format_e16(result.var),
             "es": format_e16(result.es),
@@ -248,39 +241,10 @@ def _measures(losses: list[int]) -> dict[str, dict[str, Any]]:
     return measured
 
 
-def _coverage(fund_e16: int, measured: dict[str, dict[str, Any]]) -> str | None:
-    """Fund equity over ES 99.9% (four places); None when that ES is 0."""
-    es999 = measured["99.9"]["es_e16"]
-    return None if es999 == 0 else render.ratio_text(Fraction(max(0, fund_e16), es999))
-
-
-def _equity_loss(outcome: Outcome) -> int:
-    """How far the fund's equity fell in a scenario (0 if it rose): unlike its draws, this
-    includes the positions it took over, at the shocked marks, and the fees it earned."""
-    before, after = outcome.fund_equity_before_e16, outcome.fund_equity_after_e16
-    assert before is not None and after is not None  # measured: run with measure_fund
-    return max(0, before - after)
-
-
-def _risk_report(
-    args: argparse.Namespace,
-    ledger: Ledger,
-    chosen: list[HistoricalScenario],
-    available: int,
-    outcomes: list[Outcome],
-    fund_e16: int,
-) -> dict[str, Any]:
-    draws = [o.total.fund_draw_e16 for o in outcomes]
-    shared = [o.total.clawback_e16 + o.total.adl_e16 for o in outcomes]
-    bad = [o.total.bad_debt_e16 for o in outcomes]
-    equity_loss = [_equity_loss(o) for o in outcomes]
-    fund_draws = _measures(draws)
-    equity_losses = _measures(equity_loss)
-    worst = max(
-        range(len(outcomes)),
-        key=lambda i: (draws[i], shared[i], bad[i], outcomes[i].total.notional_e16, -i),
-    )
-    return {
+def _risk_report(args: argparse.Namespace, ledger: Ledger, adequacy: Adequacy) -> dict[str, Any]:
+    chosen, outcomes = adequacy.chosen, adequacy.outcomes
+    worst = adequacy.worst()
+    report: dict[str, Any] = {
         "source": args.source,
         "seq": ledger.seq,
         "core": ledger.engine.core_name,
@@ -290,24 +254,23 @@ def _risk_report(
         "scale": str(_scale(args.scale)),
         "seed": args.seed,
         "scenarios": len(outcomes),
-        "intervals_available": available,
+        "intervals_available": adequacy.intervals_available,
         "first_interval_start": render.iso_ts(chosen[0].start_ns),
         "last_interval_end": render.iso_ts(chosen[-1].end_ns),
-        "fund_equity": format_e16(fund_e16),
-        "fund_draws": fund_draws,
-        "clawback_and_adl": _measures(shared),
-        "bad_debt": _measures(bad),
-        "fund_equity_loss": equity_losses,
-        "coverage_ratio": _coverage(fund_e16, fund_draws),
-        "equity_coverage_ratio": _coverage(fund_e16, equity_losses),
-        "scenarios_drawing_on_fund": sum(1 for d in draws if d),
-        "worst": {
-            "interval_start": render.iso_ts(chosen[worst].start_ns),
-            "interval_end": render.iso_ts(chosen[worst].end_ns),
-            "inputs": [raw.decode() for raw in outcomes[worst].inputs],
-            "total": render.outcome_json(outcomes[worst].total),
-        },
+        "fund_equity": format_e16(adequacy.fund_equity_e16),
     }
+    for name in LOSSES:
+        report[name] = _measures(adequacy.tails(name))
+    report["coverage_ratio"] = render.ratio_text(adequacy.coverage("fund_draws"))
+    report["equity_coverage_ratio"] = render.ratio_text(adequacy.coverage("fund_equity_loss"))
+    report["scenarios_drawing_on_fund"] = sum(1 for d in adequacy.losses("fund_draws") if d)
+    report["worst"] = {
+        "interval_start": render.iso_ts(chosen[worst].start_ns),
+        "interval_end": render.iso_ts(chosen[worst].end_ns),
+        "inputs": [raw.decode() for raw in outcomes[worst].inputs],
+        "total": render.outcome_json(outcomes[worst].total),
+    }
+    return report
 
 
 def _risk_text(source: str, report: dict[str, Any]) -> str:

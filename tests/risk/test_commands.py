@@ -11,7 +11,7 @@ import pytest
 from clearing.cli import main
 from clearing.engine import load_engine
 from clearing.risk import apply_scenario, tail
-from clearing.risk._command import LEVELS
+from clearing.risk._adequacy import LEVELS
 from clearing.risk._history import horizon_scenarios, to_moves
 from clearing.risk._outcome import parse_e16
 from clearing.risk._source import load_ledger, oracle_history
