@@ -50,19 +50,22 @@ def _jobs(requested: int | None) -> int:
     return requested or os.cpu_count() or 1
 
 
-def _marks(engine: EngineCore, seq: int) -> dict[str, int]:
-    """Each market's mark; a UserError when no market has one (nothing to move)."""
-    marks = {m.market: m.mark_e8 for m in engine.summary().markets if m.mark_e8 is not None}
+def _marks(engine: EngineCore, seq: int) -> tuple[dict[str, int], frozenset[str]]:
+    """Each market's mark, and every market's id (one pass over a large ledger, not two);
+    a UserError when no market has a mark (nothing to move)."""
+    markets = engine.summary().markets
+    marks = {m.market: m.mark_e8 for m in markets if m.mark_e8 is not None}
     if not marks:
         raise UserError(
             f"the ledger at seq {seq} has no market with a mark price: nothing to shock "
             f"(is the journal empty?)"
         )
-    return marks
+    return marks, frozenset(m.market for m in markets)
 
 
-def _shock_moves(shocks: Sequence[Shock], marks: dict[str, int], engine: EngineCore) -> list[Move]:
-    known = {m.market for m in engine.summary().markets}
+def _shock_moves(
+    shocks: Sequence[Shock], marks: dict[str, int], known: frozenset[str]
+) -> list[Move]:
     moves: dict[str, Move] = {}
     for shock in shocks:
         if shock.market not in known:
@@ -97,14 +100,14 @@ def stress_command(args: argparse.Namespace) -> int:
         raise UserError("give one or more --shock MARKET=PCT%, or --grid (not both)")
     shocks = [parse_shock(text) for text in args.shock or ()]
     ledger = load_ledger(args.source, args.until, args.core)
-    marks = _marks(ledger.engine, ledger.seq)
+    marks, known = _marks(ledger.engine, ledger.seq)
     if args.grid:
         try:
             print(run_grid(ledger, marks, _jobs(args.jobs), args.json))
         except ScenarioFailed as exc:
             return _failed("stress", exc)
         return 0
-    moves = _shock_moves(shocks, marks, ledger.engine)
+    moves = _shock_moves(shocks, marks, known)
     try:
         [outcome] = run_scenarios(
             ledger.engine, [moves], jobs=1, measure_fund=True, keep_events=bool(args.events)
