@@ -5,7 +5,8 @@ Pure parts (no I/O, no engine): ``_shock`` (what a shock is, as engine inputs),
 shortfall), ``_outcome`` (output events boiled down to the waterfall's figures). The
 parts that do: ``_runner`` (each scenario in a forked child on a copy-on-write image of
 the ledger), ``_adequacy`` (the scenarios of ``clearing risk`` and their tails, for any
-caller holding an engine and its oracle history), ``_grid`` (the default shock grid),
+caller holding an engine and its oracle history), ``_job`` (the same in a background
+child, for a long-running process), ``_grid`` (the default shock grid),
 ``_source`` (the ledger from a journal or a snapshot), ``_command`` and ``_arguments``
 (the ``clearing stress`` and ``clearing risk`` commands). ``docs/fund-risk.md`` explains it.
 """
@@ -18,6 +19,7 @@ from clearing.risk._arguments import add_risk_commands
 if TYPE_CHECKING:
     from clearing.risk._adequacy import LEVELS, LOSSES, Adequacy, Settings, assess
     from clearing.risk._command import risk_command, stress_command
+    from clearing.risk._job import AdequacyJob, AdequacyResult, OracleHistory, start_adequacy_job
     from clearing.risk._outcome import MarketOutcome, Outcome
     from clearing.risk._runner import apply_scenario, run_scenarios
     from clearing.risk._shock import Move, Shock, oracle_input, parse_shock
@@ -27,8 +29,11 @@ __all__ = [
     "LEVELS",
     "LOSSES",
     "Adequacy",
+    "AdequacyJob",
+    "AdequacyResult",
     "MarketOutcome",
     "Move",
+    "OracleHistory",
     "Outcome",
     "Settings",
     "Shock",
@@ -40,6 +45,7 @@ __all__ = [
     "parse_shock",
     "risk_command",
     "run_scenarios",
+    "start_adequacy_job",
     "stress_command",
     "tail",
 ]
@@ -51,6 +57,10 @@ _LAZY = {
     "LEVELS": "clearing.risk._adequacy",
     "LOSSES": "clearing.risk._adequacy",
     "Adequacy": "clearing.risk._adequacy",
+    "AdequacyJob": "clearing.risk._job",
+    "AdequacyResult": "clearing.risk._job",
+    "OracleHistory": "clearing.risk._job",
+    "start_adequacy_job": "clearing.risk._job",
     "Settings": "clearing.risk._adequacy",
     "assess": "clearing.risk._adequacy",
     "MarketOutcome": "clearing.risk._outcome",
