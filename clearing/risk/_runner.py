@@ -27,6 +27,7 @@ import msgspec
 
 from clearing.engine import EngineCore
 from clearing.errors import ScenarioFailed
+from clearing.heap import settle_heap
 from clearing.risk._outcome import Outcome, StepOutputs, summarise
 from clearing.risk._shock import Move, oracle_input
 
@@ -144,9 +145,9 @@ def run_scenarios(
     pending = iter(enumerate(scenarios))
     # The same for every scenario: measured once here, not once per child.
     fund_before_e16 = engine.summary().fund_equity_e16 if measure_fund else None
-    # Objects alive now are never collected in a child (gc.freeze), nor copied by it.
-    gc.collect()
-    gc.freeze()
+    # The ledger settled into the permanent generation (clearing.heap's policy for
+    # long-lived objects): a child's collections skip it, so they copy none of its pages.
+    settle_heap()
     try:
         exhausted = False
         while True:
@@ -179,5 +180,4 @@ def run_scenarios(
             os.close(job.read_fd)
             os.kill(job.pid, 9)
             os.waitpid(job.pid, 0)
-        gc.unfreeze()
     return [outcome for outcome in results if outcome is not None]
