@@ -72,7 +72,7 @@ import clearing.journal._local as journal_local
 import clearing.snapshot._snapshot as snapshot_impl
 from clearing.engine import Engine, OutputEvent, encode_output
 from clearing.engine.persist import dump_state
-from clearing.journal import JournalCorrupt, LocalJournal, hash_at, repair_truncate, verify
+from clearing.journal import JournalCorrupt, LocalJournal, repair_truncate, verify
 from clearing.sequencer import RecoveryResult, Sequencer, encode_outputs, recover
 from clearing.snapshot import list_snapshots
 
@@ -338,9 +338,7 @@ class Simulation:
             fsync=cfg.fsync,  # type: ignore[arg-type]
         )
         try:
-            recovery = recover(
-                self.snapshot_dir, journal.last_seq, journal.read, lambda s: hash_at(journal, s)
-            )
+            recovery = recover(self.snapshot_dir, journal)
         except BaseException:
             journal.close()
             raise
@@ -859,7 +857,7 @@ class Simulation:
         self.sequencer = None
         journal = LocalJournal(self.journal_dir, readonly=True)
         try:
-            full = recover(None, journal.last_seq, journal.read, lambda s: hash_at(journal, s))
+            full = recover(None, journal)
             if dump_state(full.engine) != dump_state(self.shadow):
                 raise self.fail("full replay of the journal differs from the shadow")
             positions: dict[str, int] = {}

@@ -16,7 +16,6 @@ The extension is optional: ``native_available()`` says whether it is installed, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, Final
 
 import msgspec
@@ -48,7 +47,7 @@ __all__ = [
     "CORES",
     "INPUT_KINDS",
     "NativeEngine",
-    "ReplayedBatch",
+    "ReplayedWindow",
     "account_count",
     "make_engine",
     "native_available",
@@ -66,31 +65,34 @@ _KINDS: Final[dict[type, str]] = {
 }
 
 
-class ReplayedBatch(msgspec.Struct, gc=False):
-    """Journal records the native core verified and applied in one call
-    (``NativeEngine.frame_replayer``): how many, their output events, those events as
-    the journal records them (joined), and, when outputs were verified, how many
-    records re-derived different outputs than they recorded, the first as
-    ``(seq, source, recorded, derived)``."""
+class ReplayedWindow(msgspec.Struct, gc=False):
+    """What one ``NativeEngine.replay_window`` call verified and applied.
+
+    ``inputs`` records applied natively, ``events`` their output events and ``derived``
+    those events as the journal records them (joined); with outputs verified,
+    ``divergences`` counts the records whose re-derived outputs differ from the recorded
+    ones, the first as ``(seq, source, recorded, derived)``. ``pending`` is a verified
+    record the core did not finish, as ``(seq, source, payload, outputs, chain_hash)``:
+    ``refusal`` None means deferred (not applied: ``apply_encoded`` it), else the core
+    refused it with that code (its seq counted: ``finish_refusal``). ``error`` is what
+    stopped the engine half-way through an input (raise it once the inputs before it
+    are accounted for). ``next_offset``, ``next_seq`` and ``last_hash`` say where the
+    frames verified end; ``problem`` that the frame at ``next_offset`` failed a check
+    (the journal's reader classifies it).
+    """
 
     inputs: int
     events: int
     derived: bytes
     divergences: int
     first_divergence: tuple[int, str, bytes, bytes] | None
-
-
-class RefusedRecord(msgspec.Struct, gc=False):
-    """A journal record the native core refused (its seq is counted, its state
-    untouched): ``NativeEngine.finish_refusal`` writes its reject."""
-
-    record: Any
-    code: int
-
-
-def _then_raise(items: list[Any], error: BaseException) -> Iterator[Any]:
-    yield from items
-    raise error
+    pending: tuple[int, str, bytes, bytes, bytes] | None
+    refusal: int | None
+    error: BaseException | None
+    next_offset: int
+    next_seq: int
+    last_hash: bytes
+    problem: bool
 
 
 def native_available() -> bool:
@@ -163,49 +165,48 @@ class NativeEngine:
 
     @property
     def replays_frames(self) -> bool:
-        """Whether the installed core has ``frame_replayer``'s native loop."""
+        """Whether the installed core verifies and applies journal frames in one call
+        (``replay_window``)."""
         return hasattr(self._core, "replay_frames")
 
-    def frame_replayer(self, verify: bool, stop_at_divergence: bool = False) -> Any:
-        """A batch scan for ``clearing.journal._format.batch_scanner``: it verifies a
-        batch of journal frames as ``scan_frames`` does and applies each record's payload
-        as ``apply_encoded`` would, in one native call. It yields a ``ReplayedBatch`` per
-        call, then, when the batch ended at a record the core does not finish alone, that
-        record: a ``Record`` to apply with ``apply_encoded`` (the fast parser declined
-        it) or a ``RefusedRecord`` (``finish_refusal``). An input that stopped the engine
-        half-way raises its exception after the batch of the inputs applied before it.
-        With ``stop_at_divergence`` a batch ends after the first record (verified) whose
-        outputs differ from the recorded ones. A record that does not carry the engine's
-        next seq is handed back like a declined one."""
-        from clearing.journal._format import Record
-
-        replay = self._core.replay_frames
-        defer = _native.DEFER  # type: ignore[union-attr]
-
-        def scan(
-            buf: bytes,
-            offset: int,
-            end: int,
-            seq: int,
-            prev: bytes,
-            stop: int,
-            max_records: int,
-            max_bytes: int,
-        ) -> tuple[list[Any], int, int, bytes, bool]:
-            args = (buf, offset, end, seq, prev, stop, max_records, max_bytes)
-            (applied, events, derived, divergences, first, pending, error, *rest) = replay(
-                *args, verify, stop_at_divergence
+    def replay_window(
+        self,
+        buf: bytes,
+        offset: int,
+        end: int,
+        seq: int,
+        prev_hash: bytes,
+        stop_seq: int,
+        max_records: int,
+        max_bytes: int,
+        verify: bool,
+        stop_at_divergence: bool,
+    ) -> ReplayedWindow:
+        """Verify the journal frames of ``buf[offset:end]`` (record ``seq`` first, chained
+        to ``prev_hash``, none after ``stop_seq``; at most ``max_records`` records or
+        ``max_bytes`` bytes) as the journal's format defines them, applying each record's
+        payload as ``apply_encoded`` would, in one native call. The call ends early at a
+        frame that fails a check, at a record the core does not finish alone or that
+        does not carry the engine's next seq (``pending``), and, with
+        ``stop_at_divergence``, after the first record whose outputs differ from the
+        recorded ones (when ``verify``)."""
+        (applied, events, derived, divergences, first, pending, error, *rest) = (
+            self._core.replay_frames(
+                buf, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes,
+                verify, stop_at_divergence,
             )
-            items: list[Any] = [ReplayedBatch(applied, events, derived, divergences, first)]
-            if pending is not None:
-                record = Record(*pending[:5])
-                code = pending[5]
-                items.append(record if code == defer else RefusedRecord(record, code))
-            if error is not None:
-                return (_then_raise(items, error), *rest)  # type: ignore[return-value]
-            return (items, *rest)  # type: ignore[return-value]
-
-        return scan
+        )  # fmt: skip
+        record: tuple[int, str, bytes, bytes, bytes] | None = None
+        refusal: int | None = None
+        if pending is not None:
+            record = pending[:5]
+            code = pending[5]
+            refusal = None if code == _native.DEFER else code  # type: ignore[union-attr]
+        next_offset, next_seq, last_hash, problem = rest
+        return ReplayedWindow(
+            applied, events, derived, divergences, first, record, refusal, error,
+            next_offset, next_seq, last_hash, problem,
+        )  # fmt: skip
 
     def finish_refusal(self, raw: bytes, code: int) -> list[bytes]:
         """The reject of an input the core refused with ``code`` (seq already counted)."""

@@ -21,9 +21,10 @@ from clearing.engine.events import decode_output
 from clearing.engine.native import NativeEngine, account_count
 from clearing.engine.persist import dump_state
 from clearing.heap import HeapSettler, settle_heap
-from clearing.journal import Journal, LocalJournal, Record, hash_at
+from clearing.journal import Journal, LocalJournal, Record
 from clearing.journal._scan import ScanMode
-from clearing.sequencer._recovery import RecoveryResult, join_outputs, recover
+from clearing.sequencer._recovery import RecoveryResult, recover
+from clearing.sequencer._replay import join_outputs
 from clearing.snapshot import prune, write_snapshot
 
 __all__ = ["Sequencer", "SequencerBroken"]
@@ -85,13 +86,7 @@ class Sequencer:
         """
         journal = LocalJournal(journal_dir, fsync=fsync, scan_mode=scan_mode)  # type: ignore[arg-type]
         try:
-            result = recover(
-                snapshot_dir,
-                journal.last_seq,
-                journal.read,
-                lambda seq: hash_at(journal, seq),
-                core=core,
-            )
+            result = recover(snapshot_dir, journal, core=core)
         except BaseException:
             journal.close()
             raise
