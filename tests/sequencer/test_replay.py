@@ -190,9 +190,7 @@ def test_divergences_stop_the_replay_or_are_counted_on_every_path(
             with pytest.raises(OutputDivergence, match=r"^journal seq 40: ") as caught:
                 replay(journal, make_engine(core), observer=observer)
             assert caught.value.recorded == b'{"type":"bogus"}\n', name
-            done = replay(
-                journal, make_engine(core), stop_at_divergence=False, observer=observer
-            )
+            done = replay(journal, make_engine(core), stop_at_divergence=False, observer=observer)
             assert done.divergences == len(wrong), name
             assert done.first_divergence is not None and done.first_divergence.seq == 40
             done = replay(journal, make_engine(core), verify=False, observer=observer)
