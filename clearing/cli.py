@@ -6,15 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+from clearing.errors import UserError
 
-
-class UserError(Exception):
-    """A problem the person at the terminal can fix; printed without a traceback."""
+__all__ = ["UserError", "main"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from clearing.engine.native import CORES
+    from clearing.engine import CORES
 
     parser = argparse.ArgumentParser(
         prog="clearing",
@@ -244,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return report_command(args)
     except UserError as exc:
         print(f"clearing {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except BrokenPipeError:
         return 1
     parser.error(f"unknown command {args.command}")

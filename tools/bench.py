@@ -30,9 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clearing.engine import Engine  # noqa: E402
-from clearing.engine.native import NativeEngine, make_engine, native_available  # noqa: E402
-from clearing.engine.persist import dump_state, load_state  # noqa: E402
+from clearing.engine import (  # noqa: E402
+    EngineCore,
+    load_engine,
+    make_engine,
+    native_available,
+)
 from clearing.heap import settle_heap  # noqa: E402
 from clearing.sequencer import Sequencer  # noqa: E402
 from clearing.snapshot import load_latest  # noqa: E402
@@ -161,26 +164,12 @@ def _one_market_population(accounts: int) -> Iterator[bytes]:
         )
 
 
-def build_population(accounts: int, use_index: bool, core: str = "python") -> Engine | NativeEngine:
-    engine = make_engine(core) if use_index else Engine(use_index=False)
+def build_population(accounts: int, liquidation_scan: bool, core: str = "python") -> EngineCore:
+    engine = make_engine(core, liquidation_scan)
     apply = engine.apply_encoded
     for raw in _one_market_population(accounts):
         apply(raw)
     return engine
-
-
-def _use_scan(engine: Engine | NativeEngine) -> None:
-    """Switch an engine to the full-scan baseline (every holder checked on a mark move)."""
-    if isinstance(engine, NativeEngine):
-        engine._core.scan = True
-    else:
-        engine.use_index = False
-
-
-def _positions(engine: Engine | NativeEngine) -> int:
-    if isinstance(engine, NativeEngine):
-        return engine.summary()[1]
-    return sum(len(m.holders) for m in engine.ledger.markets.values())
 
 
 def _tick_prices(count: int) -> list[int]:
@@ -196,14 +185,12 @@ def _tick_prices(count: int) -> list[int]:
     return prices
 
 
-def _time_ticks(engine: Engine | NativeEngine, prices: list[int]) -> tuple[list[float], int]:
+def _time_ticks(engine: EngineCore, prices: list[int]) -> tuple[list[float], int]:
     samples, per_tick = _time_ticks_detailed(engine, prices)
     return samples, sum(per_tick)
 
 
-def _time_ticks_detailed(
-    engine: Engine | NativeEngine, prices: list[int]
-) -> tuple[list[float], list[int]]:
+def _time_ticks_detailed(engine: EngineCore, prices: list[int]) -> tuple[list[float], list[int]]:
     """Engine time per tick, and the liquidations each tick caused."""
     samples = []
     liquidations = []
@@ -224,11 +211,11 @@ def bench_tick(accounts: int, ticks: int, scan_ticks: int, core: str) -> dict[st
     gc.collect()
     rss_before = _rss_bytes()
     started = time.perf_counter()
-    engine = build_population(accounts, use_index=True, core=core)
+    engine = build_population(accounts, liquidation_scan=False, core=core)
     build_s = time.perf_counter() - started
     gc.collect()
     rss_after = _rss_bytes()
-    positions = _positions(engine)
+    positions = engine.summary().positions
     prices = _tick_prices(ticks)
     index_samples, per_tick = _time_ticks_detailed(engine, prices)
     liquidated = sum(per_tick)
@@ -236,11 +223,11 @@ def bench_tick(accounts: int, ticks: int, scan_ticks: int, core: str) -> dict[st
     busy = [(t, n) for t, n in zip(index_samples, per_tick, strict=True) if n > 0]
     engine.check_invariants()
     # The full scan, on the same state, for the first few ticks of the same path.
-    snapshot = dump_state(engine)
+    snapshot = engine.dump_state()
     del engine
     gc.collect()
-    baseline = load_state(snapshot, core)
-    _use_scan(baseline)
+    # The full-scan baseline: every holder checked on a mark move.
+    baseline = load_engine(snapshot, core, liquidation_scan=True)
     scan_samples, _ = _time_ticks(baseline, prices[:scan_ticks])
     index_p50 = statistics.median(index_samples)
     scan_p50 = statistics.median(scan_samples)
@@ -321,7 +308,7 @@ def bench_restart(accounts: int, tail: int, core: str) -> dict[str, object]:
             started = time.perf_counter()
             snapshot = load_latest(snaps)
             assert snapshot is not None
-            load_state(snapshot.state, core)
+            load_engine(snapshot.state, core)
             load_timings.append(time.perf_counter() - started)
             del snapshot
         load_s = statistics.median(load_timings)

@@ -54,8 +54,13 @@ import msgspec
 # Runnable from a checkout without an install.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from clearing.engine import REJECT_REASONS, Engine, OutputEvent, encode_output
-from clearing.engine.native import NativeEngine, make_engine
+from clearing.engine import (
+    REJECT_REASONS,
+    EngineCore,
+    OutputEvent,
+    encode_output,
+    make_engine,
+)
 from clearing.engine.persist import dump_state
 
 __all__ = [
@@ -185,7 +190,7 @@ def check_outcome(case: Case, seq: int, outputs: list[OutputEvent]) -> str | Non
     return None
 
 
-def state_bytes(engine: Engine | NativeEngine) -> bytes:
+def state_bytes(engine: EngineCore) -> bytes:
     """``dump_state`` with the input counter set aside (a reject still consumes a seq)."""
     seq = engine.seq
     engine.seq = 0

@@ -12,6 +12,7 @@ import msgspec
 
 from clearing.audit.replay import iter_numbered_inputs
 from clearing.engine import encode_output
+from clearing.errors import UserError
 from clearing.journal import (
     JournalCorrupt,
     JournalError,
@@ -22,17 +23,12 @@ from clearing.journal import (
     verify,
 )
 from clearing.sequencer import RecoveryError, Sequencer
-from clearing.snapshot import list_snapshots
+from clearing.snapshot import default_snapshot_dir, list_snapshots
 
 __all__ = ["default_snapshot_dir", "ingest_command", "journal_command", "parse_file_source"]
 
 # Inputs per journal group commit in ingest: large enough to amortise the fsync.
 INGEST_BATCH_INPUTS: Final = 5_000
-
-
-def default_snapshot_dir(journal_dir: str) -> str:
-    """Snapshots live beside the segments unless told otherwise."""
-    return os.path.join(journal_dir, "snapshots")
 
 
 def parse_file_source(source: str) -> tuple[str, int] | None:
@@ -92,8 +88,6 @@ def _catch_up_events_file(path: str, journal: LocalJournal) -> None:
 
 
 def ingest_command(args: argparse.Namespace) -> int:
-    from clearing.cli import UserError
-
     path = os.path.abspath(args.input)
     if not os.path.isfile(path):
         raise UserError(f"{args.input}: no such file; pass a .jsonl file of input events")
@@ -152,8 +146,6 @@ def _hex(digest: bytes) -> str:
 
 
 def journal_command(args: argparse.Namespace) -> int:
-    from clearing.cli import UserError
-
     directory = args.journal
     if not os.path.isdir(directory):
         raise UserError(f"{directory}: no such journal directory")

@@ -16,8 +16,8 @@ from typing import BinaryIO
 import msgspec
 
 from clearing.audit.replay import encode_state, engine_for, state_hash
-from clearing.engine import Engine
-from clearing.engine.native import NativeEngine
+from clearing.engine import EngineCore
+from clearing.errors import UserError
 from clearing.journal import JournalCorrupt, JournalError, LocalJournal, Record
 from clearing.sequencer import Divergence, ReplayObserver, replay
 
@@ -50,8 +50,6 @@ def parse_until_ts(text: str) -> int:
 
 
 def replay_journal_command(args: argparse.Namespace) -> int:
-    from clearing.cli import UserError
-
     until_ts_ns = None
     if args.until_ts is not None:
         try:
@@ -132,9 +130,7 @@ class _PerRecord(ReplayObserver):
     """Stops before the first input stamped after ``until_ts_ns``; checks the ledger's
     invariants after every input with ``check_invariants``."""
 
-    def __init__(
-        self, engine: Engine | NativeEngine, until_ts_ns: int | None, check_invariants: bool
-    ) -> None:
+    def __init__(self, engine: EngineCore, until_ts_ns: int | None, check_invariants: bool) -> None:
         self._engine = engine
         self._until_ts_ns = until_ts_ns
         self._check_invariants = check_invariants

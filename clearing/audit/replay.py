@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from collections.abc import Iterator
@@ -11,8 +10,8 @@ from typing import BinaryIO
 
 import msgspec
 
-from clearing.engine import Engine
-from clearing.engine.native import NativeEngine, make_engine
+from clearing.engine import EngineCore, make_engine, state_hash
+from clearing.errors import CoreUnavailable, UserError
 from clearing.heap import HeapSettler
 
 __all__ = [
@@ -24,31 +23,21 @@ __all__ = [
     "state_hash",
 ]
 
-_state_encoder = msgspec.json.Encoder()
 # Every encoded event starts with its tag (msgspec writes the tag field first).
 _REJECT_PREFIX = b'{"type":"reject"'
 
 
-def encode_state(engine: Engine | NativeEngine) -> bytes:
+def encode_state(engine: EngineCore) -> bytes:
     """The SPEC §8 state as canonical JSON bytes (keys in code-point order)."""
-    if isinstance(engine, NativeEngine):
-        return engine.state_json()
-    return _state_encoder.encode(engine.state())
+    return engine.state_json()
 
 
-def engine_for(core: str) -> Engine | NativeEngine:
+def engine_for(core: str) -> EngineCore:
     """An empty engine on the named core, or a UserError that says how to get it."""
-    from clearing.cli import UserError
-
     try:
         return make_engine(core)
-    except RuntimeError as exc:
+    except CoreUnavailable as exc:
         raise UserError(str(exc)) from exc
-
-
-def state_hash(engine: Engine | NativeEngine) -> str:
-    """SHA-256 of the canonical state JSON: two replays agree iff their hashes do."""
-    return hashlib.sha256(encode_state(engine)).hexdigest()
 
 
 class ReplayResult(msgspec.Struct):
@@ -76,7 +65,7 @@ def iter_file_inputs(stream: BinaryIO) -> Iterator[bytes]:
 
 
 def replay_lines(
-    engine: Engine | NativeEngine,
+    engine: EngineCore,
     lines: Iterator[bytes],
     events_out: BinaryIO | None,
     check_every_input: bool = False,
@@ -103,8 +92,6 @@ def replay_lines(
 
 
 def replay_command(args: argparse.Namespace) -> int:
-    from clearing.cli import UserError
-
     path = args.input
     if not os.path.exists(path):
         raise UserError(

@@ -17,11 +17,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from clearing.engine import Engine, OutputEvent
+from clearing.engine import EngineCore, OutputEvent
 from clearing.engine.events import BadDebt, Clawback, FundDraw, Liquidation, OracleHeld, Reject
-from clearing.engine.margin import equity_e16
 from clearing.engine.money import E8
-from clearing.report import display_e16, long_open_interest_e8, parse_scaled, plural
+from clearing.report import display_e16, parse_scaled, plural
 
 __all__ = ["REFRESH_S", "LiveView", "Tally"]
 
@@ -103,7 +102,7 @@ class LiveView:
         inputs: int,
         inputs_per_s: float,
         tally: Tally,
-        engine: Engine,
+        engine: EngineCore,
     ) -> None:
         self._live.update(
             self._render(progress, clock, phase, inputs, inputs_per_s, tally, engine),
@@ -121,22 +120,21 @@ class LiveView:
         inputs: int,
         inputs_per_s: float,
         tally: Tally,
-        engine: Engine,
+        engine: EngineCore,
     ) -> Any:
-        ledger = engine.ledger
-        long_oi_e8 = long_open_interest_e8(ledger)
+        summary = engine.summary()
         markets = Table(box=None, pad_edge=False, expand=False)
         for header in ("market", "mark", "since start", "open interest"):
             markets.add_column(header, justify="left" if header == "market" else "right")
         total_oi_e16 = 0
-        for market_id in sorted(ledger.markets):
-            mark_e8 = ledger.markets[market_id].mark_e8
+        for market in summary.markets:
+            market_id, mark_e8 = market.market, market.mark_e8
             if mark_e8 is None:
                 markets.add_row(market_id, "-", "-", "-")
                 continue
             first_e8 = self._first_marks_e8.setdefault(market_id, mark_e8)
             change = (mark_e8 - first_e8) / first_e8
-            oi_e16 = long_oi_e8.get(market_id, 0) * mark_e8
+            oi_e16 = market.long_open_interest_e8 * mark_e8
             total_oi_e16 += oi_e16
             style = "red" if change < -0.1 else ""
             markets.add_row(
@@ -145,7 +143,7 @@ class LiveView:
                 Text(f"{change:+.1%}", style=style),
                 display_e16(oi_e16, 0),
             )
-        fund_e16 = equity_e16(ledger.fund, ledger.markets)
+        fund_e16 = summary.fund_equity_e16
         ratio = f"{fund_e16 / total_oi_e16:.2%}" if total_oi_e16 else "n/a"
         waterfall = Table.grid(padding=(0, 2))
         waterfall.add_column(justify="left")

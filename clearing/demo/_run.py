@@ -26,9 +26,9 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 
-from clearing.audit.journal_cli import default_snapshot_dir
 from clearing.demo._live import REFRESH_S, LiveView, Tally
 from clearing.demo._sim import START_TS_NS, SimConfig, Simulator
+from clearing.errors import UserError
 from clearing.report import (
     collect_journal,
     display_e16,
@@ -38,6 +38,7 @@ from clearing.report import (
     summary,
 )
 from clearing.sequencer import Sequencer
+from clearing.snapshot import default_snapshot_dir
 
 __all__ = ["DemoOptions", "DemoResult", "demo_command", "run_demo"]
 
@@ -101,8 +102,6 @@ def _new_directory(seed: int) -> str:
 
 
 def _prepare_directory(options: DemoOptions) -> str:
-    from clearing.cli import UserError
-
     if options.directory is None:
         return _new_directory(options.seed)
     directory = os.path.abspath(options.directory)
@@ -138,8 +137,6 @@ class _MetricsEndpoint:
         self._thread = threading.Thread(target=self._serve, name="demo-metrics", daemon=True)
 
     def start(self) -> str:
-        from clearing.cli import UserError
-
         self._thread.start()
         self._ready.wait(10)
         if self._error is not None:
@@ -359,8 +356,6 @@ def _summary_table(result: DemoResult, numbers: dict[str, Any]) -> Table:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from clearing.cli import UserError
-
     if args.accounts < 50:
         raise UserError("--accounts must be at least 50")
     if args.events is not None and args.events < 1_000:

@@ -12,6 +12,8 @@ from typing import Final
 
 import msgspec
 
+from clearing.engine._contract import LedgerFigures, LedgerSummary
+from clearing.engine._figures import ledger_figures, ledger_summary
 from clearing.engine.events import (
     DecodeFailure,
     OracleHeld,
@@ -26,10 +28,10 @@ from clearing.engine.events import (
     Reject,
     Withdrawal,
     decode_input,
-    encode_output,
 )
 from clearing.engine.margin import equity_e16, initial_requirement_e24
 from clearing.engine.money import CASH_PER_E8, E8, format_e8, format_e16
+from clearing.engine.persist import dump_ledger, load_ledger
 from clearing.engine.state import (
     BAD_DEBT,
     FEE_POOL,
@@ -41,7 +43,7 @@ from clearing.engine.state import (
 )
 from clearing.engine.waterfall import resolve_accounts
 
-__all__ = ["Engine", "iter_jsonl_lines", "refusal_reject", "run_jsonl"]
+__all__ = ["Engine", "iter_jsonl_lines", "refusal_reject"]
 
 # Reserved accounts that may not deposit or trade (the fund may do both).
 _NO_DEPOSIT_OR_TRADE = frozenset((FEE_POOL, BAD_DEBT))
@@ -87,11 +89,12 @@ class Engine:
 
     core_name: Final = "python"
 
-    def __init__(self, use_index: bool = True) -> None:
+    def __init__(self, liquidation_scan: bool = False) -> None:
         self.ledger = Ledger()
         self.seq = 0  # inputs applied so far; the next input gets seq + 1
-        # False: an oracle tick checks every holder (the slow baseline for benchmarks).
-        self.use_index = use_index
+        # True: a mark move checks every holder (the slow baseline for benchmarks)
+        # instead of asking the liquidation index.
+        self.liquidation_scan = liquidation_scan
 
     def apply(self, raw: bytes) -> list[OutputEvent]:
         """Apply one raw input (a JSON object's bytes) and return its output events."""
@@ -210,7 +213,7 @@ class Engine:
             market.mark_e8 = price_e8
         # The index proves most sides safe; the rest get the exact check (SPEC §4).
         checked: list[Account] = []
-        if mark_moved and self.use_index:
+        if mark_moved and not self.liquidation_scan:
             # Before the first oracle tick a fill moves the mark: like a tick, ask the
             # index which holders it may have made liquidatable (a scan of every holder
             # here cost O(holders) per fill until the first tick arrived).
@@ -234,7 +237,7 @@ class Engine:
                 checked.append(seller)
         if checked:
             resolve_accounts(ledger, self.seq, checked, market.id, out)
-        if mark_moved and not self.use_index:
+        if mark_moved and self.liquidation_scan:
             self._rebuild_bands(market)
 
     def _trade(self, account: Account, market: MarketState, dq_e8: int, price_e8: int) -> None:
@@ -276,7 +279,7 @@ class Engine:
         market.mark_e8 = price_e8
         market.held_e8 = None
         market.oracle_seen = True
-        if not self.use_index:
+        if self.liquidation_scan:
             # The full scan: the baseline the index is benchmarked and tested against.
             resolve_accounts(self.ledger, self.seq, list(market.holders.values()), None, out)
             self._rebuild_bands(market)
@@ -323,10 +326,37 @@ class Engine:
         }
         return {"accounts": accounts, "markets": markets}
 
+    def state_json(self) -> bytes:
+        """The SPEC §8 state as canonical JSON bytes (keys in code-point order)."""
+        return _state_encoder.encode(self.state())
+
     def check_invariants(self) -> None:
         """Raise ``InvariantViolation`` if the ledger does not balance (or its index is off)."""
         self.ledger.check_invariants()
         self.ledger.check_index()
+
+    def dump_state(self) -> bytes:
+        """The snapshot document (``persist``), byte-identical to the native core's."""
+        return dump_ledger(self.ledger, self.seq)
+
+    @classmethod
+    def load_state(cls, data: bytes, liquidation_scan: bool = False) -> Engine:
+        """Rebuild from snapshot bytes (either core's); StateFormatError if unreadable."""
+        engine = cls(liquidation_scan)
+        engine.ledger, engine.seq = load_ledger(data)
+        return engine
+
+    def account_count(self) -> int:
+        """Accounts in the ledger, system accounts included (O(1))."""
+        return len(self.ledger.accounts)
+
+    def summary(self) -> LedgerSummary:
+        """Counts for tools and logs, from one pass over the ledger."""
+        return ledger_summary(self.ledger)
+
+    def figures(self) -> LedgerFigures:
+        """The ledger figures the metrics export, from one pass over the ledger."""
+        return ledger_figures(self.ledger)
 
 
 def _known(parsed: object) -> dict[str, str]:
@@ -350,21 +380,3 @@ def iter_jsonl_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
 
 _state_encoder = msgspec.json.Encoder()
 _output_encoder = msgspec.json.Encoder()
-
-
-def run_jsonl(
-    data: bytes, core: str = "python"
-) -> tuple[list[dict[str, object]], dict[str, object]]:
-    """Replay a whole .jsonl file in memory: (output events as JSON dicts, final state).
-
-    A convenience for tests and small tools; it goes through the exact output bytes.
-    ``core`` names the engine core ("python", "native" or "auto").
-    """
-    from clearing.engine.native import make_engine
-
-    engine = make_engine(core)
-    events: list[dict[str, object]] = []
-    for _, line in iter_jsonl_lines(data):
-        for event in engine.apply(line):
-            events.append(msgspec.json.decode(encode_output(event)))
-    return events, msgspec.json.decode(_state_encoder.encode(engine.state()))

@@ -1,4 +1,4 @@
-"""The native core (the Rust crate in ``native/``) behind the ``Engine`` contract.
+"""The native core (the Rust crate in ``native/``) behind the ``EngineCore`` contract.
 
 ``NativeEngine`` gives the same outputs, byte for byte, and the same state as the pure
 Python ``Engine``, which stays the reference: the differential tests run both on the
@@ -11,16 +11,23 @@ same streams. The division of work:
   details, so the text of every reject comes from one place (``refusal_reject``).
 
 The extension is optional: ``native_available()`` says whether it is installed, and
-``make_engine("auto")`` falls back to the Python core without it.
+``make_engine("auto")`` (``clearing.engine.cores``) falls back to the Python core without
+it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
-from clearing.engine.engine import Engine, refusal_reject
+from clearing.engine._contract import (
+    LedgerFigures,
+    LedgerSummary,
+    MarketFigures,
+    MarketSummary,
+)
+from clearing.engine.engine import refusal_reject
 from clearing.engine.events import (
     REJECT_REASONS,
     DecodeFailure,
@@ -36,7 +43,7 @@ from clearing.engine.events import (
     decode_output,
     encode_output,
 )
-from clearing.engine.state import InvariantViolation
+from clearing.errors import CoreUnavailable, InvariantViolation
 
 try:  # the compiled extension: `pip install ./native`
     import clearing_native as _native
@@ -44,16 +51,17 @@ except ImportError:  # pragma: no cover - exercised only where it is not install
     _native = None
 
 __all__ = [
-    "CORES",
     "INPUT_KINDS",
+    "JournalRun",
     "NativeEngine",
     "ReplayedWindow",
-    "account_count",
-    "make_engine",
     "native_available",
 ]
 
-CORES: Final = ("auto", "native", "python")
+_NOT_INSTALLED: Final = (
+    "the native engine core is not installed; build it with `pip install ./native` "
+    "(needs a Rust toolchain) or choose the Python core (--core python)"
+)
 
 _KINDS: Final[dict[type, str]] = {
     ParsedFill: "fill",
@@ -99,26 +107,39 @@ def native_available() -> bool:
     return _native is not None
 
 
-def make_engine(core: str = "auto") -> Engine | NativeEngine:
-    """An empty engine on the named core: "native", "python", or "auto" (native when the
-    extension is installed). Raises RuntimeError for "native" without the extension."""
-    if core not in CORES:
-        raise ValueError(f"unknown engine core {core!r}; choose one of {', '.join(CORES)}")
-    if core == "python" or (core == "auto" and _native is None):
-        return Engine()
-    if _native is None:
-        raise RuntimeError(
-            "the native engine core is not installed; build it with `pip install ./native` "
-            "(needs a Rust toolchain) or choose the Python core (--core python)"
-        )
-    return NativeEngine()
+class JournalRun(NamedTuple):
+    """What ``NativeEngine.journal_run`` did with ``payloads[start:]``."""
+
+    # The first input not done here: ``len(payloads)`` when all are.
+    next_index: int
+    # That input's verdict: None when deferred (nothing applied: ``apply_encoded`` it),
+    # else a refusal code (applied, seq counted: ``finish_refusal`` writes its reject).
+    # Meaningless when ``next_index == len(payloads)``.
+    code: int | None
+    # The journal records of the inputs done, each MessagePack-encoded as ``Record``.
+    records: list[bytes]
+    # The chain hash after the last of those records (``prev_hash`` when none).
+    head_hash: bytes
+    # ``(index into payloads, [output event JSON bytes])`` of each done input with outputs.
+    outputs: list[tuple[int, list[bytes]]]
+    # Each record's input type, one byte per record (indexes into ``INPUT_KINDS``).
+    kinds: bytes
 
 
-def account_count(engine: Engine | NativeEngine) -> int:
-    """Accounts in the ledger, system accounts included, on either core."""
-    if isinstance(engine, NativeEngine):
-        return engine.summary()[0]
-    return len(engine.ledger.accounts)
+class _FramesReplayed(NamedTuple):
+    """``Core.replay_frames``' result, field by field (see its Rust doc comment)."""
+
+    applied: int  # records applied in this call
+    events: int  # their output events
+    derived: bytes  # those events joined as the journal records them
+    divergences: int  # records whose re-derived outputs differ from the recorded ones
+    first_divergence: tuple[int, str, bytes, bytes] | None  # (seq, source, rec, derived)
+    pending: tuple[int, str, bytes, bytes, bytes, int] | None  # record fields + code
+    error: BaseException | None  # what stopped the engine half-way, raised after the rest
+    next_offset: int  # as ``scan_frames``: where the next frame starts
+    next_seq: int
+    last_hash: bytes
+    problem: bool  # the scan stopped at a frame that failed a check
 
 
 # ``journal_run``'s input type bytes; 0: not known (an input applied through Python).
@@ -130,10 +151,21 @@ class NativeEngine:
 
     core_name: Final = "native"
 
-    def __init__(self, core: Any = None) -> None:
+    def __init__(self, liquidation_scan: bool = False, *, core: Any = None) -> None:
+        """``liquidation_scan``: see ``EngineCore``. ``core``: a loaded ``Core`` to wrap."""
         if _native is None:
-            raise RuntimeError("the native engine core is not installed (pip install ./native)")
+            raise CoreUnavailable(_NOT_INSTALLED)
         self._core = core if core is not None else _native.Core()
+        self._core.liquidation_scan = liquidation_scan
+
+    @property
+    def liquidation_scan(self) -> bool:
+        """True: a mark move visits every holder (the benchmark baseline)."""
+        return self._core.liquidation_scan  # type: ignore[no-any-return]
+
+    @liquidation_scan.setter
+    def liquidation_scan(self, liquidation_scan: bool) -> None:
+        self._core.liquidation_scan = liquidation_scan
 
     @property
     def seq(self) -> int:
@@ -190,7 +222,7 @@ class NativeEngine:
         does not carry the engine's next seq (``pending``), and, with
         ``stop_at_divergence``, after the first record whose outputs differ from the
         recorded ones (when ``verify``)."""
-        (applied, events, derived, divergences, first, pending, error, *rest) = (
+        done = _FramesReplayed._make(
             self._core.replay_frames(
                 buf, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes,
                 verify, stop_at_divergence,
@@ -198,14 +230,14 @@ class NativeEngine:
         )  # fmt: skip
         record: tuple[int, str, bytes, bytes, bytes] | None = None
         refusal: int | None = None
-        if pending is not None:
-            record = pending[:5]
-            code = pending[5]
+        if done.pending is not None:
+            record = done.pending[:5]
+            code = done.pending[5]
             refusal = None if code == _native.DEFER else code  # type: ignore[union-attr]
-        next_offset, next_seq, last_hash, problem = rest
         return ReplayedWindow(
-            applied, events, derived, divergences, first, record, refusal, error,
-            next_offset, next_seq, last_hash, problem,
+            done.applied, done.events, done.derived, done.divergences,
+            done.first_divergence, record, refusal, done.error,
+            done.next_offset, done.next_seq, done.last_hash, done.problem,
         )  # fmt: skip
 
     def finish_refusal(self, raw: bytes, code: int) -> list[bytes]:
@@ -214,22 +246,16 @@ class NativeEngine:
 
     def journal_run(
         self, payloads: list[bytes], sources: list[str], start: int, prev_hash: bytes
-    ) -> tuple[int, int | None, list[bytes], bytes, list[tuple[int, list[bytes]]], bytes]:
+    ) -> JournalRun:
         """The Kafka daemon's batch step (``clearing.kafka._batch``): apply
-        ``payloads[start:]`` in order, extending the journal chain from ``prev_hash``.
-
-        Returns ``(index, code, records, head_hash, outputs)``: the first input not done
-        (``len(payloads)`` when all are) and its verdict, ``None`` when deferred (nothing
-        applied: ``apply_encoded`` it) or a refusal code (applied: ``finish_refusal``);
-        the journal records of the inputs done, MessagePack-encoded as ``Record``; the
-        chain hash after them; ``(index, output event bytes)`` of inputs with outputs;
-        each record's input type, one byte each (``INPUT_KINDS``).
-        """
+        ``payloads[start:]`` in order (``sources[i]`` is input i's journal source),
+        extending the journal chain from ``prev_hash``; it stops before an input this
+        core does not finish alone. ``JournalRun`` names the six results."""
         index, code, records, head_hash, outputs, kinds = self._core.journal_run(
             payloads, sources, start, prev_hash
         )
         deferred = code == _native.DEFER  # type: ignore[union-attr]
-        return index, (None if deferred else code), records, head_hash, outputs, kinds
+        return JournalRun(index, None if deferred else code, records, head_hash, outputs, kinds)
 
     def _apply_slow(self, raw: bytes, code: int) -> list[bytes]:
         core = self._core
@@ -271,19 +297,39 @@ class NativeEngine:
         return self._core.dump_state()  # type: ignore[no-any-return]
 
     @classmethod
-    def load_state(cls, data: bytes) -> NativeEngine:
+    def load_state(cls, data: bytes, liquidation_scan: bool = False) -> NativeEngine:
         """Rebuild from snapshot bytes (either core's); ValueError if unreadable."""
         if _native is None:
-            raise RuntimeError("the native engine core is not installed (pip install ./native)")
-        return cls(_native.Core.load_state(data))
+            raise CoreUnavailable(_NOT_INSTALLED)
+        return cls(liquidation_scan, core=_native.Core.load_state(data))
 
-    def figures(self) -> dict[str, Any]:
-        """The ledger figures the metrics export, from one native pass: accounts (system
-        ones included), fund cash and equity, fee pool and bad-debt cash (e16 ints),
-        markets as (id, long open interest e8, mark e8 or None, tick held), traders with a
-        position and how many of them are below initial margin."""
-        return self._core.figures()  # type: ignore[no-any-return]
+    def account_count(self) -> int:
+        """Accounts in the ledger, system accounts included (O(1))."""
+        return self._core.account_count()  # type: ignore[no-any-return]
 
-    def summary(self) -> tuple[int, int, str, list[tuple[str, str, str | None]]]:
-        """(accounts, positions, fund equity e16, [(market, long OI e8, mark e8)])."""
-        return self._core.summary()  # type: ignore[no-any-return]
+    def figures(self) -> LedgerFigures:
+        """The ledger figures the metrics export, from one native pass."""
+        raw = self._core.figures()
+        return LedgerFigures(
+            accounts=raw["accounts"],
+            fund_cash_e16=raw["fund_cash_e16"],
+            fund_equity_e16=raw["fund_equity_e16"],
+            fee_pool_cash_e16=raw["fee_pool_cash_e16"],
+            bad_debt_cash_e16=raw["bad_debt_cash_e16"],
+            markets=[MarketFigures(*market) for market in raw["markets"]],
+            traders=raw["traders"],
+            traders_below_im=raw["below_im"],
+        )
+
+    def summary(self) -> LedgerSummary:
+        """Counts for tools and logs (the Rust core gives its big numbers as decimals)."""
+        accounts, positions, fund_equity_e16, markets = self._core.summary()
+        return LedgerSummary(
+            accounts=accounts,
+            positions=positions,
+            fund_equity_e16=int(fund_equity_e16),
+            markets=[
+                MarketSummary(market, int(long_e8), None if mark_e8 is None else int(mark_e8))
+                for market, long_e8, mark_e8 in markets
+            ],
+        )

@@ -17,11 +17,17 @@ from typing import Final, ParamSpec, TypeVar
 import msgspec
 from msgspec import Struct
 
-from clearing.engine.engine import Engine
-from clearing.engine.native import NativeEngine, make_engine, native_available
-from clearing.engine.state import MarketState, Position
+from clearing.engine._contract import EngineCore
+from clearing.engine.state import Ledger, MarketState, Position
+from clearing.errors import StateFormatError
 
-__all__ = ["STATE_FORMAT_VERSION", "StateFormatError", "dump_state", "load_state"]
+__all__ = [
+    "STATE_FORMAT_VERSION",
+    "StateFormatError",
+    "dump_ledger",
+    "dump_state",
+    "load_ledger",
+]
 
 STATE_FORMAT_VERSION: Final = 1
 
@@ -60,10 +66,6 @@ class _StateRec(Struct, array_like=True, gc=False):
     accounts: list[_AccountRec]
     markets: list[_MarketRec]
     fill_ids: list[str]
-
-
-class StateFormatError(ValueError):
-    """The bytes are not an engine state of this version."""
 
 
 _INT64_MIN: Final = -(2**63)
@@ -114,31 +116,15 @@ def _collector_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return paused
 
 
-def dump_state(engine: Engine | NativeEngine) -> bytes:
+def dump_state(engine: EngineCore) -> bytes:
     """Serialize the whole engine (ledger, markets, books, fill ids, seq). Both cores
-    write the same bytes for the same state."""
-    if isinstance(engine, NativeEngine):
-        return engine.dump_state()
-    return _dump_python(engine)
-
-
-def load_state(data: bytes, core: str = "python") -> Engine | NativeEngine:
-    """Rebuild an engine on the named core ("python", "native" or "auto") from
-    ``dump_state`` bytes of either core; raises StateFormatError if unreadable."""
-    if core == "native" or (core == "auto" and native_available()):
-        if not native_available():
-            make_engine("native")  # raises the error that says how to install it
-        try:
-            return NativeEngine.load_state(data)
-        except ValueError as exc:
-            raise StateFormatError(str(exc)) from exc
-    make_engine(core)  # validates the name
-    return _load_python(data)
+    write the same bytes for the same state. (``clearing.engine.load_engine`` reads it.)"""
+    return engine.dump_state()
 
 
 @_collector_paused
-def _dump_python(engine: Engine) -> bytes:
-    ledger = engine.ledger
+def dump_ledger(ledger: Ledger, seq: int) -> bytes:
+    """The Python core's ledger and input counter as the snapshot document."""
     accounts = [
         _AccountRec(
             account.id,
@@ -170,7 +156,7 @@ def _dump_python(engine: Engine) -> bytes:
         )
     record = _StateRec(
         STATE_FORMAT_VERSION,
-        engine.seq,
+        seq,
         _big(ledger.net_deposits_e16),
         accounts,
         markets,
@@ -180,7 +166,9 @@ def _dump_python(engine: Engine) -> bytes:
 
 
 @_collector_paused
-def _load_python(data: bytes) -> Engine:
+def load_ledger(data: bytes) -> tuple[Ledger, int]:
+    """The ledger and input counter of a snapshot document (either core's);
+    StateFormatError if the bytes are not one of this version."""
     try:
         record = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -189,9 +177,7 @@ def _load_python(data: bytes) -> Engine:
         raise StateFormatError(
             f"state format version {record.version}; this build reads {STATE_FORMAT_VERSION}"
         )
-    engine = Engine()
-    ledger = engine.ledger
-    engine.seq = record.seq
+    ledger = Ledger()
     ledger.net_deposits_e16 = _int(record.net_deposits_e16)
     for rec in record.markets:
         market = MarketState(
@@ -212,4 +198,4 @@ def _load_python(data: bytes) -> Engine:
             ledger.markets[pos.market].holders[account.id] = account
     ledger.fill_ids = set(record.fill_ids)
     ledger.build_index()
-    return engine
+    return ledger, record.seq

@@ -13,6 +13,7 @@ from sortedcontainers import SortedList
 
 from clearing.engine.book import OrderBook
 from clearing.engine.money import E8
+from clearing.errors import InvariantViolation
 
 __all__ = [
     "BAD_DEBT",
@@ -216,10 +217,6 @@ def _edges(
             edge_e8 = mark_e8 + move_e8
             edges.append((market_id, (False, edge_e8, -edge_e8 * slope_e16)))
     return edges
-
-
-class InvariantViolation(AssertionError):
-    """The ledger no longer balances: a bug, never an input problem. Stop, do not go on."""
 
 
 class Ledger:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Final, NoReturn
 
-from clearing.engine import Engine, InvariantViolation
+from clearing.engine import EngineCore, InvariantViolation
 
 __all__ = ["BackgroundJob", "BackgroundResult", "start_background_job"]
 
@@ -125,7 +125,7 @@ class BackgroundJob:
 
 
 def start_background_job(
-    engine: Engine, write_snapshot: Callable[[Engine], str] | None
+    engine: EngineCore, write_snapshot: Callable[[EngineCore], str] | None
 ) -> BackgroundJob:
     """Fork a child that checks ``engine`` and, with ``write_snapshot``, snapshots it.
 
@@ -155,7 +155,7 @@ def _die_with(parent_pid: int) -> None:
 
 
 def _child(
-    engine: Engine, write_snapshot: Callable[[Engine], str] | None, write_fd: int
+    engine: EngineCore, write_snapshot: Callable[[EngineCore], str] | None, write_fd: int
 ) -> NoReturn:
     code, message = EXIT_CRASHED, ""
     try:

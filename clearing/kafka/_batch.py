@@ -31,7 +31,7 @@ from typing import Final, NamedTuple, Protocol
 
 import msgspec
 
-from clearing.engine import Engine, OutputEvent
+from clearing.engine import EngineCore, OutputEvent
 from clearing.engine.events import OracleHeld, Reject, decode_output
 from clearing.engine.native import NativeEngine
 from clearing.journal import GENESIS_HASH, Record, chain_hash
@@ -382,7 +382,7 @@ def _position_headers(rec: Consumed) -> list[tuple[str, bytes]]:
 
 
 def _journal_one(
-    engine: Engine | NativeEngine,
+    engine: EngineCore,
     chain: JournalChain,
     raw: bytes,
     source: str,
@@ -402,7 +402,7 @@ def _journal_one(
 
 
 def _journal(
-    engine: Engine | NativeEngine, chain: JournalChain, payloads: list[bytes], sources: list[str]
+    engine: EngineCore, chain: JournalChain, payloads: list[bytes], sources: list[str]
 ) -> tuple[list[bytes], list[tuple[int, list[bytes]]], bytes]:
     """Apply ``payloads`` in order and extend ``chain``: each input's encoded journal
     record, ``(index, output event bytes)`` of each input that had outputs, and each
@@ -449,7 +449,7 @@ class BatchPlanner:
 
     def __init__(
         self,
-        engine: Engine | NativeEngine,
+        engine: EngineCore,
         chain: JournalChain,
         *,
         journal_topic: str,
@@ -598,7 +598,7 @@ class BatchPlanner:
 
 
 def plan_batch(
-    engine: Engine | NativeEngine,
+    engine: EngineCore,
     chain: JournalChain,
     records: Iterable[Consumed],
     *,

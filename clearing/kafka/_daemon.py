@@ -47,9 +47,8 @@ from aiokafka.errors import (
     ProducerFenced,
 )
 
-from clearing.engine import Engine, InvariantViolation
+from clearing.engine import EngineCore, InvariantViolation
 from clearing.engine.events import Clawback
-from clearing.engine.native import account_count
 from clearing.engine.persist import dump_state
 from clearing.heap import HeapSettler, settle_heap, streaming_collections
 from clearing.journal import JournalError
@@ -267,7 +266,7 @@ class Daemon:
         self._before_commit = before_commit
         self._stop = asyncio.Event()
         self._rank = {topic: rank for rank, topic in enumerate(config.topics.inputs)}
-        self.engine: Engine | None = None
+        self.engine: EngineCore | None = None
         self.recovery: KafkaRecovery | None = None
         self.committed_seq = 0
         self.batches_committed = 0
@@ -836,13 +835,13 @@ class Daemon:
         snapshot_due, check_due = self._due()
         if not (snapshot_due or check_due):
             return
-        writer: Callable[[Engine], str] | None = None
+        writer: Callable[[EngineCore], str] | None = None
         if snapshot_due:
             journal_hash = self._chain.head_hash
             journal_offset = self._journal_offset
             positions = dict(self._positions)
 
-            def writer(state: Engine) -> str:
+            def writer(state: EngineCore) -> str:
                 return write_kafka_snapshot(
                     config,
                     dump_state(state),
@@ -850,7 +849,7 @@ class Daemon:
                     journal_hash,
                     journal_offset,
                     positions,
-                    account_count(state),
+                    state.account_count(),
                 )
 
             # Next attempt only after another snapshot.every_inputs, even if this one fails.
@@ -1076,7 +1075,7 @@ class Daemon:
                     self._chain.head_hash,
                     self._journal_offset,
                     dict(self._positions),
-                    account_count(engine),
+                    engine.account_count(),
                 )
         except OSError as exc:
             # Snapshots only shorten recovery; the journal is the ledger. Keep serving.

@@ -25,7 +25,8 @@ from typing import Any, Final, NamedTuple, TypeVar
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from clearing.journal import GENESIS_HASH, JournalError, Record, chain_hash
+from clearing.errors import KafkaJournalError
+from clearing.journal import GENESIS_HASH, Record, chain_hash
 from clearing.kafka._batch import decode_journal_message
 from clearing.kafka._clients import admin_client, journal_reader_consumer
 from clearing.kafka._topics import describe_partitions
@@ -40,10 +41,6 @@ _FETCH_TIMEOUT_MS: Final = 500
 # Tail search: read this many offsets back from the end first, then 8x more each round
 # (aborted transactions and markers can leave long stretches without a committed record).
 _TAIL_WINDOW_OFFSETS: Final = 256
-
-
-class KafkaJournalError(JournalError):
-    """The journal topic is missing, truncated, out of sequence or does not verify."""
 
 
 class JournalTail(NamedTuple):

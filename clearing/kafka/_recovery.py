@@ -21,7 +21,7 @@ import os
 import time
 from typing import Any, Final, NamedTuple
 
-from clearing.engine import Engine, InvariantViolation
+from clearing.engine import EngineCore, InvariantViolation
 from clearing.journal import Record
 from clearing.kafka._batch import JournalChain, parse_source
 from clearing.kafka._journal import KafkaJournalReader
@@ -45,7 +45,7 @@ _WRITER: Final = "clearing.kafka"
 
 
 class KafkaRecovery(NamedTuple):
-    engine: Engine
+    engine: EngineCore
     chain: JournalChain
     journal_offset: int  # offset of the journal's last record; -1 when empty
     positions: Positions

@@ -25,6 +25,8 @@ from typing import Annotated, Any, Final, Literal, get_args, get_origin
 import msgspec
 from msgspec import Meta, Struct, field
 
+from clearing.errors import ConfigError
+
 __all__ = [
     "BatchConfig",
     "Config",
@@ -45,10 +47,6 @@ __all__ = [
 ENV_PREFIX: Final = "CLEARING_"
 _MiB: Final = 1024 * 1024
 _DAY_MS: Final = 24 * 3600 * 1000
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; the message names the key and what is expected."""
 
 
 class Secret:
@@ -209,7 +207,7 @@ class EngineConfig(_Section):
     core: Literal["auto", "native", "python"] = "auto"
 
     def __post_init__(self) -> None:
-        from clearing.engine.native import native_available
+        from clearing.engine import native_available
 
         if self.core == "native" and not native_available():
             raise ValueError(

@@ -28,8 +28,7 @@ from typing import Final, NamedTuple
 
 import msgspec
 
-from clearing.audit.replay import state_hash
-from clearing.engine import Engine, OutputEvent
+from clearing.engine import Engine, OutputEvent, state_hash
 from clearing.engine.events import (
     BadDebt,
     Clawback,

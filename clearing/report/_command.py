@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from clearing.errors import UserError
 from clearing.journal import JournalError
 from clearing.report._collect import ReportData, collect_journal
 from clearing.report._render import render_html, summary
@@ -48,8 +49,6 @@ def write_report(
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from clearing.cli import UserError
-
     if importlib.util.find_spec("matplotlib") is None:
         raise UserError("the report draws its plots with matplotlib: pip install matplotlib")
     journal_dir = resolve_journal_dir(args.journal)

@@ -15,12 +15,11 @@ import os
 
 import msgspec
 
-from clearing.engine import Engine
-from clearing.engine.native import NativeEngine, make_engine
-from clearing.engine.persist import StateFormatError, load_state
+from clearing.engine import EngineCore, load_engine, make_engine
+from clearing.errors import RecoveryError, StateFormatError
 from clearing.heap import settle_heap
 from clearing.journal import JournalReader
-from clearing.sequencer._replay import RecoveryError, ReplayObserver, replay
+from clearing.sequencer._replay import ReplayObserver, replay
 from clearing.snapshot import SnapshotError, list_snapshots, read_snapshot
 
 __all__ = ["RecoveryResult", "recover"]
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class RecoveryResult(msgspec.Struct):
-    engine: Engine
+    engine: EngineCore
     snapshot_path: str | None
     snapshot_seq: int
     replayed: int
@@ -55,7 +54,7 @@ def recover(
     last_seq = journal.last_seq
     hash_at = journal.hash_at
     target = last_seq if until_seq is None else min(until_seq, last_seq)
-    engine: Engine | NativeEngine | None = None
+    engine: EngineCore | None = None
     snapshot_path: str | None = None
     if snapshot_dir and os.path.isdir(snapshot_dir):
         infos = list_snapshots(snapshot_dir)
@@ -78,7 +77,7 @@ def recover(
                         snap.journal_seq,
                     )
                     continue
-                candidate = load_state(snap.state, core)
+                candidate = load_engine(snap.state, core)
             except (OSError, ValueError, StateFormatError, SnapshotError) as exc:
                 log.warning("snapshot %s is unusable (%s): trying an older one", info.path, exc)
                 continue

@@ -24,7 +24,8 @@ from typing import Final, Protocol, runtime_checkable
 
 import msgspec
 
-from clearing.engine import encode_output
+from clearing.engine import EngineCore, encode_output
+from clearing.errors import OutputDivergence, RecoveryError
 from clearing.heap import HeapSettler
 from clearing.journal import FrameWindow, JournalReader, Record
 
@@ -48,23 +49,6 @@ WINDOW_BATCH_BYTES: Final = 1 << 20
 _U64_MAX: Final = (1 << 64) - 1
 # Progress is reported every this many records on the per-record path.
 _PROGRESS_EVERY_RECORDS: Final = 4096
-
-
-class RecoveryError(Exception):
-    """The state cannot be rebuilt safely; the message says why and what to do."""
-
-
-class OutputDivergence(RecoveryError):
-    """Replaying a journal record gave different outputs from the ones it recorded."""
-
-    def __init__(self, seq: int, recorded: bytes, derived: bytes) -> None:
-        super().__init__(
-            f"journal seq {seq}: re-derived outputs differ from the recorded ones\n"
-            f"  recorded: {recorded[:300]!r}\n  derived:  {derived[:300]!r}"
-        )
-        self.seq = seq
-        self.recorded = recorded
-        self.derived = derived
 
 
 class Divergence(msgspec.Struct, frozen=True, gc=False):
@@ -98,14 +82,6 @@ class ReplayObserver:
     def after(self, record: Record, events: list[bytes], derived: bytes) -> None:
         """Called once ``record`` is applied and checked: its re-derived output events
         (``encode_output`` form) and the same joined as the journal records them."""
-
-
-class ReplayEngine(Protocol):
-    """What the loop needs of an engine core (either one)."""
-
-    seq: int
-
-    def apply_encoded(self, raw: bytes) -> list[bytes]: ...
 
 
 @runtime_checkable
@@ -170,7 +146,7 @@ def join_outputs(encoded: list[bytes]) -> bytes:
 
 def replay(
     reader: JournalReader,
-    engine: ReplayEngine,
+    engine: EngineCore,
     *,
     until_seq: int | None = None,
     verify: bool = True,
@@ -210,7 +186,7 @@ class _Loop:
 
     def __init__(
         self,
-        engine: ReplayEngine,
+        engine: EngineCore,
         verify: bool,
         stop_at_divergence: bool,
         observer: ReplayObserver | None,

@@ -16,10 +16,10 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
-from clearing.engine import Engine, InvariantViolation, OutputEvent
+from clearing.engine import EngineCore, InvariantViolation, OutputEvent
 from clearing.engine.events import decode_output
-from clearing.engine.native import NativeEngine, account_count
 from clearing.engine.persist import dump_state
+from clearing.errors import SequencerBroken
 from clearing.heap import HeapSettler, settle_heap
 from clearing.journal import Journal, LocalJournal, Record
 from clearing.journal._scan import ScanMode
@@ -37,14 +37,10 @@ DEFAULT_SNAPSHOT_EVERY_INPUTS: Final = 1_000_000
 DEFAULT_KEEP_SNAPSHOTS: Final = 3
 
 
-class SequencerBroken(RuntimeError):
-    """A journal write or invariant check failed; restart and recover from the journal."""
-
-
 class Sequencer:
     def __init__(
         self,
-        engine: Engine | NativeEngine,
+        engine: EngineCore,
         journal: Journal,
         snapshot_dir: str | None = None,
         *,
@@ -143,7 +139,7 @@ class Sequencer:
             dump_state(self.engine),
             self.engine.seq,
             self.journal.head_hash,
-            {"accounts": account_count(self.engine)},
+            {"accounts": self.engine.account_count()},
         )
         self.last_snapshot_seq = self.engine.seq
         prune(self.snapshot_dir, keep=self.keep_snapshots)

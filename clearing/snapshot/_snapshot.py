@@ -56,11 +56,14 @@ from typing import Any
 import crc32c
 import msgspec
 
+from clearing.errors import SnapshotError
+
 __all__ = [
     "HEADER_BYTES",
     "Snapshot",
     "SnapshotError",
     "SnapshotInfo",
+    "default_snapshot_dir",
     "list_snapshots",
     "load_latest",
     "prune",
@@ -85,8 +88,9 @@ _NAME_RE = re.compile(r"^snapshot-(\d{20})\.snap$")
 _TMP_RE = re.compile(r"^\.snapshot-\d{20}\.snap\..*\.tmp$")
 
 
-class SnapshotError(Exception):
-    """A snapshot file failed validation (the message says why)."""
+def default_snapshot_dir(journal_dir: str) -> str:
+    """Snapshots live beside the journal's segments unless told otherwise."""
+    return os.path.join(journal_dir, "snapshots")
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):

@@ -39,15 +39,17 @@ impl Core {
         Core { engine: Engine::new(), busy: false }
     }
 
-    /// True: mark moves check every holder (the full-scan baseline) instead of the index.
+    /// True: a mark move visits every holder of the market (the full-scan baseline the
+    /// benchmarks compare against); False (the default): only those the index names.
+    /// The Python core's `Engine(liquidation_scan=...)` is the same switch.
     #[getter]
-    fn get_scan(&self) -> bool {
+    fn get_liquidation_scan(&self) -> bool {
         self.engine.scan
     }
 
     #[setter]
-    fn set_scan(&mut self, scan: bool) {
-        self.engine.scan = scan;
+    fn set_liquidation_scan(&mut self, liquidation_scan: bool) {
+        self.engine.scan = liquidation_scan;
     }
 
     /// Inputs applied so far (rejects included).
@@ -401,6 +403,11 @@ impl Core {
         Ok(Core { engine, busy: false })
     }
 
+    /// Accounts in the ledger, system accounts included (O(1)).
+    fn account_count(&self) -> usize {
+        self.engine.ledger.accounts.len()
+    }
+
     /// Figures for metrics and reports: (accounts, positions, fund equity e16 as a decimal
     /// string, [(market, long open interest e8 as a decimal string, mark e8 or None)]).
     fn summary(&self) -> (usize, usize, String, Vec<(String, String, Option<String>)>) {
@@ -430,17 +437,6 @@ impl Core {
         out.set_item("traders", f.traders)?;
         out.set_item("below_im", f.below_im)?;
         Ok(out)
-    }
-
-    /// Tests only: add `delta_e16` (a decimal string) to an existing account's cash
-    /// without a matching deposit, breaking the cash invariant on purpose so the checks
-    /// that must catch it can be tested. Nothing in the product calls it.
-    fn debug_break_cash(&mut self, id: &str, delta_e16: &str) -> PyResult<()> {
-        let delta: num::Int = delta_e16.parse().map_err(|_| PyValueError::new_err("not an integer"))?;
-        let ledger = &mut self.engine.ledger;
-        let handle = ledger.account_handle(id).ok_or_else(|| PyValueError::new_err("no such account"))?;
-        ledger.accounts[handle as usize].cash += delta;
-        Ok(())
     }
 }
 
@@ -475,32 +471,9 @@ fn big_int(py: Python<'_>, value: num::Int) -> PyResult<PyObject> {
     Ok(int_type.call1((value.to_string(),))?.unbind())
 }
 
-/// The fast parser's verdict on one raw input, for tests: None, or the fields of the
-/// equivalent `Parsed*` tuple after the input type.
-#[pyfunction]
-fn parse<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<PyObject> {
-    let Some(input) = parse_input(raw) else { return Ok(py.None()) };
-    let tuple = match input {
-        Input::Fill(f) => {
-            ("fill", f.fill_id, f.market, f.price_e8, f.qty_e8, f.buyer, f.seller, f.buyer_fee_e8, f.seller_fee_e8)
-                .into_pyobject(py)?
-                .into_any()
-        }
-        Input::Oracle { market, price_e8 } => ("oracle", market, price_e8).into_pyobject(py)?.into_any(),
-        Input::Deposit { account, amount_e8 } => ("deposit", account, amount_e8).into_pyobject(py)?.into_any(),
-        Input::Withdraw { account, amount_e8 } => ("withdraw", account, amount_e8).into_pyobject(py)?.into_any(),
-        Input::Book { market, bids, asks } => ("book", market, bids, asks).into_pyobject(py)?.into_any(),
-        Input::Market { market, imr_e8, mmr_e8, liq_fee_e8, max_oracle_move_e8 } => {
-            ("market", market, imr_e8, mmr_e8, liq_fee_e8, max_oracle_move_e8).into_pyobject(py)?.into_any()
-        }
-    };
-    Ok(tuple.unbind())
-}
-
 #[pymodule]
 fn clearing_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
-    m.add_function(wrap_pyfunction!(parse, m)?)?;
     m.add_function(wrap_pyfunction!(journal::scan_frames, m)?)?;
     m.add("DEFER", DEFER)?;
     Ok(())

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
 
-from clearing.engine import Engine
-from clearing.engine.persist import dump_state, load_state
+from clearing.engine import Engine, load_engine
+from clearing.engine.persist import dump_state
 
 HUGE = "999999999999999.99999999"  # the largest wire amount (1e15 - 1e-8)
 
@@ -204,7 +204,7 @@ def main() -> None:
                 rejects += type(output).__name__ == "Reject"
         engine.check_invariants()
         data = dump_state(engine)
-        assert dump_state(load_state(data)) == data, name
+        assert load_engine(data).dump_state() == data, name
         (out_dir / f"{name}.msgpack").write_bytes(data)
         (out_dir / f"{name}.txt").write_text(describe(engine), encoding="utf-8")
         print(

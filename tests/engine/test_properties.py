@@ -7,8 +7,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clearing.engine import Engine, encode_output
-from clearing.engine.persist import dump_state, load_state
+from clearing.engine import Engine, encode_output, load_engine
+from clearing.engine.persist import dump_state
 
 ACCOUNTS = [*"abcdeabcdeabcde", "insurance-fund", "fee-pool", "bad-debt"]
 MARKETS = ["BTC", "ETH", "SOL"]
@@ -135,7 +135,7 @@ def test_invariants_hold_after_every_input(lines: list[bytes]) -> None:
         if any(e.__struct_config__.tag == "reject" for e in outputs):
             # A rejected input changes nothing but the input counter.
             assert len(outputs) == 1
-            restored = load_state(before)
+            restored = load_engine(before)
             restored.seq += 1
             assert dump_state(restored) == dump_state(engine)
 
@@ -153,7 +153,7 @@ def test_snapshot_then_continue_equals_uninterrupted(lines: list[bytes], cut: in
     whole_out = [encode_output(e) for line in lines for e in whole.apply(line)]
     first = Engine()
     out = [encode_output(e) for line in lines[:cut] for e in first.apply(line)]
-    resumed = load_state(dump_state(first))
+    resumed = load_engine(dump_state(first))
     resumed.check_invariants()  # the bulk-built index is complete and exact
     out += [encode_output(e) for line in lines[cut:] for e in resumed.apply(line)]
     assert out == whole_out
@@ -196,8 +196,8 @@ def test_arbitrary_json_values_never_crash(value: object) -> None:
     assert all(e.__struct_config__.tag in {"reject", "withdrawal"} for e in outputs)
 
 
-def _replay_with(lines: list[bytes], use_index: bool) -> bytes:
-    engine = Engine(use_index=use_index)
+def _replay_with(lines: list[bytes], liquidation_scan: bool) -> bytes:
+    engine = Engine(liquidation_scan=liquidation_scan)
     out = b"".join(encode_output(e) + b"\n" for line in lines for e in engine.apply(line))
     engine.check_invariants()  # includes the index consistency check
     return out + json.dumps(engine.state()).encode()
@@ -207,7 +207,7 @@ def _replay_with(lines: list[bytes], use_index: bool) -> bytes:
 @given(streams)
 def test_liquidation_index_matches_full_scan(lines: list[bytes]) -> None:
     """The threshold index never misses an account the full scan would liquidate."""
-    assert _replay_with(lines, use_index=True) == _replay_with(lines, use_index=False)
+    assert _replay_with(lines, liquidation_scan=False) == _replay_with(lines, liquidation_scan=True)
 
 
 @settings(max_examples=200, deadline=None)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from clearing.engine import Engine
-from clearing.engine.persist import dump_state, load_state
+from clearing.engine import Engine, load_engine
+from clearing.engine.persist import dump_state
 from clearing.kafka._background import BackgroundResult, start_background_job
 
 
@@ -39,7 +39,7 @@ def test_a_clean_ledger_checks_out_and_the_child_writes_the_snapshot(tmp_path: P
     assert result.violation is None and result.error is None and result.snapshot_error is None
     assert result.snapshot_path == str(target) and result.seq == engine.seq
     # The child's copy is the parent's state at the fork, byte for byte.
-    assert dump_state(load_state(target.read_bytes())) == dump_state(engine)
+    assert dump_state(load_engine(target.read_bytes())) == dump_state(engine)
 
 
 def test_a_broken_ledger_is_reported_with_the_invariant_it_breaks() -> None:

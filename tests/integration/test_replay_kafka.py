@@ -7,8 +7,7 @@ import asyncio
 from pathlib import Path
 
 from clearing.audit.replay import encode_state
-from clearing.engine import Engine
-from clearing.engine.native import make_engine, native_available
+from clearing.engine import Engine, make_engine, native_available
 from clearing.journal import JournalReader
 from clearing.kafka import EXIT_OK, KafkaJournalReader
 from clearing.ops.config import Config

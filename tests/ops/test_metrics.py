@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 
 import pytest
 from prometheus_client import generate_latest
@@ -109,20 +108,15 @@ def _crowd(traders: int) -> Engine:
     return engine
 
 
-def test_below_initial_margin_full_scan_and_sample() -> None:
+def test_below_initial_margin_counts_every_trader() -> None:
     engine = _crowd(30)
-    exact = Metrics()
-    exact.update_ledger(engine, 0)
-    assert value(exact, "clearing_accounts_below_initial_margin") == 30
-    assert value(exact, "clearing_margin_scan_accounts") == 31
-    assert value(exact, "clearing_open_interest_base", market="M") == 30
-
-    sampled = Metrics(im_scan_limit=10, rng=random.Random(7))
-    sampled.update_ledger(engine, 0)
-    assert value(sampled, "clearing_margin_scan_accounts") == 10
-    # 10 of 31 scanned: all 30 traders are below IM, mm is not, so the estimate is 31
-    # (mm not drawn) or round(9 * 31 / 10) = 28.
-    assert value(sampled, "clearing_accounts_below_initial_margin") in (28, 31)
+    metrics = Metrics()
+    metrics.update_ledger(engine, 0)
+    # All 30 traders are below IM; the market maker (a trader too) is not.
+    assert value(metrics, "clearing_accounts_below_initial_margin") == 30
+    assert value(metrics, "clearing_margin_scan_accounts") == 31
+    assert value(metrics, "clearing_accounts_with_positions") == 31
+    assert value(metrics, "clearing_open_interest_base", market="M") == 30
 
 
 def test_lag_progress_and_health_setters() -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from clearing.audit.replay import encode_state
 from clearing.cli import main
-from clearing.engine import Engine
-from clearing.engine.native import NativeEngine, make_engine, native_available
+from clearing.engine import Engine, make_engine, native_available
+from clearing.engine.native import NativeEngine
 from clearing.journal import (
     GENESIS_HASH,
     JournalCorrupt,

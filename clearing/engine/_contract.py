@@ -1,0 +1,100 @@
+"""The engine-core contract: what every caller may ask of either core, and nothing else.
+
+``Engine`` (pure Python, the reference) and ``NativeEngine`` (the Rust core) both satisfy
+``EngineCore``. Code outside ``clearing.engine`` holds an ``EngineCore`` and never asks
+which core it has: anything it needs from the ledger is a method here, answered by both
+cores with the same values (``tests/engine/test_contract.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from clearing.engine.events import OutputEvent
+
+__all__ = ["EngineCore", "LedgerFigures", "LedgerSummary", "MarketFigures", "MarketSummary"]
+
+
+class MarketSummary(msgspec.Struct, frozen=True, gc=False):
+    """One market in a ``LedgerSummary``."""
+
+    market: str
+    long_open_interest_e8: int  # sum of the long positions' quantities
+    mark_e8: int | None  # None until the first fill or oracle tick
+
+
+class LedgerSummary(msgspec.Struct, frozen=True, gc=False):
+    """Counts for tools and logs (one O(positions) pass on either core)."""
+
+    accounts: int  # system accounts included
+    positions: int  # open positions of every account, system ones included
+    fund_equity_e16: int  # the insurance fund's cash plus its positions at the marks
+    markets: list[MarketSummary]  # in market id order
+
+
+class MarketFigures(msgspec.Struct, frozen=True, gc=False):
+    """One market in ``LedgerFigures``."""
+
+    market: str
+    long_open_interest_e8: int
+    mark_e8: int | None
+    tick_held: bool  # an oracle tick is held back awaiting confirmation
+
+
+class LedgerFigures(msgspec.Struct, frozen=True, gc=False):
+    """The ledger figures the metrics export, exact, from one pass over the ledger."""
+
+    accounts: int  # system accounts included
+    fund_cash_e16: int
+    fund_equity_e16: int
+    fee_pool_cash_e16: int
+    bad_debt_cash_e16: int  # <= 0: losses nobody covered
+    markets: list[MarketFigures]  # in market id order
+    traders: int  # non-system accounts holding a position
+    traders_below_im: int  # of those, the ones whose equity is below initial margin
+
+
+@runtime_checkable
+class EngineCore(Protocol):
+    """An engine core. Feed it raw inputs in order; read its state through these methods.
+
+    ``liquidation_scan`` (a constructor argument of both cores, and this attribute)
+    names one switch: True makes a mark move visit every holder of the market (the
+    benchmark baseline), False (the default) asks the liquidation index.
+    """
+
+    core_name: str  # "python" or "native": for logs and reports, never for branching
+    liquidation_scan: bool
+    # Inputs applied so far; the next input gets seq + 1. (Tools that compare states
+    # set it aside by writing it.)
+    seq: int
+
+    def apply(self, raw: bytes) -> list[OutputEvent]:
+        """Apply one raw input (a JSON object's bytes); its output events."""
+        ...
+
+    def apply_encoded(self, raw: bytes) -> list[bytes]:
+        """``apply``, the output events as their JSON bytes (what journals and sinks write)."""
+        ...
+
+    def check_invariants(self) -> None:
+        """Raise ``InvariantViolation`` if the ledger does not balance (or its index is off)."""
+        ...
+
+    def dump_state(self) -> bytes:
+        """The snapshot document; both cores write the same bytes for the same state."""
+        ...
+
+    def state_json(self) -> bytes:
+        """The SPEC §8 state as canonical JSON bytes (keys in code-point order)."""
+        ...
+
+    def account_count(self) -> int:
+        """Accounts in the ledger, system accounts included (O(1))."""
+        ...
+
+    def summary(self) -> LedgerSummary: ...
+
+    def figures(self) -> LedgerFigures: ...
