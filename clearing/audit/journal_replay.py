@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from typing import BinaryIO
 
 import msgspec
 
-from clearing.audit.replay import encode_state, engine_for, state_hash
-from clearing.engine import EngineCore
+from clearing.audit.events_out import open_events
+from clearing.audit.progress import Progress
+from clearing.audit.replay import engine_for
+from clearing.audit.sources import SourceError, open_journal, source_config
+from clearing.engine import EngineCore, state_file_bytes, state_sha256
 from clearing.errors import UserError
-from clearing.journal import JournalCorrupt, JournalError, LocalJournal, Record
+from clearing.journal import JournalCorrupt, JournalError, Record
 from clearing.sequencer import Divergence, ReplayObserver, replay
 
 __all__ = ["parse_until_ts", "replay_journal_command"]
@@ -57,21 +59,25 @@ def replay_journal_command(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UserError(f"--until-ts {args.until_ts!r}: {exc}") from exc
     try:
-        # Open checks only the segment headers and the last segment: the read below
-        # verifies every record's CRC and the whole hash chain anyway (scanning it twice
-        # cost a third of a replay's time).
-        journal = LocalJournal(args.input, readonly=True, scan_mode="tail")
+        journal = open_journal(args.input, source_config(args.input, args.config))
+    except SourceError as exc:
+        raise UserError(str(exc)) from exc
+    except JournalCorrupt as exc:
+        return _corrupt(exc)
     except JournalError as exc:
         raise UserError(f"cannot open journal {args.input}: {exc}") from exc
-    events_out: BinaryIO | None
-    events_out = (
-        open(args.events, "wb") if args.events else sys.stdout.buffer  # noqa: SIM115
-    )
+    try:
+        events = open_events(args.events)
+    except UserError:
+        journal.close()
+        raise
+    events_out = events.stream
     engine = engine_for(args.core)
     total = journal.last_seq if args.until is None else min(args.until, journal.last_seq)
-    progress = _progress(total) if sys.stderr.isatty() and not args.quiet else None
+    progress = Progress("replay", total) if sys.stderr.isatty() and not args.quiet else None
     # Per-record needs (--until-ts reads each input's ts; --check-invariants) make the
-    # replay go record by record; without them the native core takes whole windows.
+    # replay go record by record; without them the native core takes whole windows of a
+    # local journal (the loop decides, from what the engine and the journal offer).
     observer = (
         _PerRecord(engine, until_ts_ns, args.check_invariants)
         if until_ts_ns is not None or args.check_invariants
@@ -85,29 +91,28 @@ def replay_journal_command(args: argparse.Namespace) -> int:
             verify=not args.no_verify_outputs,
             stop_at_divergence=False,
             observer=observer,
-            on_events=events_out.write,
+            on_events=None if events_out is None else events_out.write,
             progress=None if progress is None else progress.update,
         )
-    except JournalCorrupt as exc:
-        raise UserError(f"journal is corrupt: {exc}") from exc
+    except JournalError as exc:  # a bad frame, a broken chain, a gap in the seqs
+        return _corrupt(exc)
     finally:
         if progress is not None:
             progress.close()
         journal.close()
-        if args.events:
-            events_out.close()
-        else:
-            events_out.flush()
+        events.close()
     engine.check_invariants()
     if args.state:
         with open(args.state, "wb") as state_out:
-            state_out.write(encode_state(engine) + b"\n")
+            state_out.write(state_file_bytes(engine))
     if not args.quiet:
-        print(
-            f"replayed {done.inputs} journal records (seq 1..{engine.seq}): {done.events} "
-            f"output events; state sha256 {state_hash(engine)}",
-            file=sys.stderr,
+        what = (
+            "0 journal records: the journal is EMPTY"
+            if total == 0
+            else f"{done.inputs} journal records (seq 1..{engine.seq}): {done.events} output events"
         )
+        print(f"replayed {what}; state sha256 {state_sha256(engine)}", file=sys.stderr)
+    events.explain_held_back(done.events)
     if done.first_divergence is not None:
         print(
             f"DIVERGED: {done.divergences} record(s) re-derived different outputs from the "
@@ -116,6 +121,15 @@ def replay_journal_command(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _corrupt(exc: JournalError) -> int:
+    print(
+        f"clearing replay: CORRUPT: the journal is corrupt: {exc}. Run clearing journal "
+        f"verify on it; restore it from a replica or backup",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _divergence(first: Divergence) -> str:
@@ -144,31 +158,3 @@ class _PerRecord(ReplayObserver):
     def after(self, record: Record, events: list[bytes], derived: bytes) -> None:
         if self._check_invariants:
             self._engine.check_invariants()
-
-
-class _progress:
-    """A rich progress bar on standard error, for long journals on a terminal."""
-
-    def __init__(self, total: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TimeRemainingColumn,
-        )
-
-        self._bar = Progress(
-            "replay",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task("replay", total=total)
-
-    def update(self, done: int) -> None:
-        self._bar.update(self._task, completed=done)
-
-    def close(self) -> None:
-        self._bar.stop()

@@ -56,16 +56,8 @@ class JournalReader(Protocol):
 
 
 @runtime_checkable
-class Journal(Protocol):
-    @property
-    def last_seq(self) -> int:
-        """Seq of the newest record; 0 when the journal is empty."""
-        ...
-
-    @property
-    def head_hash(self) -> bytes:
-        """Chain hash of the newest record (32 zero bytes when empty)."""
-        ...
+class Journal(JournalReader, Protocol):
+    """A journal a writer appends to (the reader's side as ``JournalReader``)."""
 
     def append(self, records: Iterable[Record]) -> None:
         """Append one batch (group commit) of records with consecutive seqs."""

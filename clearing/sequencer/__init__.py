@@ -1,4 +1,5 @@
-"""Source -> sequencer -> journal -> engine: numbering, journaling, replay, recovery."""
+"""Source -> sequencer -> journal -> engine: numbering, journaling, upkeep, replay,
+recovery."""
 
 from clearing.sequencer._recovery import RecoveryResult, recover
 from clearing.sequencer._replay import (
@@ -11,10 +12,14 @@ from clearing.sequencer._replay import (
     join_outputs,
     replay,
 )
+from clearing.sequencer._schedule import Due, UpkeepSchedule
 from clearing.sequencer._sequencer import Sequencer, SequencerBroken
+from clearing.sequencer._step import JournalChain, Step, decode_record, encode_record, sequence
 
 __all__ = [
     "Divergence",
+    "Due",
+    "JournalChain",
     "OutputDivergence",
     "RecoveryError",
     "RecoveryResult",
@@ -22,8 +27,13 @@ __all__ = [
     "ReplayResult",
     "Sequencer",
     "SequencerBroken",
+    "Step",
+    "UpkeepSchedule",
+    "decode_record",
     "encode_outputs",
+    "encode_record",
     "join_outputs",
     "recover",
     "replay",
+    "sequence",
 ]

@@ -254,7 +254,7 @@ def test_an_edited_record_with_a_fixed_up_crc_breaks_the_chain_on_every_path(
         capsys.readouterr()
         code = main(["replay", str(journal_dir), "-q", "--events", os.devnull, "--core", core])
         err = capsys.readouterr().err
-        assert code == 2 and "journal is corrupt" in err and message in err, err
+        assert code == 1 and "CORRUPT: the journal is corrupt" in err and message in err, err
     code = main(["journal", "verify", str(journal_dir)])
     err = capsys.readouterr().err
     assert code == 1 and "CORRUPT: " in err and message in err, err
