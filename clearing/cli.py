@@ -233,6 +233,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="TOML configuration (CLEARING_* variables override it)"
     )
 
+    from clearing.risk import add_risk_commands
+
+    add_risk_commands(commands, CORES)
+
     demo = commands.add_parser(
         "demo",
         help="simulate a venue with a black-swan crash through the real sequencer, then report",
@@ -349,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from clearing.kafka import topics_command
 
             return topics_command(args)
+        if args.command in ("stress", "risk"):
+            from clearing.risk import risk_command, stress_command
+
+            return stress_command(args) if args.command == "stress" else risk_command(args)
         if args.command == "demo":
             from clearing.demo import demo_command
 
