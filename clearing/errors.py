@@ -19,7 +19,8 @@ nothing of ours: every layer, the engine included, may import it.
     │   └── KafkaJournalError   the journal topic is missing, truncated or does not verify
     ├── RecoveryError           the state cannot be rebuilt safely
     │   └── OutputDivergence    a replayed record re-derived other outputs than it recorded
-    └── SequencerBroken         a journal write or invariant check failed mid-run
+    ├── SequencerBroken         a journal write or invariant check failed mid-run
+    └── ScenarioFailed          a stress scenario's engine run failed (in its child process)
 
 Some also derive from the built-in they stood for before the tree existed
 (``InvariantViolation`` is an ``AssertionError``, ``StateFormatError`` a ``ValueError``,
@@ -44,6 +45,7 @@ __all__ = [
     "KafkaJournalError",
     "OutputDivergence",
     "RecoveryError",
+    "ScenarioFailed",
     "SequencerBroken",
     "SnapshotError",
     "StateFormatError",
@@ -143,3 +145,8 @@ class OutputDivergence(RecoveryError):
 
 class SequencerBroken(ClearingError, RuntimeError):
     """A journal write or invariant check failed; restart and recover from the journal."""
+
+
+class ScenarioFailed(ClearingError):
+    """A stress or risk scenario could not be run through the engine: a bug, not a
+    property of the ledger (the message carries the child process's last error line)."""

@@ -66,13 +66,20 @@ def replay_journal_command(args: argparse.Namespace) -> int:
         return _corrupt(exc)
     except JournalError as exc:
         raise UserError(f"cannot open journal {args.input}: {exc}") from exc
+    rules = getattr(args, "rules", None)
+    if rules is not None and rules != journal.rules_version:
+        journal.close()
+        raise UserError(
+            f"journal {args.input} records rules version {journal.rules_version}; it replays "
+            f"under that version (drop --rules {rules})"
+        )
     try:
         events = open_events(args.events)
     except UserError:
         journal.close()
         raise
     events_out = events.stream
-    engine = engine_for(args.core)
+    engine = engine_for(args.core, journal.rules_version)
     total = journal.last_seq if args.until is None else min(args.until, journal.last_seq)
     progress = Progress("replay", total) if sys.stderr.isatty() and not args.quiet else None
     # Per-record needs (--until-ts reads each input's ts; --check-invariants) make the

@@ -43,6 +43,7 @@ from clearing.engine.events import (
     decode_output,
     encode_output,
 )
+from clearing.engine.persist import state_rules_version
 from clearing.errors import CoreUnavailable, InvariantViolation
 
 try:  # the compiled extension: `pip install ./native`
@@ -52,10 +53,12 @@ except ImportError:  # pragma: no cover - exercised only where it is not install
 
 __all__ = [
     "INPUT_KINDS",
+    "NATIVE_RULES_VERSIONS",
     "JournalRun",
     "NativeEngine",
     "ReplayedWindow",
     "native_available",
+    "native_rules_refusal",
 ]
 
 _NOT_INSTALLED: Final = (
@@ -105,6 +108,18 @@ class ReplayedWindow(msgspec.Struct, gc=False):
 
 def native_available() -> bool:
     return _native is not None
+
+
+# The rules versions the native core implements (SPEC §9 is not in it yet).
+NATIVE_RULES_VERSIONS: Final = (1,)
+
+
+def native_rules_refusal(rules_version: int) -> str:
+    """The one-line error for a ledger under rules the native core does not implement."""
+    return (
+        f"the native engine core does not implement rules version {rules_version} yet; "
+        f"use the Python core (--core python)"
+    )
 
 
 class JournalRun(NamedTuple):
@@ -298,10 +313,19 @@ class NativeEngine:
 
     @classmethod
     def load_state(cls, data: bytes, liquidation_scan: bool = False) -> NativeEngine:
-        """Rebuild from snapshot bytes (either core's); ValueError if unreadable."""
+        """Rebuild from snapshot bytes (either core's); ValueError if unreadable or under
+        rules the native core does not implement."""
         if _native is None:
             raise CoreUnavailable(_NOT_INSTALLED)
+        rules_version = state_rules_version(data)
+        if rules_version not in NATIVE_RULES_VERSIONS:
+            raise ValueError(native_rules_refusal(rules_version))
         return cls(liquidation_scan, core=_native.Core.load_state(data))
+
+    @property
+    def rules_version(self) -> int:
+        """The native core implements version 1 only (``NATIVE_RULES_VERSIONS``)."""
+        return 1
 
     def account_count(self) -> int:
         """Accounts in the ledger, system accounts included (O(1))."""

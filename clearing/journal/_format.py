@@ -18,10 +18,15 @@ A 52-byte segment header, then one or more frames back to back, up to EOF::
     off  size  field
     0    6     magic          b"CLJSEG"
     6    1     format_version 1
-    7    1     flags          0 (reserved)
+    7    1     rules          the ledger's rules version (SPEC §9); 0 = version 1
+                                 (every segment written before versions existed)
     8    8     first_seq      seq of the first record in this segment (== file name)
     16   32    prev_hash      chain hash of record first_seq-1 (32 zero bytes for seq 1)
     48   4     header_crc     CRC32C (Castagnoli) of bytes 0..47
+
+``rules`` is written into every segment of a journal with the same value, fixed when
+the journal's first segment is created; a reader takes the first segment's. Version 1
+writes 0, so version-1 journals are byte-identical to those written before the field.
 
 ``prev_hash`` lets a reader verify the chain starting at any segment without
 reading the previous ones, and ties the segments together: deleting, reordering
@@ -114,6 +119,7 @@ __all__ = [
     "Record",
     "chain_hash",
     "segment_name",
+    "segment_rules_version",
 ]
 
 HASH_BYTES = 32
@@ -192,9 +198,16 @@ def parse_segment_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def encode_segment_header(first_seq: int, prev_hash: bytes) -> bytes:
-    head = _SEG_HEAD.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_seq, prev_hash)
+def encode_segment_header(first_seq: int, prev_hash: bytes, rules_version: int = 1) -> bytes:
+    rules_byte = 0 if rules_version == 1 else rules_version
+    head = _SEG_HEAD.pack(SEGMENT_MAGIC, SEGMENT_VERSION, rules_byte, first_seq, prev_hash)
     return head + _U32.pack(crc32c.crc32c(head))
+
+
+def segment_rules_version(data: bytes) -> int:
+    """The rules version a valid segment header records (its byte 7; 0 is version 1)."""
+    decode_segment_header(data)  # raises on a damaged header
+    return data[7] or 1
 
 
 class SegmentHeaderError(ValueError):

@@ -77,6 +77,7 @@ from ._format import (
     native_scan_fits,
     read_frame,
     segment_name,
+    segment_rules_version,
     skip_frames,
     verify_frames,
 )
@@ -200,7 +201,11 @@ class LocalJournal:
         scan_mode: ScanMode = "full",
         readonly: bool = False,
         storage: Storage | None = None,
+        rules_version: int | None = None,
     ) -> None:
+        """``rules_version``: the ledger's rules (SPEC §9) for a journal that has no
+        segment yet (default 1); a journal that has one keeps the version it recorded,
+        and asking for another raises ValueError."""
         if segment_bytes <= SEGMENT_HEADER_BYTES:
             raise ValueError(f"segment_bytes must exceed {SEGMENT_HEADER_BYTES}")
         if fsync not in ("batch", "always", "never"):
@@ -229,6 +234,7 @@ class LocalJournal:
             self._last_seq = result.last_seq
             self._head_hash = result.head_hash
             self._last_record = result.last_record
+            self._rules_version = self._recorded_rules(rules_version)
             if self._segments and not readonly:
                 self._fd = os.open(
                     self._segments[-1].path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
@@ -270,7 +276,24 @@ class LocalJournal:
             raise JournalCorrupt(self._dir, p.segment, p.offset, p.reason)
         return result
 
+    def _recorded_rules(self, requested: int | None) -> int:
+        if not self._segments:
+            return requested or 1
+        with open(self._segments[0].path, "rb") as first:
+            recorded = segment_rules_version(first.read(SEGMENT_HEADER_BYTES))
+        if requested is not None and requested != recorded:
+            raise ValueError(
+                f"journal {self._dir} records rules version {recorded}, not {requested}; "
+                f"a ledger's rules version is fixed when it is created"
+            )
+        return recorded
+
     # -- properties ---------------------------------------------------------------
+
+    @property
+    def rules_version(self) -> int:
+        """The ledger's rules version, as recorded in its segment headers (SPEC §9)."""
+        return self._rules_version
 
     @property
     def directory(self) -> str:
@@ -343,7 +366,7 @@ class LocalJournal:
             if cur_size is None or (
                 cur_size > SEGMENT_HEADER_BYTES and cur_size + len(frame) > limit
             ):
-                header = encode_segment_header(seq, prev)
+                header = encode_segment_header(seq, prev, self._rules_version)
                 chunk = _Chunk(first_seq=seq, new=True, parts=[header])
                 chunks.append(chunk)
                 cur_size = len(header)

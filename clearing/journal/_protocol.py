@@ -46,6 +46,12 @@ class JournalReader(Protocol):
         """Chain hash of the newest record (32 zero bytes when empty)."""
         ...
 
+    @property
+    def rules_version(self) -> int:
+        """The clearing rules (SPEC §9 head) the ledger of this journal runs under: the
+        engine a replay applies its records to must run the same."""
+        ...
+
     def hash_at(self, seq: int) -> bytes:
         """Chain hash of record ``seq`` (``GENESIS_HASH`` for 0); ValueError outside."""
         ...

@@ -240,9 +240,11 @@ class _Collector(ReplayObserver):
     """Collects the report's data as the replay loop applies each record to a Python
     engine (whose ledger it reads)."""
 
-    def __init__(self, data: ReportData, total_inputs: int, max_samples: int) -> None:
+    def __init__(
+        self, data: ReportData, total_inputs: int, max_samples: int, rules_version: int = 1
+    ) -> None:
         self.data = data
-        self.engine = Engine()
+        self.engine = Engine(rules_version=rules_version)  # the journal's rules (SPEC §9)
         self.step = max(1, -(-total_inputs // max_samples))
         self.min_event_gap = max(1, self.step // 4)
         self.last_sample_seq = 0
@@ -440,7 +442,7 @@ def collect_journal(
         total = journal.last_seq
         head_hash = journal.head_hash
         data = ReportData(journal_dir=journal_dir)
-        collector = _Collector(data, total, max_samples)
+        collector = _Collector(data, total, max_samples, journal.rules_version)
         replay(
             journal,
             collector.engine,

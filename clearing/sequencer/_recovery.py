@@ -42,6 +42,7 @@ def recover(
     check_outputs: bool = True,
     observer: ReplayObserver | None = None,
     core: str = "python",
+    rules_version: int = 1,
 ) -> RecoveryResult:
     """Rebuild the engine at ``until_seq`` (default: the journal's last record).
 
@@ -49,7 +50,8 @@ def recover(
     stops at the first record whose re-derived outputs differ from the recorded ones
     (``OutputDivergence``) unless ``check_outputs`` is off. ``observer`` sees each
     replayed record (and makes the replay go record by record). ``core`` names the
-    engine core.
+    engine core; ``rules_version`` is the one the journal recorded (a snapshot under
+    other rules is skipped).
     """
     last_seq = journal.last_seq
     hash_at = journal.hash_at
@@ -81,13 +83,21 @@ def recover(
             except (OSError, ValueError, StateFormatError, SnapshotError) as exc:
                 log.warning("snapshot %s is unusable (%s): trying an older one", info.path, exc)
                 continue
+            if candidate.rules_version != rules_version:
+                log.warning(
+                    "snapshot %s is under rules version %d, the journal under %d: skipped",
+                    info.path,
+                    candidate.rules_version,
+                    rules_version,
+                )
+                continue
             if candidate.seq != snap.journal_seq:
                 log.warning("snapshot %s has engine seq %d: skipped", info.path, candidate.seq)
                 continue
             engine, snapshot_path = candidate, info.path
             break
     if engine is None:
-        engine = make_engine(core)
+        engine = make_engine(core, rules_version=rules_version)
     snapshot_seq = engine.seq
     settle_heap()  # the loaded snapshot's objects live as long as the engine
     done = replay(

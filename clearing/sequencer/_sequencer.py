@@ -107,6 +107,7 @@ class Sequencer:
         fsync: str = "batch",
         core: str = "python",
         scan_mode: ScanMode = "full",
+        rules_version: int | None = None,
         **options: int,
     ) -> tuple[Sequencer, RecoveryResult]:
         """Open (or create) a local journal, recover the engine on the named core
@@ -116,8 +117,14 @@ class Sequencer:
         ``"tail"`` checks the earlier segments' headers only and verifies the last
         segment, the records recovery replays and the chain hash the snapshot was taken
         at: a faster restart that leaves the full check to ``clearing journal verify``.
+        ``rules_version`` is for a new journal (default 1); an existing one keeps its own.
         """
-        journal = LocalJournal(journal_dir, fsync=fsync, scan_mode=scan_mode)  # type: ignore[arg-type]
+        journal = LocalJournal(
+            journal_dir,
+            fsync=fsync,
+            scan_mode=scan_mode,  # type: ignore[arg-type]
+            rules_version=rules_version,
+        )
         return cls.over(journal, snapshot_dir, core=core, **options)
 
     @classmethod
@@ -129,7 +136,7 @@ class Sequencer:
         sequencer writing to it (snapshots through ``storage``); the journal is closed if
         recovery fails."""
         try:
-            result = recover(snapshot_dir, journal, core=core)
+            result = recover(snapshot_dir, journal, core=core, rules_version=journal.rules_version)
         except BaseException:
             journal.close()
             raise

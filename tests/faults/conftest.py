@@ -13,7 +13,7 @@ from clearing.engine import Engine
 from clearing.engine.persist import dump_state
 from clearing.journal import LocalJournal
 from clearing.sequencer import RecoveryResult, Sequencer, recover
-from tools.fuzz_inputs import StreamModel, valid_case
+from testkit.hostile import StreamModel, valid_case
 
 
 def realistic_lines(count: int, seed: int = 3) -> list[bytes]:

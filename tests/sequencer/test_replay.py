@@ -110,6 +110,10 @@ class _ListReader:
     def head_hash(self) -> bytes:
         return self._records[-1].chain_hash if self._records else GENESIS_HASH
 
+    @property
+    def rules_version(self) -> int:
+        return 1
+
     def hash_at(self, seq: int) -> bytes:
         return self._records[seq - 1].chain_hash if seq else GENESIS_HASH
 
