@@ -13,9 +13,13 @@ one) and run on the daemon's own event loop, so a response at all proves the loo
 * ``/state-hash``: ``{"seq": N, "state_sha256": "...", "committed_seq": M}``, the hash
   of the ledger state as of committed seq N (see ``clearing.ops.state_hash``); 503
   until ready, 404 on a server without a ledger (``state_hash`` not given).
+* ``/v1/...``: the read API (``clearing.ops.read_api``, docs/read-api.yaml): JSON views
+  of the committed ledger; 503 until ready, 404 on a server without one.
 
-Bound to 127.0.0.1 by default: the endpoint has no authentication, so exposing it is a
-deliberate configuration choice (a container sets its address to 0.0.0.0). Each
+Bound to 127.0.0.1 by default: the endpoint has no authentication except the read
+API's optional bearer token, so exposing it is a deliberate configuration choice (a
+container sets its address to 0.0.0.0); off loopback the read API answers only with a
+token configured. Each
 connection serves one request and closes; Prometheus and probes open a new one per
 scrape.
 """
@@ -33,6 +37,8 @@ from typing import Final
 from prometheus_client.exposition import choose_encoder
 
 from clearing.ops.metrics import Metrics
+from clearing.ops.read_api import ReadApi, error_body
+from clearing.ops.reads import ReadAborted
 from clearing.ops.state_hash import StateHash
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "OpsServer"]
@@ -73,9 +79,11 @@ class OpsServer:
         *,
         stall_after_s: float | None = None,
         state_hash: Callable[[], Awaitable[StateHash]] | None = None,
+        read_api: ReadApi | None = None,
     ) -> None:
         self.metrics = metrics
         self._state_hash = state_hash
+        self._read_api = read_api
         self.host = host
         self._requested_port = port
         self._stall_after_s = stall_after_s
@@ -161,7 +169,7 @@ class OpsServer:
             name, sep, value = line.partition(":")
             if sep:
                 headers[name.strip().lower()] = value.strip()
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
         if method not in ("GET", "HEAD"):
             await _respond(
                 writer,
@@ -173,6 +181,9 @@ class OpsServer:
             return
         if path == "/state-hash":
             status, content_type, body = await self._state_hash_route()
+        elif path.startswith("/v1/"):
+            content_type = _JSON
+            status, body = await self._read_api_route(path, query, headers)
         else:
             status, content_type, body = self._route(path, headers.get("accept", ""))
         await _respond(writer, status, content_type, body, head_only=method == "HEAD")
@@ -188,7 +199,24 @@ class OpsServer:
         except TimeoutError:
             body = b"the daemon did not reach a batch boundary in time; retry\n"
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, body
+        except ReadAborted:
+            body = b"the batch before this read did not commit; retry\n"
+            return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, body
         return HTTPStatus.OK, _JSON, json.dumps(answer.as_json()).encode() + b"\n"
+
+    async def _read_api_route(
+        self, path: str, query: str, headers: dict[str, str]
+    ) -> tuple[HTTPStatus, bytes]:
+        api = self._read_api
+        if api is None:
+            return HTTPStatus.NOT_FOUND, error_body("no ledger on this server")
+        refused = api.authorize(headers.get("authorization", ""))
+        if refused is not None:
+            return refused
+        if not self.metrics.ready:
+            reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
+            return HTTPStatus.SERVICE_UNAVAILABLE, error_body(f"not ready: {reason}")
+        return await api.handle(path, query)
 
     def _route(self, path: str, accept: str) -> tuple[HTTPStatus, str, bytes]:
         if path == "/metrics":
@@ -206,7 +234,11 @@ class OpsServer:
             reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, f"not ready: {reason}\n".encode()
         if path == "/":
-            return HTTPStatus.OK, _TEXT, b"clearing ops: /metrics /healthz /readyz /state-hash\n"
+            return (
+                HTTPStatus.OK,
+                _TEXT,
+                b"clearing ops: /metrics /healthz /readyz /state-hash /v1/ (read API)\n",
+            )
         return (
             HTTPStatus.NOT_FOUND,
             _TEXT,

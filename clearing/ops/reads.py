@@ -2,9 +2,13 @@
 
 The engine runs ahead of the committed journal while a batch is planned or in flight, so
 no HTTP handler reads it directly. A request queues a query (a function of the engine)
-and waits; the daemon's loop, at its next point where the engine equals the committed
-state (no transaction open: where snapshots fork), calls ``answer(engine)``, which runs
-the queued queries in arrival order and hands each its result with the seq it reflects.
+and waits; the daemon's loop, at the top of its next turn (a batch boundary: the engine
+has applied exactly the batches planned so far, at most one of them still in its open
+transaction), calls ``answer(engine, after=<that transaction>)``, which runs the queued
+queries in arrival order and hands each its result with the seq it reflects once that
+transaction has committed. So a read never sees half a batch nor an uncommitted one, and
+the loop never waits for a transaction on a read's behalf (the batch pipeline stays
+full).
 ``/state-hash`` and every read-API route (``clearing.ops.read_api``) go through this one
 queue.
 
@@ -27,7 +31,7 @@ from typing import Final, Generic, NamedTuple, TypeVar
 
 from clearing.engine import EngineCore
 
-__all__ = ["Answer", "CommittedReads", "CostBoundedCache"]
+__all__ = ["Answer", "CommittedReads", "CostBoundedCache", "ReadAborted"]
 
 T = TypeVar("T")
 
@@ -41,8 +45,12 @@ class Answer(NamedTuple, Generic[T]):
     value: T
 
 
+class ReadAborted(Exception):
+    """The batch a read was taken after did not commit: retry (the daemon is exiting)."""
+
+
 class CommittedReads:
-    """The queue of reads waiting for the loop's next consistent point."""
+    """The queue of reads waiting for the loop's next batch boundary."""
 
     def __init__(self, budget_s: float = DEFAULT_BUDGET_S) -> None:
         self._budget_s = budget_s
@@ -51,32 +59,57 @@ class CommittedReads:
 
     @property
     def wanted(self) -> bool:
-        """True when a request waits: the loop should settle and call ``answer``."""
+        """True when a request waits: the loop should call ``answer`` at a boundary."""
         # A request that timed out (its future cancelled) no longer needs an answer.
         while self._queue and self._queue[0][1].done():
             self._queue.popleft()
         return bool(self._queue)
 
     async def run(self, query: Callable[[EngineCore], T]) -> Answer[T]:
-        """``query(engine)`` on the committed state, at the loop's next boundary."""
+        """``query(engine)`` on a committed state, from the loop's next boundary;
+        ReadAborted if that state never commits."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._queue.append((query, future))
         return await future
 
-    def answer(self, engine: EngineCore) -> None:
-        """Called by the loop while ``engine`` is exactly the committed state."""
+    def answer(self, engine: EngineCore, after: asyncio.Future[None] | None = None) -> None:
+        """Called by the loop while ``engine`` is at a batch boundary: the committed state,
+        or (``after`` given) the state once the open transaction ``after`` commits. The
+        answers are computed now, so no batch has to wait for them, and handed over only
+        when ``after`` has committed: a read never sees a state that is not committed."""
         deadline = time.monotonic() + self._budget_s
         seq = engine.seq
+        done: list[tuple[asyncio.Future[Answer], Answer | BaseException]] = []
         while self._queue:
             query, future = self._queue.popleft()
             if future.done():
                 continue
             try:
-                future.set_result(Answer(seq, query(engine)))
+                done.append((future, Answer(seq, query(engine))))
             except Exception as exc:  # a query's bug fails its request, never the loop
-                future.set_exception(exc)
+                done.append((future, exc))
             if time.monotonic() >= deadline:
                 break
+        if after is None or after.done():
+            _deliver(done, after)
+        else:
+            after.add_done_callback(lambda task: _deliver(done, task))
+
+
+def _deliver(
+    done: list[tuple[asyncio.Future[Answer], Answer | BaseException]],
+    after: asyncio.Future[None] | None,
+) -> None:
+    failed = after is not None and (after.cancelled() or after.exception() is not None)
+    for future, result in done:
+        if future.done():
+            continue  # the request timed out meanwhile
+        if failed:
+            future.set_exception(ReadAborted("the batch before this read did not commit"))
+        elif isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 class CostBoundedCache(Generic[T]):
@@ -90,7 +123,8 @@ class CostBoundedCache(Generic[T]):
         self._compute = compute
         self._cost_factor = cost_factor
         self._min_interval_s = min_interval_s
-        self._cached: Answer[T] | None = None
+        self._cached: Answer[T] | None = None  # the last answer handed out: committed
+        self._computed: Answer[T] | None = None  # the last computed (maybe not yet committed)
         self._next_allowed_s = 0.0  # monotonic time before which the cache is served
         self.last_cost_s = 0.0
 
@@ -100,15 +134,18 @@ class CostBoundedCache(Generic[T]):
             cached.seq == committed_seq or time.monotonic() < self._next_allowed_s
         ):
             return cached
-        return await reads.run(self._refresh)
+        answer = await reads.run(self._compute_once)
+        if self._cached is None or answer.seq > self._cached.seq:
+            self._cached = answer
+        return answer
 
-    def _refresh(self, engine: EngineCore) -> T:
+    def _compute_once(self, engine: EngineCore) -> T:
         # Several requests may have queued for one boundary: compute once.
-        if self._cached is None or self._cached.seq != engine.seq:
+        if self._computed is None or self._computed.seq != engine.seq:
             started = time.monotonic()
-            self._cached = Answer(engine.seq, self._compute(engine))
+            self._computed = Answer(engine.seq, self._compute(engine))
             self.last_cost_s = time.monotonic() - started
             self._next_allowed_s = started + max(
                 self._min_interval_s, self._cost_factor * self.last_cost_s
             )
-        return self._cached.value
+        return self._computed.value

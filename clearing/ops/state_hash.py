@@ -2,7 +2,8 @@
 
 Consistent: the request goes through the daemon's one queue of committed reads
 (``clearing.ops.reads``), answered by its loop at the next point where the engine equals
-the committed state. The reply names the seq it is for: ``{"seq": N, "state_sha256": "...", "committed_seq": M}``, the hash equal to
+the committed state. The reply names the seq it is for:
+``{"seq": N, "state_sha256": "...", "committed_seq": M}``, the hash equal to
 ``clearing replay --until N`` of the journal (``clearing.engine.state_sha256``).
 
 Bounded: hashing serialises the whole state on the loop (1M accounts with a position
