@@ -52,8 +52,11 @@ class ReadAborted(Exception):
 class CommittedReads:
     """The queue of reads waiting for the loop's next batch boundary."""
 
-    def __init__(self, budget_s: float = DEFAULT_BUDGET_S) -> None:
+    def __init__(
+        self, budget_s: float = DEFAULT_BUDGET_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._budget_s = budget_s
+        self._clock = clock  # injected by tests
         self._queue: deque[tuple[Callable[[EngineCore], object], asyncio.Future[Answer]]]
         self._queue = deque()
 
@@ -77,7 +80,7 @@ class CommittedReads:
         or (``after`` given) the state once the open transaction ``after`` commits. The
         answers are computed now, so no batch has to wait for them, and handed over only
         when ``after`` has committed: a read never sees a state that is not committed."""
-        deadline = time.monotonic() + self._budget_s
+        deadline = self._clock() + self._budget_s
         seq = engine.seq
         done: list[tuple[asyncio.Future[Answer], Answer | BaseException]] = []
         while self._queue:
@@ -88,7 +91,7 @@ class CommittedReads:
                 done.append((future, Answer(seq, query(engine))))
             except Exception as exc:  # a query's bug fails its request, never the loop
                 done.append((future, exc))
-            if time.monotonic() >= deadline:
+            if self._clock() >= deadline:
                 break
         if after is None or after.done():
             _deliver(done, after)
