@@ -242,9 +242,8 @@ pub fn rankings(engine: &Engine, limit: usize) -> Vec<u8> {
         }
         candidates.push((equity, mm, h as u32));
     }
-    let top = smallest(candidates, limit, |a, b| {
-        compare_ratio((a.0, a.1), (b.0, b.1)).then_with(|| id(a.2).cmp(id(b.2)))
-    });
+    let top =
+        smallest(candidates, limit, |a, b| compare_ratio((a.0, a.1), (b.0, b.1)).then_with(|| id(a.2).cmp(id(b.2))));
     for (k, (equity, mm, h)) in top.into_iter().enumerate() {
         if k > 0 {
             out.push(b',');
