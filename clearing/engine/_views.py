@@ -20,13 +20,13 @@ moment inside an input, never in a committed state) shows its current mark, move
 from __future__ import annotations
 
 import heapq
-from fractions import Fraction
+from collections.abc import Iterator
 from itertools import islice
 
 import msgspec
 
 from clearing.engine.money import E8, E16, format_e8, format_e16, format_e24
-from clearing.engine.state import Account, Ledger, MarketState
+from clearing.engine.state import Ledger, MarketState
 
 __all__ = ["account_view", "liquidation_mark_e8", "market_view", "rankings"]
 
@@ -132,15 +132,35 @@ def market_view(ledger: Ledger, market_id: str, depth: int) -> bytes | None:
     )
 
 
-def _equity_and_mm(account: Account, markets: dict[str, MarketState]) -> tuple[int, int]:
-    equity_e16 = account.cash_e16
-    mm_e24 = 0
-    for market_id, position in account.positions.items():
-        market = markets[market_id]
-        mark: int = market.mark_e8  # type: ignore[assignment]
-        equity_e16 += position.qty_e8 * mark
-        mm_e24 += abs(position.qty_e8) * mark * market.mmr_e8
-    return equity_e16, mm_e24
+class _ByRatio:
+    """An account's E/MM for ordering, exact (MM > 0: cross-multiplied), ties by id."""
+
+    __slots__ = ("account_id", "equity_e16", "mm_e24")
+
+    def __init__(self, equity_e16: int, mm_e24: int, account_id: str) -> None:
+        self.equity_e16 = equity_e16
+        self.mm_e24 = mm_e24
+        self.account_id = account_id
+
+    def __lt__(self, other: _ByRatio) -> bool:
+        left = self.equity_e16 * other.mm_e24
+        right = other.equity_e16 * self.mm_e24
+        return left < right or (left == right and self.account_id < other.account_id)
+
+
+def _ratios(ledger: Ledger) -> Iterator[_ByRatio]:
+    markets = ledger.markets
+    for account in ledger.accounts.values():
+        if account.is_system or not account.positions:
+            continue
+        equity_e16 = account.cash_e16
+        mm_e24 = 0
+        for market_id, position in account.positions.items():
+            market = markets[market_id]
+            notional_e16 = position.qty_e8 * market.mark_e8  # type: ignore[operator]
+            equity_e16 += notional_e16
+            mm_e24 += abs(notional_e16) * market.mmr_e8
+        yield _ByRatio(equity_e16, mm_e24, account.id)
 
 
 def rankings(ledger: Ledger, limit: int) -> bytes:
@@ -150,32 +170,23 @@ def rankings(ledger: Ledger, limit: int) -> bytes:
     markets = ledger.markets
     largest = {}
     for market_id in sorted(markets):
-        top = heapq.nsmallest(
-            limit,
-            markets[market_id].holders.values(),
-            key=lambda a, m=market_id: (-abs(a.positions[m].qty_e8), a.id),  # type: ignore[misc]
-        )
-        largest[market_id] = [
-            {"account": a.id, "qty": format_e8(a.positions[market_id].qty_e8)} for a in top
-        ]
-    candidates = (
-        (*_equity_and_mm(account, markets), account.id)
-        for account in ledger.accounts.values()
-        if not account.is_system and account.positions
-    )
-    nearest = heapq.nsmallest(limit, candidates, key=lambda c: (Fraction(c[0], c[1]), c[2]))
+        holders = markets[market_id].holders.values()
+        qtys = ((a.positions[market_id].qty_e8, a.id) for a in holders)
+        top = heapq.nsmallest(limit, ((-abs(q), a, q) for q, a in qtys))
+        largest[market_id] = [{"account": a, "qty": format_e8(q)} for _, a, q in top]
+    nearest = heapq.nsmallest(limit, _ratios(ledger))
     return _encoder.encode(
         {
             "largest_positions": largest,
             "nearest_liquidation": [
                 {
-                    "account": account_id,
-                    "equity": format_e16(equity_e16),
-                    "maintenance_margin": format_e24(mm_e24),
+                    "account": r.account_id,
+                    "equity": format_e16(r.equity_e16),
+                    "maintenance_margin": format_e24(r.mm_e24),
                     # E/MM floored to 8 decimals: E e16 * 1e16 / MM e24 is e8.
-                    "margin_ratio": format_e8(equity_e16 * E16 // mm_e24),
+                    "margin_ratio": format_e8(r.equity_e16 * E16 // r.mm_e24),
                 }
-                for equity_e16, mm_e24, account_id in nearest
+                for r in nearest
             ],
         }
     )

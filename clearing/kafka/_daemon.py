@@ -379,7 +379,12 @@ class Daemon:
             )
             await self._server.start()
             self.http_port = self._server.port
-            log.info("ops endpoint on %s (/metrics /healthz /readyz)", self._server.url)
+            log.info(
+                "ops endpoint on %s (/metrics /healthz /readyz /state-hash /v1/; read API "
+                "token %s)",
+                self._server.url,
+                "required" if config.http.read_token else "not set",
+            )
         try:  # a bounded wait, then one line (clearing/kafka/_connect.py)
             self._admin = await start_admin(config)
         except ConnectError as exc:

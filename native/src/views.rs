@@ -181,39 +181,94 @@ pub fn market_view(engine: &Engine, id: &str, depth: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Keep the `limit` smallest of `items` under `order`, sorted.
-fn smallest<T>(mut items: Vec<T>, limit: usize, order: impl Fn(&T, &T) -> Ordering) -> Vec<T> {
-    if limit == 0 {
-        return Vec::new();
+/// The `limit` smallest items offered, under a total `order`, in one pass: items go to a
+/// buffer of twice the limit, cut back to the limit when full; once cut, an item not
+/// smaller than the largest kept is turned away after one comparison.
+struct Smallest<T: Copy, F: Fn(&T, &T) -> Ordering> {
+    items: Vec<T>,
+    limit: usize,
+    order: F,
+    worst: Option<T>,
+}
+
+impl<T: Copy, F: Fn(&T, &T) -> Ordering> Smallest<T, F> {
+    fn new(limit: usize, order: F) -> Self {
+        Smallest { items: Vec::new(), limit, order, worst: None }
     }
-    if items.len() > limit {
-        items.select_nth_unstable_by(limit - 1, &order);
-        items.truncate(limit);
+
+    fn offer(&mut self, item: T) {
+        if self.limit == 0 {
+            return;
+        }
+        if let Some(worst) = &self.worst {
+            if (self.order)(&item, worst) != Ordering::Less {
+                return;
+            }
+        }
+        self.items.push(item);
+        if self.items.len() >= 2 * self.limit {
+            self.cut();
+        }
     }
-    items.sort_unstable_by(order);
-    items
+
+    fn cut(&mut self) {
+        let order = &self.order;
+        self.items.select_nth_unstable_by(self.limit - 1, order);
+        self.items.truncate(self.limit);
+        self.worst = Some(self.items[self.limit - 1]);
+    }
+
+    fn finish(mut self) -> Vec<T> {
+        if self.items.len() > self.limit {
+            self.cut();
+        }
+        let order = &self.order;
+        self.items.sort_unstable_by(order);
+        self.items
+    }
 }
 
 pub fn rankings(engine: &Engine, limit: usize) -> Vec<u8> {
     let ledger = &engine.ledger;
     let id = |handle: u32| &ledger.accounts[handle as usize].id;
+    // One pass over every account: its positions to their market's list, its E/MM to
+    // the nearest-liquidation list.
+    let mut largest: Vec<_> = (0..ledger.markets.len())
+        .map(|_| {
+            Smallest::new(limit, |a: &(Int, u32), b: &(Int, u32)| {
+                b.0.abs().cmp(&a.0.abs()).then_with(|| id(a.1).cmp(id(b.1)))
+            })
+        })
+        .collect();
+    let mut nearest = Smallest::new(limit, |a: &(Int, Int, u32), b: &(Int, Int, u32)| {
+        compare_ratio((a.0, a.1), (b.0, b.1)).then_with(|| id(a.2).cmp(id(b.2)))
+    });
+    for (h, acct) in ledger.accounts.iter().enumerate() {
+        let mut equity = acct.cash;
+        let mut mm = ZERO;
+        for p in &acct.positions {
+            largest[p.market as usize].offer((p.qty, h as u32));
+            let market = &ledger.markets[p.market as usize];
+            let mark = market.mark();
+            equity += p.qty * mark;
+            mm += p.qty.abs() * mark * market.mmr;
+        }
+        if !acct.is_system && !acct.positions.is_empty() {
+            nearest.offer((equity, mm, h as u32));
+        }
+    }
+    let mut largest: Vec<Option<Vec<(Int, u32)>>> = largest.into_iter().map(|top| Some(top.finish())).collect();
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(b"{\"largest_positions\":{");
     let mut market_handles: Vec<u32> = (0..ledger.markets.len() as u32).collect();
     market_handles.sort_unstable_by(|a, b| ledger.markets[*a as usize].id.cmp(&ledger.markets[*b as usize].id));
     for (n, m) in market_handles.into_iter().enumerate() {
-        let market = &ledger.markets[m as usize];
-        let held: Vec<(Int, u32)> = market
-            .holders
-            .iter()
-            .filter_map(|&h| ledger.accounts[h as usize].position(m).map(|p| (p.qty, h)))
-            .collect();
-        let top = smallest(held, limit, |a, b| b.0.abs().cmp(&a.0.abs()).then_with(|| id(a.1).cmp(id(b.1))));
         if n > 0 {
             out.push(b',');
         }
-        write_json_str(&mut out, &market.id);
+        write_json_str(&mut out, &ledger.markets[m as usize].id);
         out.extend_from_slice(b":[");
+        let top = largest[m as usize].take().unwrap_or_default();
         for (k, (qty, h)) in top.into_iter().enumerate() {
             if k > 0 {
                 out.push(b',');
@@ -227,24 +282,7 @@ pub fn rankings(engine: &Engine, limit: usize) -> Vec<u8> {
         out.push(b']');
     }
     out.extend_from_slice(b"},\"nearest_liquidation\":[");
-    let mut candidates: Vec<(Int, Int, u32)> = Vec::new();
-    for (h, acct) in ledger.accounts.iter().enumerate() {
-        if acct.is_system || acct.positions.is_empty() {
-            continue;
-        }
-        let mut equity = acct.cash;
-        let mut mm = ZERO;
-        for p in &acct.positions {
-            let market = &ledger.markets[p.market as usize];
-            let mark = market.mark();
-            equity += p.qty * mark;
-            mm += p.qty.abs() * mark * market.mmr;
-        }
-        candidates.push((equity, mm, h as u32));
-    }
-    let top =
-        smallest(candidates, limit, |a, b| compare_ratio((a.0, a.1), (b.0, b.1)).then_with(|| id(a.2).cmp(id(b.2))));
-    for (k, (equity, mm, h)) in top.into_iter().enumerate() {
+    for (k, (equity, mm, h)) in nearest.finish().into_iter().enumerate() {
         if k > 0 {
             out.push(b',');
         }
