@@ -215,7 +215,7 @@ class ReadLoad:
     requests go out on schedule (one connection each, as a dashboard's poller would),
     whether or not the earlier ones were answered, up to ``_MAX_IN_FLIGHT`` at once."""
 
-    _MAX_IN_FLIGHT = 500  # beyond this the daemon is not keeping up: count, do not pile on
+    _MAX_IN_FLIGHT = 1000  # beyond this the daemon is not keeping up: count, do not pile on
 
     def __init__(self, port: int, rps: int, paths: list[str], max_s: float) -> None:
         self.port = port
