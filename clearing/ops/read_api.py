@@ -53,6 +53,8 @@ _RANKINGS_MIN_INTERVAL_S: Final = 1.0
 # A read waits for the loop's next batch boundary; a commit takes well under this.
 _WAIT_S: Final = 30.0
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+# Ids echoed in error messages are cut to this length (a URL may be 16 KiB).
+_SHOWN_CHARS: Final = 120
 # The SPEC's reserved accounts, in id order.
 _SYSTEM_ACCOUNTS: Final = ("bad-debt", "fee-pool", "insurance-fund")
 
@@ -66,10 +68,15 @@ def _rankings(engine: EngineCore) -> _Rankings:
     return msgspec.json.decode(engine.rankings(MAX_LIMIT), type=_Rankings)
 
 
-class _BadRequest(Exception):
+class _ClientError(Exception):
     def __init__(self, status: HTTPStatus, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _shown(text: str) -> str:
+    """An id or path from the request, quoted and cut short for an error message."""
+    return repr(text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "...")
 
 
 def error_body(message: str) -> bytes:
@@ -121,7 +128,7 @@ class ReadApi:
     async def handle(self, path: str, query: str) -> Reply:
         try:
             return await asyncio.wait_for(self._route(path, query), _WAIT_S)
-        except _BadRequest as exc:
+        except _ClientError as exc:
             return exc.status, error_body(str(exc))
         except TimeoutError:
             message = "the daemon did not reach a batch boundary in time; retry"
@@ -151,18 +158,20 @@ class ReadApi:
             answer = await self._rankings.get(self._reads, self._committed_seq())
             positions = answer.value.largest_positions.get(market)
             if positions is None:
-                raise _BadRequest(HTTPStatus.NOT_FOUND, f"unknown market {market!r}")
+                message = f"unknown market {_shown(market)} (as of seq {answer.seq})"
+                raise _ClientError(HTTPStatus.NOT_FOUND, message)
             return self._ranked(
                 answer, {"market": market, "positions": positions[: params["limit"]]}
             )
-        raise _BadRequest(HTTPStatus.NOT_FOUND, f"no such route {path!r}; see docs/read-api.yaml")
+        message = f"no such route {_shown(path)}; see docs/read-api.yaml"
+        raise _ClientError(HTTPStatus.NOT_FOUND, message)
 
     async def _one(
         self, kind: str, item_id: str, view: Callable[[EngineCore, str], bytes | None]
     ) -> Reply:
         seq, body = await self._reads.run(lambda engine: view(engine, item_id))
         if body is None:
-            raise _BadRequest(HTTPStatus.NOT_FOUND, f"unknown {kind} {item_id!r}")
+            raise _ClientError(HTTPStatus.NOT_FOUND, f"unknown {kind} {_shown(item_id)}")
         return HTTPStatus.OK, b'{"seq":%d,"%s":%s}\n' % (seq, kind.encode(), body)
 
     async def _system(self) -> Reply:
@@ -187,22 +196,22 @@ def _params(query: str, allowed: dict[str, tuple[int, int, int] | None]) -> dict
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
-        raise _BadRequest(HTTPStatus.BAD_REQUEST, "malformed query string") from None
+        raise _ClientError(HTTPStatus.BAD_REQUEST, "malformed query string") from None
     given: dict[str, str] = {}
     for name, value in pairs:
         if name not in allowed:
             names = ", ".join(sorted(allowed)) or "none"
-            message = f"unknown query parameter {name!r} (this route takes: {names})"
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, message)
+            message = f"unknown query parameter {_shown(name)} (this route takes: {names})"
+            raise _ClientError(HTTPStatus.BAD_REQUEST, message)
         if name in given:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, f"query parameter {name!r} given twice")
+            raise _ClientError(HTTPStatus.BAD_REQUEST, f"query parameter {name!r} given twice")
         given[name] = value
     out: dict[str, Any] = {}
     for name, bounds in allowed.items():
         value = given.get(name)
         if bounds is None:
             if not value:
-                raise _BadRequest(HTTPStatus.BAD_REQUEST, f"query parameter {name!r} is required")
+                raise _ClientError(HTTPStatus.BAD_REQUEST, f"query parameter {name!r} is required")
             out[name] = value
             continue
         low, high, default = bounds
@@ -212,5 +221,5 @@ def _params(query: str, allowed: dict[str, tuple[int, int, int] | None]) -> dict
             out[name] = int(value)
         else:
             message = f"query parameter {name!r} must be an integer from {low} to {high}"
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, message)
+            raise _ClientError(HTTPStatus.BAD_REQUEST, message)
     return out
