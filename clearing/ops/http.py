@@ -19,9 +19,8 @@ one) and run on the daemon's own event loop, so a response at all proves the loo
 Bound to 127.0.0.1 by default: the endpoint has no authentication except the read
 API's optional bearer token, so exposing it is a deliberate configuration choice (a
 container sets its address to 0.0.0.0); off loopback the read API answers only with a
-token configured. Each
-connection serves one request and closes; Prometheus and probes open a new one per
-scrape.
+token configured. Each connection serves one request and closes, unless the request
+says ``Connection: keep-alive`` (a read-API poller): then it serves the next one too.
 """
 
 from __future__ import annotations
@@ -50,6 +49,9 @@ _MAX_HEADER_BYTES: Final = 16 * 1024
 # A client that has not sent its headers by then is gone or hostile (slowloris).
 _READ_TIMEOUT_S: Final = 5.0
 _WRITE_TIMEOUT_S: Final = 10.0
+# A keep-alive connection is closed after this many requests (or when idle for
+# _READ_TIMEOUT_S), so no client holds one forever.
+_MAX_REQUESTS_PER_CONNECTION: Final = 10_000
 _TEXT: Final = "text/plain; charset=utf-8"
 _JSON: Final = "application/json"
 # A state-hash request waits for the daemon's loop to reach a batch boundary; a commit
@@ -143,7 +145,11 @@ class OpsServer:
         assert task is not None
         self._handlers.add(task)
         try:
-            await self._serve_one(reader, writer)
+            # Keep-alive only when asked for: a poller of the read API saves a connection
+            # per request (most of a request's cost); probes and scrapers are unchanged.
+            for _ in range(_MAX_REQUESTS_PER_CONNECTION):
+                if not await self._serve_one(reader, writer):
+                    break
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass  # the client went away or stalled: nothing to answer
         finally:
@@ -152,17 +158,20 @@ class OpsServer:
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one request; True if the client asked to keep the connection open."""
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
+            # asyncio.timeout, not wait_for: no task per request (the read API's rate).
+            async with asyncio.timeout(_READ_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
             await _respond(writer, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, _TEXT, b"")
-            return
+            return False
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             await _respond(writer, HTTPStatus.BAD_REQUEST, _TEXT, b"bad request line\n")
-            return
+            return False
         method, target, _version = parts
         headers = {}
         for line in lines[1:]:
@@ -178,7 +187,7 @@ class OpsServer:
                 b"only GET and HEAD\n",
                 extra_headers={"Allow": "GET, HEAD"},
             )
-            return
+            return False
         if path == "/state-hash":
             status, content_type, body = await self._state_hash_route()
         elif path.startswith("/v1/"):
@@ -186,7 +195,11 @@ class OpsServer:
             status, body = await self._read_api_route(path, query, headers)
         else:
             status, content_type, body = self._route(path, headers.get("accept", ""))
-        await _respond(writer, status, content_type, body, head_only=method == "HEAD")
+        keep_alive = headers.get("connection", "").lower() == "keep-alive"
+        await _respond(
+            writer, status, content_type, body, head_only=method == "HEAD", keep_alive=keep_alive
+        )
+        return keep_alive
 
     async def _state_hash_route(self) -> tuple[HTTPStatus, str, bytes]:
         if self._state_hash is None:
@@ -254,16 +267,18 @@ async def _respond(
     *,
     head_only: bool = False,
     extra_headers: dict[str, str] | None = None,
+    keep_alive: bool = False,
 ) -> None:
     headers = {
         "Content-Type": content_type,
         "Content-Length": str(len(body)),
         "Cache-Control": "no-store",
-        "Connection": "close",
+        "Connection": "keep-alive" if keep_alive else "close",
         **(extra_headers or {}),
     }
     head = f"HTTP/1.1 {status.value} {status.phrase}\r\n" + "".join(
         f"{name}: {value}\r\n" for name, value in headers.items()
     )
     writer.write(head.encode("latin-1") + b"\r\n" + (b"" if head_only else body))
-    await asyncio.wait_for(writer.drain(), _WRITE_TIMEOUT_S)
+    async with asyncio.timeout(_WRITE_TIMEOUT_S):
+        await writer.drain()

@@ -127,7 +127,8 @@ class ReadApi:
 
     async def handle(self, path: str, query: str) -> Reply:
         try:
-            return await asyncio.wait_for(self._route(path, query), _WAIT_S)
+            async with asyncio.timeout(_WAIT_S):
+                return await self._route(path, query)
         except _ClientError as exc:
             return exc.status, error_body(str(exc))
         except TimeoutError:
