@@ -202,3 +202,29 @@ async def test_off_loopback_without_a_token_is_refused() -> None:
         assert "read_token" in conforms(answer.body, "Error")["error"]
     async with serving(ledger("python"), host="127.0.0.1") as port:
         assert (await get(port, "/v1/system")).status == 200
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return head, await reader.readexactly(length)
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
+    async with serving(ledger("python")) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for path in ("/v1/system", "/v1/accounts/alice", "/v1/accounts/nobody"):
+                writer.write(f"GET {path} HTTP/1.1\r\nConnection: keep-alive\r\n\r\n".encode())
+                head, body = await _read_response(reader)
+                assert b"Connection: keep-alive" in head and json.loads(body)
+            writer.write(b"GET /v1/system HTTP/1.1\r\n\r\n")  # no keep-alive: the last one
+            head, body = await _read_response(reader)
+            assert b"Connection: close" in head and conforms(body, "SystemAnswer")
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        finally:
+            writer.close()
