@@ -235,7 +235,12 @@ class ReadLoad:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._workers = [asyncio.create_task(self._worker()) for _ in range(self._CONNECTIONS)]
+        # Connect first, one at a time: a burst of connects to a busy daemon overflows
+        # its listen backlog, and the dropped SYNs cost seconds of retransmission.
+        connections = []
+        for _ in range(self._CONNECTIONS):
+            connections.append(await asyncio.open_connection("127.0.0.1", self.port))
+        self._workers = [asyncio.create_task(self._worker(*c)) for c in connections]
         self._started = due = loop.time()
         deadline = due + self.max_s
         sent = 0
@@ -252,9 +257,8 @@ class ReadLoad:
         finally:
             self._stopped = loop.time()
 
-    async def _worker(self) -> None:
+    async def _worker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         try:
             while True:
                 path, due = await self._due.get()
