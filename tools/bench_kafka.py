@@ -213,10 +213,12 @@ def cpu_split(
 class ReadLoad:
     """A read-API client on loopback at a fixed rate, bounded in count and time: the
     requests are due on schedule and go out on ``_CONNECTIONS`` keep-alive connections
-    (as a dashboard's pollers would); a request due while every connection is busy and
+    (as many pollers would); a request due while every connection is busy and
     ``_MAX_WAITING`` are already waiting is counted as skipped, not sent."""
 
-    _CONNECTIONS = 256
+    # A read waits for the daemon's next batch boundary (~0.3 s per 10,000-input batch
+    # under a backlog on this machine), so 1000/s needs that many requests open at once.
+    _CONNECTIONS = 1024
     _MAX_WAITING = 1000
 
     def __init__(self, port: int, rps: int, paths: list[str], max_s: float) -> None:
@@ -230,17 +232,24 @@ class ReadLoad:
         self.skipped = 0
         self._due: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
+        self._connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._started = 0.0
         self._stopped = 0.0
 
-    async def run(self) -> None:
+    async def connect(self) -> None:
+        """Open the connections while the daemon starts (its ops port opens before
+        recovery), one at a time: a burst of connects to a busy daemon overflows its
+        listen backlog, and the dropped SYNs cost seconds of retransmission."""
+        while len(self._connections) < self._CONNECTIONS:
+            try:
+                self._connections.append(await asyncio.open_connection("127.0.0.1", self.port))
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.05)  # not listening yet
+
+    async def run(self, connecting: asyncio.Task[None]) -> None:
         loop = asyncio.get_running_loop()
-        # Connect first, one at a time: a burst of connects to a busy daemon overflows
-        # its listen backlog, and the dropped SYNs cost seconds of retransmission.
-        connections = []
-        for _ in range(self._CONNECTIONS):
-            connections.append(await asyncio.open_connection("127.0.0.1", self.port))
-        self._workers = [asyncio.create_task(self._worker(*c)) for c in connections]
+        await connecting
+        self._workers = [asyncio.create_task(self._worker(*c)) for c in self._connections]
         self._started = due = loop.time()
         deadline = due + self.max_s
         sent = 0
@@ -289,6 +298,8 @@ class ReadLoad:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        for _, writer in self._connections:
+            writer.close()
         answered = len(self.latencies_ms)
         ranked = sorted(self.latencies_ms)
         seconds = (self._stopped or asyncio.get_running_loop().time()) - self._started
@@ -390,6 +401,7 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
             ready_s: float | None = None
             rps = getattr(args, "read_client_rps", 0)
             load = ReadLoad(port, rps, read_paths(values), args.read_max_s) if rps else None
+            connecting = asyncio.create_task(load.connect()) if load is not None else None
             loading: asyncio.Task[None] | None = None
             try:
                 while True:
@@ -399,17 +411,18 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                         with contextlib.suppress(OSError):
                             urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
                             ready_s = time.perf_counter() - started
-                            if load is not None:
-                                loading = asyncio.create_task(load.run())
+                            if load is not None and connecting is not None:
+                                loading = asyncio.create_task(load.run(connecting))
                     with contextlib.suppress(Exception):
                         if await caught_up():
                             break
                     await asyncio.sleep(0.05)
                 done_s = time.perf_counter() - started
-                if loading is not None:
-                    loading.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await loading
+                for task in (connecting, loading):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 read_load = await load.stop() if load is not None else None
                 daemon_cpu = cpu_seconds(proc.pid)
                 broker_cpu = cpu_seconds(broker_pid)
