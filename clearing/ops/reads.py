@@ -118,7 +118,9 @@ def _deliver(
 class CostBoundedCache(Generic[T]):
     """One whole-ledger query's last answer, recomputed at most once per
     ``max(min_interval_s, cost_factor * last cost)``; in between, a request gets the last
-    answer with its own (older) seq."""
+    answer with its own (older) seq. The bound holds on the loop too: requests that
+    queued while a recomputation was allowed reuse the last answer once one has been
+    made, instead of recomputing at every batch boundary."""
 
     def __init__(
         self, compute: Callable[[EngineCore], T], cost_factor: float, min_interval_s: float
@@ -128,27 +130,31 @@ class CostBoundedCache(Generic[T]):
         self._min_interval_s = min_interval_s
         self._cached: Answer[T] | None = None  # the last answer handed out: committed
         self._computed: Answer[T] | None = None  # the last computed (maybe not yet committed)
-        self._next_allowed_s = 0.0  # monotonic time before which the cache is served
+        self._next_allowed_s = 0.0  # monotonic time before which no recomputation runs
         self.last_cost_s = 0.0
+
+    def _fresh_enough(self, answer: Answer[T] | None, seq: int) -> bool:
+        return answer is not None and (answer.seq == seq or time.monotonic() < self._next_allowed_s)
 
     async def get(self, reads: CommittedReads, committed_seq: int) -> Answer[T]:
         cached = self._cached
-        if cached is not None and (
-            cached.seq == committed_seq or time.monotonic() < self._next_allowed_s
-        ):
-            return cached
-        answer = await reads.run(self._compute_once)
+        if self._fresh_enough(cached, committed_seq):
+            return cached  # type: ignore[return-value]
+        # Handed over after the commit of the boundary it ran at, so the answer inside,
+        # computed there or at an earlier boundary, is of a committed state.
+        answer = (await reads.run(self._compute_or_reuse)).value
         if self._cached is None or answer.seq > self._cached.seq:
             self._cached = answer
         return answer
 
-    def _compute_once(self, engine: EngineCore) -> T:
-        # Several requests may have queued for one boundary: compute once.
-        if self._computed is None or self._computed.seq != engine.seq:
-            started = time.monotonic()
-            self._computed = Answer(engine.seq, self._compute(engine))
-            self.last_cost_s = time.monotonic() - started
-            self._next_allowed_s = started + max(
-                self._min_interval_s, self._cost_factor * self.last_cost_s
-            )
-        return self._computed.value
+    def _compute_or_reuse(self, engine: EngineCore) -> Answer[T]:
+        computed = self._computed
+        if self._fresh_enough(computed, engine.seq):
+            return computed  # type: ignore[return-value]
+        started = time.monotonic()
+        self._computed = Answer(engine.seq, self._compute(engine))
+        self.last_cost_s = time.monotonic() - started
+        self._next_allowed_s = started + max(
+            self._min_interval_s, self._cost_factor * self.last_cost_s
+        )
+        return self._computed

@@ -77,3 +77,20 @@ async def test_a_cached_whole_ledger_query_is_computed_once_per_boundary() -> No
     engine.seq = 5
     # Too soon to recompute (60 s interval): the old answer, labelled with its own seq.
     assert (await cache.get(reads, 5)).seq == 0 and calls == [0]
+
+
+async def test_queued_requests_reuse_the_last_answer_across_boundaries() -> None:
+    """Requests that queued while a recomputation was allowed, answered one per boundary
+    while the ledger moves on, still cost one computation per interval."""
+    calls: list[int] = []
+    cache = CostBoundedCache(lambda e: calls.append(e.seq) or e.seq, 10.0, 60.0)
+    reads = CommittedReads(budget_s=0.0)  # one query per boundary
+    engine = make_engine("python")
+    waiting = [asyncio.create_task(cache.get(reads, 0)) for _ in range(3)]
+    await asyncio.sleep(0)
+    for seq in (0, 4, 9):
+        engine.seq = seq
+        reads.answer(engine)
+        await asyncio.sleep(0)
+    assert [(await task).seq for task in waiting] == [0, 0, 0]
+    assert calls == [0]
