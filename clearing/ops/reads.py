@@ -13,9 +13,10 @@ full).
 queue.
 
 Bounded: each query is bounded in cost by its route (one account: O(markets it holds);
-one market: O(holders + depth)); one ``answer`` call runs queries until ``budget_s`` has
-been spent and leaves the rest for the next boundary, so a flood of requests delays a
-commit by at most the budget plus one query. Whole-ledger queries (the state hash, the
+one market: O(holders + depth)); one ``answer`` call runs queries until its budget of CPU
+time has been spent (5 ms plus 2 % of the loop's CPU time since the last call, at most
+50 ms) and leaves the rest for the next boundary, so a flood of requests delays a commit
+by at most the budget plus one query. Whole-ledger queries (the state hash, the
 ranked lists) are also cached by ``CostBoundedCache``: recomputed at most once per
 ``cost_factor`` times their last cost, so whatever the polling rate they take at most
 about ``1/cost_factor`` of the loop's time.
@@ -35,9 +36,12 @@ __all__ = ["Answer", "CommittedReads", "CostBoundedCache", "ReadAborted"]
 
 T = TypeVar("T")
 
-# Queries answered per batch boundary stop after this much loop time (one query may
-# overrun it): about a tenth of a batch commit's time on a loaded 2-core machine.
+# Queries answered per batch boundary stop after this much CPU time of the loop's thread
+# (one query may overrun it): 5 ms, plus 2 % of the loop's CPU time since the last
+# boundary answered (long batches under a backlog leave more waiting), at most 50 ms.
 DEFAULT_BUDGET_S: Final = 0.005
+BUDGET_SHARE: Final = 0.02
+MAX_BUDGET_S: Final = 0.05
 
 
 class Answer(NamedTuple, Generic[T]):
@@ -53,10 +57,13 @@ class CommittedReads:
     """The queue of reads waiting for the loop's next batch boundary."""
 
     def __init__(
-        self, budget_s: float = DEFAULT_BUDGET_S, clock: Callable[[], float] = time.monotonic
+        self, budget_s: float = DEFAULT_BUDGET_S, clock: Callable[[], float] = time.thread_time
     ) -> None:
         self._budget_s = budget_s
-        self._clock = clock  # injected by tests
+        # CPU time of the loop's thread: the budget bounds the work done, which a busy
+        # machine's scheduler stretching wall time would otherwise cut to a query or two.
+        self._clock = clock
+        self._last_answer_s = clock()
         self._queue: deque[tuple[Callable[[EngineCore], object], asyncio.Future[Answer]]]
         self._queue = deque()
 
@@ -80,7 +87,9 @@ class CommittedReads:
         or (``after`` given) the state once the open transaction ``after`` commits. The
         answers are computed now, so no batch has to wait for them, and handed over only
         when ``after`` has committed: a read never sees a state that is not committed."""
-        deadline = self._clock() + self._budget_s
+        now = self._clock()
+        since_s, self._last_answer_s = now - self._last_answer_s, now
+        deadline = now + min(MAX_BUDGET_S, self._budget_s + BUDGET_SHARE * since_s)
         seq = engine.seq
         done: list[tuple[asyncio.Future[Answer], Answer | BaseException]] = []
         while self._queue:

@@ -41,8 +41,9 @@ async def test_an_aborted_transaction_fails_the_reads_taken_after_it() -> None:
 
 async def test_one_boundary_spends_at_most_its_budget() -> None:
     ticks = iter(range(1000))
-    # Each query "takes" 1 s on this clock.
-    reads = CommittedReads(budget_s=2.5, clock=lambda: float(next(ticks)))
+    # Each query "takes" 1 ms on this clock (and the 2 % share of the time since the
+    # last call adds too little to let a fourth one in).
+    reads = CommittedReads(budget_s=0.0025, clock=lambda: next(ticks) / 1000)
     engine = make_engine("python")
     waiting = [asyncio.create_task(reads.run(lambda e, n=n: n)) for n in range(5)]
     await asyncio.sleep(0)
