@@ -212,13 +212,14 @@ def cpu_split(
 
 class ReadLoad:
     """A read-API client on loopback at a fixed rate, bounded in count and time: the
-    requests are due on schedule and go out on ``_CONNECTIONS`` keep-alive connections
-    (as many pollers would); a request due while every connection is busy and
-    ``_MAX_WAITING`` are already waiting is counted as skipped, not sent."""
+    requests are due on schedule and go out on keep-alive connections, one per request
+    a second up to ``_MAX_CONNECTIONS`` (as many pollers would); a request due while
+    every connection is busy and ``_MAX_WAITING`` are already waiting is counted as
+    skipped, not sent."""
 
     # A read waits for the daemon's next batch boundary (~0.3 s per 10,000-input batch
     # under a backlog on this machine), so 1000/s needs that many requests open at once.
-    _CONNECTIONS = 1024
+    _MAX_CONNECTIONS = 1024
     _MAX_WAITING = 1000
 
     def __init__(self, port: int, rps: int, paths: list[str], max_s: float) -> None:
@@ -227,6 +228,7 @@ class ReadLoad:
         self.paths = paths
         self.max_s = max_s
         self.max_requests = int(rps * max_s)
+        self.connections = min(self._MAX_CONNECTIONS, max(8, rps))
         self.statuses: dict[str, int] = {}
         self.latencies_ms: list[float] = []
         self.skipped = 0
@@ -240,7 +242,7 @@ class ReadLoad:
         """Open the connections while the daemon starts (its ops port opens before
         recovery), one at a time: a burst of connects to a busy daemon overflows its
         listen backlog, and the dropped SYNs cost seconds of retransmission."""
-        while len(self._connections) < self._CONNECTIONS:
+        while len(self._connections) < self.connections:
             try:
                 self._connections.append(await asyncio.open_connection("127.0.0.1", self.port))
             except ConnectionRefusedError:
@@ -267,32 +269,34 @@ class ReadLoad:
             self._stopped = loop.time()
 
     async def _worker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await self._serve(reader, writer)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                # A connection the daemon closed (idle for 5 s, say): count it, reconnect.
+                name = type(exc).__name__
+                self.statuses[name] = self.statuses.get(name, 0) + 1
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            while True:
-                path, due = await self._due.get()
-                request = (
-                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
-                )
-                writer.write(request.encode())
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                status = head[9:12].decode("latin-1")
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-                self.latencies_ms.append((loop.time() - due) * 1000)
-                if b"connection: close" in head.lower():
-                    writer.close()
-                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            name = type(exc).__name__
-            self.statuses[name] = self.statuses.get(name, 0) + 1
-        finally:
-            writer.close()
+        request = "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
+        while True:
+            path, due = await self._due.get()
+            writer.write(request.format(path).encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            status = head[9:12].decode("latin-1")
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.latencies_ms.append((loop.time() - due) * 1000)
+            if b"connection: close" in head.lower():
+                raise ConnectionResetError("closed by the daemon")
 
     async def stop(self) -> dict[str, Any]:
         for task in self._workers:
@@ -305,7 +309,7 @@ class ReadLoad:
         seconds = (self._stopped or asyncio.get_running_loop().time()) - self._started
         return {
             "target_rps": self.rps, "answered": answered, "statuses": self.statuses,
-            "skipped_queue_full": self.skipped, "connections": self._CONNECTIONS,
+            "skipped_queue_full": self.skipped, "connections": self.connections,
             "achieved_rps": round(answered / seconds) if seconds > 0 else None,
             # From when each request was due, so queueing in the client counts too.
             "latency_ms_p50": round(ranked[answered // 2], 2) if ranked else None,
