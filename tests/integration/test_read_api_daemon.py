@@ -34,7 +34,7 @@ _ROUTES = (
     "/v1/accounts/long03",
     "/v1/accounts/short01",
     "/v1/markets/BTC-PERP?depth=5",
-    "/v1/rankings/nearest-liquidation?limit=1000",
+    "/v1/rankings/nearest-liquidation?limit=100",
 )
 
 

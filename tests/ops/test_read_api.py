@@ -149,6 +149,7 @@ BAD_REQUESTS = [
     ("/v1/markets/BTC?depth=-1", 400, "'depth' must be an integer"),
     ("/v1/markets/BTC?depth=1&depth=2", 400, "'depth' given twice"),
     ("/v1/rankings/nearest-liquidation?limit=0", 400, "'limit' must be an integer from 1"),
+    ("/v1/rankings/nearest-liquidation?limit=101", 400, "from 1 to 100"),
     ("/v1/rankings/largest-positions", 400, "'market' is required"),
     ("/v1/rankings/largest-positions?market=ETH", 404, "unknown market 'ETH'"),
     ("/v1/rankings/largest-positions?market=BTC&limit=x", 400, "'limit' must be"),
