@@ -229,3 +229,28 @@ async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
             assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
         finally:
             writer.close()
+
+
+def test_the_token_comes_from_a_file_or_the_environment_and_stays_hidden(
+    tmp_path: Path,
+) -> None:
+    from clearing.errors import ConfigError
+    from clearing.ops.config import load_config
+
+    base = {"CLEARING_LEDGER_ID": "t"}
+    token_file = tmp_path / "read-token"
+    token_file.write_text(TOKEN + "\n")
+    from_file = load_config(
+        None, environ={**base, "CLEARING_HTTP_READ_TOKEN_FILE": str(token_file)}
+    )
+    assert from_file.http.read_token is not None and from_file.http.read_token.get() == TOKEN
+    from_env = load_config(None, environ={**base, "CLEARING_HTTP_READ_TOKEN": TOKEN})
+    assert from_env.http.read_token is not None and from_env.http.read_token.get() == TOKEN
+    for config in (from_file, from_env):
+        assert TOKEN not in repr(config) and TOKEN not in json.dumps(config.redacted())
+    token_file.write_text("\n")
+    with pytest.raises(ConfigError, match=r"read_token_file.*empty first line"):
+        load_config(None, environ={**base, "CLEARING_HTTP_READ_TOKEN_FILE": str(token_file)})
+    both = {**base, "CLEARING_HTTP_READ_TOKEN": TOKEN, "CLEARING_HTTP_READ_TOKEN_FILE": "x"}
+    with pytest.raises(ConfigError, match="read_token or read_token_file, not both"):
+        load_config(None, environ=both)
