@@ -100,3 +100,23 @@ class EngineCore(Protocol):
     def summary(self) -> LedgerSummary: ...
 
     def figures(self) -> LedgerFigures: ...
+
+    # Read views for the daemon's read API (docs/read-api.yaml): canonical JSON bytes,
+    # byte-identical on both cores (tests/engine/test_views.py).
+
+    def account_view(self, account: str) -> bytes | None:
+        """One account: cash, equity, IM, MM, positions with their distance to
+        liquidation (``clearing.engine._views``); None for an unknown account. O(markets
+        it holds)."""
+        ...
+
+    def market_view(self, market: str, depth: int) -> bytes | None:
+        """One market: parameters, mark, held tick, holders, long open interest, and the
+        first ``depth`` book levels per side; None for an unknown market.
+        O(holders + depth)."""
+        ...
+
+    def rankings(self, limit: int) -> bytes:
+        """Per market the ``limit`` largest positions, and the ``limit`` accounts nearest
+        to liquidation (smallest E/MM). One pass over every account: O(accounts)."""
+        ...

@@ -345,6 +345,18 @@ class NativeEngine:
             traders_below_im=raw["below_im"],
         )
 
+    def account_view(self, account: str) -> bytes | None:
+        """One account for the read API, byte-identical to the Python core's."""
+        return self._core.account_view(account)  # type: ignore[no-any-return]
+
+    def market_view(self, market: str, depth: int) -> bytes | None:
+        """One market for the read API, byte-identical to the Python core's."""
+        return self._core.market_view(market, depth)  # type: ignore[no-any-return]
+
+    def rankings(self, limit: int) -> bytes:
+        """The read API's ranked lists, byte-identical to the Python core's."""
+        return self._core.rankings(limit)  # type: ignore[no-any-return]
+
     def summary(self) -> LedgerSummary:
         """Counts for tools and logs (the Rust core gives its big numbers as decimals)."""
         accounts, positions, fund_equity_e16, markets = self._core.summary()
