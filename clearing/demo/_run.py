@@ -54,6 +54,10 @@ SNAPSHOT_EVERY_INPUTS: Final = 20_000
 INVARIANT_CHECK_INPUTS: Final = 10_000
 # Prometheus ledger gauges cost a pass over the positions: once a second is plenty.
 METRICS_LEDGER_EVERY_S: Final = 1.0
+# The demo's ledger runs the newest rules (SPEC §9), so it shows every rule: partial
+# liquidation, ADL, funding and the fee split in the crash market, the capped clawback
+# in the others.
+DEMO_RULES: Final = 2
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,7 @@ def run_demo(
         default_snapshot_dir(journal_dir),
         snapshot_every_inputs=SNAPSHOT_EVERY_INPUTS,
         invariant_check_inputs=INVARIANT_CHECK_INPUTS,
+        rules_version=DEMO_RULES,
     )
     tally = Tally()
     endpoint: _MetricsEndpoint | None = None

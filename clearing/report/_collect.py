@@ -29,10 +29,11 @@ from typing import Final
 import msgspec
 
 from clearing.engine import Engine, OutputEvent, state_sha256
-from clearing.engine.events import BadDebt, Clawback, FundDraw, Liquidation, OracleHeld, Reject
+from clearing.engine.events import Adl, BadDebt, Clawback, FundDraw, Liquidation, OracleHeld, Reject
 from clearing.engine.margin import equity_e16
 from clearing.engine.state import INSURANCE_FUND, Account, Ledger
 from clearing.journal import LocalJournal
+from clearing.report._collect_v2 import RulesV2Collector, RulesV2Data
 from clearing.sequencer import OutputDivergence, encode_outputs
 
 __all__ = [
@@ -160,6 +161,9 @@ class ReportData:
     marks_e8: dict[str, int | None] = field(default_factory=dict)
     state_sha256: str = ""
     invariants_ok: bool = False
+    # The journal's clearing rules (SPEC §9 head), and what only version 2 has.
+    rules_version: int = 1
+    rules_v2: RulesV2Data | None = None
 
     @property
     def has_ts(self) -> bool:
@@ -229,6 +233,11 @@ class _Collector:
         self.ts_ns: int | None = None
         self.long_oi_e8: dict[str, int] = {}
         self.fund_positions_e8: dict[str, int] = {}
+        data.rules_version = rules_version
+        self.rules_v2: RulesV2Collector | None = None
+        if rules_version >= 2:
+            self.rules_v2 = RulesV2Collector()
+            data.rules_v2 = self.rules_v2.data
 
     def apply(self, seq: int, payload: bytes, recorded: bytes) -> None:
         data = self.data
@@ -273,6 +282,8 @@ class _Collector:
         liquidated = False
         if outputs:
             liquidated = self._events(seq, outputs, sides, fill_market)
+            if self.rules_v2 is not None:
+                self.rules_v2.observe(seq, self.ts_ns, outputs, self.engine.ledger)
         elif input_type == "deposit" and peek is not None and peek.account == INSURANCE_FUND:
             amount = msgspec.json.decode(payload)["amount"]
             amount_e16 = parse_scaled(str(amount), 8) * 10**8
@@ -322,6 +333,13 @@ class _Collector:
                 diffed = event.market == fill_market and event.account in sides
                 if not diffed and row.qty_e8 > 0:
                     oi[event.market] = oi.get(event.market, 0) - row.qty_e8
+            elif kind is Adl:
+                # A deleveraged long leaves OI (its short counterpart is the fund's,
+                # which the refresh diffs); a fill side was diffed already.
+                qty_e8 = parse_scaled(event.qty, 8)
+                diffed = event.market == fill_market and event.account in sides
+                if not diffed and qty_e8 > 0:
+                    oi[event.market] = oi.get(event.market, 0) - qty_e8
             elif kind is FundDraw:
                 data.fund_draws.append(
                     FundDrawRow(seq, ts_ns, event.account, parse_scaled(event.amount, 16))
@@ -362,6 +380,8 @@ class _Collector:
         for market_id in data.markets:
             data.sample_long_oi_e8[market_id].append(self.long_oi_e8.get(market_id, 0))
             data.sample_mark_e8[market_id].append(markets[market_id].mark_e8)
+        if self.rules_v2 is not None:
+            self.rules_v2.sample(data.markets, len(data.sample_seq) - 1, ledger)
 
     def finish(self, head_hash: bytes) -> None:
         data = self.data
