@@ -80,8 +80,8 @@ class DemoOptions:
 
     def sim_config(self) -> SimConfig:
         if self.events is not None:
-            return SimConfig.for_inputs(self.seed, self.accounts, self.events)
-        return SimConfig(seed=self.seed, accounts=self.accounts, duration_s=self.duration_s)
+            return SimConfig.for_inputs(self.seed, self.accounts, self.events, DEMO_RULES)
+        return SimConfig(self.seed, self.accounts, self.duration_s, rules_version=DEMO_RULES)
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ def run_demo(
         default_snapshot_dir(journal_dir),
         snapshot_every_inputs=SNAPSHOT_EVERY_INPUTS,
         invariant_check_inputs=INVARIANT_CHECK_INPUTS,
-        rules_version=DEMO_RULES,
+        rules_version=config.rules_version,
     )
     tally = Tally()
     endpoint: _MetricsEndpoint | None = None

@@ -200,6 +200,11 @@ class SimConfig:
     accounts: int = 5_000
     duration_s: float = 3_600.0
     max_inputs: int | None = None
+    # The clearing rules the stream is written for (SPEC §9). Version 1 is the stream as
+    # it always was, byte for byte (the version-1 tests of both cores run on it); version
+    # 2 (``clearing demo``) adds the markets' version-2 fields, funding inputs and the
+    # whale's second market, and the traders expect partial liquidation.
+    rules_version: int = 1
 
     def __post_init__(self) -> None:
         if self.accounts < 50:
@@ -208,29 +213,33 @@ class SimConfig:
             raise ValueError("duration must be at least 120 simulated seconds")
         if self.max_inputs is not None and self.max_inputs < 1:
             raise ValueError("max_inputs must be positive")
+        if self.rules_version not in (1, 2):
+            raise ValueError("rules_version must be 1 or 2")
 
     @classmethod
-    def for_inputs(cls, seed: int, accounts: int, inputs: int) -> SimConfig:
+    def for_inputs(cls, seed: int, accounts: int, inputs: int, rules_version: int = 1) -> SimConfig:
         """A config whose run produces about ``inputs`` inputs, cut at exactly that many."""
-        per_s = _inputs_per_second(accounts)
+        per_s = _inputs_per_second(accounts, rules_version)
         # A little longer than the estimate, so the cut, not the end of the simulated
         # session, is what stops the stream (the estimate runs a few percent high).
         duration_s = max(120.0, 1.08 * (inputs - _setup_inputs(accounts)) / per_s)
-        return cls(seed=seed, accounts=accounts, duration_s=duration_s, max_inputs=inputs)
+        return cls(seed, accounts, duration_s, max_inputs=inputs, rules_version=rules_version)
 
     @property
     def expected_inputs(self) -> int:
         """About how many inputs the run yields (exact when ``max_inputs`` cuts it)."""
         estimate = _setup_inputs(self.accounts) + int(
-            self.duration_s * _inputs_per_second(self.accounts)
+            self.duration_s * _inputs_per_second(self.accounts, self.rules_version)
         )
         return min(estimate, self.max_inputs) if self.max_inputs else estimate
 
 
-def _inputs_per_second(accounts: int) -> float:
+def _inputs_per_second(accounts: int, rules_version: int) -> float:
     trades = accounts / TRADE_INTERVAL_PER_TRADER_S
     flows = accounts / FLOW_INTERVAL_PER_TRADER_S
-    feeds = len(MARKETS) * (1 / ORACLE_INTERVAL_S + 1 / BOOK_INTERVAL_S + 1 / FUNDING_INTERVAL_S)
+    feeds = len(MARKETS) * (1 / ORACLE_INTERVAL_S + 1 / BOOK_INTERVAL_S)
+    if rules_version >= 2:
+        feeds += len(MARKETS) / FUNDING_INTERVAL_S
     # Roughly 90% of trade decisions become a fill (the rest find nothing to do).
     return trades * 0.9 + flows + feeds
 
@@ -295,6 +304,7 @@ class Simulator:
         self.emitted = 0
         self.phase = "setup"
         self.crash_at_s = CRASH_AT_SHARE * config.duration_s
+        self._v2 = config.rules_version >= 2
         self._ts_ns = START_TS_NS
         self._fill_no = 0
         self._queue: list[tuple[float, int, Callable[[], Iterator[bytes]]]] = []
@@ -370,7 +380,8 @@ class Simulator:
         for spec in MARKETS:
             self._at(rng.uniform(0, ORACLE_INTERVAL_S), self._oracle_action(spec.market))
             self._at(rng.uniform(0, BOOK_INTERVAL_S), self._book_action(spec.market))
-            self._at(FUNDING_INTERVAL_S, self._funding_action(spec.market))
+            if self._v2:
+                self._at(FUNDING_INTERVAL_S, self._funding_action(spec.market))
         self._at(1.0, self._trade_action)
         self._at(2.0, self._flow_action)
         self._schedule_crash()
@@ -394,10 +405,11 @@ class Simulator:
 
     def _setup(self) -> Iterator[bytes]:
         for spec in MARKETS:
+            v2_members = spec.rules_v2_members() if self._v2 else ""
             yield (
                 f'{{"type":"market","market":"{spec.market}","imr":"{spec.imr}",'
                 f'"mmr":"{spec.mmr}","liq_fee":"{spec.liq_fee}",'
-                f'"max_oracle_move":"{spec.max_oracle_move}",{spec.rules_v2_members()}'
+                f'"max_oracle_move":"{spec.max_oracle_move}",{v2_members}'
                 f'"ts":{self._ts()}}}'
             ).encode()
         yield self._deposit(FUND_ID, self.fund_deposit * 100)
@@ -747,6 +759,9 @@ class Simulator:
         """The engine's close-out as the trader sees it: a partial step (SPEC §9.2) when
         its equity is at least half its maintenance margin in a market with
         ``liq_step < 1``, and a full close-out if that is not enough (or not allowed)."""
+        if not self._v2:
+            self._close_out_v1(trader)
+            return
         if 2 * self._equity(trader) >= self._requirement(trader, "mmr") and any(
             self.specs[m].liq_step != "1" for m in trader.positions_e8
         ):
@@ -755,6 +770,17 @@ class Simulator:
                 self._reindex(trader)
                 return
         self._close(trader, partial=False)
+        self._reindex(trader)
+
+    def _close_out_v1(self, trader: _Trader) -> None:
+        """Version 1's close-out as the traders have always forecast it (so the version-1
+        stream stays what it was)."""
+        fee = sum(
+            abs(q) / E8 * self._marks[m] * float(self.specs[m].liq_fee)
+            for m, q in trader.positions_e8.items()
+        )
+        trader.cash = max(0.0, self._equity(trader) - fee)
+        trader.positions_e8.clear()
         self._reindex(trader)
 
     def _close(self, trader: _Trader, partial: bool) -> None:
@@ -789,10 +815,12 @@ class Simulator:
             bear_notional = self.bear_deposit * self.bear_leverage / chunks
             self._at(at_s, self._scripted_trade(WHALE_ID, whale_notional))
             self._at(at_s + 0.5, self._scripted_trade(BEAR_ID, -bear_notional))
-            # The whale also holds ETH on cross margin: its close-out there leaves a
-            # deficit in a market that claws back (the crash market deleverages).
-            eth_notional = self.whale_deposit * WHALE_ETH_LEVERAGE / chunks
-            self._at(at_s + 0.25, self._scripted_trade(WHALE_ID, eth_notional, CLAWBACK_MARKET))
+            if self._v2:
+                # The whale also holds ETH on cross margin: its close-out there leaves a
+                # deficit in a market that claws back (the crash market deleverages).
+                eth_notional = self.whale_deposit * WHALE_ETH_LEVERAGE / chunks
+                eth_trade = self._scripted_trade(WHALE_ID, eth_notional, CLAWBACK_MARKET)
+                self._at(at_s + 0.25, eth_trade)
         self._at(start - 5.0, self._crash_begin)
         self._at(start, self._crash_tick(0.92))
         self._at(start + 2.0, self._crash_book)

@@ -51,8 +51,11 @@ __all__ = [
     "parse_scaled",
 ]
 
-# The SPEC §3 input types; inputs counted under any other name are "unknown".
-INPUT_TYPES: Final = frozenset(("market", "deposit", "withdraw", "fill", "oracle", "book"))
+# The SPEC §3 input types and version 2's ``funding`` (§9.5); inputs counted under any
+# other name are "unknown".
+INPUT_TYPES: Final = frozenset(
+    ("market", "deposit", "withdraw", "fill", "oracle", "book", "funding")
+)
 # About this many evenly spaced samples whatever the journal's length: enough for a
 # smooth line at report width, and cheap to plot for a journal of millions of inputs.
 MAX_REGULAR_SAMPLES: Final = 2_000

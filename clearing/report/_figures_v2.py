@@ -27,6 +27,7 @@ from clearing.report._figures import (
 __all__ = ["FIGURE_IDS_V2", "figures_v2"]
 
 FIGURE_IDS_V2: Final = ("funding-over-time", "volatility-and-fee-share")
+_LINE_STYLES: Final = ("-", (0, (6, 3)), (0, (2, 2)))
 
 
 def _colour(data: ReportData, market: str) -> str:
@@ -71,7 +72,9 @@ def _fig_volatility(data: ReportData, v2: RulesV2Data, axis: Axis) -> Any:
             vol_ax.plot(xs, sigma, color=colour, lw=1.0, label=market)
         shares = [s / E8 for s in v2.sample_fund_share_e8.get(market, [])]
         if shares:
-            share_ax.step(xs, shares, where="post", color=colour, lw=1.2, label=market)
+            # Markets often share a value (1 by default): dashes keep each line visible.
+            style = _LINE_STYLES[data.markets.index(market) % len(_LINE_STYLES)]
+            share_ax.step(xs, shares, where="post", color=colour, lw=1.4, ls=style, label=market)
     from matplotlib.ticker import PercentFormatter
 
     vol_ax.set_title("Volatility estimate per market: sqrt(v), the typical move per tick")
@@ -81,10 +84,11 @@ def _fig_volatility(data: ReportData, v2: RulesV2Data, axis: Axis) -> Any:
     share_ax.set_ylabel("fund share")
     share_ax.set_ylim(-0.05, 1.05)
     share_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    for ax in (vol_ax, share_ax):
+    # Shares sit at the top of their axis: the legend goes below them.
+    for ax, where in ((vol_ax, "upper left"), (share_ax, "lower left")):
         ax.grid(alpha=0.3)
         if data.markets:
-            ax.legend(loc="upper left", fontsize="small")
+            ax.legend(loc=where, fontsize="small")
     _time_axis(axis, [vol_ax, share_ax])
     return figure
 

@@ -16,7 +16,7 @@ from clearing.demo._run import DEMO_RULES
 from clearing.demo._sim import CLAWBACK_MARKET, START_TS_NS, WHALE_ID
 from clearing.engine import Engine, OutputEvent
 
-SMALL = SimConfig(seed=7, accounts=300, duration_s=600.0)
+SMALL = SimConfig(seed=7, accounts=300, duration_s=600.0, rules_version=DEMO_RULES)
 
 
 def _digest(config: SimConfig) -> tuple[str, int]:
@@ -31,7 +31,7 @@ def _digest(config: SimConfig) -> tuple[str, int]:
 def test_same_seed_gives_the_same_bytes_and_another_seed_does_not() -> None:
     first = _digest(SMALL)
     assert first == _digest(SMALL)
-    other = _digest(SimConfig(seed=8, accounts=300, duration_s=600.0))
+    other = _digest(SimConfig(seed=8, accounts=300, duration_s=600.0, rules_version=DEMO_RULES))
     assert other[0] != first[0]
 
 
@@ -53,6 +53,30 @@ def test_inputs_are_valid_and_stamped_with_a_synthetic_clock() -> None:
     engine.check_invariants()
 
 
+def test_a_version_1_stream_has_nothing_of_version_2() -> None:
+    """The version-1 stream (the cores' version-1 tests run on it) has no funding input,
+    no version-2 market field and no whale trade outside the crash market; version 2 has
+    all three."""
+    v2_fields = {"liq_step", "loss_policy", "fund_share", "vol_tiers", "vol_lambda"}
+
+    def seen(rules_version: int) -> tuple[set[str], set[str], set[str]]:
+        config = SimConfig(seed=7, accounts=300, duration_s=600.0, rules_version=rules_version)
+        types, fields, whale_markets = set(), set(), set()
+        for line in Simulator(config):
+            record = msgspec.json.decode(line)
+            types.add(record["type"])
+            if record["type"] == "market":
+                fields |= set(record) & v2_fields
+            if record["type"] == "fill" and WHALE_ID in (record["buyer"], record["seller"]):
+                whale_markets.add(record["market"])
+        return types, fields, whale_markets
+
+    types, fields, whale_markets = seen(1)
+    assert "funding" not in types and not fields and whale_markets == {CRASH_MARKET}
+    types, fields, whale_markets = seen(2)
+    assert "funding" in types and fields and whale_markets == {CRASH_MARKET, CLAWBACK_MARKET}
+
+
 def test_events_option_stops_at_exactly_that_many_inputs() -> None:
     config = SimConfig.for_inputs(seed=3, accounts=200, inputs=2_500)
     assert sum(1 for _ in Simulator(config)) == 2_500
@@ -69,7 +93,8 @@ def test_config_refuses_sizes_too_small_for_the_story(kwargs: dict[str, float]) 
 
 def _default_run() -> tuple[Engine, list[OutputEvent]]:
     engine = Engine(rules_version=DEMO_RULES)
-    events = [event for line in Simulator(SimConfig()) for event in engine.apply(line)]
+    config = SimConfig(rules_version=DEMO_RULES)
+    events = [event for line in Simulator(config) for event in engine.apply(line)]
     engine.check_invariants()
     return engine, events
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,7 @@ def journal_of(
     return directory
 
 
-# About 5k inputs of the demo's markets, crash and the fund's top-up included. (Under
-# version 1 the demo's funding inputs are rejected as an unknown type.)
+# About 5k inputs of the demo's markets, crash and the fund's top-up included.
 SIZE = SimConfig(seed=1, accounts=1000, duration_s=900.0)
 
 
@@ -38,7 +38,7 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="package")
 def journal_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same inputs under rules version 2 (SPEC §9), as ``clearing demo`` runs them:
-    ADL, partial steps, funding and the fee split all happen."""
-    lines = list(Simulator(SIZE))
+    """The same simulation written for rules version 2 (SPEC §9), as ``clearing demo``
+    runs it: ADL, partial steps, funding and the fee split all happen."""
+    lines = list(Simulator(dataclasses.replace(SIZE, rules_version=2)))
     return journal_of(lines, tmp_path_factory.mktemp("report-v2") / "journal", rules_version=2)

@@ -61,6 +61,8 @@ def test_the_collected_rows_are_the_engine_events(
     assert funding and [(r.seq, r.market, r.rate) for r in v2.funding] == [
         (e.seq, e.market, e.rate) for e in funding
     ]
+    # Every funding input was accepted, and is counted under its own type.
+    assert data_v2.inputs_by_type["funding"] == len(funding)
     liquidations = _of(events_v2, "liquidation")
     fund = Counter[str]()
     pool = Counter[str]()
