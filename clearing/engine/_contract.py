@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from clearing.engine.events import OutputEvent
+from clearing.engine.money import E8
 
 __all__ = ["EngineCore", "LedgerFigures", "LedgerSummary", "MarketFigures", "MarketSummary"]
 
@@ -41,6 +42,11 @@ class MarketFigures(msgspec.Struct, frozen=True, gc=False):
     long_open_interest_e8: int
     mark_e8: int | None
     tick_held: bool  # an oracle tick is held back awaiting confirmation
+    # Rules version 2 (SPEC §9.3): the volatility estimate v (a variance per tick, e16)
+    # and the fund's share of a liquidation fee charged now (e8). A version-1 ledger has
+    # no estimate and gives the whole fee to the fund: the defaults, v = 0 and share = 1.
+    volatility_e16: int = 0
+    fund_share_e8: int = E8
 
 
 class LedgerFigures(msgspec.Struct, frozen=True, gc=False):

@@ -340,6 +340,10 @@ class NativeEngine:
             fund_equity_e16=raw["fund_equity_e16"],
             fee_pool_cash_e16=raw["fee_pool_cash_e16"],
             bad_debt_cash_e16=raw["bad_debt_cash_e16"],
+            # The native core holds version-1 ledgers only, so each market's volatility
+            # estimate and fund share are version 1's: MarketFigures' defaults. (Once it
+            # holds version 2, Core.figures adds both per market, as the Python core's
+            # _figures does, and test_contract holds them equal.)
             markets=[MarketFigures(*market) for market in raw["markets"]],
             traders=raw["traders"],
             traders_below_im=raw["below_im"],
