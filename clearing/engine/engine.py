@@ -136,6 +136,7 @@ class Engine:
         except _Rejected as rejected:
             # Handlers raise only before their first mutation, so state is untouched.
             return [refusal_reject(self.seq, rejected.reason, parsed)]
+        self.ledger.assert_balanced()
         return out
 
     def apply_encoded(self, raw: bytes) -> list[bytes]:
@@ -208,7 +209,7 @@ class Engine:
             raise _Rejected("reserved_account")
         amount_e16 = event.amount_e8 * CASH_PER_E8
         account = self.ledger.account(event.account)
-        account.cash_e16 += amount_e16
+        self.ledger.move_cash(account, amount_e16)
         self.ledger.net_deposits_e16 += amount_e16
         self.ledger.reindex_cash(account)
 
@@ -223,7 +224,7 @@ class Engine:
         after_e24 = (equity_e16(account, ledger.markets) - amount_e16) * E8
         if after_e24 < initial_requirement_e24(account, ledger.markets):
             raise _Rejected("insufficient_margin")
-        account.cash_e16 -= amount_e16
+        ledger.move_cash(account, -amount_e16)
         ledger.net_deposits_e16 -= amount_e16
         ledger.reindex_cash(account)
         out.append(Withdrawal(self.seq, event.account, format_e8(event.amount_e8)))
@@ -249,9 +250,9 @@ class Engine:
         self._trade(seller, market, -qty_e8, price_e8)
         buyer_fee_e16 = event.buyer_fee_e8 * CASH_PER_E8
         seller_fee_e16 = event.seller_fee_e8 * CASH_PER_E8
-        buyer.cash_e16 -= notional_e16 + buyer_fee_e16
-        seller.cash_e16 += notional_e16 - seller_fee_e16
-        ledger.fee_pool.cash_e16 += buyer_fee_e16 + seller_fee_e16
+        ledger.move_cash(buyer, -(notional_e16 + buyer_fee_e16))
+        ledger.move_cash(seller, notional_e16 - seller_fee_e16)
+        ledger.move_cash(ledger.fee_pool, buyer_fee_e16 + seller_fee_e16)
         mark_moved = not market.oracle_seen and market.mark_e8 != price_e8
         if mark_moved:
             market.mark_e8 = price_e8
@@ -287,6 +288,7 @@ class Engine:
     def _trade(self, account: Account, market: MarketState, dq_e8: int, price_e8: int) -> None:
         """Move a position by ``dq_e8`` at ``price_e8``, keeping K per SPEC §2 and the
         market's holders exact. (Ledger.set_position's work, inlined: the fill path.)"""
+        self.ledger.move_qty_sum(market, dq_e8)
         positions = account.positions
         market_id = market.id
         position = positions.get(market_id)

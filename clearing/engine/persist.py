@@ -292,5 +292,6 @@ def _load_python(data: bytes) -> Engine:
             account.positions[pos.market] = Position(_int(pos.qty_e8), _int(pos.k_e16))
             ledger.markets[pos.market].holders[account.id] = account
     ledger.fill_ids = set(record.fill_ids)
+    ledger.recount()
     ledger.build_index()
     return engine
