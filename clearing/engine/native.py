@@ -29,7 +29,9 @@ from clearing.engine.events import (
     ParsedBook,
     ParsedDeposit,
     ParsedFill,
+    ParsedFunding,
     ParsedMarket,
+    ParsedMarketV2,
     ParsedOracle,
     ParsedWithdraw,
     Reject,
@@ -65,6 +67,8 @@ _KINDS: Final[dict[type, str]] = {
     ParsedWithdraw: "withdraw",
     ParsedBook: "book",
     ParsedMarket: "market",
+    ParsedMarketV2: "market",
+    ParsedFunding: "funding",
 }
 
 
@@ -99,8 +103,8 @@ def native_available() -> bool:
     return _native is not None
 
 
-# The rules versions the native core implements (SPEC §9 is not in it yet).
-NATIVE_RULES_VERSIONS: Final = (1,)
+# The rules versions the native core implements (version 2 is SPEC §9).
+NATIVE_RULES_VERSIONS: Final = (1, 2)
 
 
 def native_rules_refusal(rules_version: int) -> str:
@@ -127,7 +131,7 @@ def make_engine(core: str = "auto", rules_version: int = 1) -> Engine | NativeEn
             "the native engine core is not installed; build it with `pip install ./native` "
             "(needs a Rust toolchain) or choose the Python core (--core python)"
         )
-    return NativeEngine()
+    return NativeEngine(rules_version=rules_version)
 
 
 def account_count(engine: Engine | NativeEngine) -> int:
@@ -146,10 +150,12 @@ class NativeEngine:
 
     core_name: Final = "native"
 
-    def __init__(self, core: Any = None) -> None:
+    def __init__(self, core: Any = None, rules_version: int = 1) -> None:
         if _native is None:
             raise RuntimeError("the native engine core is not installed (pip install ./native)")
-        self._core = core if core is not None else _native.Core()
+        if rules_version not in NATIVE_RULES_VERSIONS:
+            raise ValueError(native_rules_refusal(rules_version))
+        self._core = core if core is not None else _native.Core(rules_version)
 
     @property
     def seq(self) -> int:
@@ -250,7 +256,7 @@ class NativeEngine:
 
     def _apply_slow(self, raw: bytes, code: int) -> list[bytes]:
         core = self._core
-        parsed = decode_input(raw)
+        parsed = decode_input(raw, core.rules_version)
         if code == _native.DEFER:  # type: ignore[union-attr]
             if type(parsed) is DecodeFailure:
                 core.skip()
@@ -302,8 +308,8 @@ class NativeEngine:
 
     @property
     def rules_version(self) -> int:
-        """The native core implements version 1 only (``NATIVE_RULES_VERSIONS``)."""
-        return 1
+        """The ledger's rules version (SPEC §9), fixed at creation or by its snapshot."""
+        return self._core.rules_version  # type: ignore[no-any-return]
 
     def figures(self) -> dict[str, Any]:
         """The ledger figures the metrics export, from one native pass: accounts (system

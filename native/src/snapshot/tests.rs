@@ -18,7 +18,15 @@ fn pow10(n: u32) -> I256 {
 }
 
 fn empty_doc() -> StateDoc {
-    StateDoc { version: 1, seq: 0, net_deposits_e16: I256::ZERO, accounts: vec![], markets: vec![], fill_ids: vec![] }
+    StateDoc {
+        version: 1,
+        seq: 0,
+        net_deposits_e16: I256::ZERO,
+        accounts: vec![],
+        markets: vec![],
+        fill_ids: vec![],
+        rules_version: 1,
+    }
 }
 
 /// A document whose fields sit on the width boundaries; the bytes below are what
@@ -48,6 +56,7 @@ fn reference_doc() -> StateDoc {
                 held_e8: None,
                 bids: vec![(big(300), big(1 << 32))],
                 asks: vec![(big(301), big(1))],
+                v2: None,
             },
             MarketDoc {
                 id: "ETH".into(),
@@ -60,9 +69,11 @@ fn reference_doc() -> StateDoc {
                 held_e8: Some(pow10(25)),
                 bids: (0..17).map(|i| (big(1000 - i), big(i + 1))).collect(),
                 asks: vec![],
+                v2: None,
             },
         ],
         fill_ids: vec!["f1".into(), "x".repeat(300), "y".repeat(40)],
+        rules_version: 1,
     }
 }
 
@@ -266,8 +277,10 @@ fn decodes_any_valid_encoding() {
             held_e8: None,
             bids: vec![(big(10), big(1))],
             asks: vec![],
+            v2: None,
         }],
         fill_ids: vec!["f".into()],
+        rules_version: 1,
     };
     assert_eq!(doc, want);
     // Re-encoded in the canonical (shortest, _big) form.
@@ -415,6 +428,8 @@ impl Rng {
 fn random_doc(rng: &mut Rng, wide: bool) -> StateDoc {
     let count = |rng: &mut Rng| [0usize, 1, 2, 15, 16, 17][rng.below(if wide { 6 } else { 3 }) as usize];
     let levels = |rng: &mut Rng| (0..count(rng)).map(|_| (rng.value(), rng.value())).collect();
+    // Half the documents are a rules-version-2 ledger's, with the market tails.
+    let v2_tail = rng.below(2) == 0;
     StateDoc {
         version: 1,
         seq: rng.next() >> rng.below(64),
@@ -440,9 +455,20 @@ fn random_doc(rng: &mut Rng, wide: bool) -> StateDoc {
                 held_e8: rng.opt(),
                 bids: levels(rng),
                 asks: levels(rng),
+                v2: v2_tail.then(|| MarketV2Doc {
+                    liq_step_e8: I256::new(rng.below(1 << 27) as i128),
+                    adl: rng.below(2) == 0,
+                    fund_share_e8: I256::new(rng.below(1 << 27) as i128),
+                    vol_tiers: (0..count(rng))
+                        .map(|_| (I256::new(rng.below(1 << 60) as i128), I256::new(rng.below(1 << 27) as i128)))
+                        .collect(),
+                    vol_lambda_e8: I256::new(rng.below(1 << 27) as i128),
+                    vol_e16: rng.value(),
+                }),
             })
             .collect(),
         fill_ids: (0..count(rng)).map(|_| rng.id()).collect(),
+        rules_version: if v2_tail { 2 } else { 1 },
     }
 }
 
