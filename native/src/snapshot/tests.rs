@@ -291,12 +291,13 @@ fn decodes_any_valid_encoding() {
 
 #[test]
 fn skips_extra_trailing_fields() {
-    // msgspec ignores fields past the declared ones in array_like records.
+    // msgspec ignores fields past the declared ones in array_like records (the state's
+    // seventh is the rules version; an eighth is extra).
     let mut w = W(Vec::new());
-    w.raw(&[0x97, 0x01, 0x00, 0x00, 0x91]);
+    w.raw(&[0x98, 0x01, 0x00, 0x00, 0x91]);
     w.raw(&[0x94, 0xa1, b'a', 0x00, 0x91, 0x94, 0xa1, b'M', 0x01, 0x02, 0x80]); // extra {} in both
     w.raw(&[0x81, 0xa1, b'k', 0xcb]).raw(&1.5f64.to_be_bytes()); // the account's extra
-    w.raw(&[0x90, 0x90]);
+    w.raw(&[0x90, 0x90, 0x01]);
     // The state's extra field: nested arrays, bin, ext, float32, a deep nest.
     w.raw(&[0x95, 0xc4, 0x02, 1, 2, 0xd5, 0x01, 0, 0, 0xca, 0, 0, 0, 0, 0xc0]);
     w.raw(&[0x91; 100_000]).raw(&[0xc2]);
@@ -533,9 +534,11 @@ fn lying_lengths_fail_without_huge_allocations() {
     }
     // A string claiming 4 GiB, and extra fields claiming billions of items.
     assert!(err(&unhex("96010000 91 93 db ffffffff")).contains("truncated"));
-    assert!(err(&unhex("97010000 90 90 90 dd ffffffff")).contains("truncated"));
-    assert!(err(&unhex("97010000 90 90 90 df ffffffff")).contains("truncated"));
-    assert!(err(&unhex("97010000 90 90 90 c1")).contains("invalid byte 0xc1"));
+    assert!(err(&unhex("98010000 90 90 90 02 dd ffffffff")).contains("truncated"));
+    assert!(err(&unhex("98010000 90 90 90 02 df ffffffff")).contains("truncated"));
+    assert!(err(&unhex("98010000 90 90 90 02 c1")).contains("invalid byte 0xc1"));
+    // The seventh field is the rules version: an int, as persist.py's decoder demands.
+    assert!(err(&unhex("97010000 90 90 90 90")).contains("expected int, got array at rules_version"));
 }
 
 /// Decode every `dump_state` file that `native/tests_py/make_state_fixtures.py` wrote,
@@ -603,4 +606,33 @@ fn describe(doc: &StateDoc) -> String {
         writeln!(out, "fill {id}").unwrap();
     }
     out
+}
+
+#[test]
+fn v2_tails_are_read_and_written_like_persist() {
+    // A rules-version-2 state: seven fields, and each market's six trailing fields
+    // (liq_step, adl, fund_share, vol_tiers, vol_lambda, vol_e16).
+    let bytes = unhex(concat!(
+        "97 01 00 00 90",
+        "91 dc0010 a1 4d 01 02 03 c0 c0 c2 c0 90 90",
+        "ce 01312d00 c3 00 91 92 ce 000f4240 ce 02faf080 ce 004c4b40 ff",
+        "90 02"
+    ));
+    let doc = decode_state(&bytes).unwrap();
+    assert_eq!(doc.rules_version, 2);
+    let v2 = doc.markets[0].v2.clone().unwrap();
+    assert_eq!(v2.liq_step_e8, big(20_000_000));
+    assert!(v2.adl);
+    assert_eq!(v2.fund_share_e8, big(0));
+    assert_eq!(v2.vol_tiers, vec![(big(1_000_000), big(50_000_000))]);
+    assert_eq!(v2.vol_lambda_e8, big(5_000_000));
+    assert_eq!(v2.vol_e16, big(-1));
+    assert_eq!(encode_state(&doc), bytes);
+    // A market record with only some of the tail takes version 1's values for the rest.
+    let short = unhex("97 01 00 00 90 91 9c a1 4d 01 02 03 c0 c0 c2 c0 90 90 cc 80 c2 90 01");
+    let doc = decode_state(&short).unwrap();
+    let v2 = doc.markets[0].v2.clone().unwrap();
+    assert_eq!((v2.liq_step_e8, v2.adl, v2.fund_share_e8), (big(128), false, big(100_000_000)));
+    assert_eq!(v2.vol_lambda_e8, big(5_000_000));
+    assert_eq!(doc.rules_version, 1);
 }
