@@ -12,7 +12,7 @@ use crate::ledger::{is_system_id, Ledger, Market, MarketV2, BAD_DEBT, DEBT, FEES
 use crate::num::{
     from_big, int, round_half_even_div, to_big as big, write_e16, write_e8, Int, CASH_PER_E8, E16, E8, ZERO,
 };
-use crate::rules_v2::{funding_payment, next_volatility};
+use crate::rules_v2::next_volatility;
 
 /// Why an input was refused; the Python side turns the code into the reject event (its
 /// detail text is formatted there, once, for both cores). REJECT_REASONS[value - 1].
@@ -164,36 +164,16 @@ impl Engine {
     /// rounding residual, so cash is conserved; then payers and payees are re-examined.
     fn funding(&mut self, market_id: &str, rate: Int, out: &mut Vec<Vec<u8>>) -> Result<(), Refusal> {
         let market = self.market_of(market_id)?;
-        let ledger = &mut self.ledger;
-        let mut paid = ZERO;
-        let mut net = ZERO;
-        let mut changed: Vec<u32> = Vec::new();
-        if let Some(mark) = ledger.markets[market as usize].mark {
-            // Without a mark there are no holders. Holder order does not matter: every
-            // payment is independent and the re-examination orders by E/MM and id.
-            let mkt = &ledger.markets[market as usize];
-            let accounts = &mut ledger.accounts;
-            for &holder in &mkt.holders {
-                let acct = &mut accounts[holder as usize];
-                let qty = acct.position(market).unwrap().qty;
-                let payment = funding_payment(qty, mark, rate);
-                if payment != ZERO {
-                    acct.cash -= payment;
-                    net += payment;
-                    paid += payment.max(ZERO);
-                    changed.push(holder);
-                }
-            }
-            // The holders' cash moved by -net in total; the fee pool's move balances it.
-            ledger.cash_sum -= net;
-        }
-        ledger.move_cash(FEES, net);
+        let (paid, net, unsafe_) = match self.ledger.markets[market as usize].mark {
+            None => (ZERO, ZERO, Vec::new()), // without a mark there are no holders
+            Some(mark) => self.ledger.pay_funding(market, mark, rate),
+        };
+        self.ledger.move_cash(FEES, net);
         let mut event = self.event_head("funding");
         field_str(&mut event, "market", market_id);
         field_num(&mut event, "rate", rate, write_e8);
         field_num(&mut event, "paid", paid, write_e16);
         out.push(finish(event));
-        let unsafe_: Vec<u32> = changed.into_iter().filter(|&h| !self.ledger.reindex_cash(h)).collect();
         if !unsafe_.is_empty() {
             self.resolve(unsafe_, None, out);
         }

@@ -397,6 +397,20 @@ impl Ledger {
         total
     }
 
+    /// (E e16, MM e24) in one pass over the positions.
+    pub fn equity_and_maintenance(&self, account: u32) -> (Int, Int) {
+        let acct = &self.accounts[account as usize];
+        let mut equity = acct.cash;
+        let mut maintenance = ZERO;
+        for p in &acct.positions {
+            let market = &self.markets[p.market as usize];
+            let mark = market.mark();
+            equity += p.qty * mark;
+            maintenance += p.qty.abs() * mark * market.mmr;
+        }
+        (equity, maintenance)
+    }
+
     /// MM = sum(|q| * m * mmr), e24.
     pub fn maintenance_requirement(&self, account: u32) -> Int {
         let mut total = ZERO;

@@ -10,6 +10,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 mod block;
 mod book;
 mod engine;
+mod funding;
 mod index;
 mod journal;
 mod json_in;
