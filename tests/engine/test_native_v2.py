@@ -145,10 +145,7 @@ def test_v1_ledger_ignores_v2_fields_and_funding_on_both_cores() -> None:
 def test_v2_market_fields_are_validated_on_the_native_core() -> None:
     """Bad §9 fields are ``invalid_field`` under version 2, with the Python decoder's
     words (the fast parser leaves every version-2 market to it)."""
-    bad = (
-        b'{"type":"market","market":"M","imr":"0.1","mmr":"0.05","liq_fee":"0",'
-        b'"liq_step":"0"}'
-    )
+    bad = b'{"type":"market","market":"M","imr":"0.1","mmr":"0.05","liq_fee":"0","liq_step":"0"}'
     python, native = Engine(rules_version=2), NativeEngine(rules_version=2)
     want = [encode_output(e) for e in python.apply(bad)]
     assert native.apply_encoded(bad) == want
