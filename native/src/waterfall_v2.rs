@@ -21,33 +21,15 @@ struct Closed {
     fee: Int,
 }
 
-/// An ADL candidate: handle, profit `u` (e16), equity (e16), room `E - MM` (e24), id.
-/// Ordered by rank: the greatest is the largest `u/E` (exact), ties the smaller id.
+/// An ADL candidate: handle, profit `u` (e16) and equity (e16) when ranked.
 struct Ranked {
     holder: u32,
     profit: Int,
     equity: Int,
-    room: Int,
-    id: compact_str::CompactString,
 }
 
-impl Ord for Ranked {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // E > 0 for every candidate (E - MM > 0), as compare_ratio needs.
-        compare_ratio((self.profit, self.equity), (other.profit, other.equity)).then_with(|| other.id.cmp(&self.id))
-    }
-}
-impl PartialOrd for Ranked {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl PartialEq for Ranked {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Ranked {}
+/// How many of a pass's best candidates the first scan keeps (see `deleverage`).
+const RANK_BATCH: usize = 1024;
 
 impl Engine {
     /// Settle every checked account that is bankrupt or liquidatable, one step at a time
@@ -230,18 +212,36 @@ impl Engine {
         let whole = taken_qty.abs(); // |Q|
         let mut handed = whole; // U: left to hand over
         let pass_rest = rest; // R_M
-                              // Ranked once at the start of the pass. A heap, not a sort: a pass usually takes
-                              // a few of a market's candidates, and heapifying a million is O(n).
-        let mut ranked = BinaryHeap::from(self.ledger.adl_candidates(account, market, taken_qty > ZERO, mark));
-        while let Some(candidate) = ranked.pop() {
-            if handed == ZERO || rest == ZERO {
-                break;
+
+        // Ranked once at the start of the pass. The scan keeps only the best
+        // RANK_BATCH candidates (a pass usually takes a few of a market's); if those run
+        // out first, the rest are ranked by a second scan that skips the ones done (their
+        // values are the same as at the start: only its own hand-over moves a candidate).
+        let taken_long = taken_qty > ZERO;
+        let mut done = rustc_hash::FxHashSet::default();
+        let mut ranked = self.ledger.adl_candidates(account, market, taken_long, mark, RANK_BATCH, &done);
+        let mut complete = ranked.len() < RANK_BATCH; // no candidate was left out
+        let mut next = 0;
+        while handed != ZERO && rest != ZERO {
+            if next == ranked.len() {
+                if complete {
+                    break;
+                }
+                ranked = self.ledger.adl_candidates(account, market, taken_long, mark, usize::MAX, &done);
+                (complete, next) = (true, 0);
+                continue;
             }
+            let candidate = &ranked[next];
+            next += 1;
+            done.insert(candidate.holder);
             let holder = candidate.holder;
             let position = self.ledger.accounts[holder as usize].position(market).unwrap();
             let (qty, k) = (position.qty, position.k);
             let size = qty.abs().min(handed);
-            let cap = mul_div_floor((candidate.profit * E8).min(candidate.room), size, qty.abs() * E8);
+            // E - MM as ranked: nothing in the pass has touched this candidate yet.
+            let (equity, maintenance) = self.ledger.equity_and_maintenance(holder);
+            let room = equity * E8 - maintenance;
+            let cap = mul_div_floor((candidate.profit * E8).min(room), size, qty.abs() * E8);
             let share = if size == handed { rest } else { mul_div_floor(size, pass_rest, whole) };
             let paid = rest.min(cap).min(share);
             let dq = if qty < ZERO { size } else { -size }; // towards 0: a short buys back
@@ -348,15 +348,33 @@ fn int2(value: Int) -> Int {
 }
 
 impl crate::ledger::Ledger {
-    /// SPEC §9.4's candidates in `market`: non-system accounts other than `account` on
-    /// the side opposite the position taken over (`taken_long`), with free margin
-    /// (E > MM over all their markets) and profit `u = q*m + K > 0` here. A market held
-    /// by most of the ledger is scanned in memory order rather than through its holder
-    /// set (a cache miss per holder).
-    fn adl_candidates(&self, account: u32, market: u32, taken_long: bool, mark: Int) -> Vec<Ranked> {
-        let mut ranked = Vec::new();
+    /// SPEC §9.4's candidates in `market`, best first, at most `keep` of them:
+    /// non-system accounts other than `account` and `skip` on the side opposite the
+    /// position taken over (`taken_long`), with free margin (E > MM over all their
+    /// markets) and profit `u = q*m + K > 0` here; ranked by u/E descending (exact; E > 0
+    /// since E - MM > 0), ties by account id. A market held by most of the ledger is
+    /// scanned in memory order rather than through its holder set (a cache miss per
+    /// holder), and only the best `keep` are held while scanning (no million-entry list).
+    fn adl_candidates(
+        &self,
+        account: u32,
+        market: u32,
+        taken_long: bool,
+        mark: Int,
+        keep: usize,
+        skip: &rustc_hash::FxHashSet<u32>,
+    ) -> Vec<Ranked> {
+        let accounts = &self.accounts;
+        let before = |a: &Ranked, b: &Ranked| -> bool {
+            match compare_ratio((a.profit, a.equity), (b.profit, b.equity)) {
+                Ordering::Equal => accounts[a.holder as usize].id < accounts[b.holder as usize].id,
+                order => order == Ordering::Greater,
+            }
+        };
+        // With `keep` bounded: a heap whose root is the worst candidate kept.
+        let mut kept: Vec<Ranked> = Vec::with_capacity(keep.min(4096));
         let mut consider = |holder: u32| {
-            let acct = &self.accounts[holder as usize];
+            let acct = &accounts[holder as usize];
             if acct.is_system || holder == account {
                 return;
             }
@@ -369,17 +387,60 @@ impl crate::ledger::Ledger {
                 return;
             }
             let (equity, maintenance) = self.equity_and_maintenance(holder);
-            let room = equity * E8 - maintenance;
-            if room > ZERO {
-                ranked.push(Ranked { holder, profit, equity, room, id: acct.id.clone() });
+            if equity * E8 <= maintenance || (!skip.is_empty() && skip.contains(&holder)) {
+                return;
+            }
+            let candidate = Ranked { holder, profit, equity };
+            if keep == usize::MAX {
+                kept.push(candidate);
+            } else if kept.len() < keep {
+                kept.push(candidate);
+                sift_up(&mut kept, &before);
+            } else if before(&candidate, &kept[0]) {
+                kept[0] = candidate;
+                sift_down(&mut kept, &before);
             }
         };
         let holders = &self.markets[market as usize].holders;
-        if holders.len() * 4 >= self.accounts.len() {
-            (0..self.accounts.len() as u32).for_each(&mut consider);
+        if holders.len() * 4 >= accounts.len() {
+            (0..accounts.len() as u32).for_each(&mut consider);
         } else {
             holders.iter().copied().for_each(&mut consider);
         }
-        ranked
+        kept.sort_by(|a, b| if before(a, b) { Ordering::Less } else { Ordering::Greater });
+        kept
+    }
+}
+
+/// Restore the worst-at-root heap after a push at the end.
+fn sift_up(heap: &mut [Ranked], before: &impl Fn(&Ranked, &Ranked) -> bool) {
+    let mut at = heap.len() - 1;
+    while at > 0 {
+        let parent = (at - 1) / 2;
+        if !before(&heap[parent], &heap[at]) {
+            break; // the parent is already the worse one
+        }
+        heap.swap(parent, at);
+        at = parent;
+    }
+}
+
+/// Restore the worst-at-root heap after the root was replaced.
+fn sift_down(heap: &mut [Ranked], before: &impl Fn(&Ranked, &Ranked) -> bool) {
+    let mut at = 0;
+    loop {
+        let (left, right) = (2 * at + 1, 2 * at + 2);
+        let mut worst = at;
+        if left < heap.len() && before(&heap[worst], &heap[left]) {
+            worst = left;
+        }
+        if right < heap.len() && before(&heap[worst], &heap[right]) {
+            worst = right;
+        }
+        if worst == at {
+            return;
+        }
+        heap.swap(at, worst);
+        at = worst;
     }
 }

@@ -206,3 +206,32 @@ def test_crowded_market_funding_and_adl_agree(tail: list[bytes]) -> None:
     events = _apply_both(python, native, tail)
     _assert_same_state(python, native)
     assert any(b'"liquidation"' in e for e in events)
+
+
+def test_adl_pass_longer_than_the_first_ranked_batch_agrees() -> None:
+    """An ADL pass that takes 1500 candidates (past the 1024 the native core ranks in its
+    first scan, so it ranks the rest in a second one) gives the Python core's bytes."""
+    lines = [
+        b'{"type":"market","market":"M","imr":"0.1","mmr":"0.05","liq_fee":"0.01",'
+        b'"loss_policy":"adl"}',
+        b'{"type":"oracle","market":"M","price":"100"}',
+    ]
+    for pair in range(3_000):
+        lines += [
+            b'{"type":"deposit","account":"L%d","amount":"%d"}' % (pair, 20 + pair % 37),
+            b'{"type":"deposit","account":"S%d","amount":"%d"}' % (pair, 20 + pair % 41),
+            b'{"type":"fill","fill_id":"p%d","market":"M","price":"100","qty":"1",'
+            b'"buyer":"L%d","seller":"S%d"}' % (pair, pair, pair),
+        ]
+    lines += [
+        b'{"type":"deposit","account":"whale","amount":"7500"}',
+        b'{"type":"deposit","account":"maker","amount":"1000000"}',
+        b'{"type":"fill","fill_id":"w","market":"M","price":"100","qty":"1500",'
+        b'"buyer":"whale","seller":"maker"}',
+    ]
+    python, native = Engine(rules_version=2), NativeEngine(rules_version=2)
+    for line in lines:
+        assert native.apply_encoded(line) == python.apply_encoded(line)
+    events = _apply_both(python, native, [b'{"type":"oracle","market":"M","price":"90"}'])
+    _assert_same_state(python, native)
+    assert sum(b'"type":"adl"' in e for e in events) == 1500
