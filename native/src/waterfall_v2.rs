@@ -444,3 +444,59 @@ fn sift_down(heap: &mut [Ranked], before: &impl Fn(&Ranked, &Ranked) -> bool) {
         at = worst;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json_in::parse_input;
+
+    /// Shorts s0..s29 against one long, some with equal u/E (equal cash and fill price),
+    /// in a version-2 ledger at mark 95.
+    fn shorts() -> Engine {
+        let mut engine = Engine::with_rules(2);
+        let mut apply = |raw: String| {
+            engine.seq += 1;
+            let input = parse_input(raw.as_bytes()).expect("a plain input");
+            engine.apply(&input, &mut Vec::new()).expect("applied");
+        };
+        apply(r#"{"type":"market","market":"M","imr":"0.1","mmr":"0.05","liq_fee":"0"}"#.into());
+        apply(r#"{"type":"oracle","market":"M","price":"100"}"#.into());
+        apply(r#"{"type":"deposit","account":"long","amount":"100000"}"#.into());
+        for i in 0..30 {
+            apply(format!(r#"{{"type":"deposit","account":"s{i}","amount":"{}"}}"#, 20 + (i % 4) * 5));
+            let price = 100 + i % 3;
+            apply(format!(
+                r#"{{"type":"fill","fill_id":"f{i}","market":"M","price":"{price}","qty":"1","buyer":"long","seller":"s{i}"}}"#
+            ));
+        }
+        apply(r#"{"type":"oracle","market":"M","price":"95"}"#.into());
+        engine
+    }
+
+    #[test]
+    fn the_kept_best_are_the_head_of_the_full_ranking() {
+        let engine = shorts();
+        let ledger = &engine.ledger;
+        let long = ledger.account_handle("long").unwrap();
+        let none = rustc_hash::FxHashSet::default();
+        let mark = ledger.markets[0].mark();
+        let all = ledger.adl_candidates(long, 0, true, mark, usize::MAX, &none);
+        assert_eq!(all.len(), 30);
+        let ids = |ranked: &[Ranked]| -> Vec<String> {
+            ranked.iter().map(|r| ledger.accounts[r.holder as usize].id.to_string()).collect()
+        };
+        // u/E descending, exactly; equal ratios by id.
+        for pair in all.windows(2) {
+            let order = compare_ratio((pair[0].profit, pair[0].equity), (pair[1].profit, pair[1].equity));
+            assert!(order == Ordering::Greater || (order == Ordering::Equal && ids(&pair[..1]) < ids(&pair[1..])));
+        }
+        for keep in [1, 3, 7, 29, 30, 31] {
+            let kept = ledger.adl_candidates(long, 0, true, mark, keep, &none);
+            assert_eq!(ids(&kept), ids(&all[..keep.min(30)]), "keep {keep}");
+        }
+        // The second scan skips the candidates done.
+        let done: rustc_hash::FxHashSet<u32> = all[..5].iter().map(|r| r.holder).collect();
+        let rest = ledger.adl_candidates(long, 0, true, mark, usize::MAX, &done);
+        assert_eq!(ids(&rest), ids(&all[5..]));
+    }
+}
