@@ -601,9 +601,27 @@ fn describe(doc: &StateDoc) -> String {
         for (p, q) in &m.asks {
             writeln!(out, "ask {} {p} {q}", m.id).unwrap();
         }
+        if let Some(v2) = &m.v2 {
+            let tiers: Vec<String> = v2.vol_tiers.iter().map(|(sigma, share)| format!("{sigma}:{share}")).collect();
+            let adl = if v2.adl { "True" } else { "False" };
+            writeln!(
+                out,
+                "v2 {} {} {adl} {} [{}] {} {}",
+                m.id,
+                v2.liq_step_e8,
+                v2.fund_share_e8,
+                tiers.join(","),
+                v2.vol_lambda_e8,
+                v2.vol_e16
+            )
+            .unwrap();
+        }
     }
     for id in &doc.fill_ids {
         writeln!(out, "fill {id}").unwrap();
+    }
+    if doc.rules_version != 1 {
+        writeln!(out, "rules_version {}", doc.rules_version).unwrap();
     }
     out
 }
