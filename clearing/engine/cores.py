@@ -56,7 +56,7 @@ def make_engine(
     ``EngineCore``. CoreUnavailable (saying how to get it) for "native" without the
     extension or without those rules."""
     if _use_native(core, rules_version):
-        return NativeEngine(liquidation_scan)
+        return NativeEngine(liquidation_scan, rules_version=rules_version)
     return Engine(liquidation_scan, rules_version)
 
 

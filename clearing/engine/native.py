@@ -35,7 +35,9 @@ from clearing.engine.events import (
     ParsedBook,
     ParsedDeposit,
     ParsedFill,
+    ParsedFunding,
     ParsedMarket,
+    ParsedMarketV2,
     ParsedOracle,
     ParsedWithdraw,
     Reject,
@@ -73,6 +75,8 @@ _KINDS: Final[dict[type, str]] = {
     ParsedWithdraw: "withdraw",
     ParsedBook: "book",
     ParsedMarket: "market",
+    ParsedMarketV2: "market",
+    ParsedFunding: "funding",
 }
 
 
@@ -110,8 +114,8 @@ def native_available() -> bool:
     return _native is not None
 
 
-# The rules versions the native core implements (SPEC §9 is not in it yet).
-NATIVE_RULES_VERSIONS: Final = (1,)
+# The rules versions the native core implements (version 2 is SPEC §9).
+NATIVE_RULES_VERSIONS: Final = (1, 2)
 
 
 def native_rules_refusal(rules_version: int) -> str:
@@ -166,11 +170,16 @@ class NativeEngine:
 
     core_name: Final = "native"
 
-    def __init__(self, liquidation_scan: bool = False, *, core: Any = None) -> None:
-        """``liquidation_scan``: see ``EngineCore``. ``core``: a loaded ``Core`` to wrap."""
+    def __init__(
+        self, liquidation_scan: bool = False, *, core: Any = None, rules_version: int = 1
+    ) -> None:
+        """``liquidation_scan``: see ``EngineCore``. ``core``: a loaded ``Core`` to wrap
+        (it carries its own rules version); else a new ledger under ``rules_version``."""
         if _native is None:
             raise CoreUnavailable(_NOT_INSTALLED)
-        self._core = core if core is not None else _native.Core()
+        if rules_version not in NATIVE_RULES_VERSIONS:
+            raise CoreUnavailable(native_rules_refusal(rules_version))
+        self._core = core if core is not None else _native.Core(rules_version)
         self._core.liquidation_scan = liquidation_scan
 
     @property
@@ -274,7 +283,7 @@ class NativeEngine:
 
     def _apply_slow(self, raw: bytes, code: int) -> list[bytes]:
         core = self._core
-        parsed = decode_input(raw)
+        parsed = decode_input(raw, core.rules_version)
         if code == _native.DEFER:  # type: ignore[union-attr]
             if type(parsed) is DecodeFailure:
                 core.skip()
@@ -324,8 +333,8 @@ class NativeEngine:
 
     @property
     def rules_version(self) -> int:
-        """The native core implements version 1 only (``NATIVE_RULES_VERSIONS``)."""
-        return 1
+        """The ledger's rules version (SPEC §9), fixed at creation or by its snapshot."""
+        return self._core.rules_version  # type: ignore[no-any-return]
 
     def account_count(self) -> int:
         """Accounts in the ledger, system accounts included (O(1))."""
@@ -340,10 +349,8 @@ class NativeEngine:
             fund_equity_e16=raw["fund_equity_e16"],
             fee_pool_cash_e16=raw["fee_pool_cash_e16"],
             bad_debt_cash_e16=raw["bad_debt_cash_e16"],
-            # The native core holds version-1 ledgers only, so each market's volatility
-            # estimate and fund share are version 1's: MarketFigures' defaults. (Once it
-            # holds version 2, Core.figures adds both per market, as the Python core's
-            # _figures does, and test_contract holds them equal.)
+            # Each market's volatility estimate and current fund share come with it
+            # (version 1: 0 and 1e8), as the Python core's _figures gives them.
             markets=[MarketFigures(*market) for market in raw["markets"]],
             traders=raw["traders"],
             traders_below_im=raw["below_im"],

@@ -7,7 +7,7 @@
 
 use crate::engine::Engine;
 use crate::journal::compute_chain_hash;
-use crate::json_in::{parse_input, Input};
+use crate::json_in::{parse_input_rules, Input};
 use crate::snapshot::{put_str_bytes, put_uint};
 
 /// Where a run stopped: every input done, or before one this core does not finish alone.
@@ -53,7 +53,7 @@ pub fn apply_run<'a>(
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut joined: Vec<u8> = Vec::new();
     for (index, (payload, source)) in inputs.enumerate().map(|(i, item)| (start + i, item)) {
-        let Some(input) = parse_input(payload) else {
+        let Some(input) = parse_input_rules(payload, engine.rules) else {
             run.stop = Stop::Deferred(index);
             return run;
         };
@@ -91,6 +91,7 @@ fn kind_code(input: &Input<'_>) -> u8 {
         Input::Fill(_) => 4,
         Input::Oracle { .. } => 5,
         Input::Book { .. } => 6,
+        Input::Funding { .. } => 0, // never parsed here (Python decodes it)
     }
 }
 

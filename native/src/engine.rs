@@ -8,10 +8,11 @@ use std::collections::BinaryHeap;
 use num_bigint::BigInt;
 
 use crate::json_in::{write_json_str, Input};
-use crate::ledger::{is_system_id, Ledger, Market, BAD_DEBT, DEBT, FEES, FEE_POOL, FUND};
+use crate::ledger::{is_system_id, Ledger, Market, MarketV2, BAD_DEBT, DEBT, FEES, FEE_POOL, FUND};
 use crate::num::{
     from_big, int, round_half_even_div, to_big as big, write_e16, write_e8, Int, CASH_PER_E8, E16, E8, ZERO,
 };
+use crate::rules_v2::next_volatility;
 
 /// Why an input was refused; the Python side turns the code into the reject event (its
 /// detail text is formatted there, once, for both cores). REJECT_REASONS[value - 1].
@@ -32,15 +33,21 @@ pub struct Engine {
     /// True: a mark move checks every holder exactly instead of asking the index (the
     /// baseline the index is benchmarked and tested against; same outputs, slower).
     pub scan: bool,
+    /// The ledger's rules version (SPEC §9), fixed for its life: 1 is §1-§8 alone, 2
+    /// adds §9 (`waterfall_v2.rs`, funding, the volatility estimate).
+    pub rules: u8,
 }
 
+/// The rules versions this core implements (`clearing.engine.native.NATIVE_RULES_VERSIONS`).
+pub const RULES_VERSIONS: [u8; 2] = [1, 2];
+
 /// A liquidation's priority: E/MM as an exact fraction (MM > 0), then the account id.
-struct Candidate {
-    equity: Int,
-    maintenance: Int,
+pub(crate) struct Candidate {
+    pub(crate) equity: Int,
+    pub(crate) maintenance: Int,
     id: compact_str::CompactString,
     push: u64,
-    account: u32,
+    pub(crate) account: u32,
 }
 
 pub(crate) fn compare_ratio(a: (Int, Int), b: (Int, Int)) -> Ordering {
@@ -74,7 +81,13 @@ impl Ord for Candidate {
 
 impl Engine {
     pub fn new() -> Self {
-        Engine { ledger: Ledger::new(), seq: 0, scan: false }
+        Self::with_rules(1)
+    }
+
+    /// An empty ledger under a rules version of `RULES_VERSIONS` (the caller checks).
+    pub fn with_rules(rules: u8) -> Self {
+        debug_assert!(RULES_VERSIONS.contains(&rules));
+        Engine { ledger: Ledger::new(), seq: 0, scan: false, rules }
     }
 
     /// Apply one validated input (its seq already counted); outputs appended as JSON.
@@ -95,10 +108,12 @@ impl Engine {
             Input::Deposit { account, amount_e8 } => self.deposit(account, int(*amount_e8)),
             Input::Withdraw { account, amount_e8 } => self.withdraw(account, int(*amount_e8), out),
             Input::Book { market, bids, asks } => self.book(market, bids, asks),
-            Input::Market { market, imr_e8, mmr_e8, liq_fee_e8, max_oracle_move_e8 } => {
-                self.market(market, int(*imr_e8), int(*mmr_e8), int(*liq_fee_e8), max_oracle_move_e8.map(int), out);
+            Input::Market { market, imr_e8, mmr_e8, liq_fee_e8, max_oracle_move_e8, v2 } => {
+                let params = (int(*imr_e8), int(*mmr_e8), int(*liq_fee_e8), max_oracle_move_e8.map(int));
+                self.market(market, params, v2.as_ref(), out);
                 Ok(())
             }
+            Input::Funding { market, rate_e8 } => self.funding(market, int(*rate_e8), out),
         };
         self.ledger.assert_balanced();
         result
@@ -108,11 +123,27 @@ impl Engine {
         self.ledger.market_index(id).ok_or(Refusal::UnknownMarket)
     }
 
-    fn market(&mut self, id: &str, imr: Int, mmr: Int, liq_fee: Int, max_move: Option<Int>, out: &mut Vec<Vec<u8>>) {
+    /// Create a market or replace its parameters. `v2` carries SPEC §9's fields of a
+    /// version-2 input (None under version 1, which keeps the defaults and never reads
+    /// them); the volatility estimate is kept: it describes the prices, not the parameters.
+    fn market(
+        &mut self,
+        id: &str,
+        (imr, mmr, liq_fee, max_move): (Int, Int, Int, Option<Int>),
+        v2: Option<&MarketV2>,
+        out: &mut Vec<Vec<u8>>,
+    ) {
         let ledger = &mut self.ledger;
+        let set_v2 = |market: &mut Market| {
+            if let Some(v2) = v2 {
+                market.v2 = MarketV2 { vol: market.v2.vol, ..v2.clone() };
+            }
+        };
         let Some(index) = ledger.market_index(id) else {
             let index = ledger.markets.len() as u32;
-            ledger.markets.push(Market::new(id, imr, mmr, liq_fee, max_move));
+            let mut market = Market::new(id, imr, mmr, liq_fee, max_move);
+            set_v2(&mut market);
+            ledger.markets.push(market);
             ledger.market_ids.insert(id.into(), index);
             return;
         };
@@ -122,10 +153,31 @@ impl Engine {
         market.liq_fee = liq_fee;
         market.max_move = max_move;
         market.held = None;
+        set_v2(market);
         let mut holders: Vec<u32> = market.holders.iter().copied().collect();
         holders.sort_unstable();
         let unsafe_: Vec<u32> = holders.into_iter().filter(|&h| !ledger.reindex(h)).collect();
         self.resolve(unsafe_, None, out);
+    }
+
+    /// SPEC §9.5: every holder pays `round16(q * m * rate)`; the fee pool takes the
+    /// rounding residual, so cash is conserved; then payers and payees are re-examined.
+    fn funding(&mut self, market_id: &str, rate: Int, out: &mut Vec<Vec<u8>>) -> Result<(), Refusal> {
+        let market = self.market_of(market_id)?;
+        let (paid, net, unsafe_) = match self.ledger.markets[market as usize].mark {
+            None => (ZERO, ZERO, Vec::new()), // without a mark there are no holders
+            Some(mark) => self.ledger.pay_funding(market, mark, rate),
+        };
+        self.ledger.move_cash(FEES, net);
+        let mut event = self.event_head("funding");
+        field_str(&mut event, "market", market_id);
+        field_num(&mut event, "rate", rate, write_e8);
+        field_num(&mut event, "paid", paid, write_e16);
+        out.push(finish(event));
+        if !unsafe_.is_empty() {
+            self.resolve(unsafe_, None, out);
+        }
+        Ok(())
     }
 
     fn deposit(&mut self, id: &str, amount: Int) -> Result<(), Refusal> {
@@ -308,6 +360,12 @@ impl Engine {
                 return Ok(());
             }
         }
+        if self.rules != 1 {
+            if let Some(mark) = mkt.mark {
+                // SPEC §9.3: every accepted tick from an existing mark, before liquidations.
+                mkt.v2.vol = next_volatility(mkt.v2.vol, mark, price, mkt.v2.vol_lambda);
+            }
+        }
         mkt.mark = Some(price);
         mkt.held = None;
         mkt.oracle_seen = true;
@@ -346,8 +404,17 @@ impl Engine {
 
     // -- the waterfall ------------------------------------------------------------------
 
-    /// Settle every checked account that is bankrupt or liquidatable, in SPEC §4 order.
+    /// Settle every checked account that is bankrupt or liquidatable, by the ledger's rules.
     fn resolve(&mut self, checked: Vec<u32>, bankrupt_market: Option<u32>, out: &mut Vec<Vec<u8>>) {
+        if self.rules == 1 {
+            self.resolve_v1(checked, bankrupt_market, out);
+        } else {
+            self.resolve_v2(checked, bankrupt_market, out);
+        }
+    }
+
+    /// Settle every checked account that is bankrupt or liquidatable, in SPEC §4 order.
+    fn resolve_v1(&mut self, checked: Vec<u32>, bankrupt_market: Option<u32>, out: &mut Vec<Vec<u8>>) {
         let mut candidates: Vec<u32> = Vec::with_capacity(checked.len());
         let mut unique = rustc_hash::FxHashSet::default();
         for account in checked {
@@ -396,7 +463,7 @@ impl Engine {
         }
     }
 
-    fn candidate(&self, account: u32, equity: Int, maintenance: Int, push: u64) -> Candidate {
+    pub(crate) fn candidate(&self, account: u32, equity: Int, maintenance: Int, push: u64) -> Candidate {
         Candidate { equity, maintenance, id: self.ledger.accounts[account as usize].id.clone(), push, account }
     }
 
@@ -512,7 +579,7 @@ impl Engine {
 
     // -- output encoding ----------------------------------------------------------------
 
-    fn event_head(&self, kind: &str) -> Vec<u8> {
+    pub(crate) fn event_head(&self, kind: &str) -> Vec<u8> {
         let mut event = Vec::with_capacity(160);
         event.extend_from_slice(b"{\"type\":\"");
         event.extend_from_slice(kind.as_bytes());
@@ -531,7 +598,7 @@ impl Default for Engine {
 /// Split `total` pro rata to the weights (whose sum is `weight_sum`) in whole units so the
 /// parts sum exactly to it; leftover units to the largest remainders, ties to the smaller
 /// id. `parts` arrives sorted by account id holding the weights and leaves holding the parts.
-fn split_largest_remainder(total: Int, weight_sum: Int, parts: &mut [(u32, Int)]) {
+pub(crate) fn split_largest_remainder(total: Int, weight_sum: Int, parts: &mut [(u32, Int)]) {
     let total_big = big(total);
     let sum_big = big(weight_sum);
     let mut remainders: Vec<(BigInt, usize)> = Vec::with_capacity(parts.len());
@@ -555,14 +622,14 @@ fn split_largest_remainder(total: Int, weight_sum: Int, parts: &mut [(u32, Int)]
     }
 }
 
-fn field_str(event: &mut Vec<u8>, name: &str, value: &str) {
+pub(crate) fn field_str(event: &mut Vec<u8>, name: &str, value: &str) {
     event.extend_from_slice(b",\"");
     event.extend_from_slice(name.as_bytes());
     event.extend_from_slice(b"\":");
     write_json_str(event, value);
 }
 
-fn field_num(event: &mut Vec<u8>, name: &str, value: Int, write: fn(&mut Vec<u8>, Int)) {
+pub(crate) fn field_num(event: &mut Vec<u8>, name: &str, value: Int, write: fn(&mut Vec<u8>, Int)) {
     event.extend_from_slice(b",\"");
     event.extend_from_slice(name.as_bytes());
     event.extend_from_slice(b"\":\"");
@@ -570,7 +637,7 @@ fn field_num(event: &mut Vec<u8>, name: &str, value: Int, write: fn(&mut Vec<u8>
     event.push(b'"');
 }
 
-fn finish(mut event: Vec<u8>) -> Vec<u8> {
+pub(crate) fn finish(mut event: Vec<u8>) -> Vec<u8> {
     event.push(b'}');
     event
 }

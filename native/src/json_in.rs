@@ -40,6 +40,15 @@ pub enum Input<'a> {
         mmr_e8: i128,
         liq_fee_e8: i128,
         max_oracle_move_e8: Option<i128>,
+        /// SPEC §9's fields of a version-2 `market` input (its volatility is unused);
+        /// None under version 1. The fast parser never fills it: under version 2 every
+        /// `market` input is decoded by Python (`parse_input_rules`).
+        v2: Option<crate::ledger::MarketV2>,
+    },
+    /// Version 2 only (SPEC §9.5), decoded by Python.
+    Funding {
+        market: &'a str,
+        rate_e8: i128,
     },
     Deposit {
         account: &'a str,
@@ -631,10 +640,24 @@ pub fn parse_input(raw: &[u8]) -> Option<Input<'_>> {
                 mmr_e8: mmr,
                 liq_fee_e8: liq_fee,
                 max_oracle_move_e8,
+                v2: None,
             })
         }
         _ => None,
     }
+}
+
+/// `parse_input` for a ledger under a rules version: under version 2 a `market` input
+/// has SPEC §9's fields, which this parser does not read, so it is left to the Python
+/// decoder (markets are rare); `funding` is never parsed here (under version 1 it is an
+/// unknown type, which Python names).
+#[inline]
+pub fn parse_input_rules(raw: &[u8], rules: u8) -> Option<Input<'_>> {
+    let input = parse_input(raw)?;
+    if rules != 1 && matches!(input, Input::Market { .. }) {
+        return None;
+    }
+    Some(input)
 }
 
 /// How msgspec escapes the bytes `first_special` stops at: `u` = `\u00XX` (lowercase hex),

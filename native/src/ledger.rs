@@ -132,6 +132,39 @@ pub struct Market {
     pub band_high: Keys,
     /// The running sum of every account's quantity here (0 after every input, SPEC §2).
     pub qty_sum: Int,
+    /// Rules version 2's parameters and volatility estimate (SPEC §9); a version-1 ledger
+    /// keeps the defaults and never reads them.
+    pub v2: MarketV2,
+}
+
+/// SPEC §9's market fields (e8 ratios) and the volatility estimate (a variance per tick,
+/// e16), as `clearing/engine/state.py`'s MarketState holds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MarketV2 {
+    pub liq_step: Int,
+    pub adl: bool,
+    pub fund_share: Int,
+    /// (sigma e8, share e8), sigma strictly ascending.
+    pub vol_tiers: Vec<(Int, Int)>,
+    pub vol_lambda: Int,
+    pub vol: Int,
+}
+
+/// Version 2's defaults: whole close-outs, clawbacks, whole fees to the fund, no tiers,
+/// lambda 0.05 (`state.DEFAULT_*`).
+pub const DEFAULT_VOL_LAMBDA_E8: i128 = 5_000_000;
+
+impl Default for MarketV2 {
+    fn default() -> Self {
+        MarketV2 {
+            liq_step: E8,
+            adl: false,
+            fund_share: E8,
+            vol_tiers: Vec::new(),
+            vol_lambda: crate::num::int(DEFAULT_VOL_LAMBDA_E8),
+            vol: ZERO,
+        }
+    }
 }
 
 impl Market {
@@ -152,6 +185,7 @@ impl Market {
             band_low: Keys::new(),
             band_high: Keys::new(),
             qty_sum: ZERO,
+            v2: MarketV2::default(),
         }
     }
 
@@ -359,6 +393,30 @@ impl Ledger {
         for p in &self.accounts[account as usize].positions {
             let market = &self.markets[p.market as usize];
             total += p.qty.abs() * market.mark() * market.imr;
+        }
+        total
+    }
+
+    /// (E e16, MM e24) in one pass over the positions.
+    pub fn equity_and_maintenance(&self, account: u32) -> (Int, Int) {
+        let acct = &self.accounts[account as usize];
+        let mut equity = acct.cash;
+        let mut maintenance = ZERO;
+        for p in &acct.positions {
+            let market = &self.markets[p.market as usize];
+            let mark = market.mark();
+            equity += p.qty * mark;
+            maintenance += p.qty.abs() * mark * market.mmr;
+        }
+        (equity, maintenance)
+    }
+
+    /// MM = sum(|q| * m * mmr), e24.
+    pub fn maintenance_requirement(&self, account: u32) -> Int {
+        let mut total = ZERO;
+        for p in &self.accounts[account as usize].positions {
+            let market = &self.markets[p.market as usize];
+            total += p.qty.abs() * market.mark() * market.mmr;
         }
         total
     }

@@ -10,18 +10,21 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 mod block;
 mod book;
 mod engine;
+mod funding;
 mod index;
 mod journal;
 mod json_in;
 mod keys;
 mod ledger;
 mod num;
+mod rules_v2;
 mod snapshot;
 mod state;
 mod views;
+mod waterfall_v2;
 
 use engine::Engine;
-use json_in::{parse_input, FillIn, Input};
+use json_in::{parse_input_rules, FillIn, Input};
 
 /// A panic payload's message.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -67,9 +70,22 @@ struct Core {
 
 #[pymethods]
 impl Core {
+    /// An empty ledger under a rules version (SPEC §9): 1 (the default) or 2.
     #[new]
-    fn new() -> Self {
-        Core { engine: Engine::new(), busy: false }
+    #[pyo3(signature = (rules_version = 1))]
+    fn new(rules_version: u8) -> PyResult<Self> {
+        if !engine::RULES_VERSIONS.contains(&rules_version) {
+            return Err(PyValueError::new_err(format!(
+                "unknown rules version {rules_version}; this core implements 1, 2"
+            )));
+        }
+        Ok(Core { engine: Engine::with_rules(rules_version), busy: false })
+    }
+
+    /// The ledger's rules version, fixed at creation (or by the snapshot it was loaded from).
+    #[getter]
+    fn get_rules_version(&self) -> u8 {
+        self.engine.rules
     }
 
     /// True: a mark move visits every holder of the market (the full-scan baseline the
@@ -181,7 +197,7 @@ impl Core {
     /// untouched) or 0 (DEFER: not parsed here, nothing consumed).
     fn apply(&mut self, py: Python<'_>, raw: &[u8]) -> PyResult<PyObject> {
         self.guard()?;
-        match parse_input(raw) {
+        match parse_input_rules(raw, self.engine.rules) {
             None => Ok(DEFER.into_pyobject(py)?.into_any().unbind()),
             Some(input) => self.run(py, &input),
         }
@@ -230,14 +246,21 @@ impl Core {
             "market" => {
                 let market = s(0)?;
                 let max_oracle_move_e8: Option<i128> = fields.get_item(4)?.extract()?;
+                // A version-2 market (`ParsedMarketV2`) has SPEC §9's five fields after these.
+                let v2 = if fields.len() > 5 { Some(market_v2(fields)?) } else { None };
                 let input = Input::Market {
                     market: &market,
                     imr_e8: n(1)?,
                     mmr_e8: n(2)?,
                     liq_fee_e8: n(3)?,
                     max_oracle_move_e8,
+                    v2,
                 };
                 self.run(py, &input)
+            }
+            "funding" => {
+                let market = s(0)?;
+                self.run(py, &Input::Funding { market: &market, rate_e8: n(1)? })
             }
             _ => Err(PyValueError::new_err(format!("unknown input kind {kind:?}"))),
         }
@@ -302,7 +325,8 @@ impl Core {
                 // A record that is not the engine's next seq goes to Python too (whose
                 // loop decides what that means).
                 let next = engine.seq.checked_add(1);
-                let Some(input) = parse_input(payload).filter(|_| next == Some(good.seq)) else {
+                let rules = engine.rules;
+                let Some(input) = parse_input_rules(payload, rules).filter(|_| next == Some(good.seq)) else {
                     pending = Some((good, DEFER));
                     return false;
                 };
@@ -455,12 +479,12 @@ impl Core {
         out.set_item("fee_pool_cash_e16", big(f.fee_pool_cash)?)?;
         out.set_item("bad_debt_cash_e16", big(f.bad_debt_cash)?)?;
         let markets = PyList::empty(py);
-        for (id, long_oi, mark, held) in f.markets {
+        for (id, long_oi, mark, held, volatility, fund_share) in f.markets {
             let mark = match mark {
                 Some(value) => big(value)?,
                 None => py.None(),
             };
-            markets.append((id, big(long_oi)?, mark, held))?;
+            markets.append((id, big(long_oi)?, mark, held, big(volatility)?, big(fund_share)?))?;
         }
         out.set_item("markets", markets)?;
         out.set_item("traders", f.traders)?;
@@ -510,6 +534,21 @@ impl Core {
             Err(refusal) => Ok((refusal as i64).into_pyobject(py)?.into_any().unbind()),
         }
     }
+}
+
+/// SPEC §9's fields of a `ParsedMarketV2` tuple (after its first five): liq_step, adl,
+/// fund_share, vol_tiers ((sigma, share) pairs), vol_lambda, all e8.
+fn market_v2(fields: &Bound<'_, PyTuple>) -> PyResult<ledger::MarketV2> {
+    let n = |i: usize| -> PyResult<num::Int> { Ok(num::int(fields.get_item(i)?.extract::<i128>()?)) };
+    let tiers: Vec<(i128, i128)> = fields.get_item(8)?.extract()?;
+    Ok(ledger::MarketV2 {
+        liq_step: n(5)?,
+        adl: fields.get_item(6)?.extract()?,
+        fund_share: n(7)?,
+        vol_tiers: tiers.into_iter().map(|(sigma, share)| (num::int(sigma), num::int(share))).collect(),
+        vol_lambda: n(9)?,
+        vol: num::ZERO,
+    })
 }
 
 /// A 256-bit amount as a Python int (through its decimal text: exact at any size).

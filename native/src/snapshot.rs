@@ -38,6 +38,34 @@ pub struct MarketDoc {
     pub bids: Vec<(I256, I256)>,
     /// (price_e8, qty_e8), best (lowest) first.
     pub asks: Vec<(I256, I256)>,
+    /// SPEC §9's fields, written after the others by a ledger under rules version 2
+    /// (persist.py's `_MarketRecV2`); None: the version-1 record.
+    pub v2: Option<MarketV2Doc>,
+}
+
+/// The trailing fields of a version-2 market record, in their order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarketV2Doc {
+    pub liq_step_e8: I256,
+    pub adl: bool,
+    pub fund_share_e8: I256,
+    pub vol_tiers: Vec<(I256, I256)>,
+    pub vol_lambda_e8: I256,
+    pub vol_e16: I256,
+}
+
+impl Default for MarketV2Doc {
+    /// Version 1's values: what a reader takes for absent trailing fields.
+    fn default() -> Self {
+        MarketV2Doc {
+            liq_step_e8: I256::new(100_000_000),
+            adl: false,
+            fund_share_e8: I256::new(100_000_000),
+            vol_tiers: Vec::new(),
+            vol_lambda_e8: I256::new(crate::ledger::DEFAULT_VOL_LAMBDA_E8),
+            vol_e16: I256::ZERO,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +76,9 @@ pub struct StateDoc {
     pub accounts: Vec<AccountDoc>,
     pub markets: Vec<MarketDoc>,
     pub fill_ids: Vec<String>,
+    /// The ledger's rules version: 1 writes the version-1 layout (six fields), any other
+    /// is appended as a seventh (persist.py's `_StateRecV2`).
+    pub rules_version: i128,
 }
 
 pub const STATE_FORMAT_VERSION: u64 = 1;
@@ -57,6 +88,8 @@ const STATE_FIELDS: usize = 6;
 const ACCOUNT_FIELDS: usize = 3;
 const POSITION_FIELDS: usize = 3;
 const MARKET_FIELDS: usize = 10;
+/// The version-2 market record's trailing fields.
+const MARKET_V2_FIELDS: usize = 6;
 
 // ---------------------------------------------------------------------------------------
 // Encoding
@@ -66,7 +99,8 @@ const MARKET_FIELDS: usize = 10;
 /// code-point order, which for UTF-8 is byte order).
 pub fn encode_state(doc: &StateDoc) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_size_bound(doc));
-    put_array(&mut out, STATE_FIELDS);
+    let v2 = doc.rules_version != 1;
+    put_array(&mut out, STATE_FIELDS + usize::from(v2));
     put_uint(&mut out, doc.version);
     put_uint(&mut out, doc.seq);
     put_big(&mut out, doc.net_deposits_e16);
@@ -85,7 +119,7 @@ pub fn encode_state(doc: &StateDoc) -> Vec<u8> {
     }
     put_array(&mut out, doc.markets.len());
     for market in &doc.markets {
-        put_array(&mut out, MARKET_FIELDS);
+        put_array(&mut out, MARKET_FIELDS + if market.v2.is_some() { MARKET_V2_FIELDS } else { 0 });
         put_str(&mut out, &market.id);
         put_plain_int(&mut out, market.imr_e8);
         put_plain_int(&mut out, market.mmr_e8);
@@ -96,10 +130,26 @@ pub fn encode_state(doc: &StateDoc) -> Vec<u8> {
         put_opt_big(&mut out, market.held_e8);
         put_levels(&mut out, &market.bids);
         put_levels(&mut out, &market.asks);
+        if let Some(v2) = &market.v2 {
+            put_plain_int(&mut out, v2.liq_step_e8);
+            out.push(if v2.adl { 0xc3 } else { 0xc2 });
+            put_plain_int(&mut out, v2.fund_share_e8);
+            put_array(&mut out, v2.vol_tiers.len());
+            for &(sigma, share) in &v2.vol_tiers {
+                out.push(0x92);
+                put_plain_int(&mut out, sigma);
+                put_plain_int(&mut out, share);
+            }
+            put_plain_int(&mut out, v2.vol_lambda_e8);
+            put_big(&mut out, v2.vol_e16);
+        }
     }
     put_array(&mut out, doc.fill_ids.len());
     for fill_id in &doc.fill_ids {
         put_str(&mut out, fill_id);
+    }
+    if v2 {
+        put_int(&mut out, doc.rules_version as i64);
     }
     out
 }
@@ -118,11 +168,14 @@ fn encoded_size_bound(doc: &StateDoc) -> usize {
     for market in &doc.markets {
         // 3 plain ints and 3 optional bigs (each at most a big's bound), a bool.
         n += 1 + str_size(&market.id) + 6 * BIG_STR_BOUND + 1 + 10;
+        if let Some(v2) = &market.v2 {
+            n += 4 * 9 + 1 + 5 + BIG_STR_BOUND + v2.vol_tiers.len() * (1 + 2 * 9);
+        }
         for &(price, qty) in market.bids.iter().chain(&market.asks) {
             n += 1 + big_size(price) + big_size(qty);
         }
     }
-    n += 5;
+    n += 5 + 9;
     n + doc.fill_ids.iter().map(|id| str_size(id)).sum::<usize>()
 }
 
@@ -722,8 +775,12 @@ fn read_state(c: &mut Cursor) -> Res<StateDoc> {
     let accounts = field(read_accounts(c), "accounts")?;
     let markets = field(read_markets(c), "markets")?;
     let fill_ids = field(read_fill_ids(c), "fill_ids")?;
-    c.skip(n - STATE_FIELDS)?;
-    Ok(StateDoc { version: STATE_FORMAT_VERSION, seq, net_deposits_e16, accounts, markets, fill_ids })
+    let mut rules_version = 1;
+    if n > STATE_FIELDS {
+        rules_version = field(c.int(), "rules_version")?;
+    }
+    c.skip(n.saturating_sub(STATE_FIELDS + 1))?;
+    Ok(StateDoc { version: STATE_FORMAT_VERSION, seq, net_deposits_e16, accounts, markets, fill_ids, rules_version })
 }
 
 fn read_accounts(c: &mut Cursor) -> Res<Vec<AccountDoc>> {
@@ -788,8 +845,50 @@ fn read_market(c: &mut Cursor) -> Res<MarketDoc> {
     let held_e8 = field(c.opt_big(), "held_e8")?;
     let bids = field(read_levels(c), "bids")?;
     let asks = field(read_levels(c), "asks")?;
-    c.skip(extra)?;
-    Ok(MarketDoc { id, imr_e8, mmr_e8, liq_fee_e8, max_oracle_move_e8, mark_e8, oracle_seen, held_e8, bids, asks })
+    let v2 = if extra > 0 { Some(read_market_v2(c, extra)?) } else { None };
+    c.skip(extra.saturating_sub(MARKET_V2_FIELDS))?;
+    Ok(MarketDoc { id, imr_e8, mmr_e8, liq_fee_e8, max_oracle_move_e8, mark_e8, oracle_seen, held_e8, bids, asks, v2 })
+}
+
+/// The first `present` (1 to 6, or more) of a version-2 market's trailing fields; the
+/// absent ones take version 1's values, as msgspec fills a Struct's defaults.
+fn read_market_v2(c: &mut Cursor, present: usize) -> Res<MarketV2Doc> {
+    let mut v2 = MarketV2Doc::default();
+    v2.liq_step_e8 = I256::new(field(c.int(), "liq_step_e8")?);
+    if present > 1 {
+        v2.adl = field(c.bool(), "adl")?;
+    }
+    if present > 2 {
+        v2.fund_share_e8 = I256::new(field(c.int(), "fund_share_e8")?);
+    }
+    if present > 3 {
+        v2.vol_tiers = field(read_tiers(c), "vol_tiers")?;
+    }
+    if present > 4 {
+        v2.vol_lambda_e8 = I256::new(field(c.int(), "vol_lambda_e8")?);
+    }
+    if present > 5 {
+        v2.vol_e16 = field(c.big(), "vol_e16")?;
+    }
+    Ok(v2)
+}
+
+fn read_tiers(c: &mut Cursor) -> Res<Vec<(I256, I256)>> {
+    let n = c.array()?;
+    let mut tiers = Vec::with_capacity(c.capacity(n, 3));
+    for i in 0..n {
+        let at = c.pos;
+        let pair = c.array();
+        let pair = index(pair, i)?;
+        if pair != 2 {
+            c.pos = at;
+            return index(c.err(format!("expected a (sigma, share) array of length 2, got {pair}")), i);
+        }
+        let sigma = index(c.int(), i)?;
+        let share = index(c.int(), i)?;
+        tiers.push((I256::new(sigma), I256::new(share)));
+    }
+    Ok(tiers)
 }
 
 fn read_levels(c: &mut Cursor) -> Res<Vec<(I256, I256)>> {

@@ -5,9 +5,9 @@ use compact_str::CompactString;
 
 use crate::engine::Engine;
 use crate::json_in::write_json_str;
-use crate::ledger::{Ledger, Market, FUND};
+use crate::ledger::{Ledger, Market, MarketV2, FUND};
 use crate::num::{write_e16, write_e8, Int, ZERO};
-use crate::snapshot::{AccountDoc, MarketDoc, PositionDoc, StateDoc, STATE_FORMAT_VERSION};
+use crate::snapshot::{AccountDoc, MarketDoc, MarketV2Doc, PositionDoc, StateDoc, STATE_FORMAT_VERSION};
 
 fn sorted_accounts(ledger: &Ledger) -> Vec<u32> {
     let mut handles: Vec<u32> = (0..ledger.accounts.len() as u32).collect();
@@ -104,6 +104,14 @@ pub fn to_doc(engine: &Engine) -> StateDoc {
                 held_e8: m.held.map(|v| v.0),
                 bids: m.book.bids.iter().map(|(key, qty)| ((-*key).0, qty.0)).collect(),
                 asks: m.book.asks.iter().map(|(price, qty)| (price.0, qty.0)).collect(),
+                v2: (engine.rules != 1).then(|| MarketV2Doc {
+                    liq_step_e8: m.v2.liq_step.0,
+                    adl: m.v2.adl,
+                    fund_share_e8: m.v2.fund_share.0,
+                    vol_tiers: m.v2.vol_tiers.iter().map(|(sigma, share)| (sigma.0, share.0)).collect(),
+                    vol_lambda_e8: m.v2.vol_lambda.0,
+                    vol_e16: m.v2.vol.0,
+                }),
             }
         })
         .collect();
@@ -116,6 +124,7 @@ pub fn to_doc(engine: &Engine) -> StateDoc {
         accounts,
         markets,
         fill_ids,
+        rules_version: i128::from(engine.rules),
     }
 }
 
@@ -123,7 +132,11 @@ pub fn from_doc(doc: StateDoc) -> Result<Engine, String> {
     if doc.version != STATE_FORMAT_VERSION {
         return Err(format!("state format version {}; this build reads {STATE_FORMAT_VERSION}", doc.version));
     }
-    let mut engine = Engine::new();
+    let rules = match u8::try_from(doc.rules_version) {
+        Ok(rules) if crate::engine::RULES_VERSIONS.contains(&rules) => rules,
+        _ => return Err(format!("unknown rules version {}; this core implements 1, 2", doc.rules_version)),
+    };
+    let mut engine = Engine::with_rules(rules);
     engine.seq = doc.seq;
     let ledger = &mut engine.ledger;
     ledger.net_deposits = Int(doc.net_deposits_e16);
@@ -141,6 +154,16 @@ pub fn from_doc(doc: StateDoc) -> Result<Engine, String> {
         market.mark = rec.mark_e8.map(Int);
         market.oracle_seen = rec.oracle_seen;
         market.held = rec.held_e8.map(Int);
+        if let Some(v2) = rec.v2 {
+            market.v2 = MarketV2 {
+                liq_step: Int(v2.liq_step_e8),
+                adl: v2.adl,
+                fund_share: Int(v2.fund_share_e8),
+                vol_tiers: v2.vol_tiers.into_iter().map(|(sigma, share)| (Int(sigma), Int(share))).collect(),
+                vol_lambda: Int(v2.vol_lambda_e8),
+                vol: Int(v2.vol_e16),
+            };
+        }
         for (price, qty) in rec.bids {
             market.book.bids.insert(-Int(price), Int(qty));
         }
@@ -216,6 +239,11 @@ pub fn summary(engine: &Engine) -> (usize, usize, String, Vec<MarketFigures>) {
 
 /// What the metrics read off the ledger, in one O(positions) pass: the figures
 /// `clearing.ops.metrics.Metrics.update_ledger` computes from the Python ledger.
+/// One market in `Figures` (`MarketNumbers`): id, long open interest e8, mark e8, a tick held back, and the
+/// rules-version-2 volatility estimate (e16) and fund share of a fee charged now (e8);
+/// a version-1 ledger reports 0 and 1e8, as the Python core does.
+pub type MarketNumbers = (String, Int, Option<Int>, bool, Int, Int);
+
 pub struct Figures {
     pub accounts: usize,
     pub fund_cash: Int,
@@ -223,7 +251,7 @@ pub struct Figures {
     pub fee_pool_cash: Int,
     pub bad_debt_cash: Int,
     /// Per market in id order: id, long open interest e8, mark e8, a tick held back.
-    pub markets: Vec<(String, Int, Option<Int>, bool)>,
+    pub markets: Vec<MarketNumbers>,
     /// Non-system accounts holding a position, and those of them below initial margin.
     pub traders: usize,
     pub below_im: usize,
@@ -252,7 +280,8 @@ pub fn figures(engine: &Engine) -> Figures {
         .into_iter()
         .map(|m| {
             let market = &ledger.markets[m as usize];
-            (market.id.to_string(), long_oi[m as usize], market.mark, market.held.is_some())
+            let share = crate::rules_v2::fund_share(&market.v2);
+            (market.id.to_string(), long_oi[m as usize], market.mark, market.held.is_some(), market.v2.vol, share)
         })
         .collect();
     Figures {

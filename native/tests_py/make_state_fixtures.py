@@ -158,6 +158,26 @@ def generated() -> Iterable[dict]:
         yield json.loads(line)
 
 
+def rules_v2() -> Iterable[dict]:
+    # A version-2 ledger: §9's market fields (tiers, adl, partial steps), volatility from
+    # ticks (an estimate past int64 after a 1e-8 -> 1e15 jump: a decimal string), a partial
+    # liquidation, funding.
+    tiers = [["0.01", "0.5"], ["0.2", "0"]]
+    yield market("V2", liq_step="0.25", loss_policy="adl", fund_share="0.9", vol_tiers=tiers)
+    yield market("JUMP", vol_lambda="1")
+    yield market("PLAIN")
+    yield deposit("insurance-fund", "100")
+    yield deposit("a", "100")
+    yield deposit("b", "10000")
+    yield oracle("V2", "100")
+    yield fill("v-1", "V2", "100", "10", "a", "b")
+    yield oracle("V2", "97")
+    yield oracle("V2", "93")  # a's partial steps
+    yield {"type": "funding", "market": "V2", "rate": "0.001"}
+    yield oracle("JUMP", "0.00000001")
+    yield oracle("JUMP", HUGE)
+
+
 SCENARIOS: dict[str, Callable[[], Iterable[dict]]] = {
     "empty": empty,
     "basic": basic,
@@ -167,7 +187,10 @@ SCENARIOS: dict[str, Callable[[], Iterable[dict]]] = {
     "widths": widths,
     "many": many,
     "generated": generated,
+    "rules_v2": rules_v2,
 }
+# Scenarios run under rules version 2 (SPEC §9); the rest under version 1.
+RULES_V2 = frozenset(("rules_v2",))
 
 
 def describe(engine: Engine) -> str:
@@ -189,7 +212,15 @@ def describe(engine: Engine) -> str:
         bids, asks = m.book.levels()
         lines.extend(f"bid {market_id} {p} {q}" for p, q in bids)
         lines.extend(f"ask {market_id} {p} {q}" for p, q in asks)
+        if engine.rules_version != 1:
+            tiers = ",".join(f"{sigma}:{share}" for sigma, share in m.vol_tiers)
+            lines.append(
+                f"v2 {market_id} {m.liq_step_e8} {m.adl} {m.fund_share_e8} [{tiers}] "
+                f"{m.vol_lambda_e8} {m.vol_e16}"
+            )
     lines.extend(f"fill {fill_id}" for fill_id in sorted(ledger.fill_ids))
+    if engine.rules_version != 1:
+        lines.append(f"rules_version {engine.rules_version}")
     return "\n".join(lines) + "\n"
 
 
@@ -197,7 +228,7 @@ def main() -> None:
     out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/state_fixtures")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, scenario in SCENARIOS.items():
-        engine = Engine()
+        engine = Engine(rules_version=2 if name in RULES_V2 else 1)
         rejects = 0
         for event in scenario():
             for output in engine.apply(json.dumps(event).encode()):

@@ -78,9 +78,12 @@ def test_a_journal_keeps_its_rules(
 
 
 @pytest.mark.skipif(not native_available(), reason="native core not installed")
-def test_native_core_refuses_v2_with_one_line(
-    inputs: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["replay", str(inputs), "--core", "native", "-q"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "does not implement rules version 2" in line
+def test_native_core_replays_v2_like_the_python_core(inputs: Path, tmp_path: Path) -> None:
+    written = {}
+    for core in ("native", "python"):
+        events, state = tmp_path / f"{core}.jsonl", tmp_path / f"{core}.json"
+        args = ["replay", str(inputs), "--core", core, "-q"]
+        assert main([*args, "--events", str(events), "--state", str(state)]) == 0
+        written[core] = (events.read_bytes(), state.read_bytes())
+    assert written["native"] == written["python"]
+    assert _types(tmp_path / "native.jsonl") == ["liquidation", "liquidation", "funding"]

@@ -75,22 +75,23 @@ def test_v1_state_keeps_the_old_layout_and_v2_records_its_version() -> None:
     assert loaded.ledger.markets["M"].vol_e16 == 5 * 10**12  # type: ignore[union-attr]
 
 
-def test_auto_core_picks_python_for_v2() -> None:
+def test_auto_core_picks_native_for_v2_when_installed() -> None:
     engine = make_engine("auto", rules_version=2)
-    assert isinstance(engine, Engine) and engine.rules_version == 2
+    assert engine.rules_version == 2
+    assert isinstance(engine, NativeEngine if native_available() else Engine)
     data = dump_state(engine)
-    assert isinstance(load_engine(data, "auto"), Engine)
+    assert isinstance(load_engine(data, "auto"), NativeEngine if native_available() else Engine)
 
 
 @pytest.mark.skipif(not native_available(), reason="native core not installed")
-def test_native_core_refuses_v2_in_one_line() -> None:
-    with pytest.raises(CoreUnavailable, match="does not implement rules version 2") as raised:
-        make_engine("native", rules_version=2)
-    assert "\n" not in str(raised.value)
+def test_native_core_runs_v2_and_refuses_unknown_rules_in_one_line() -> None:
+    native = make_engine("native", rules_version=2)
+    assert isinstance(native, NativeEngine) and native.rules_version == 2
     data = dump_state(Engine(rules_version=2))
-    with pytest.raises(ValueError, match="does not implement rules version 2"):
-        NativeEngine.load_state(data)
-    with pytest.raises(CoreUnavailable, match="does not implement rules version 2"):
-        load_engine(data, "native")
+    assert NativeEngine.load_state(data).rules_version == 2
+    assert load_engine(data, "native").dump_state() == data
+    with pytest.raises(CoreUnavailable, match="does not implement rules version 3") as raised:
+        make_engine("native", rules_version=3)
+    assert "\n" not in str(raised.value)
     v1 = make_engine("native", rules_version=1)
     assert isinstance(v1, NativeEngine) and v1.rules_version == 1

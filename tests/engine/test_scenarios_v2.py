@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from clearing.engine import run_jsonl
+from clearing.engine import Engine, iter_jsonl_lines, run_jsonl
 from clearing.engine.money import E8
+from clearing.engine.native import NativeEngine, native_available
+from clearing.engine.persist import dump_state
 from clearing.engine.rules_v2 import next_volatility_e16
 from tests.engine.reference import reference_run
 from tests.engine.reference_v2 import reference_run_v2
@@ -65,7 +67,21 @@ def run_both(inputs: list[Rec], rules: int) -> tuple[list[Rec], Rec]:
     events = [_without_reject_words(e) for e in events]
     assert events == [_without_reject_words(e) for e in want_events]
     assert state == want_state
+    if native_available():
+        _assert_native_agrees(b"\n".join(lines), rules)
     return events, state  # type: ignore[return-value]
+
+
+def _assert_native_agrees(data: bytes, rules: int) -> None:
+    """The native core gives the Python core's bytes: every output, the state, the
+    snapshot; both ledgers' invariants and indexes hold after every input."""
+    python, native = Engine(rules_version=rules), NativeEngine(rules_version=rules)
+    for _, line in iter_jsonl_lines(data):
+        assert native.apply_encoded(line) == python.apply_encoded(line)
+        python.check_invariants()
+        native.check_invariants()
+    assert native.state() == python.state()
+    assert native.dump_state() == dump_state(python)
 
 
 # --------------------------------------------------------------------------- 9.1

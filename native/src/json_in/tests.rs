@@ -15,7 +15,7 @@ fn describe(input: &Input<'_>) -> String {
         parts.join(",")
     }
     match input {
-        Input::Market { market, imr_e8, mmr_e8, liq_fee_e8, max_oracle_move_e8 } => {
+        Input::Market { market, imr_e8, mmr_e8, liq_fee_e8, max_oracle_move_e8, .. } => {
             format!("market|{market}|{imr_e8}|{mmr_e8}|{liq_fee_e8}|{max_oracle_move_e8:?}")
         }
         Input::Deposit { account, amount_e8 } => format!("deposit|{account}|{amount_e8}"),
@@ -28,6 +28,7 @@ fn describe(input: &Input<'_>) -> String {
         Input::Book { market, bids, asks } => {
             format!("book|{market}|{}|{}", agg(bids), agg(asks))
         }
+        Input::Funding { market, rate_e8 } => format!("funding|{market}|{rate_e8}"),
     }
 }
 

@@ -18,7 +18,15 @@ fn pow10(n: u32) -> I256 {
 }
 
 fn empty_doc() -> StateDoc {
-    StateDoc { version: 1, seq: 0, net_deposits_e16: I256::ZERO, accounts: vec![], markets: vec![], fill_ids: vec![] }
+    StateDoc {
+        version: 1,
+        seq: 0,
+        net_deposits_e16: I256::ZERO,
+        accounts: vec![],
+        markets: vec![],
+        fill_ids: vec![],
+        rules_version: 1,
+    }
 }
 
 /// A document whose fields sit on the width boundaries; the bytes below are what
@@ -48,6 +56,7 @@ fn reference_doc() -> StateDoc {
                 held_e8: None,
                 bids: vec![(big(300), big(1 << 32))],
                 asks: vec![(big(301), big(1))],
+                v2: None,
             },
             MarketDoc {
                 id: "ETH".into(),
@@ -60,9 +69,11 @@ fn reference_doc() -> StateDoc {
                 held_e8: Some(pow10(25)),
                 bids: (0..17).map(|i| (big(1000 - i), big(i + 1))).collect(),
                 asks: vec![],
+                v2: None,
             },
         ],
         fill_ids: vec!["f1".into(), "x".repeat(300), "y".repeat(40)],
+        rules_version: 1,
     }
 }
 
@@ -266,8 +277,10 @@ fn decodes_any_valid_encoding() {
             held_e8: None,
             bids: vec![(big(10), big(1))],
             asks: vec![],
+            v2: None,
         }],
         fill_ids: vec!["f".into()],
+        rules_version: 1,
     };
     assert_eq!(doc, want);
     // Re-encoded in the canonical (shortest, _big) form.
@@ -278,12 +291,13 @@ fn decodes_any_valid_encoding() {
 
 #[test]
 fn skips_extra_trailing_fields() {
-    // msgspec ignores fields past the declared ones in array_like records.
+    // msgspec ignores fields past the declared ones in array_like records (the state's
+    // seventh is the rules version; an eighth is extra).
     let mut w = W(Vec::new());
-    w.raw(&[0x97, 0x01, 0x00, 0x00, 0x91]);
+    w.raw(&[0x98, 0x01, 0x00, 0x00, 0x91]);
     w.raw(&[0x94, 0xa1, b'a', 0x00, 0x91, 0x94, 0xa1, b'M', 0x01, 0x02, 0x80]); // extra {} in both
     w.raw(&[0x81, 0xa1, b'k', 0xcb]).raw(&1.5f64.to_be_bytes()); // the account's extra
-    w.raw(&[0x90, 0x90]);
+    w.raw(&[0x90, 0x90, 0x01]);
     // The state's extra field: nested arrays, bin, ext, float32, a deep nest.
     w.raw(&[0x95, 0xc4, 0x02, 1, 2, 0xd5, 0x01, 0, 0, 0xca, 0, 0, 0, 0, 0xc0]);
     w.raw(&[0x91; 100_000]).raw(&[0xc2]);
@@ -415,6 +429,8 @@ impl Rng {
 fn random_doc(rng: &mut Rng, wide: bool) -> StateDoc {
     let count = |rng: &mut Rng| [0usize, 1, 2, 15, 16, 17][rng.below(if wide { 6 } else { 3 }) as usize];
     let levels = |rng: &mut Rng| (0..count(rng)).map(|_| (rng.value(), rng.value())).collect();
+    // Half the documents are a rules-version-2 ledger's, with the market tails.
+    let v2_tail = rng.below(2) == 0;
     StateDoc {
         version: 1,
         seq: rng.next() >> rng.below(64),
@@ -440,9 +456,20 @@ fn random_doc(rng: &mut Rng, wide: bool) -> StateDoc {
                 held_e8: rng.opt(),
                 bids: levels(rng),
                 asks: levels(rng),
+                v2: v2_tail.then(|| MarketV2Doc {
+                    liq_step_e8: I256::new(rng.below(1 << 27) as i128),
+                    adl: rng.below(2) == 0,
+                    fund_share_e8: I256::new(rng.below(1 << 27) as i128),
+                    vol_tiers: (0..count(rng))
+                        .map(|_| (I256::new(rng.below(1 << 60) as i128), I256::new(rng.below(1 << 27) as i128)))
+                        .collect(),
+                    vol_lambda_e8: I256::new(rng.below(1 << 27) as i128),
+                    vol_e16: rng.value(),
+                }),
             })
             .collect(),
         fill_ids: (0..count(rng)).map(|_| rng.id()).collect(),
+        rules_version: if v2_tail { 2 } else { 1 },
     }
 }
 
@@ -507,9 +534,11 @@ fn lying_lengths_fail_without_huge_allocations() {
     }
     // A string claiming 4 GiB, and extra fields claiming billions of items.
     assert!(err(&unhex("96010000 91 93 db ffffffff")).contains("truncated"));
-    assert!(err(&unhex("97010000 90 90 90 dd ffffffff")).contains("truncated"));
-    assert!(err(&unhex("97010000 90 90 90 df ffffffff")).contains("truncated"));
-    assert!(err(&unhex("97010000 90 90 90 c1")).contains("invalid byte 0xc1"));
+    assert!(err(&unhex("98010000 90 90 90 02 dd ffffffff")).contains("truncated"));
+    assert!(err(&unhex("98010000 90 90 90 02 df ffffffff")).contains("truncated"));
+    assert!(err(&unhex("98010000 90 90 90 02 c1")).contains("invalid byte 0xc1"));
+    // The seventh field is the rules version: an int, as persist.py's decoder demands.
+    assert!(err(&unhex("97010000 90 90 90 90")).contains("expected int, got array at rules_version"));
 }
 
 /// Decode every `dump_state` file that `native/tests_py/make_state_fixtures.py` wrote,
@@ -572,9 +601,56 @@ fn describe(doc: &StateDoc) -> String {
         for (p, q) in &m.asks {
             writeln!(out, "ask {} {p} {q}", m.id).unwrap();
         }
+        if let Some(v2) = &m.v2 {
+            let tiers: Vec<String> = v2.vol_tiers.iter().map(|(sigma, share)| format!("{sigma}:{share}")).collect();
+            let adl = if v2.adl { "True" } else { "False" };
+            writeln!(
+                out,
+                "v2 {} {} {adl} {} [{}] {} {}",
+                m.id,
+                v2.liq_step_e8,
+                v2.fund_share_e8,
+                tiers.join(","),
+                v2.vol_lambda_e8,
+                v2.vol_e16
+            )
+            .unwrap();
+        }
     }
     for id in &doc.fill_ids {
         writeln!(out, "fill {id}").unwrap();
     }
+    if doc.rules_version != 1 {
+        writeln!(out, "rules_version {}", doc.rules_version).unwrap();
+    }
     out
+}
+
+#[test]
+fn v2_tails_are_read_and_written_like_persist() {
+    // A rules-version-2 state: seven fields, and each market's six trailing fields
+    // (liq_step, adl, fund_share, vol_tiers, vol_lambda, vol_e16).
+    let bytes = unhex(concat!(
+        "97 01 00 00 90",
+        "91 dc0010 a1 4d 01 02 03 c0 c0 c2 c0 90 90",
+        "ce 01312d00 c3 00 91 92 ce 000f4240 ce 02faf080 ce 004c4b40 ff",
+        "90 02"
+    ));
+    let doc = decode_state(&bytes).unwrap();
+    assert_eq!(doc.rules_version, 2);
+    let v2 = doc.markets[0].v2.clone().unwrap();
+    assert_eq!(v2.liq_step_e8, big(20_000_000));
+    assert!(v2.adl);
+    assert_eq!(v2.fund_share_e8, big(0));
+    assert_eq!(v2.vol_tiers, vec![(big(1_000_000), big(50_000_000))]);
+    assert_eq!(v2.vol_lambda_e8, big(5_000_000));
+    assert_eq!(v2.vol_e16, big(-1));
+    assert_eq!(encode_state(&doc), bytes);
+    // A market record with only some of the tail takes version 1's values for the rest.
+    let short = unhex("97 01 00 00 90 91 9c a1 4d 01 02 03 c0 c0 c2 c0 90 90 cc 80 c2 90 01");
+    let doc = decode_state(&short).unwrap();
+    let v2 = doc.markets[0].v2.clone().unwrap();
+    assert_eq!((v2.liq_step_e8, v2.adl, v2.fund_share_e8), (big(128), false, big(100_000_000)));
+    assert_eq!(v2.vol_lambda_e8, big(5_000_000));
+    assert_eq!(doc.rules_version, 1);
 }
