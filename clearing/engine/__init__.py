@@ -5,6 +5,7 @@ Callers hold an ``EngineCore`` (either core) from ``make_engine`` or ``load_engi
 
 from clearing.engine._contract import (
     EngineCore,
+    JournalRun,
     LedgerFigures,
     LedgerSummary,
     MarketFigures,
@@ -31,6 +32,7 @@ __all__ = [
     "Engine",
     "EngineCore",
     "InvariantViolation",
+    "JournalRun",
     "LedgerFigures",
     "LedgerSummary",
     "MarketFigures",

@@ -8,7 +8,7 @@ cores with the same values (``tests/engine/test_contract.py``).
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 
@@ -62,6 +62,25 @@ class LedgerFigures(msgspec.Struct, frozen=True, gc=False):
     traders_below_im: int  # of those, the ones whose equity is below initial margin
 
 
+class JournalRun(NamedTuple):
+    """What ``EngineCore.journal_run`` did with ``payloads[start:]``."""
+
+    # The first input not done here: ``len(payloads)`` when all are.
+    next_index: int
+    # That input's verdict: None when deferred (nothing applied: ``apply_encoded`` it),
+    # else a refusal code (applied, seq counted: ``finish_refusal`` writes its reject).
+    # Meaningless when ``next_index == len(payloads)``.
+    code: int | None
+    # The journal records of the inputs done, each MessagePack-encoded as ``Record``.
+    records: list[bytes]
+    # The chain hash after the last of those records (``prev_hash`` when none).
+    head_hash: bytes
+    # ``(index into payloads, [output event JSON bytes])`` of each done input with outputs.
+    outputs: list[tuple[int, list[bytes]]]
+    # Each record's input type, one byte per record (indexes into ``INPUT_KINDS``).
+    kinds: bytes
+
+
 @runtime_checkable
 class EngineCore(Protocol):
     """An engine core. Feed it raw inputs in order; read its state through these methods.
@@ -101,6 +120,19 @@ class EngineCore(Protocol):
 
     def account_count(self) -> int:
         """Accounts in the ledger, system accounts included (O(1))."""
+        ...
+
+    def journal_run(
+        self, payloads: list[bytes], sources: list[str], start: int, prev_hash: bytes
+    ) -> JournalRun:
+        """Apply ``payloads[start:]`` in order and write their journal records on the
+        chain from ``prev_hash``, as far as the core can alone; the sequencer takes the
+        input at ``next_index`` on the per-input path. (The Python core does none alone:
+        it hands every input back, so the sequencer never asks which core it holds.)"""
+        ...
+
+    def finish_refusal(self, raw: bytes, code: int) -> list[bytes]:
+        """The reject of an input ``journal_run`` refused with ``code`` (seq counted)."""
         ...
 
     def summary(self) -> LedgerSummary: ...

@@ -13,7 +13,7 @@ from typing import Final
 import msgspec
 
 from clearing.engine import _views
-from clearing.engine._contract import LedgerFigures, LedgerSummary
+from clearing.engine._contract import JournalRun, LedgerFigures, LedgerSummary
 from clearing.engine._figures import ledger_figures, ledger_summary
 from clearing.engine.events import (
     DecodeFailure,
@@ -389,6 +389,17 @@ class Engine:
         """Raise ``InvariantViolation`` if the ledger does not balance (or its index is off)."""
         self.ledger.check_invariants()
         self.ledger.check_index()
+
+    def journal_run(
+        self, payloads: list[bytes], sources: list[str], start: int, prev_hash: bytes
+    ) -> JournalRun:
+        """The reference core batches nothing natively: it hands ``payloads[start]`` back
+        at once (deferred), and the sequencer applies it on the per-input path."""
+        return JournalRun(start, None, [], prev_hash, [], b"")
+
+    def finish_refusal(self, raw: bytes, code: int) -> list[bytes]:
+        """Never called: ``journal_run`` defers every input and refuses none."""
+        raise AssertionError("the Python core's journal_run refuses no input")
 
     def dump_state(self) -> bytes:
         """The snapshot document (``persist``), byte-identical to the native core's."""

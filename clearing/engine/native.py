@@ -22,6 +22,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from clearing.engine._contract import (
+    JournalRun,
     LedgerFigures,
     LedgerSummary,
     MarketFigures,
@@ -124,25 +125,6 @@ def native_rules_refusal(rules_version: int) -> str:
         f"the native engine core does not implement rules version {rules_version} yet; "
         f"use the Python core (--core python)"
     )
-
-
-class JournalRun(NamedTuple):
-    """What ``NativeEngine.journal_run`` did with ``payloads[start:]``."""
-
-    # The first input not done here: ``len(payloads)`` when all are.
-    next_index: int
-    # That input's verdict: None when deferred (nothing applied: ``apply_encoded`` it),
-    # else a refusal code (applied, seq counted: ``finish_refusal`` writes its reject).
-    # Meaningless when ``next_index == len(payloads)``.
-    code: int | None
-    # The journal records of the inputs done, each MessagePack-encoded as ``Record``.
-    records: list[bytes]
-    # The chain hash after the last of those records (``prev_hash`` when none).
-    head_hash: bytes
-    # ``(index into payloads, [output event JSON bytes])`` of each done input with outputs.
-    outputs: list[tuple[int, list[bytes]]]
-    # Each record's input type, one byte per record (indexes into ``INPUT_KINDS``).
-    kinds: bytes
 
 
 class _FramesReplayed(NamedTuple):

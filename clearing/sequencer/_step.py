@@ -14,7 +14,6 @@ from typing import NamedTuple
 import msgspec
 
 from clearing.engine import EngineCore
-from clearing.engine.native import NativeEngine
 from clearing.journal import GENESIS_HASH, Record, chain_hash
 from clearing.sequencer._replay import join_outputs
 
@@ -86,11 +85,10 @@ def sequence(
 ) -> Step:
     """Apply ``payloads`` in order (each gets the next seq) and extend ``chain``.
 
-    On the native core the inputs run in native batches (``NativeEngine.journal_run``:
+    The core runs what it can in batches (``EngineCore.journal_run``: on the native core
     applied and journalled without a Python object per input); an input it does not
-    finish alone takes the per-input path, as does every input on the Python core. Both
-    write the same bytes. (The one place outside the engine that asks which core it
-    holds: ``journal_run`` is the native core's alone, so far.) The engine and chain move
+    finish alone takes the per-input path (on the Python core, every input). Both cores
+    write the same bytes, and nothing here asks which one it holds. The engine and chain move
     ahead here: a caller whose sink then fails must abandon both (restart and recover
     from the journal).
     """
@@ -99,10 +97,6 @@ def sequence(
     first_seq = engine.seq + 1
     records: list[bytes] = []
     outputs: list[tuple[int, list[bytes]]] = []
-    if not isinstance(engine, NativeEngine):
-        for index, (raw, source) in enumerate(zip(payloads, sources, strict=True)):
-            _journal_one(engine, chain, raw, source, None, records, outputs, index)
-        return Step(first_seq, records, outputs, bytes(len(payloads)), chain.head_hash)
     kinds = bytearray()
     start, n = 0, len(payloads)
     while start < n:

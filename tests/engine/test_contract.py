@@ -18,6 +18,7 @@ from clearing.engine import (
     Engine,
     EngineCore,
     InvariantViolation,
+    JournalRun,
     LedgerFigures,
     LedgerSummary,
     load_engine,
@@ -25,7 +26,7 @@ from clearing.engine import (
     native_available,
 )
 from clearing.engine.margin import equity_e16, initial_requirement_e24
-from clearing.engine.native import JournalRun, NativeEngine
+from clearing.engine.native import NativeEngine
 from clearing.journal import GENESIS_HASH, Record, chain_hash
 from clearing.ops import Metrics
 
@@ -183,3 +184,16 @@ def test_journal_run_names_its_results() -> None:
         assert record.seq == seq and record.source == sources[seq - 1]
         head = chain_hash(head, seq, record.source.encode(), record.payload, record.outputs)
     assert run.head_hash == head
+
+
+def test_python_core_journal_run_hands_every_input_back() -> None:
+    """The sequencer calls ``journal_run`` on either core; the reference core batches
+    nothing, so it returns at once with the input at ``start`` deferred to the
+    per-input path and the chain untouched."""
+    engine = Engine()
+    prev_hash = bytes(range(32))
+    run = engine.journal_run(
+        [b'{"type":"deposit","account":"a","amount":"1"}'], ["s"], 0, prev_hash
+    )
+    assert run == JournalRun(0, None, [], prev_hash, [], b"")
+    assert engine.seq == 0
