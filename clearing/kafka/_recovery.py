@@ -26,6 +26,7 @@ from clearing.journal import Record
 from clearing.kafka._batch import parse_source
 from clearing.kafka._journal import KafkaJournalReader
 from clearing.ops.config import Config
+from clearing.risk import OracleHistory
 from clearing.sequencer import JournalChain, OutputDivergence, RecoveryError, recover
 from clearing.snapshot import list_snapshots, prune, write_snapshot
 
@@ -53,6 +54,8 @@ class KafkaRecovery(NamedTuple):
     snapshot_seq: int
     replayed: int
     seconds: float
+    # The replayed tail's oracle ticks, within risk.window_s (only when risk is on).
+    oracle_history: OracleHistory | None = None
 
 
 def snapshot_meta(
@@ -135,12 +138,16 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
                 f"the ledger cannot be rebuilt without it."
             )
         tail_positions: Positions = {}
+        risk = config.risk
+        history = OracleHistory(risk.window_s * 10**9) if risk.interval_s > 0 else None
 
         def on_record(record: Record, derived: bytes) -> None:
             # recover() compares only non-empty recorded outputs; the daemon always
             # records them, so an empty record must re-derive to nothing as well.
             if derived != record.outputs:
                 raise OutputDivergence(record.seq, record.outputs, derived)
+            if history is not None:
+                history.observe(record.payload)
             where = parse_source(record.source)
             if where is not None:
                 tail_positions[where[0], where[1]] = where[2] + 1
@@ -179,4 +186,5 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
             snapshot_seq=result.snapshot_seq,
             replayed=result.replayed,
             seconds=time.perf_counter() - started,
+            oracle_history=history,
         )

@@ -54,6 +54,7 @@ from clearing.engine.events import (
 )
 from clearing.engine.money import E8, E16
 from clearing.engine.state import SYSTEM_ACCOUNTS
+from clearing.ops.fund_metrics import FundRiskMetrics
 
 __all__ = [
     "INPUT_TYPES",
@@ -153,6 +154,7 @@ class Metrics:
         self._last_liquidation: tuple[int, str] | None = None
         self.ready = False
         self.not_ready_reason = "starting"
+        self.fund_risk: FundRiskMetrics | None = None  # enable_fund_risk()
 
         if process_collectors:
             ProcessCollector(registry=reg)
@@ -378,6 +380,12 @@ class Metrics:
             self.rejects.labels(reason)
 
     # -- inputs and outputs --------------------------------------------------------------
+
+    def enable_fund_risk(self, interval_s: float) -> FundRiskMetrics:
+        """Export the fund adequacy series (only a daemon that computes them does)."""
+        if self.fund_risk is None:
+            self.fund_risk = FundRiskMetrics(self.registry, interval_s, self._started_ns)
+        return self.fund_risk
 
     def observe_input(self, topic: str, input_type: str) -> None:
         """Count one applied input record (its type is folded into the known set)."""
