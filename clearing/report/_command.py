@@ -15,6 +15,7 @@ from clearing.journal import JournalError
 from clearing.report._collect import ReportData, collect_journal, parse_scaled
 from clearing.report._numbers import display_e16
 from clearing.report._render import render_html, summary
+from clearing.report._risk import RiskSection, collect_risk
 from clearing.sequencer import OutputDivergence
 
 __all__ = ["report_command", "resolve_journal_dir", "save_report", "write_report"]
@@ -28,10 +29,10 @@ def resolve_journal_dir(path: str) -> str:
     return path
 
 
-def save_report(data: ReportData, out_path: str) -> None:
-    """Render ``data`` to ``out_path``, written beside it and renamed, so a reader never
-    sees half a report."""
-    page = render_html(data)
+def save_report(data: ReportData, out_path: str, risk: RiskSection | None = None) -> None:
+    """Render ``data`` (and the fund risk section, if given) to ``out_path``, written
+    beside it and renamed, so a reader never sees half a report."""
+    page = render_html(data, risk)
     partial = f"{out_path}.partial"
     with open(partial, "w", encoding="utf-8") as out:
         out.write(page)
@@ -42,10 +43,13 @@ def write_report(
     journal_dir: str,
     out_path: str,
     progress: Callable[[int, int], None] | None = None,
+    with_risk: bool = True,
 ) -> dict[str, Any]:
-    """Replay ``journal_dir``, write the HTML report to ``out_path``; the headline numbers."""
+    """Replay ``journal_dir``, write the HTML report to ``out_path``; the headline numbers.
+    ``with_risk``: add the fund risk section (a second replay plus the scenarios)."""
     data = collect_journal(journal_dir, progress)
-    save_report(data, out_path)
+    risk = collect_risk(journal_dir) if with_risk else None
+    save_report(data, out_path, risk)
     return summary(data)
 
 
@@ -62,7 +66,7 @@ def report_command(args: argparse.Namespace) -> int:
     progress = _Progress() if sys.stderr.isatty() and not args.quiet else None
     started = time.perf_counter()
     try:
-        numbers = write_report(journal_dir, args.output, progress)
+        numbers = write_report(journal_dir, args.output, progress, with_risk=not args.no_risk)
     except OutputDivergence as exc:
         raise UserError(
             f"the journal does not replay to the outputs it recorded, so no report was "
