@@ -6,7 +6,10 @@ holds exactly the committed state, as for the upkeep's check child), the child r
 scenario at a time (one core at most), and the loop polls its pipe every
 ``_POLL_S`` from a task of its own. Off the hot path: the oracle history is fed once per
 committed batch from the kinds the sequencer already recorded, so only oracle ticks (and
-inputs of unknown kind) are looked at: the per-input cost is one byte translated in C.
+inputs of unknown kind) are looked at, and only to keep a reference to their bytes: the
+child parses them (``start_adequacy_job_on_inputs``) and says how many fell out of the
+window, which the loop then drops. Per committed input that costs one byte translated in
+C; per oracle tick, one list append (one substring search first on the Python core).
 
 The history starts with the journal tail replayed at recovery (the records after the
 snapshot it started from): a daemon without one horizon of ticks yet reports nothing, and
@@ -16,6 +19,7 @@ counts each attempt as a failure.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -25,8 +29,14 @@ from typing import Final
 from clearing.engine import INPUT_KINDS, EngineCore
 from clearing.ops.config import RiskConfig
 from clearing.ops.fund_metrics import FundRiskMetrics
-from clearing.risk import AdequacyJob, AdequacyResult, OracleHistory, Settings
-from clearing.risk import start_adequacy_job as _start_adequacy_job
+from clearing.risk import (
+    AdequacyJob,
+    AdequacyResult,
+    OracleHistory,
+    Settings,
+    start_adequacy_job_on_inputs,
+)
+from clearing.risk._history import OracleTick
 
 __all__ = ["FundRisk", "oracle_candidates", "settings_of"]
 
@@ -36,9 +46,8 @@ _S: Final = 1_000_000_000
 _POLL_S: Final = 0.5
 # Input kinds that may be an oracle tick: parsed as one by the native core, or not parsed
 # (0: the Python core, or an input the native core refused).
-_MAYBE_ORACLE: Final = bytes(
-    1 if kind in (0, INPUT_KINDS.index("oracle")) else 0 for kind in range(256)
-)
+_ORACLE: Final = INPUT_KINDS.index("oracle")
+_MAYBE_ORACLE: Final = bytes(1 if kind in (0, _ORACLE) else 0 for kind in range(256))
 
 
 def settings_of(config: RiskConfig) -> Settings:
@@ -75,8 +84,14 @@ class FundRisk:
         """``history``: the ticks seen so far (recovery's), else an empty one."""
         self._interval_s = float(config.interval_s)
         self._settings = settings_of(config)
+        self._window_ns = config.window_s * _S
         self._metrics = metrics
-        self.history = history if history is not None else OracleHistory(config.window_s * _S)
+        # The ticks recovery parsed, then the raw oracle inputs committed since, in seq
+        # order; the job trims the head that fell out of the window.
+        self._ticks: collections.deque[OracleTick] = collections.deque(
+            history.ticks() if history is not None else ()
+        )
+        self._payloads: collections.deque[bytes] = collections.deque()
         self._next_s = now_s + self._interval_s  # loop time of the next computation
         self._job: AdequacyJob | None = None
         self._task: asyncio.Task[None] | None = None
@@ -84,9 +99,20 @@ class FundRisk:
 
     def observe(self, applied: Sequence[tuple[str, bytes]], kinds: bytes) -> None:
         """Feed a committed batch: ``applied`` (topic, raw) and its kinds, in seq order."""
-        observe = self.history.observe
+        keep = self._payloads.append
         for index in oracle_candidates(kinds):
-            observe(applied[index][1])
+            raw = applied[index][1]
+            if kinds[index] == _ORACLE or b'"oracle"' in raw:
+                keep(raw)
+
+    def history(self) -> OracleHistory:
+        """The ticks kept so far, parsed (for tests and tools; the loop never parses)."""
+        history = OracleHistory(self._window_ns)
+        for tick in self._ticks:
+            history.observe_tick(tick)
+        for raw in self._payloads:
+            history.observe(raw)
+        return history
 
     def due(self, now_s: float) -> bool:
         return self._job is None and now_s >= self._next_s
@@ -95,7 +121,9 @@ class FundRisk:
         """Fork the child; only between transactions (``engine`` = the committed state)."""
         self._next_s = now_s + self._interval_s
         taken_ns = time.time_ns()
-        job = _start_adequacy_job(engine, self.history.ticks(), self._settings)
+        job = start_adequacy_job_on_inputs(
+            engine, list(self._ticks), list(self._payloads), self._window_ns, self._settings
+        )
         self._job = job
         self._task = asyncio.create_task(self._watch(job, taken_ns), name="clearing-fund-risk")
 
@@ -113,6 +141,7 @@ class FundRisk:
 
     def _report(self, result: AdequacyResult, taken_ns: int) -> None:
         self.last = result
+        self._drop(result.stale)
         seq = result.seq
         if result.error is not None:
             self._metrics.observe_failure()
@@ -138,6 +167,14 @@ class FundRisk:
             result.coverage_ratio or "unbounded",
             extra={"seq": seq},
         )
+
+    def _drop(self, stale: int) -> None:
+        """Forget the ``stale`` oldest entries (parsed ticks first, then raw inputs):
+        only appended to since the job started, so these are the ones it judged."""
+        for held in (self._ticks, self._payloads):
+            while stale and held:
+                held.popleft()
+                stale -= 1
 
     def kill(self) -> None:
         """Exiting: stop a running child, its result no longer matters."""

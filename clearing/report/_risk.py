@@ -1,8 +1,9 @@
 """The report's fund risk section, computed: ``clearing risk`` and ``clearing stress
 --grid`` on the journal's own ledger (clearing.risk, the real engine in forked children).
 
-One forward replay of the journal (the fastest core that implements its rules), paused at
-``CHECKPOINTS`` evenly spaced seqs, the last one the head:
+One read of the journal for its oracle history, then one forward replay (the fastest core
+that implements its rules), paused at ``CHECKPOINTS`` evenly spaced seqs, the last one the
+head:
 
 * at each checkpoint, the coverage ratio (fund equity / ES 99.9% of its draws) from at most
   ``CHECKPOINT_SCENARIOS`` historical scenarios of the oracle history so far: the coverage
@@ -10,17 +11,19 @@ One forward replay of the journal (the fastest core that implements its rules), 
 * at the head, the full assessment (at most ``HEAD_SCENARIOS`` scenarios: the loss
   distribution) and the default stress grid (every market alone, +-10/20/30/50%).
 
-Cost, bounded whatever the journal's length: one replay, plus at most
+Cost, bounded whatever the journal's length: one read and one replay, plus at most
 ``CHECKPOINTS x CHECKPOINT_SCENARIOS + HEAD_SCENARIOS + 8 x markets`` scenario runs, each
 a fork of the engine and the few inputs of its move (two at a time).
 
-The horizon is chosen from the history: the longest round duration at most a twelfth of
-the span of the stamped oracle ticks, and intervals end every thirtieth of it (overlapping
-scenarios, unscaled). A journal without stamped ticks spanning one horizon gets the grid only.
+The horizon is chosen from the whole history: the longest round duration at most a
+twelfth of the span of the stamped oracle ticks, and intervals end every thirtieth of it
+(overlapping scenarios, unscaled); every checkpoint uses the same, on the history up to
+it. A journal whose stamped ticks span less than two horizons gets the grid only.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -110,36 +113,51 @@ def _settings(ticks: list[OracleTick], limit: int) -> Settings | None:
 
 
 def collect_risk(journal_dir: str, checkpoints: int = CHECKPOINTS) -> RiskSection:
-    """Replay ``journal_dir`` once and compute the section (module docstring)."""
+    """Read the oracle history, then replay ``journal_dir`` once and compute the section
+    (module docstring); every checkpoint uses the head's horizon and step."""
     section = RiskSection()
+    tick_seqs, ticks = _oracle_history(journal_dir)
+    head_settings = _settings(ticks, HEAD_SCENARIOS)
     with LocalJournal(journal_dir, readonly=True) as journal:
         total = journal.last_seq
         engine = make_engine("auto", rules_version=journal.rules_version)
         section.core = engine.core_name
-        stops = sorted({max(1, -(-total * i // checkpoints)) for i in range(1, checkpoints + 1)})
-        stops_left = iter(stops)
-        next_stop = next(stops_left, None)
-        ticks: list[OracleTick] = []
+        stops = {max(1, -(-total * i // checkpoints)) for i in range(1, checkpoints)}
+        stops.discard(total)
+        if head_settings is None:
+            stops.clear()  # no adequacy anywhere: replay straight to the head
         for record in journal.read(1, total):
             engine.apply_encoded(record.payload)
-            tick = oracle_tick(record.payload)
-            if tick is not None:
-                ticks.append(tick)
-            if record.seq == next_stop and record.seq != total:
-                _checkpoint(section, engine, ticks)
-                next_stop = next(stops_left, None)
+            if record.seq in stops:
+                known = ticks[: bisect.bisect_right(tick_seqs, record.seq)]
+                assert head_settings is not None  # else no stops
+                _checkpoint(
+                    section, engine, known, head_settings._replace(limit=CHECKPOINT_SCENARIOS)
+                )
     section.seq = engine.seq
-    _head(section, engine, ticks)
+    _head(section, engine, ticks, head_settings)
     _grid(section, engine)
     return section
 
 
-def _checkpoint(section: RiskSection, engine: EngineCore, ticks: list[OracleTick]) -> None:
-    settings = _settings(ticks, CHECKPOINT_SCENARIOS)
-    if settings is None:
-        return
-    adequacy = assess(engine, ticks, settings, jobs=_jobs())
-    if adequacy is None:
+def _oracle_history(journal_dir: str) -> tuple[list[int], list[OracleTick]]:
+    """The journal's stamped oracle ticks and the seq of each (ascending)."""
+    seqs: list[int] = []
+    ticks: list[OracleTick] = []
+    with LocalJournal(journal_dir, readonly=True) as journal:
+        for record in journal.read(1, journal.last_seq):
+            tick = oracle_tick(record.payload)
+            if tick is not None:
+                seqs.append(record.seq)
+                ticks.append(tick)
+    return seqs, ticks
+
+
+def _checkpoint(
+    section: RiskSection, engine: EngineCore, ticks: list[OracleTick], settings: Settings
+) -> None:
+    adequacy = assess(engine, ticks, settings, jobs=_jobs()) if ticks else None
+    if adequacy is None:  # less than one horizon of history so far
         return
     section.coverage_over_time.append(
         CoveragePoint(
@@ -153,9 +171,10 @@ def _checkpoint(section: RiskSection, engine: EngineCore, ticks: list[OracleTick
     )
 
 
-def _head(section: RiskSection, engine: EngineCore, ticks: list[OracleTick]) -> None:
+def _head(
+    section: RiskSection, engine: EngineCore, ticks: list[OracleTick], settings: Settings | None
+) -> None:
     section.fund_equity_e16 = engine.summary().fund_equity_e16
-    settings = _settings(ticks, HEAD_SCENARIOS)
     if settings is None:
         return
     adequacy = assess(engine, ticks, settings, jobs=_jobs())

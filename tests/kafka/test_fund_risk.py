@@ -37,12 +37,12 @@ def test_a_batch_feeds_the_history_as_the_journal_would() -> None:
     reference = OracleHistory(3600 * S)
     for raw in payloads:
         reference.observe(raw)
-    assert fund_risk.history.ticks() == reference.ticks() and len(reference.ticks()) > 40
+    assert fund_risk.history().ticks() == reference.ticks() and len(reference.ticks()) > 40
 
     native_kinds = bytes(ORACLE if b'"oracle"' in raw else FILL for raw in payloads)
     again = FundRisk(CONFIG, Metrics().enable_fund_risk(60), now_s=0.0)
     again.observe([("t", raw) for raw in payloads], native_kinds)
-    assert again.history.ticks() == reference.ticks()
+    assert again.history().ticks() == reference.ticks()
 
 
 def test_the_configuration_is_clearing_risks_arguments() -> None:
@@ -95,3 +95,21 @@ async def _run(fund_risk: FundRisk, engine: object) -> None:
     fund_risk.start(engine, 60.0)  # type: ignore[arg-type]
     assert fund_risk._task is not None
     await fund_risk._task
+
+
+def test_the_job_drops_what_fell_out_of_the_window() -> None:
+    config = RiskConfig(interval_s=60, horizon_s=4, step_s=1, window_s=10, scale="12")
+    fund_risk = FundRisk(config, Metrics(process_collectors=False).enable_fund_risk(60), 0.0)
+    engine = make_engine("python")
+    payloads = list(ledger_inputs())
+    for raw in payloads:
+        engine.apply_encoded(raw)
+    fund_risk.observe([("t", raw) for raw in payloads], bytes(len(payloads)))
+    oracle = [raw for raw in payloads if b'"oracle"' in raw]
+    assert len(fund_risk._payloads) == len(oracle)  # only the ticks are kept
+    asyncio.run(_run(fund_risk, engine))
+    assert fund_risk.last is not None and fund_risk.last.error is None
+    kept = fund_risk.history().ticks()
+    newest_ns = max(t.ts_ns for t in kept)
+    assert kept and min(t.ts_ns for t in kept) >= newest_ns - 10 * S
+    assert len(fund_risk._payloads) == len(oracle) - fund_risk.last.stale < len(oracle)
