@@ -83,6 +83,7 @@ class RiskSection:
     # loss name (clearing.risk.LOSSES) -> [(VaR, ES) at 99%, at 99.9%]
     tails_e16: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     coverage: Fraction | None = None
+    equity_coverage: Fraction | None = None  # over the ES 99.9% of its equity loss
     coverage_over_time: list[CoveragePoint] = field(default_factory=list)
     grid: list[GridRow] = field(default_factory=list)
 
@@ -186,6 +187,7 @@ def _head(
     section.equity_loss_e16 = adequacy.losses("fund_equity_loss")
     section.tails_e16 = {name: [(t.var, t.es) for t in adequacy.tails(name)] for name in LOSSES}
     section.coverage = adequacy.coverage("fund_draws")
+    section.equity_coverage = adequacy.coverage("fund_equity_loss")
     section.coverage_over_time.append(
         CoveragePoint(
             engine.seq,

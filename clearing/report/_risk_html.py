@@ -215,7 +215,10 @@ def risk_section_html(section: RiskSection, axis: Axis) -> str:
             "sample beyond), each market moved by its historical return, unscaled, through "
             "the real engine on a copy of the ledger (<code>clearing risk</code>). The "
             "horizon is the longest round duration at most a twelfth of the history. "
-            f"Coverage = fund equity / ES 99.9% of its draws: <b>{ratio(section.coverage)}</b>."
+            f"Coverage = fund equity / ES 99.9% of its draws: <b>{ratio(section.coverage)}</b>; "
+            "equity coverage = fund equity / ES 99.9% of how far its equity falls (the "
+            "positions it holds and takes over move too): "
+            f"<b>{ratio(section.equity_coverage)}</b>."
         )
         tails = _tails_table(section)
     else:

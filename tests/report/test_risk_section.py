@@ -63,6 +63,7 @@ def test_the_head_is_what_clearing_risk_says(
         expected = [(report[name][k]["var_e16"], report[name][k]["es_e16"]) for k in ("99", "99.9")]
         assert levels == expected, name
     assert ratio_text(section.coverage) == report["coverage_ratio"]
+    assert ratio_text(section.equity_coverage) == report["equity_coverage_ratio"]
 
 
 def test_a_checkpoint_is_what_clearing_risk_says_there(
