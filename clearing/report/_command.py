@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from clearing.errors import UserError
+from clearing.errors import ScenarioFailed, UserError
 from clearing.journal import JournalError
 from clearing.report._collect import ReportData, collect_journal, parse_scaled
 from clearing.report._numbers import display_e16
@@ -74,6 +74,14 @@ def report_command(args: argparse.Namespace) -> int:
         ) from exc
     except JournalError as exc:
         raise UserError(f"cannot read journal {journal_dir}: {exc}") from exc
+    except ScenarioFailed as exc:
+        # A bug, not a bad argument (as for clearing risk): one line, exit 1, no report.
+        print(
+            f"clearing report: the fund risk section failed, so no report was written: {exc} "
+            f"(--no-risk leaves the section out)",
+            file=sys.stderr,
+        )
+        return 1
     except OSError as exc:
         raise UserError(f"cannot write {args.output}: {exc.strerror}") from exc
     finally:

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from clearing.cli import main
+from clearing.errors import ScenarioFailed
 from clearing.report import FIGURE_IDS, collect_journal, render_html
 from clearing.report._risk import RiskSection, collect_risk, round_duration_ns
 from clearing.report._risk_html import RISK_FIGURE_IDS, ratio
@@ -162,3 +163,20 @@ def test_the_section_renders_its_plots_on_screen(rendered: dict[str, Any]) -> No
         assert off < 0.01, f"{fig_id}: {off:.1%} of the plot differs on screen"
         colours = embedded.getcolors(maxcolors=1 << 16)
         assert colours is None or len(colours) >= 8, f"{fig_id}: a nearly flat picture"
+
+
+def test_a_failed_scenario_is_one_line_and_no_report(
+    journal: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def fail(journal_dir: str) -> RiskSection:
+        raise ScenarioFailed("scenario 3: the child exited with status 70")
+
+    monkeypatch.setattr("clearing.report._command.collect_risk", fail)
+    out = tmp_path / "r.html"
+    assert main(["report", str(journal), "-o", str(out)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("clearing report: the fund risk section failed") and "--no-risk" in line
+    assert not out.exists()
