@@ -1,5 +1,5 @@
 """Fund adequacy in the daemon: ``clearing risk`` on the committed state, every
-``risk.interval_s``, in a forked child (``clearing.risk.start_adequacy_job``).
+``risk.interval_s``, in a forked child (``clearing.risk.start_adequacy_job_on_inputs``).
 
 Off the commit path: the loop starts a child only between transactions (the engine then
 holds exactly the committed state, as for the upkeep's check child), the child runs one
