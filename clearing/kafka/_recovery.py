@@ -27,7 +27,13 @@ from clearing.kafka._batch import parse_source
 from clearing.kafka._journal import KafkaJournalReader
 from clearing.ops.config import Config
 from clearing.risk import OracleHistory
-from clearing.sequencer import JournalChain, OutputDivergence, RecoveryError, recover
+from clearing.sequencer import (
+    JournalChain,
+    OutputDivergence,
+    RecoveryError,
+    ReplayObserver,
+    recover,
+)
 from clearing.snapshot import list_snapshots, prune, write_snapshot
 
 __all__ = [
@@ -110,6 +116,27 @@ def write_kafka_snapshot(
     return path
 
 
+class _TailPositions(ReplayObserver):
+    """Where each input partition stands after the replayed tail, from the records'
+    sources; also holds records that recorded no outputs to re-deriving none, and feeds
+    the tail's oracle ticks to ``history`` (fund risk, when it is on)."""
+
+    def __init__(self, history: OracleHistory | None = None) -> None:
+        self.positions: Positions = {}
+        self.history = history
+
+    def after(self, record: Record, events: list[bytes], derived: bytes) -> None:
+        # The replay compares only non-empty recorded outputs; the daemon always records
+        # them, so an empty record must re-derive to nothing as well.
+        if derived != record.outputs:
+            raise OutputDivergence(record.seq, record.outputs, derived)
+        if self.history is not None:
+            self.history.observe(record.payload)
+        where = parse_source(record.source)
+        if where is not None:
+            self.positions[where[0], where[1]] = where[2] + 1
+
+
 def recover_from_kafka(config: Config) -> KafkaRecovery:
     """Rebuild the engine from the newest matching snapshot plus the journal topic.
 
@@ -137,29 +164,10 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
                 f"is {tail.begin_offset}: its records were deleted. Restore the journal; "
                 f"the ledger cannot be rebuilt without it."
             )
-        tail_positions: Positions = {}
         risk = config.risk
         history = OracleHistory(risk.window_s * 10**9) if risk.interval_s > 0 else None
-
-        def on_record(record: Record, derived: bytes) -> None:
-            # recover() compares only non-empty recorded outputs; the daemon always
-            # records them, so an empty record must re-derive to nothing as well.
-            if derived != record.outputs:
-                raise OutputDivergence(record.seq, record.outputs, derived)
-            if history is not None:
-                history.observe(record.payload)
-            where = parse_source(record.source)
-            if where is not None:
-                tail_positions[where[0], where[1]] = where[2] + 1
-
-        result = recover(
-            directory,
-            reader.last_seq,
-            reader.read,
-            reader.hash_at,
-            on_record=on_record,
-            core=config.engine.core,
-        )
+        replayed = _TailPositions(history)
+        result = recover(directory, reader, observer=replayed, core=config.engine.core)
         if result.engine.seq != reader.last_seq:
             raise RecoveryError(
                 f"recovered to seq {result.engine.seq} but the journal ends at seq "
@@ -175,7 +183,7 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
         positions: Positions = {}
         if result.snapshot_path is not None:
             positions.update(_positions_from_meta(metas.get(result.snapshot_path, {})))
-        positions.update(tail_positions)
+        positions.update(replayed.positions)
         chain = JournalChain(reader.last_seq, reader.head_hash)
         return KafkaRecovery(
             engine=result.engine,

@@ -21,7 +21,7 @@ from clearing.errors import (
     StateFormatError,
     UserError,
 )
-from clearing.journal import LocalJournal, hash_at
+from clearing.journal import LocalJournal
 from clearing.risk._history import OracleTick, oracle_tick
 from clearing.sequencer import recover
 from clearing.snapshot import default_snapshot_dir, read_snapshot
@@ -63,14 +63,7 @@ def _from_journal(journal_dir: str, until_seq: int | None, core: str) -> Ledger:
         last = journal.last_seq
         if until_seq is not None and until_seq > last:
             raise UserError(f"--until {until_seq}: the journal ends at seq {last}")
-        result = recover(
-            default_snapshot_dir(journal_dir),
-            last,
-            journal.read,
-            lambda seq: hash_at(journal, seq),
-            until_seq=until_seq,
-            core=core,
-        )
+        result = recover(default_snapshot_dir(journal_dir), journal, until_seq=until_seq, core=core)
     except CoreUnavailable as exc:
         raise UserError(str(exc)) from exc
     except (JournalError, RecoveryError) as exc:

@@ -29,7 +29,7 @@ from clearing.engine.events import decode_output
 from clearing.engine.persist import dump_state
 from clearing.errors import SequencerBroken
 from clearing.heap import HeapSettler, settle_heap
-from clearing.journal import Journal, LocalJournal, hash_at
+from clearing.journal import Journal, LocalJournal
 from clearing.journal._scan import ScanMode
 from clearing.sequencer._recovery import RecoveryResult, recover
 from clearing.sequencer._schedule import (
@@ -136,14 +136,7 @@ class Sequencer:
         sequencer writing to it (snapshots through ``storage``); the journal is closed if
         recovery fails."""
         try:
-            result = recover(
-                snapshot_dir,
-                journal.last_seq,
-                journal.read,
-                lambda seq: hash_at(journal, seq),
-                core=core,
-                rules_version=journal.rules_version,
-            )
+            result = recover(snapshot_dir, journal, core=core, rules_version=journal.rules_version)
         except BaseException:
             journal.close()
             raise
