@@ -113,3 +113,21 @@ def test_the_job_drops_what_fell_out_of_the_window() -> None:
     newest_ns = max(t.ts_ns for t in kept)
     assert kept and min(t.ts_ns for t in kept) >= newest_ns - 10 * S
     assert len(fund_risk._payloads) == len(oracle) - fund_risk.last.stale < len(oracle)
+
+
+def test_recovery_feeds_the_replayed_tails_ticks() -> None:
+    from clearing.journal import Record
+    from clearing.kafka._recovery import _TailPositions
+
+    history = OracleHistory(3600 * S)
+    replayed = _TailPositions(history)
+    payloads = list(ledger_inputs())
+    for seq, raw in enumerate(payloads, 1):
+        replayed.after(Record(seq, f"kafka:t:0:{seq - 1}", raw), [], b"")
+    reference = OracleHistory(3600 * S)
+    for raw in payloads:
+        reference.observe(raw)
+    assert history.ticks() == reference.ticks()
+    assert replayed.positions == {("t", 0): len(payloads)}
+    fund_risk = FundRisk(CONFIG, Metrics().enable_fund_risk(60), 0.0, history)
+    assert fund_risk.history().ticks() == reference.ticks()
