@@ -121,9 +121,13 @@ class FundRisk:
         """Fork the child; only between transactions (``engine`` = the committed state)."""
         self._next_s = now_s + self._interval_s
         taken_ns = time.time_ns()
-        job = start_adequacy_job_on_inputs(
-            engine, list(self._ticks), list(self._payloads), self._window_ns, self._settings
-        )
+        try:
+            job = start_adequacy_job_on_inputs(
+                engine, list(self._ticks), list(self._payloads), self._window_ns, self._settings
+            )
+        except OSError as exc:  # no fork (memory, process limit): an optional figure, go on
+            self._report(AdequacyResult(engine.seq, error=f"cannot fork: {exc}"), taken_ns)
+            return
         self._job = job
         self._task = asyncio.create_task(self._watch(job, taken_ns), name="clearing-fund-risk")
 
@@ -133,7 +137,7 @@ class FundRisk:
             while result is None:
                 await asyncio.sleep(_POLL_S)
                 result = job.poll()
-        except OSError as exc:  # reaping failed: report it as a failed computation
+        except Exception as exc:  # reaping or reading failed: a failed computation
             result = AdequacyResult(job.seq, error=f"lost track of the child: {exc!r}")
         finally:
             self._job = None

@@ -8,6 +8,7 @@ import asyncio
 import math
 from fractions import Fraction
 
+import pytest
 from prometheus_client import generate_latest
 
 from clearing.engine import INPUT_KINDS, make_engine
@@ -131,3 +132,20 @@ def test_recovery_feeds_the_replayed_tails_ticks() -> None:
     assert replayed.positions == {("t", 0): len(payloads)}
     fund_risk = FundRisk(CONFIG, Metrics().enable_fund_risk(60), 0.0, history)
     assert fund_risk.history().ticks() == reference.ticks()
+
+
+def test_a_fork_that_fails_is_a_failed_computation_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    metrics = Metrics(process_collectors=False)
+    fund_risk = FundRisk(CONFIG, metrics.enable_fund_risk(60), now_s=0.0)
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr("os.fork", no_fork)
+    fund_risk.start(make_engine("python"), 60.0)
+    assert fund_risk.last is not None and fund_risk.last.error is not None
+    assert fund_risk.last.error.startswith("cannot fork")
+    assert metrics.registry.get_sample_value("clearing_fund_risk_failures_total") == 1
+    assert fund_risk.due(120.0) and not fund_risk.due(119.0)
