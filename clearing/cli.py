@@ -293,6 +293,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default="report.html", metavar="FILE", help="default: report.html"
     )
     report.add_argument("--quiet", "-q", action="store_true", help="no summary line")
+    report.add_argument(
+        "--no-risk",
+        action="store_true",
+        help="leave out the fund risk section (coverage over time, loss distribution, "
+        "stress grid), which runs a few thousand scenarios through the engine",
+    )
 
     snapshot = commands.add_parser(
         "snapshot", help="inspect snapshot files", description="Snapshot tools."

@@ -31,7 +31,8 @@ journalled by the one sequencer (``clearing.sequencer.Sequencer.step``, through
 ``_batch.BatchPlanner``); the rest lives beside it: ``_transaction`` (the Kafka sink:
 one transaction per batch), ``_assignment`` (input partitions and where each starts),
 ``_upkeep`` (invariant checks and snapshots as the sequencer's schedule says, in a forked
-child, ``_background``), ``_exits`` (exit codes and ``DaemonExit``).
+child, ``_background``), ``_fund_risk`` (fund adequacy every ``risk.interval_s``, in a
+forked child too), ``_exits`` (exit codes and ``DaemonExit``).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ from clearing.kafka._exits import (
     EXIT_SHUTDOWN_TIMEOUT,
     DaemonExit,
 )
+from clearing.kafka._fund_risk import FundRisk
 from clearing.kafka._recovery import KafkaRecovery, Positions, recover_from_kafka
 from clearing.kafka._topics import describe_partitions, input_limit_warnings
 from clearing.kafka._transaction import BeforeCommit, Transactions, retrieve_fatal_error
@@ -236,6 +238,7 @@ class Daemon:
         self.batches_committed = 0
         self._sequencer: Sequencer | None = None  # numbers, applies and chains the inputs
         self._upkeep: Upkeep | None = None  # invariant checks and snapshots
+        self._fund_risk: FundRisk | None = None  # fund adequacy, when risk.interval_s > 0
         self._transactions: Transactions | None = None  # the sink: one per batch
         self._inputs: Assignment | None = None  # the input partitions and their positions
         self._journal_offset = -1
@@ -404,6 +407,11 @@ class Daemon:
             last_snapshot_seq=recovery.snapshot_seq,
         )
         self._upkeep = Upkeep(config, self.metrics, self._sequencer)
+        if config.risk.interval_s > 0:
+            fund_metrics = self.metrics.enable_fund_risk(config.risk.interval_s)
+            self._fund_risk = FundRisk(
+                config.risk, fund_metrics, time.monotonic(), recovery.oracle_history
+            )
         self._journal_offset = recovery.journal_offset
         self._positions = dict(recovery.positions)
         self.committed_seq = recovery.engine.seq
@@ -456,6 +464,8 @@ class Daemon:
     async def _close(self) -> None:
         if self._upkeep is not None:
             self._upkeep.kill()
+        if self._fund_risk is not None:
+            self._fund_risk.kill()
         if self._producer is not None:
             retrieve_fatal_error(self._producer)
         # producer.stop() flushes the pending sends first: hopeless after a stuck batch.
@@ -501,6 +511,11 @@ class Daemon:
                     await self._settle()
                     assert self._inflight is None and self._settled()
                     upkeep.start(self._journal_offset, self._positions)
+                fund_risk = self._fund_risk
+                if fund_risk is not None and fund_risk.due(time.monotonic()):
+                    await self._settle()  # the child's image must be the committed state
+                    assert self._inflight is None and self._settled()
+                    fund_risk.start(self.engine, time.monotonic())  # type: ignore[arg-type]
                 if self.reads.wanted:  # a batch boundary: answered once it is committed
                     self.reads.answer(self.engine, after=self._inflight)  # type: ignore[arg-type]
                 buffered = self._buffer
@@ -626,6 +641,8 @@ class Daemon:
         if plan.last_timestamp_ms > 0:
             metrics.observe_applied(plan.last_timestamp_ms * 1_000_000, now_ns)
         metrics.set_journal_seq(plan.last_seq)
+        if self._fund_risk is not None:
+            self._fund_risk.observe(plan.applied, plan.kinds)
         if plan.oversized or plan.rejects:
             log.info(
                 "batch %d: %d rejected and %d oversized inputs sent to %s",

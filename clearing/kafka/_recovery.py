@@ -26,6 +26,7 @@ from clearing.journal import Record
 from clearing.kafka._batch import parse_source
 from clearing.kafka._journal import KafkaJournalReader
 from clearing.ops.config import Config
+from clearing.risk import OracleHistory
 from clearing.sequencer import (
     JournalChain,
     OutputDivergence,
@@ -59,6 +60,8 @@ class KafkaRecovery(NamedTuple):
     snapshot_seq: int
     replayed: int
     seconds: float
+    # The replayed tail's oracle ticks, within risk.window_s (only when risk is on).
+    oracle_history: OracleHistory | None = None
 
 
 def snapshot_meta(
@@ -115,16 +118,20 @@ def write_kafka_snapshot(
 
 class _TailPositions(ReplayObserver):
     """Where each input partition stands after the replayed tail, from the records'
-    sources; also holds records that recorded no outputs to re-deriving none."""
+    sources; also holds records that recorded no outputs to re-deriving none, and feeds
+    the tail's oracle ticks to ``history`` (fund risk, when it is on)."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: OracleHistory | None = None) -> None:
         self.positions: Positions = {}
+        self.history = history
 
     def after(self, record: Record, events: list[bytes], derived: bytes) -> None:
         # The replay compares only non-empty recorded outputs; the daemon always records
         # them, so an empty record must re-derive to nothing as well.
         if derived != record.outputs:
             raise OutputDivergence(record.seq, record.outputs, derived)
+        if self.history is not None:
+            self.history.observe(record.payload)
         where = parse_source(record.source)
         if where is not None:
             self.positions[where[0], where[1]] = where[2] + 1
@@ -157,7 +164,9 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
                 f"is {tail.begin_offset}: its records were deleted. Restore the journal; "
                 f"the ledger cannot be rebuilt without it."
             )
-        replayed = _TailPositions()
+        risk = config.risk
+        history = OracleHistory(risk.window_s * 10**9) if risk.interval_s > 0 else None
+        replayed = _TailPositions(history)
         result = recover(directory, reader, observer=replayed, core=config.engine.core)
         if result.engine.seq != reader.last_seq:
             raise RecoveryError(
@@ -185,4 +194,5 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
             snapshot_seq=result.snapshot_seq,
             replayed=result.replayed,
             seconds=time.perf_counter() - started,
+            oracle_history=history,
         )

@@ -37,6 +37,7 @@ __all__ = [
     "KafkaSecurity",
     "LimitsConfig",
     "LogConfig",
+    "RiskConfig",
     "Secret",
     "SnapshotConfig",
     "TopicsConfig",
@@ -254,6 +255,27 @@ class DaemonConfig(_Section):
     partition_refresh_interval_s: PositiveFloat = 30.0
 
 
+class RiskConfig(_Section):
+    """Fund adequacy in the background (docs/fund-risk.md): what ``clearing risk`` would
+    say about the committed state, recomputed every ``interval_s`` in a forked child."""
+
+    interval_s: NonNegativeInt = 0  # 0 = off
+    horizon_s: PositiveInt = 3600  # one scenario = the joint move over one horizon
+    step_s: PositiveInt | None = None  # between interval ends; default: the horizon
+    # The oracle history kept in memory (about 100 bytes per tick) and used for scenarios.
+    window_s: PositiveInt = 86_400
+    scenarios: PositiveInt = 1000  # at most; a seeded sample beyond
+    scale: Annotated[str, Meta(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "1"  # exact decimal
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.window_s < self.horizon_s:
+            raise ValueError(
+                f"window_s ({self.window_s}) is shorter than horizon_s ({self.horizon_s}): "
+                f"no scenario would fit"
+            )
+
+
 class Config(_Section):
     ledger_id: LedgerId
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -265,6 +287,7 @@ class Config(_Section):
     http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
 
     @property
     def transactional_id(self) -> str:

@@ -64,6 +64,7 @@ from clearing.engine.events import (
 )
 from clearing.engine.money import E8, E16
 from clearing.engine.state import SYSTEM_ACCOUNTS
+from clearing.ops.fund_metrics import FundRiskMetrics
 
 __all__ = [
     "INPUT_TYPES",
@@ -168,6 +169,7 @@ class Metrics:
         self._last_step_event: tuple[int, str, str] | None = None
         self.ready = False
         self.not_ready_reason = "starting"
+        self.fund_risk: FundRiskMetrics | None = None  # enable_fund_risk()
 
         if process_collectors:
             ProcessCollector(registry=reg)
@@ -468,6 +470,12 @@ class Metrics:
         )
 
     # -- inputs and outputs --------------------------------------------------------------
+
+    def enable_fund_risk(self, interval_s: float) -> FundRiskMetrics:
+        """Export the fund adequacy series (only a daemon that computes them does)."""
+        if self.fund_risk is None:
+            self.fund_risk = FundRiskMetrics(self.registry, interval_s, self._started_ns)
+        return self.fund_risk
 
     def observe_input(self, topic: str, input_type: str) -> None:
         """Count one applied input record (its type is folded into the known set)."""

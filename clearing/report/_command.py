@@ -10,11 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from clearing.errors import UserError
+from clearing.errors import ScenarioFailed, UserError
 from clearing.journal import JournalError
 from clearing.report._collect import ReportData, collect_journal, parse_scaled
 from clearing.report._numbers import display_e16
 from clearing.report._render import render_html, summary
+from clearing.report._risk import RiskSection, collect_risk
 from clearing.sequencer import OutputDivergence
 
 __all__ = ["report_command", "resolve_journal_dir", "save_report", "write_report"]
@@ -28,10 +29,10 @@ def resolve_journal_dir(path: str) -> str:
     return path
 
 
-def save_report(data: ReportData, out_path: str) -> None:
-    """Render ``data`` to ``out_path``, written beside it and renamed, so a reader never
-    sees half a report."""
-    page = render_html(data)
+def save_report(data: ReportData, out_path: str, risk: RiskSection | None = None) -> None:
+    """Render ``data`` (and the fund risk section, if given) to ``out_path``, written
+    beside it and renamed, so a reader never sees half a report."""
+    page = render_html(data, risk)
     partial = f"{out_path}.partial"
     with open(partial, "w", encoding="utf-8") as out:
         out.write(page)
@@ -42,10 +43,13 @@ def write_report(
     journal_dir: str,
     out_path: str,
     progress: Callable[[int, int], None] | None = None,
+    with_risk: bool = True,
 ) -> dict[str, Any]:
-    """Replay ``journal_dir``, write the HTML report to ``out_path``; the headline numbers."""
+    """Replay ``journal_dir``, write the HTML report to ``out_path``; the headline numbers.
+    ``with_risk``: add the fund risk section (a second replay plus the scenarios)."""
     data = collect_journal(journal_dir, progress)
-    save_report(data, out_path)
+    risk = collect_risk(journal_dir) if with_risk else None
+    save_report(data, out_path, risk)
     return summary(data)
 
 
@@ -62,7 +66,7 @@ def report_command(args: argparse.Namespace) -> int:
     progress = _Progress() if sys.stderr.isatty() and not args.quiet else None
     started = time.perf_counter()
     try:
-        numbers = write_report(journal_dir, args.output, progress)
+        numbers = write_report(journal_dir, args.output, progress, with_risk=not args.no_risk)
     except OutputDivergence as exc:
         raise UserError(
             f"the journal does not replay to the outputs it recorded, so no report was "
@@ -70,6 +74,14 @@ def report_command(args: argparse.Namespace) -> int:
         ) from exc
     except JournalError as exc:
         raise UserError(f"cannot read journal {journal_dir}: {exc}") from exc
+    except ScenarioFailed as exc:
+        # A bug, not a bad argument (as for clearing risk): one line, exit 1, no report.
+        print(
+            f"clearing report: the fund risk section failed, so no report was written: {exc} "
+            f"(--no-risk leaves the section out)",
+            file=sys.stderr,
+        )
+        return 1
     except OSError as exc:
         raise UserError(f"cannot write {args.output}: {exc.strerror}") from exc
     finally:

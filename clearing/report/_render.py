@@ -22,6 +22,8 @@ from clearing.report._collect import ClawbackRow, LiquidationRow, ReportData
 from clearing.report._figures import FIGURE_IDS, MONEY_UNIT, Axis, figures, png
 from clearing.report._numbers import display_e8, display_e16, plural, ratio_text
 from clearing.report._render_v2 import rules_v2_html, rules_v2_summary
+from clearing.report._risk import RiskSection
+from clearing.report._risk_html import risk_section_html
 
 __all__ = ["FIGURE_IDS", "display_e16", "plural", "render_html", "summary"]
 
@@ -395,9 +397,11 @@ def _cards(data: ReportData, numbers: dict[str, Any], axis: Axis) -> str:
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
-def render_html(data: ReportData) -> str:
-    """The whole report as one HTML document (figures embedded as base64 PNG)."""
+def render_html(data: ReportData, risk: RiskSection | None = None) -> str:
+    """The whole report as one HTML document (figures embedded as base64 PNG); with
+    ``risk`` (``collect_risk``), the fund risk section too."""
     axis = Axis(data)
+    risk_html = "" if risk is None else risk_section_html(risk, axis)
     numbers = summary(data)
     after_figure = {"fund-equity": _fund_deposits(data, axis)}
     figure_html = "".join(
@@ -434,6 +438,7 @@ def render_html(data: ReportData) -> str:
         "<h2>Accounts that paid the most in clawbacks</h2>"
         f"{_clawback_payers(data)}"
         f"{rules_v2_html(data, axis)}"
+        f"{risk_html}"
         "<h2>Provenance</h2>"
         f"<p>Journal head hash <code>{data.journal_head_hex}</code><br>"
         f"Final state SHA-256 <code>{data.state_sha256}</code> (the same hash "

@@ -19,7 +19,13 @@ from clearing.risk._arguments import add_risk_commands
 if TYPE_CHECKING:
     from clearing.risk._adequacy import LEVELS, LOSSES, Adequacy, Settings, assess
     from clearing.risk._command import risk_command, stress_command
-    from clearing.risk._job import AdequacyJob, AdequacyResult, OracleHistory, start_adequacy_job
+    from clearing.risk._job import (
+        AdequacyJob,
+        AdequacyResult,
+        OracleHistory,
+        start_adequacy_job,
+        start_adequacy_job_on_inputs,
+    )
     from clearing.risk._outcome import MarketOutcome, Outcome
     from clearing.risk._runner import apply_scenario, run_scenarios
     from clearing.risk._shock import Move, Shock, oracle_input, parse_shock
@@ -46,6 +52,7 @@ __all__ = [
     "risk_command",
     "run_scenarios",
     "start_adequacy_job",
+    "start_adequacy_job_on_inputs",
     "stress_command",
     "tail",
 ]
@@ -61,6 +68,7 @@ _LAZY = {
     "AdequacyResult": "clearing.risk._job",
     "OracleHistory": "clearing.risk._job",
     "start_adequacy_job": "clearing.risk._job",
+    "start_adequacy_job_on_inputs": "clearing.risk._job",
     "Settings": "clearing.risk._adequacy",
     "assess": "clearing.risk._adequacy",
     "MarketOutcome": "clearing.risk._outcome",

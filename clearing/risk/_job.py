@@ -8,9 +8,9 @@ recompute ``clearing risk`` every few minutes without stalling.
   a grandchild, so it takes one core at most) and sends back an ``AdequacyResult``; the
   parent polls it without blocking. The parent's engine is never touched.
 
-Not wired into the daemon yet (docs/fund-risk.md says how); the metrics it would feed are
-``clearing_fund_expected_shortfall``, ``clearing_fund_coverage_ratio`` and the scenario
-count and age.
+The daemon runs it every ``risk.interval_s`` (``clearing.kafka._fund_risk``) and exports
+what it finds as ``clearing_fund_expected_shortfall``, ``clearing_fund_coverage_ratio``,
+the scenario count and the age (``clearing.ops.fund_metrics``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import gc
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -30,7 +31,13 @@ from clearing.risk._adequacy import LOSSES, Settings, assess
 from clearing.risk._history import OracleTick, oracle_tick
 from clearing.risk._render import ratio_text
 
-__all__ = ["AdequacyJob", "AdequacyResult", "OracleHistory", "start_adequacy_job"]
+__all__ = [
+    "AdequacyJob",
+    "AdequacyResult",
+    "OracleHistory",
+    "start_adequacy_job",
+    "start_adequacy_job_on_inputs",
+]
 
 _READ_BYTES: Final = 1 << 16
 _EXIT_FAILED: Final = 70
@@ -46,8 +53,11 @@ class OracleHistory:
     def observe(self, raw: bytes) -> None:
         """Look at one committed input (cheap for anything but a stamped oracle tick)."""
         tick = oracle_tick(raw)
-        if tick is None:
-            return
+        if tick is not None:
+            self.observe_tick(tick)
+
+    def observe_tick(self, tick: OracleTick) -> None:
+        """Add one tick already parsed."""
         self._ticks.append(tick)
         oldest_ns = tick.ts_ns - self.window_ns
         while self._ticks and self._ticks[0].ts_ns < oldest_ns:
@@ -70,6 +80,9 @@ class AdequacyResult(msgspec.Struct, frozen=True):
     equity_coverage_ratio: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    # start_adequacy_job_on_inputs: how many of its leading ticks and inputs are older
+    # than the window (the caller may drop them).
+    stale: int = 0
 
 
 class AdequacyJob:
@@ -133,16 +146,64 @@ def start_adequacy_job(
 ) -> AdequacyJob:
     """Fork a child that assesses ``engine`` as it is now. Call it only when the engine
     holds exactly the committed state (between batches)."""
+    return _fork(engine, lambda: (ticks, 0), settings)
+
+
+def start_adequacy_job_on_inputs(
+    engine: EngineCore,
+    ticks: list[OracleTick],
+    payloads: list[bytes],
+    window_ns: int,
+    settings: Settings,
+) -> AdequacyJob:
+    """``start_adequacy_job`` for a caller that keeps raw committed inputs (``payloads``,
+    after the already parsed ``ticks``) so as to spend nothing per input: the child
+    parses them, keeps the newest ``window_ns``, and reports in ``stale`` how many
+    leading entries of ``ticks + payloads`` fell outside it."""
+
+    def history() -> tuple[list[OracleTick], int]:
+        return _within_window(ticks, payloads, window_ns)
+
+    return _fork(engine, history, settings)
+
+
+def _within_window(
+    ticks: list[OracleTick], payloads: list[bytes], window_ns: int
+) -> tuple[list[OracleTick], int]:
+    parsed: list[OracleTick | None] = [*ticks, *map(oracle_tick, payloads)]
+    stamps = [t.ts_ns for t in parsed if t is not None]
+    if not stamps:
+        return [], len(parsed)
+    oldest_ns = max(stamps) - window_ns
+    stale = 0
+    while stale < len(parsed):
+        tick = parsed[stale]
+        if tick is not None and tick.ts_ns >= oldest_ns:
+            break
+        stale += 1
+    return [t for t in parsed[stale:] if t is not None], stale
+
+
+def _fork(
+    engine: EngineCore,
+    history: Callable[[], tuple[list[OracleTick], int]],
+    settings: Settings,
+) -> AdequacyJob:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _child(engine, ticks, settings, write_fd)
+        _child(engine, history, settings, write_fd)
     os.close(write_fd)
     return AdequacyJob(pid, read_fd, engine.seq)
 
 
-def _child(engine: EngineCore, ticks: list[OracleTick], settings: Settings, write_fd: int) -> None:
+def _child(
+    engine: EngineCore,
+    history: Callable[[], tuple[list[OracleTick], int]],
+    settings: Settings,
+    write_fd: int,
+) -> None:
     code, payload = _EXIT_FAILED, b""
     try:
         signal.set_wakeup_fd(-1)  # the parent's event loop is not ours to wake
@@ -150,7 +211,9 @@ def _child(engine: EngineCore, ticks: list[OracleTick], settings: Settings, writ
             signal.signal(signum, signal.SIG_DFL)
         gc.disable()
         started = time.perf_counter()
-        payload = msgspec.json.encode(_assess(engine, ticks, settings, started))
+        ticks, stale = history()
+        result = _assess(engine, ticks, settings, started)
+        payload = msgspec.json.encode(msgspec.structs.replace(result, stale=stale))
         code = 0
     except BaseException as exc:  # reported to the parent as the result's error
         payload = repr(exc).encode()

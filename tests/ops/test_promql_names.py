@@ -41,9 +41,16 @@ def alert_exprs() -> list[tuple[str, str]]:
     ]
 
 
+def all_metrics() -> Metrics:
+    """The daemon's metrics with every optional family on (fund risk: risk.interval_s)."""
+    metrics = Metrics()
+    metrics.enable_fund_risk(interval_s=300)
+    return metrics
+
+
 @pytest.fixture(scope="module")
 def exported() -> set[str]:
-    return exported_names(Metrics().registry) | PROMETHEUS_SERIES
+    return exported_names(all_metrics().registry) | PROMETHEUS_SERIES
 
 
 def test_parser_finds_names_and_skips_the_rest() -> None:
@@ -102,7 +109,21 @@ def test_every_alert_has_severity_and_summary() -> None:
 
 def test_operations_doc_lists_every_metric() -> None:
     doc = (DEPLOY.parent / "docs" / "operations.md").read_text()
-    families = [f.name for f in Metrics().registry.collect() if f.name.startswith("clearing_")]
+    registry = all_metrics().registry
+    families = [f.name for f in registry.collect() if f.name.startswith("clearing_")]
     assert len(families) > 40
     missing = [name for name in families if f"`{name}" not in doc]
     assert missing == []
+
+
+def test_dashboard_and_alerts_cover_fund_adequacy() -> None:
+    queries = " ".join(dashboard_queries(json.loads(DASHBOARD.read_text())))
+    for name in (
+        "clearing_fund_coverage_ratio",
+        "clearing_fund_expected_shortfall",
+        "clearing_fund_risk_scenarios",
+        "clearing_fund_risk_age_seconds",
+    ):
+        assert name in queries, name
+    exprs = dict(alert_exprs())
+    assert exprs["ClearingFundCoverageBelowOne"] == "clearing_fund_coverage_ratio < 1"

@@ -1,0 +1,151 @@
+"""The daemon's fund adequacy job without a broker: what it feeds the oracle history
+from a committed batch, what it exports when a computation finishes or fails, and that
+its figures are ``clearing risk``'s (the job itself: tests/risk/test_job.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from fractions import Fraction
+
+import pytest
+from prometheus_client import generate_latest
+
+from clearing.engine import INPUT_KINDS, make_engine
+from clearing.kafka._fund_risk import FundRisk, oracle_candidates, settings_of
+from clearing.ops.config import RiskConfig
+from clearing.ops.metrics import Metrics
+from clearing.risk import OracleHistory
+from tests.risk.ledger import ledger_inputs
+
+ORACLE = INPUT_KINDS.index("oracle")
+FILL = INPUT_KINDS.index("fill")
+S = 10**9
+CONFIG = RiskConfig(interval_s=60, horizon_s=4, step_s=1, window_s=3600, scale="12")
+
+
+def test_only_oracle_ticks_and_unknown_kinds_are_looked_at() -> None:
+    kinds = bytes([FILL, ORACLE, FILL, 0, FILL, FILL, ORACLE])
+    assert list(oracle_candidates(kinds)) == [1, 3, 6]
+    assert list(oracle_candidates(bytes([FILL] * 1000))) == []
+
+
+def test_a_batch_feeds_the_history_as_the_journal_would() -> None:
+    payloads = list(ledger_inputs())
+    fund_risk = FundRisk(CONFIG, Metrics().enable_fund_risk(60), now_s=0.0)
+    # The Python core's kinds (all unknown) and the native core's must give the same.
+    fund_risk.observe([("t", raw) for raw in payloads], bytes(len(payloads)))
+    reference = OracleHistory(3600 * S)
+    for raw in payloads:
+        reference.observe(raw)
+    assert fund_risk.history().ticks() == reference.ticks() and len(reference.ticks()) > 40
+
+    native_kinds = bytes(ORACLE if b'"oracle"' in raw else FILL for raw in payloads)
+    again = FundRisk(CONFIG, Metrics().enable_fund_risk(60), now_s=0.0)
+    again.observe([("t", raw) for raw in payloads], native_kinds)
+    assert again.history().ticks() == reference.ticks()
+
+
+def test_the_configuration_is_clearing_risks_arguments() -> None:
+    settings = settings_of(CONFIG)
+    assert (settings.horizon_ns, settings.step_ns, settings.window_ns) == (4 * S, S, 3600 * S)
+    assert settings.scale == Fraction(12) and settings.limit == 1000
+
+
+def test_a_finished_computation_is_exported_and_a_failed_one_counted() -> None:
+    metrics = Metrics(process_collectors=False)
+    fund_risk = FundRisk(CONFIG, metrics.enable_fund_risk(60), now_s=0.0)
+    engine = make_engine("python")
+    payloads = list(ledger_inputs())
+    for raw in payloads:
+        engine.apply_encoded(raw)
+    fund_risk.observe([("t", raw) for raw in payloads], bytes(len(payloads)))
+
+    assert fund_risk.due(60.0) and not fund_risk.due(59.0)
+    asyncio.run(_run(fund_risk, engine))
+    assert not fund_risk.due(119.0) and fund_risk.due(120.0)
+    assert fund_risk.last is not None and fund_risk.last.error is None
+    sample = metrics.registry.get_sample_value
+    assert sample("clearing_fund_risk_seq") == len(payloads)
+    assert sample("clearing_fund_risk_scenarios") == fund_risk.last.scenarios
+    es = fund_risk.last.expected_shortfall_e16["fund_draws"]
+    assert sample("clearing_fund_expected_shortfall", {"level": "0.999"}) == es[1] / 10**16
+    assert sample("clearing_fund_coverage_ratio") == float(
+        Fraction(fund_risk.last.coverage_ratio or "0")
+    )
+    assert sample("clearing_fund_risk_age_seconds") < 60  # type: ignore[operator]
+
+
+def test_a_failed_computation_is_counted_and_leaves_no_figures() -> None:
+    metrics = Metrics(process_collectors=False)
+    fund_risk = FundRisk(CONFIG, metrics.enable_fund_risk(60), now_s=0.0)
+    engine = make_engine("python")
+    for raw in ledger_inputs(ticks=0):
+        engine.apply_encoded(raw)
+    asyncio.run(_run(fund_risk, engine))
+    assert fund_risk.last is not None
+    assert fund_risk.last.error == "the oracle history is shorter than one horizon"
+    sample = metrics.registry.get_sample_value
+    assert sample("clearing_fund_risk_failures_total") == 1
+    assert math.isnan(sample("clearing_fund_coverage_ratio"))  # type: ignore[arg-type]
+    text = generate_latest(metrics.registry).decode()
+    assert 'clearing_fund_expected_shortfall{level="0.999"} NaN' in text
+
+
+async def _run(fund_risk: FundRisk, engine: object) -> None:
+    fund_risk.start(engine, 60.0)  # type: ignore[arg-type]
+    assert fund_risk._task is not None
+    await fund_risk._task
+
+
+def test_the_job_drops_what_fell_out_of_the_window() -> None:
+    config = RiskConfig(interval_s=60, horizon_s=4, step_s=1, window_s=10, scale="12")
+    fund_risk = FundRisk(config, Metrics(process_collectors=False).enable_fund_risk(60), 0.0)
+    engine = make_engine("python")
+    payloads = list(ledger_inputs())
+    for raw in payloads:
+        engine.apply_encoded(raw)
+    fund_risk.observe([("t", raw) for raw in payloads], bytes(len(payloads)))
+    oracle = [raw for raw in payloads if b'"oracle"' in raw]
+    assert len(fund_risk._payloads) == len(oracle)  # only the ticks are kept
+    asyncio.run(_run(fund_risk, engine))
+    assert fund_risk.last is not None and fund_risk.last.error is None
+    kept = fund_risk.history().ticks()
+    newest_ns = max(t.ts_ns for t in kept)
+    assert kept and min(t.ts_ns for t in kept) >= newest_ns - 10 * S
+    assert len(fund_risk._payloads) == len(oracle) - fund_risk.last.stale < len(oracle)
+
+
+def test_recovery_feeds_the_replayed_tails_ticks() -> None:
+    from clearing.journal import Record
+    from clearing.kafka._recovery import _TailPositions
+
+    history = OracleHistory(3600 * S)
+    replayed = _TailPositions(history)
+    payloads = list(ledger_inputs())
+    for seq, raw in enumerate(payloads, 1):
+        replayed.after(Record(seq, f"kafka:t:0:{seq - 1}", raw), [], b"")
+    reference = OracleHistory(3600 * S)
+    for raw in payloads:
+        reference.observe(raw)
+    assert history.ticks() == reference.ticks()
+    assert replayed.positions == {("t", 0): len(payloads)}
+    fund_risk = FundRisk(CONFIG, Metrics().enable_fund_risk(60), 0.0, history)
+    assert fund_risk.history().ticks() == reference.ticks()
+
+
+def test_a_fork_that_fails_is_a_failed_computation_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    metrics = Metrics(process_collectors=False)
+    fund_risk = FundRisk(CONFIG, metrics.enable_fund_risk(60), now_s=0.0)
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr("os.fork", no_fork)
+    fund_risk.start(make_engine("python"), 60.0)
+    assert fund_risk.last is not None and fund_risk.last.error is not None
+    assert fund_risk.last.error.startswith("cannot fork")
+    assert metrics.registry.get_sample_value("clearing_fund_risk_failures_total") == 1
+    assert fund_risk.due(120.0) and not fund_risk.due(119.0)
