@@ -163,6 +163,13 @@ def test_v2_fuzz_round_is_identical_on_both_cores() -> None:
         problem = check_outcome(case, python.seq, got)
         assert problem is None or known_bug(case, problem), (case.kind, case.raw, problem)
         outputs_by_type.update(type(e).__name__ for e in got)
+        liquidations = [e for e in got if type(e).__name__ == "Liquidation"]
+        # One position liquidated twice in one input: only partial steps (§9.2) do that.
+        closed = Counter((e.account, e.market) for e in liquidations)  # type: ignore[attr-defined]
+        outputs_by_type["partial_steps"] += sum(n > 1 for n in closed.values())
+        # A fee the fund does not take whole: the split of §9.3.
+        split = [e for e in liquidations if e.fund_fee != e.fee]  # type: ignore[attr-defined]
+        outputs_by_type["split_fees"] += len(split)
         if got and type(got[0]).__name__ == "Reject":
             rejects += 1
             assert (state_bytes(python), state_bytes(native)) == before, case.raw
@@ -173,6 +180,7 @@ def test_v2_fuzz_round_is_identical_on_both_cores() -> None:
     # The valid mix reaches §9's rules, and the hostile mix every bad §9 value kind.
     for output in ("FundingPaid", "Adl", "Liquidation", "FundDraw", "Clawback"):
         assert outputs_by_type[output] > 0, output
+    assert outputs_by_type["partial_steps"] > 0 and outputs_by_type["split_fees"] > 0
     wanted = {"valid_funding", "bad_funding_rate"} | {f"bad_{f}" for f in BAD_V2_MARKET_FIELDS}
     assert wanted <= set(kinds), wanted - set(kinds)
 
