@@ -112,9 +112,11 @@ def run_fuzz(
     failures_dir: str | None = None,
     progress: Callable[[FuzzReport], None] | None = None,
     core: str = "python",
+    rules_version: int = 1,
 ) -> FuzzReport:
-    """Feed ``count`` generated inputs through the engine (on the named core) and check
-    each one."""
+    """Feed ``count`` generated inputs through the engine (on the named core, under
+    ``rules_version``) and check each one. Version 2 adds §9's market fields, funding
+    inputs and their bad values to the mix; version 1 runs exactly as it always has."""
     rng = random.Random(seed)
     report = FuzzReport()
     started = time.perf_counter()
@@ -122,8 +124,8 @@ def run_fuzz(
     epoch_no = 0
     while done < count:
         epoch_no += 1
-        engine = make_engine(core)
-        model = StreamModel(rng)
+        engine = make_engine(core, rules_version=rules_version)
+        model = StreamModel(rng, rules_version=rules_version)
         gen = HostileGenerator(rng, model)
         before: bytes | None = None  # state bytes, valid while nothing was accepted
         rejects_seen = 0
@@ -146,7 +148,7 @@ def run_fuzz(
             except Exception as exc:  # a crash: record it, rebuild, go on
                 report.crashes += 1
                 _record_failure(report, failures_dir, seed, done + index, case, f"crash {exc!r}")
-                engine, before = make_engine(core), None
+                engine, before = make_engine(core, rules_version=rules_version), None
                 continue
             elapsed = time.perf_counter() - t0
             if elapsed > 0.05:

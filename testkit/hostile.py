@@ -26,7 +26,9 @@ __all__ = [
     "BAD_LEVELS",
     "BAD_MARKET_PARAMS",
     "BAD_NUMBERS",
+    "BAD_RATES",
     "BAD_TS",
+    "BAD_V2_MARKET_FIELDS",
     "FUND",
     "MALFORMED_LINES",
     "NOT_POSITIVE",
@@ -39,6 +41,7 @@ __all__ = [
     "dumps",
     "known_bug",
     "state_bytes",
+    "v2_catalogue",
     "valid_case",
 ]
 
@@ -54,6 +57,13 @@ MIB: Final = 1024 * 1024
 # Code-point order differs from UTF-16 order for these ("\uff5e" < "\U0001f600").
 USER_POOL: Final = ("a", "b", "c", "d", "e", "f", "g", "h", "B", "Ω", "\uff5e", "\U0001f600")
 MARKET_POOL: Final = ("BTC-PERP", "ETH-PERP", "SOL-PERP", "XRP-PERP", "DOGE", "b-mkt", "Z9")
+# Valid §9 values, e8: steps of a whole, a half, a quarter, a tenth, a third (rounded).
+V2_LIQ_STEPS_E8: Final = (E8, 50_000_000, 25_000_000, 10_000_000, 33_333_333)
+V2_SHARES_E8: Final = (0, 25_000_000, 50_000_000, 90_000_000, E8)
+# Per-tick sigma: 1% is calm, 20% a crash (the model's oracle moves span both).
+V2_SIGMAS_E8: Final = (1_000_000, 3_000_000, 8_000_000, 20_000_000, 50_000_000)
+V2_LAMBDAS_E8: Final = (5_000_000, 30_000_000, E8, 1)
+V2_RATES_E8: Final = (0, 10_000, -10_000, 3, -7, 5_000_000, -20_000_000, E8 - 1, -(E8 - 1))
 
 Expect = frozenset[str] | None
 Fields = list[tuple[Any, Any]]  # an object as ordered (key, value) pairs: duplicates allowed
@@ -188,8 +198,12 @@ class StreamModel:
         tag: str = "",
         users: int | None = None,
         markets: int | None = None,
+        rules_version: int = 1,
     ) -> None:
         self.rng = rng
+        # Version 2 adds §9's market fields and funding inputs; version 1 draws exactly
+        # what it always drew (every extra draw sits behind this), so its seeds reproduce.
+        self.rules_version = rules_version
         self.tag = tag  # makes fill ids unique per independent stream (simulator feeders)
         n_markets = markets if markets is not None else rng.randint(2, 4)
         n_users = users if users is not None else rng.randint(3, 8)
@@ -276,7 +290,36 @@ class StreamModel:
         ]
         if rng.random() < 0.34:
             fields.append(("max_oracle_move", self.wire(rng.randint(5, 60) * E8 // 100)))
+        if self.rules_version >= 2:
+            fields.extend(self.v2_market_fields())
         return self.extras(fields)
+
+    def v2_market_fields(self) -> Fields:
+        """Some of SPEC §9's market fields, each valid (partial steps, ADL, fee split)."""
+        rng = self.rng
+        fields: Fields = []
+        if rng.random() < 0.6:
+            fields.append(("liq_step", self.wire(rng.choice(V2_LIQ_STEPS_E8))))
+        if rng.random() < 0.5:
+            fields.append(("loss_policy", rng.choice(("adl", "adl", "clawback"))))
+        if rng.random() < 0.4:
+            fields.append(("fund_share", self.wire(rng.choice(V2_SHARES_E8))))
+        if rng.random() < 0.4:
+            sigmas = sorted(rng.sample(V2_SIGMAS_E8, rng.randint(0, 3)))
+            tiers = [[self.wire(s), self.wire(rng.choice(V2_SHARES_E8))] for s in sigmas]
+            fields.append(("vol_tiers", tiers))
+        if rng.random() < 0.4:
+            fields.append(("vol_lambda", self.wire(rng.choice(V2_LAMBDAS_E8))))
+        return fields
+
+    def funding_fields(self, market: str | None = None) -> Fields:
+        """A valid ``funding`` input (version 2): a signed rate with ``|rate| < 1``."""
+        rng = self.rng
+        market = market or rng.choice(self.markets)
+        rate_e8 = rng.choice(V2_RATES_E8)
+        if rng.random() < 0.3:
+            rate_e8 = rng.randint(-(E8 - 1), E8 - 1) // rng.choice((1, 100, 10_000))
+        return self.extras([("type", "funding"), ("market", market), ("rate", self.wire(rate_e8))])
 
     def deposit_fields(self, account: str | None = None) -> Fields:
         rng = self.rng
@@ -458,6 +501,8 @@ class StreamModel:
 
     def next_events(self) -> list[Fields]:
         """The next valid input(s): usually one, a round trip gives two or three."""
+        if self.rules_version >= 2 and self.rng.random() < 0.06:
+            return [self.funding_fields()]
         roll = self.rng.randrange(80)
         if roll < 30:
             return [self.fill_fields()]
@@ -516,7 +561,8 @@ def valid_case(fields: Fields, rng: random.Random | None = None) -> Case:
 _NUMBER_FIELDS: Final = frozenset(
     ("amount", "price", "qty", "imr", "mmr", "liq_fee", "max_oracle_move")
 )
-_SIGNED_FIELDS: Final = frozenset(("buyer_fee", "seller_fee"))
+# ``rate`` (funding, version 2 only): every value the number catalogue holds is bad for it.
+_SIGNED_FIELDS: Final = frozenset(("buyer_fee", "seller_fee", "rate"))
 _ID_FIELDS: Final = frozenset(("account", "market", "fill_id", "buyer", "seller"))
 _REQUIRED: Final = {
     "market": ("market", "imr", "mmr", "liq_fee"),
@@ -525,6 +571,7 @@ _REQUIRED: Final = {
     "fill": ("fill_id", "market", "price", "qty", "buyer", "seller"),
     "oracle": ("market", "price"),
     "book": ("market",),
+    "funding": ("market", "rate"),
 }
 _M = frozenset(("malformed",))
 _UT = frozenset(("unknown_type",))
@@ -634,6 +681,49 @@ BAD_MARKET_PARAMS: Final[tuple[dict[str, Any], ...]] = (
     {"max_oracle_move": "-1"},
     {"max_oracle_move": None},
     {"imr": "-0.1"},
+)
+# Values of SPEC §9's market fields that version 2 refuses (``invalid_field``): null, wrong
+# type, float, out of range, tiers not strictly ascending or malformed, unknown policies.
+# Version 1 ignores these fields whatever they hold.
+BAD_V2_MARKET_FIELDS: Final[dict[str, tuple[Any, ...]]] = {
+    "liq_step": ("0", "-0.1", "1.00000001", "1.5", 2, 0, None, Raw("0.5"), True, [1], "x"),
+    "loss_policy": ("ADL", "Clawback", "adl ", "", "none", None, 1, True, ["adl"], {}),
+    "fund_share": ("1.00000001", "-0.00000001", "-1", 2, None, True, Raw("0.5"), "0.5%"),
+    "vol_tiers": (
+        [[0, "0.5"]],  # sigma must be > 0
+        [["-0.1", "0.5"]],
+        [["0.1", "1.5"]],  # share > 1
+        [["0.1", "-0.5"]],
+        [["0.2", "1"], ["0.1", "1"]],  # not ascending
+        [["0.1", "0.5"], ["0.1", "0.6"]],  # not strictly ascending
+        [["0.1"]],
+        [["0.1", "0.5", "1"]],
+        [[Raw("0.1"), "0.5"]],
+        [None],
+        ["0.1"],
+        {"0.1": "0.5"},
+        "x",
+        None,
+    ),
+    "vol_lambda": ("0", "-0.05", "1.00000001", "2", None, Raw("1e-2"), "x", [], False),
+}
+# Funding rates version 2 refuses: |rate| >= 1, more than 8 decimals, wrong type, float.
+BAD_RATES: Final[tuple[Any, ...]] = (
+    "1",
+    "-1",
+    1,
+    -1,
+    "1.00000000",
+    "-1.5",
+    "10",
+    "0.000000001",
+    None,
+    True,
+    Raw("0.01"),
+    Raw("1e-4"),
+    "abc",
+    [],
+    {},
 )
 NOT_OBJECTS: Final[tuple[bytes, ...]] = (
     b"[]",
@@ -790,6 +880,8 @@ class HostileGenerator:
         kinds.append((3, self.replay))  # replays stay within one stream: state-free
         if not state_free:
             kinds.append((3, self.out_of_order))
+        if model.rules_version >= 2:
+            kinds.append((8, self.bad_v2_field))
         self.kinds = kinds
         self.total_weight = sum(w for w, _ in kinds)
 
@@ -828,16 +920,17 @@ class HostileGenerator:
 
     def base(self) -> Fields:
         """A valid event to break, never a withdrawal (its outcome depends on cash)."""
-        make = self.rng.choice(
-            (
-                self.model.fill_fields,
-                self.model.fill_fields,
-                self.model.deposit_fields,
-                self.model.oracle_fields,
-                self.model.book_fields,
-                lambda: self.model.market_fields(self.rng.choice(self.model.markets)),
-            )
+        makers: tuple[Callable[[], Fields], ...] = (
+            self.model.fill_fields,
+            self.model.fill_fields,
+            self.model.deposit_fields,
+            self.model.oracle_fields,
+            self.model.book_fields,
+            lambda: self.model.market_fields(self.rng.choice(self.model.markets)),
         )
+        if self.model.rules_version >= 2:
+            makers += (self.model.funding_fields,)
+        make = self.rng.choice(makers)
         fields = make()
         if dict(fields)["type"] == "fill":
             # A broken fill is never accepted: forget its id (it stays free).
@@ -1012,6 +1105,19 @@ class HostileGenerator:
         fields = [(k, value if k == name else v) for k, v in fields]
         return Case(dumps(fields), "wrong_value", _IF)
 
+    def bad_v2_field(self) -> Case:
+        """A §9 market field or a funding rate with a bad value (version 2 only)."""
+        rng = self.rng
+        model = self.model
+        if rng.random() < 0.35:
+            fields = model.funding_fields()
+            value = rng.choice(BAD_RATES)
+            return Case(dumps(_replace(fields, "rate", value)), "bad_funding_rate", _IF)
+        fields = model.market_fields(rng.choice(model.markets))
+        name = rng.choice(sorted(BAD_V2_MARKET_FIELDS))
+        value = rng.choice(BAD_V2_MARKET_FIELDS[name])
+        return Case(dumps(_replace(fields, name, value)), "bad_" + name, _IF)
+
     def float_number(self) -> Case:
         rng = self.rng
         fields = self.base()
@@ -1174,6 +1280,44 @@ class HostileGenerator:
             return Case(rng.randbytes(size), "oversized_random", None)
         fields.append(("blob", Raw("[" + ",".join(["[[1]]"] * (size // 6)) + "]")))
         return Case(dumps(fields), "oversized_wide_ok", frozenset((OK,)), _money_of(fields))
+
+
+def _replace(fields: Fields, name: str, value: Any) -> Fields:
+    """``fields`` with ``name`` set to ``value`` (appended when absent)."""
+    kept = [(k, v) for k, v in fields if k != name]
+    return [*kept, (name, value)]
+
+
+def v2_catalogue(rules_version: int) -> list[Case]:
+    """Every bad §9 value on one world (a market with a mark and two holders), each with
+    the outcome ``rules_version`` gives it: version 2 refuses a bad field as
+    ``invalid_field``; version 1 ignores unknown market fields and does not know
+    ``funding`` (``unknown_type``, whatever its fields hold)."""
+    v2 = rules_version >= 2
+    market: Fields = [("type", "market"), ("market", "M"), ("imr", "0.1"), ("mmr", "0.05")]
+    market.append(("liq_fee", "0.01"))
+    ok = frozenset((OK,))
+    fill: Fields = [("type", "fill"), ("fill_id", "f1"), ("market", "M"), ("price", "100")]
+    fill.extend([("qty", "2"), ("buyer", "a"), ("seller", "b")])
+    cases = [
+        valid_case(market),
+        valid_case([("type", "deposit"), ("account", "a"), ("amount", "1000")]),
+        valid_case([("type", "deposit"), ("account", "b"), ("amount", "1000")]),
+        valid_case([("type", "oracle"), ("market", "M"), ("price", "100")]),
+        valid_case(fill),
+    ]
+    for name, values in sorted(BAD_V2_MARKET_FIELDS.items()):
+        for value in values:
+            expect = _IF if v2 else ok
+            cases.append(Case(dumps([*market, (name, value)]), "bad_" + name, expect))
+    funding: Fields = [("type", "funding"), ("market", "M")]
+    for value in BAD_RATES:
+        expect = _IF if v2 else _UT
+        cases.append(Case(dumps([*funding, ("rate", value)]), "bad_funding_rate", expect))
+    cases.append(Case(dumps(funding), "funding_no_rate", _IF if v2 else _UT))
+    for rate in ("0.0001", "-0.99999999", 0):
+        cases.append(Case(dumps([*funding, ("rate", rate)]), "funding", ok if v2 else _UT))
+    return cases
 
 
 def _money_of(fields: Fields) -> tuple[str, str, int]:

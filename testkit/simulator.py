@@ -49,6 +49,7 @@ everything); ``tools/simulate.py`` is the command line:
     python tools/simulate.py --seeds 1-500 --jobs 2        # 500 seeds x 20,000 = 10M inputs
     python tools/simulate.py --seeds 1-4 --events 5000     # a quick look
     python tools/simulate.py --seed 17 --core native       # the native fast path
+    python tools/simulate.py --seeds 1-4 --rules 2         # a ledger under SPEC §9's rules
 """
 
 from __future__ import annotations
@@ -186,7 +187,9 @@ class Feeder:
 
     def __init__(self, name: str, seed: int, world: StreamModel, valid_share: float) -> None:
         rng = random.Random(f"{seed}:feeder:{name}")
-        model = StreamModel(rng, tag=f"{name}.", users=0, markets=0)
+        model = StreamModel(
+            rng, tag=f"{name}.", users=0, markets=0, rules_version=world.rules_version
+        )
         # Same world as every feeder (markets, users, scale): only the genesis creates it.
         model.markets = list(world.markets)
         model.users = list(world.users)
@@ -283,8 +286,12 @@ class Simulation:
         *,
         fsync: str | None = None,
         core: str = "python",
+        rules_version: int = 1,
     ) -> None:
         self.seed = seed
+        # The ledger's rules (SPEC §9): the journal records them, the shadow and every
+        # recovery run under them; version 2 streams carry funding and §9's market fields.
+        self.rules_version = rules_version
         self.target = events
         self.core = core  # the sequencer's engine core; the shadow is always Python's
         self.cfg = Config.draw(random.Random(f"{seed}:config"), fsync)
@@ -294,16 +301,20 @@ class Simulation:
         self.snapshot_disk = FaultyStorage(self.rng)
         self.journal_dir = os.path.join(workdir, "journal")
         self.snapshot_dir = os.path.join(workdir, "snapshots")
-        world = StreamModel(random.Random(f"{seed}:world"), tag="world.")
+        world = StreamModel(
+            random.Random(f"{seed}:world"), tag="world.", rules_version=rules_version
+        )
         self.genesis = Genesis(world)
         self.feeders = [
             Feeder(f"feed{i}", seed, world, self.cfg.valid_share) for i in range(self.cfg.feeders)
         ]
         self.by_name: dict[str, Feeder] = {f.name: f for f in self.feeders}
         self.result = SeedResult(seed, config=vars(self.cfg).copy())
+        if rules_version != 1:  # version 1's results read as they always have
+            self.result.config["rules_version"] = rules_version
         self.sequencer: Sequencer | None = None
         self.journal: LocalJournal | None = None  # the sequencer's, while it is up
-        self.shadow = Engine()
+        self.shadow = Engine(rules_version=rules_version)
         # The truth about what the journal holds, per source (checked against the rebuild).
         self.journaled: dict[str, int] = {GENESIS: 0, **{f.name: 0 for f in self.feeders}}
         self.gate: dict[str, int] = dict(self.journaled)  # the sequencer side's view
@@ -338,6 +349,7 @@ class Simulation:
             self.journal_dir,
             fsync=cfg.fsync,  # type: ignore[arg-type]
             storage=self.journal_disk,
+            rules_version=self.rules_version,
             **sizing,  # type: ignore[arg-type]
         )
         opened = Sequencer.over(
@@ -830,7 +842,9 @@ class Simulation:
         self.sequencer = self.journal = None
         journal = LocalJournal(self.journal_dir, readonly=True)
         try:
-            full = recover(None, journal)
+            full = recover(None, journal, rules_version=journal.rules_version)
+            if journal.rules_version != self.rules_version:
+                raise self.fail(f"the journal records rules {journal.rules_version}")
             if dump_state(full.engine) != dump_state(self.shadow):
                 raise self.fail("full replay of the journal differs from the shadow")
             positions: dict[str, int] = {}
@@ -898,10 +912,12 @@ def run_seed(
     keep: bool = False,
     fsync: str | None = None,
     core: str = "python",
+    rules_version: int = 1,
 ) -> SeedResult:
-    """Run one seed in a fresh directory (kept on failure, or with ``keep``)."""
+    """Run one seed in a fresh directory (kept on failure, or with ``keep``), on a ledger
+    under ``rules_version``."""
     workdir = tempfile.mkdtemp(prefix=f"sim-{seed}-", dir=base_dir)
-    sim = Simulation(seed, events, workdir, fsync=fsync, core=core)
+    sim = Simulation(seed, events, workdir, fsync=fsync, core=core, rules_version=rules_version)
     try:
         result = sim.run()
     except SimulationFailure as exc:

@@ -27,6 +27,12 @@ are mixed in.
 
     python tools/fuzz_inputs.py --count 1000000 --seed 1          # the full run (~minutes)
     python tools/fuzz_inputs.py --count 30000 --seed 7 --oversized-every 3000   # CI-sized
+    python tools/fuzz_inputs.py --count 100000 --seed 3 --rules 2   # SPEC §9's rules too
+
+Under ``--rules 2`` the valid mix carries §9's market fields (partial steps, ``adl``, fee
+shares, volatility tiers) and ``funding`` inputs, and the hostile mix their bad values
+(null, wrong type, out of range, ``|rate| >= 1``, tiers not ascending, unknown policies),
+each expected to be ``invalid_field``.
 
 Exit status 0 only with zero crashes, zero expectation mismatches, zero state changes by a
 reject and bounded memory. The generators and the hostile catalogue live in
@@ -95,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--core", choices=("python", "native"), default="python", help="engine core to fuzz"
     )
+    parser.add_argument(
+        "--rules",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="rules version of the fuzzed ledger (2 adds SPEC §9's inputs and fields)",
+    )
     args = parser.parse_args(argv)
 
     last = [time.perf_counter()]
@@ -118,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         failures_dir=args.failures_dir,
         progress=progress,
         core=args.core,
+        rules_version=args.rules,
     )
-    print(f"fuzz_inputs seed={args.seed} count={args.count} core={args.core}")
+    rules = "" if args.rules == 1 else f" rules={args.rules}"  # version 1's line unchanged
+    print(f"fuzz_inputs seed={args.seed} count={args.count} core={args.core}{rules}")
     print(report.summary())
     limit = int(args.max_rss_growth_mib * MIB)
     ok = report.ok(limit)
@@ -128,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(
                 {
                     "seed": args.seed,
+                    "rules_version": args.rules,
                     "inputs": report.inputs,
                     "seconds": report.seconds,
                     "inputs_per_s": report.rate,

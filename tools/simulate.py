@@ -7,6 +7,7 @@ check) is ``testkit.simulator``; its docstring says what is injected and checked
     python tools/simulate.py --seeds 1-500 --jobs 2        # 500 seeds x 20,000 = 10M inputs
     python tools/simulate.py --seeds 1-4 --events 5000     # a quick look
     python tools/simulate.py --seed 17 --core native       # the daemon's native fast path
+    python tools/simulate.py --seeds 1-4 --rules 2         # a ledger under rules version 2
 
 Exit status: 0 when every seed held every property, 1 when one did not (each violation
 is printed with the command that reproduces it), 2 on a usage error.
@@ -30,7 +31,7 @@ from clearing.engine.native import native_available
 from testkit.simulator import SeedResult, as_json, run_seed
 
 
-def _run_seed_args(args: tuple[int, int, str | None, bool, str | None, str]) -> SeedResult:
+def _run_seed_args(args: tuple[int, int, str | None, bool, str | None, str, int]) -> SeedResult:
     # Torn-tail warnings are counted (by a handler on "clearing"), not printed.
     logging.getLogger("clearing").propagate = False
     return run_seed(*args)
@@ -60,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         default="python",
         help="the sequencer's engine core (default python; the shadow is always Python's)",
     )
+    parser.add_argument(
+        "--rules",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="rules version of the simulated ledger (2: SPEC §9, with funding inputs)",
+    )
     parser.add_argument("--workdir", help="where seed directories go (default: system temp)")
     parser.add_argument("--keep", action="store_true", help="keep every seed's directory")
     parser.add_argument(
@@ -71,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.core == "native" and not native_available():
         print("--core native needs the clearing_native extension: pip install ./native")
         return 2
-    tasks = [(s, args.events, args.workdir, args.keep, args.fsync, args.core) for s in seeds]
+    tasks = [
+        (s, args.events, args.workdir, args.keep, args.fsync, args.core, args.rules) for s in seeds
+    ]
     results: list[SeedResult] = []
     json_out = open(args.json, "a") if args.json else None  # noqa: SIM115 - closed below
 
@@ -125,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in failed:
         print(f"VIOLATION: {r.failure}")
         core = "" if args.core == "python" else f" --core {args.core}"
+        core += "" if args.rules == 1 else f" --rules {args.rules}"
         print(f"  reproduce: python tools/simulate.py --seed {r.seed} --events {args.events}{core}")
         for key in r.observations:
             if key.startswith("workdir_kept:"):
