@@ -1,0 +1,150 @@
+"""The build directory: what ``clearing proof build`` writes and ``extract`` reads.
+
+- ``statement.json``: the statement, to publish.
+- ``tree.bin``: every node that covers an account, level by level from the leaves
+  (``TREE_MAGIC``, u64 account count, u8 depth, then per level ``ceil(n / 2^l)`` nodes
+  of 32 hash bytes + 32 sum bytes): any proof is read from it with ``depth`` seeks.
+- ``leaves.jsonl``: the leaves in tree order, ``[account, salt hex, liability e16]``
+  a line. With ``tree.bin`` this is the operator's private material: it names accounts.
+- ``proofs.jsonl`` (``build --proofs``, or ``extract --all``): every account's proof,
+  one a line, in tree order. At 1M accounts it is about 2 GB, hence optional.
+
+Each file is written to a temporary name and renamed, so a crash never leaves half a file
+under the real name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import BinaryIO, Final
+
+import msgspec
+
+from clearing.proof._documents import Proof, Statement
+from clearing.proof._publish import make_proof
+from clearing.proof._tree import EMPTY_HASHES, Leaf, SumTree
+
+__all__ = [
+    "LEAVES_FILE",
+    "PROOFS_FILE",
+    "STATEMENT_FILE",
+    "TREE_FILE",
+    "TreeFile",
+    "write_build",
+    "write_document",
+    "write_proofs",
+]
+
+STATEMENT_FILE: Final = "statement.json"
+TREE_FILE: Final = "tree.bin"
+LEAVES_FILE: Final = "leaves.jsonl"
+PROOFS_FILE: Final = "proofs.jsonl"
+TREE_MAGIC: Final = b"clearing-pol/1 tree\n"
+_NODE_BYTES: Final = 64
+_HEADER_BYTES: Final = len(TREE_MAGIC) + 8 + 1
+_leaf_row = msgspec.json.Decoder(tuple[str, str, str])
+
+
+def _level_sizes(account_count: int, depth: int) -> list[int]:
+    return [-(-account_count // (1 << level)) for level in range(depth + 1)]
+
+
+def _replace_from(path: str, write: object) -> None:
+    temporary = path + ".tmp"
+    with open(temporary, "wb") as out:
+        write(out)  # type: ignore[operator]
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
+def write_document(path: str, document: Statement | Proof) -> None:
+    text = msgspec.json.format(msgspec.json.encode(document)) + b"\n"
+    _replace_from(path, lambda out: out.write(text))
+
+
+def write_build(directory: str, tree: SumTree, statement: Statement) -> None:
+    """The statement, the tree and the leaves into ``directory`` (created if missing)."""
+    os.makedirs(directory, exist_ok=True)
+    _replace_from(os.path.join(directory, TREE_FILE), lambda out: _write_tree(out, tree))
+    _replace_from(os.path.join(directory, LEAVES_FILE), lambda out: _write_leaves(out, tree))
+    write_document(os.path.join(directory, STATEMENT_FILE), statement)
+
+
+def _write_tree(out: BinaryIO, tree: SumTree) -> None:
+    out.write(TREE_MAGIC + len(tree.leaves).to_bytes(8, "big") + bytes([tree.depth]))
+    for hashes, sums in zip(tree.hashes, tree.sums, strict=True):
+        out.write(b"".join(h + s.to_bytes(32, "big") for h, s in zip(hashes, sums, strict=True)))
+
+
+def _write_leaves(out: BinaryIO, tree: SumTree) -> None:
+    encode = msgspec.json.encode
+    for leaf in tree.leaves:
+        out.write(encode((leaf.account_id, leaf.salt.hex(), str(leaf.liability_e16))) + b"\n")
+
+
+def write_proofs(path: str, statement: Statement, tree: SumTree | TreeFile) -> int:
+    """Every account's proof into ``path``, one JSON document a line; how many."""
+    encode = msgspec.json.encode
+
+    def write(out: BinaryIO) -> None:
+        for index, leaf in enumerate(tree.iter_leaves()):
+            out.write(encode(make_proof(statement, tree, leaf, index)) + b"\n")
+
+    _replace_from(path, write)
+    return statement.account_count
+
+
+class TreeFile:
+    """A build directory's ``tree.bin`` and ``leaves.jsonl``, read on demand.
+
+    Raises ValueError when the files do not fit each other or ``statement``."""
+
+    def __init__(self, directory: str, statement: Statement) -> None:
+        self._leaves_path = os.path.join(directory, LEAVES_FILE)
+        self._tree = open(os.path.join(directory, TREE_FILE), "rb")  # noqa: SIM115
+        header = self._tree.read(_HEADER_BYTES)
+        count = int.from_bytes(header[len(TREE_MAGIC) : -1], "big")
+        depth = header[-1] if len(header) == _HEADER_BYTES else -1
+        sizes = _level_sizes(count, max(depth, 0))
+        expected = _HEADER_BYTES + _NODE_BYTES * sum(sizes)
+        if (
+            not header.startswith(TREE_MAGIC)
+            or (count, depth) != (statement.account_count, statement.tree_depth)
+            or os.fstat(self._tree.fileno()).st_size != expected
+        ):
+            self._tree.close()
+            raise ValueError(f"{TREE_FILE} does not belong to {STATEMENT_FILE} beside it")
+        self._offsets = [_HEADER_BYTES]
+        for size in sizes:
+            self._offsets.append(self._offsets[-1] + _NODE_BYTES * size)
+        self._sizes = sizes
+
+    def close(self) -> None:
+        self._tree.close()
+
+    def node(self, level: int, index: int) -> tuple[bytes, int]:
+        if index >= self._sizes[level]:
+            return EMPTY_HASHES[level], 0
+        self._tree.seek(self._offsets[level] + _NODE_BYTES * index)
+        raw = self._tree.read(_NODE_BYTES)
+        return raw[:32], int.from_bytes(raw[32:], "big")
+
+    def iter_leaves(self) -> Iterator[Leaf]:
+        with open(self._leaves_path, "rb") as rows:
+            for line in rows:
+                account_id, salt, liability = _leaf_row.decode(line)
+                # The leaf hash is not stored: a proof carries what it is made of instead.
+                yield Leaf(account_id, bytes.fromhex(salt), int(liability), b"")
+
+    def find(self, account_id: str) -> tuple[Leaf, int] | None:
+        """The account's leaf and its index in tree order, or None."""
+        needle = msgspec.json.encode(account_id)
+        with open(self._leaves_path, "rb") as rows:
+            for index, line in enumerate(rows):
+                # A cheap prefix test first: decoding 1M rows to find one is slow.
+                if line.startswith(b"[" + needle + b","):
+                    account, salt, liability = _leaf_row.decode(line)
+                    return Leaf(account, bytes.fromhex(salt), int(liability), b""), index
+        return None

@@ -1,0 +1,83 @@
+"""Where the ledger of a proof comes from: a local journal replayed to a seq, or a snapshot.
+
+A journal is replayed from seq 1 with every recorded output re-derived and compared
+(``clearing.sequencer.recover``, the one definition of "the state at seq N"), its
+snapshots left unused: a proof should not rest on a file the journal does not vouch for.
+A snapshot file is loaded as it is, with the seq and chain hash its header records.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from clearing.engine import EngineCore, load_engine
+from clearing.errors import ClearingError, UserError
+from clearing.journal import JournalError, LocalJournal, hash_at
+from clearing.sequencer import recover
+from clearing.snapshot import SnapshotError, read_snapshot
+
+__all__ = ["LedgerAt", "open_ledger"]
+
+
+class LedgerAt(NamedTuple):
+    """An engine at ``engine.seq`` and the journal's chain hash there."""
+
+    engine: EngineCore
+    chain_hash: bytes
+
+
+def open_ledger(source: str, until_seq: int | None, core: str) -> LedgerAt:
+    """The ledger of ``source`` (a journal directory or a snapshot file); UserError if
+    it cannot be read as asked."""
+    if os.path.isdir(source):
+        return _from_journal(source, until_seq, core)
+    if os.path.isfile(source):
+        if until_seq is not None:
+            raise UserError(
+                f"--until needs a journal directory; {source} is a snapshot, taken at its own seq"
+            )
+        return _from_snapshot(source, core)
+    raise UserError(f"{source}: no such journal directory or snapshot file")
+
+
+def _from_journal(directory: str, until_seq: int | None, core: str) -> LedgerAt:
+    try:
+        journal = LocalJournal(directory, readonly=True)
+    except (JournalError, OSError) as exc:
+        raise UserError(f"cannot open journal {directory}: {exc}") from exc
+    try:
+        if until_seq is not None and not 0 <= until_seq <= journal.last_seq:
+            raise UserError(
+                f"--until {until_seq} is outside the journal (seq 0..{journal.last_seq})"
+            )
+        result = recover(
+            None,
+            journal.last_seq,
+            journal.read,
+            lambda seq: hash_at(journal, seq),
+            until_seq=until_seq,
+            core=core,
+        )
+        engine = result.engine
+        return LedgerAt(engine, hash_at(journal, engine.seq))
+    except UserError:
+        raise
+    except ClearingError as exc:
+        raise UserError(f"cannot replay journal {directory}: {exc}") from exc
+    finally:
+        journal.close()
+
+
+def _from_snapshot(path: str, core: str) -> LedgerAt:
+    try:
+        snapshot = read_snapshot(path)
+        engine = load_engine(snapshot.state, core)
+    except (SnapshotError, ClearingError, OSError) as exc:
+        raise UserError(f"cannot load snapshot {path}: {exc}") from exc
+    if engine.seq != snapshot.journal_seq:
+        raise UserError(
+            f"snapshot {path} holds an engine at seq {engine.seq} but its header says "
+            f"{snapshot.journal_seq}: it is damaged"
+        )
+    return LedgerAt(engine, snapshot.journal_hash)
