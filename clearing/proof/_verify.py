@@ -91,7 +91,7 @@ def _check_same_statement(proof: Proof, statement: Statement) -> None:
                 f"the {name} uses encoding {value.encoding!r} with {value.hash_function!r}; "
                 f"this verifier knows only {ENCODING!r} with {HASH_NAME!r}"
             )
-    for field in ("root_hash", "seq", "journal_chain_hash", "account_count"):
+    for field in ("seq", "journal_chain_hash", "account_count", "root_hash"):
         mine, theirs = getattr(proof, field), getattr(statement, field)
         if mine != theirs:
             raise ProofError(
