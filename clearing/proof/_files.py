@@ -136,7 +136,7 @@ class TreeFile:
             for line in rows:
                 account_id, salt, liability = _leaf_row.decode(line)
                 # The leaf hash is not stored: a proof carries what it is made of instead.
-                yield Leaf(account_id, bytes.fromhex(salt), int(liability), b"")
+                yield Leaf(b"", account_id, bytes.fromhex(salt), int(liability))
 
     def find(self, account_id: str) -> tuple[Leaf, int] | None:
         """The account's leaf and its index in tree order, or None."""
@@ -146,5 +146,5 @@ class TreeFile:
                 # A cheap prefix test first: decoding 1M rows to find one is slow.
                 if line.startswith(b"[" + needle + b","):
                     account, salt, liability = _leaf_row.decode(line)
-                    return Leaf(account, bytes.fromhex(salt), int(liability), b""), index
+                    return Leaf(b"", account, bytes.fromhex(salt), int(liability)), index
         return None

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final, NamedTuple
+
+from clearing.heap import collector_paused
 
 __all__ = [
     "EMPTY_HASHES",
@@ -52,6 +54,7 @@ _LEAF_TAG: Final = b"\x00"
 _NODE_TAG: Final = b"\x01"
 _PADDING_TAG: Final = b"\x02"
 _SALT_LABEL: Final = b"clearing-pol/1 salt\x00"
+_SHA256_BLOCK: Final = 64
 # Depth 63 is 9.2e18 leaves, far past any ledger; it bounds the constant table below.
 _MAX_DEPTH: Final = 63
 
@@ -90,6 +93,25 @@ def account_salt(seed: bytes, account_id: str) -> bytes:
     return hmac.digest(seed, _SALT_LABEL + account_id.encode(), "sha256")
 
 
+def _salter(seed: bytes) -> Callable[[bytes], bytes]:
+    """``account_salt`` for many ids (UTF-8 encoded) under one seed: HMAC computed from
+    its two padded-key hash states, prepared once (RFC 2104). ``hmac.digest`` redoes the
+    key set-up per call, which was half of the time of building a 1M-account tree."""
+    key = hashlib.sha256(seed).digest() if len(seed) > _SHA256_BLOCK else seed
+    key = key.ljust(_SHA256_BLOCK, b"\x00")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key) + _SALT_LABEL)
+    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+
+    def salt_of(ident: bytes) -> bytes:
+        inner_hash = inner.copy()
+        inner_hash.update(ident)
+        outer_hash = outer.copy()
+        outer_hash.update(inner_hash.digest())
+        return outer_hash.digest()
+
+    return salt_of
+
+
 def leaf_hash(account_id: str, salt: bytes, liability_e16: int) -> bytes:
     """An account leaf's hash: commits to the id, the salt and the liability."""
     ident = account_id.encode()
@@ -104,12 +126,12 @@ def tree_depth(leaf_count: int) -> int:
 
 
 class Leaf(NamedTuple):
-    """One account's place in the tree."""
+    """One account's place in the tree (the hash first: leaves sort by it)."""
 
+    hash: bytes
     account_id: str
     salt: bytes
     liability_e16: int
-    hash: bytes
 
 
 class SumTree(NamedTuple):
@@ -145,13 +167,34 @@ class SumTree(NamedTuple):
 
 def build_tree(seed: bytes, liabilities: Iterable[tuple[str, int]]) -> SumTree:
     """The sum tree over ``(account id, liability e16)`` pairs (ids unique, liabilities
-    >= 0), leaves ordered by leaf hash."""
-    leaves = []
+    >= 0), leaves ordered by leaf hash. ``leaf_hash`` and ``account_salt``, inlined."""
+    with collector_paused():
+        return _build(seed, liabilities)
+
+
+def _build(seed: bytes, liabilities: Iterable[tuple[str, int]]) -> SumTree:
+    salt_of = _salter(seed)
+    sha256 = hashlib.sha256
+    make_leaf = tuple.__new__  # Leaf(...) runs Python code per call; this does not
+    leaves: list[Leaf] = []
     for account_id, liability_e16 in liabilities:
-        salt = account_salt(seed, account_id)
-        commitment = leaf_hash(account_id, salt, liability_e16)
-        leaves.append(Leaf(account_id, salt, liability_e16, commitment))
-    leaves.sort(key=lambda leaf: leaf.hash)
+        if not 0 <= liability_e16 <= MAX_SUM:
+            raise ValueError(f"account {account_id!r}: liability {liability_e16} out of range")
+        ident = account_id.encode()
+        salt = salt_of(ident)
+        commitment = sha256(
+            b"".join(
+                (
+                    _LEAF_TAG,
+                    len(ident).to_bytes(4, "big"),
+                    ident,
+                    salt,
+                    liability_e16.to_bytes(32, "big"),
+                )
+            )
+        ).digest()
+        leaves.append(make_leaf(Leaf, (commitment, account_id, salt, liability_e16)))
+    leaves.sort()  # by hash: two leaves never share one (the ids differ)
     hashes = [[leaf.hash for leaf in leaves]]
     sums = [[leaf.liability_e16 for leaf in leaves]]
     for level in range(tree_depth(len(leaves))):

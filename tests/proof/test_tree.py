@@ -109,6 +109,25 @@ def test_salt_is_hmac_of_the_id_and_the_leaf_binds_id_salt_and_liability() -> No
     assert leaf_hash("ab", b"c" * 32, 0) != leaf_hash("abc", b"c" * 31 + b"\x00", 0)
 
 
+@pytest.mark.parametrize("seed", [b"k" * 16, b"s" * 64, bytes(range(200))])
+def test_the_built_leaves_are_the_reference_salts_and_hashes(seed: bytes) -> None:
+    """build_tree inlines the salt (HMAC from prepared pads) and the leaf hash; both
+    must equal the plain definitions, for short and for long (hashed) seeds."""
+    tree = build_tree(seed, [*_accounts(30), ("\u00e9t\u00e9", 1)])
+    for leaf in tree.leaves:
+        assert leaf.salt == account_salt(seed, leaf.account_id)
+        assert leaf.hash == leaf_hash(leaf.account_id, leaf.salt, leaf.liability_e16)
+
+
+def test_a_liability_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        build_tree(SEED, [("a", -1)])
+    with pytest.raises(ValueError, match="out of range"):
+        build_tree(SEED, [("a", MAX_SUM + 1)])
+    with pytest.raises(ValueError):
+        build_tree(SEED, [("a", MAX_SUM), ("b", 1)])  # the total would not fit
+
+
 def test_padding_is_a_distinct_public_constant() -> None:
     assert EMPTY_HASHES[0] == PADDING_HASH
     assert EMPTY_HASHES[1] == node_hash(PADDING_HASH, 0, PADDING_HASH, 0)
