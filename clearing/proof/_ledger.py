@@ -9,29 +9,29 @@ byte alike, so the tree does not depend on the core that built the ledger.
 
 from __future__ import annotations
 
-import re
 from typing import Final, NamedTuple
 
 import msgspec
 
 from clearing.engine import EngineCore, LedgerFigures
 from clearing.engine.state import SYSTEM_ACCOUNTS
+from clearing.heap import collector_paused
 
 __all__ = ["LedgerLiabilities", "ledger_liabilities"]
 
-_DECIMAL_RE: Final = re.compile(r"(-?)([0-9]+)(?:\.([0-9]{1,16}))?")
+_SCALE: Final = tuple(10**places for places in range(17))
 
 
-class _Account(msgspec.Struct, frozen=True):
+class _Account(msgspec.Struct, frozen=True, gc=False):
     cash: str
     positions: dict[str, str] = {}
 
 
-class _Market(msgspec.Struct, frozen=True):
+class _Market(msgspec.Struct, frozen=True, gc=False):
     mark: str | None = None
 
 
-class _State(msgspec.Struct, frozen=True):
+class _State(msgspec.Struct, frozen=True, gc=False):
     accounts: dict[str, _Account]
     markets: dict[str, _Market]
 
@@ -46,13 +46,21 @@ class LedgerLiabilities(NamedTuple):
 
 
 def _scaled(text: str, places: int) -> int:
-    """A plain decimal as an integer count of 10^-places; ValueError if it has more."""
-    match = _DECIMAL_RE.fullmatch(text)
-    if match is None or len(match.group(3) or "") > places:
+    """A plain decimal (``-?[0-9]+(.[0-9]{1,places})?``) as an integer count of
+    10^-places; ValueError for anything else. (``int`` alone would also take signs,
+    spaces, underscores and other scripts' digits, hence the checks.)"""
+    body = text[1:] if text.startswith("-") else text
+    whole, dot, frac = body.partition(".")
+    if not (
+        whole.isascii()
+        and whole.isdigit()
+        and (not dot or (frac.isascii() and frac.isdigit() and len(frac) <= places))
+    ):
         raise ValueError(f"{text!r} is not a decimal with at most {places} places")
-    sign, whole, frac = match.groups()
-    value = int(whole) * 10**places + int((frac or "").ljust(places, "0") or "0")
-    return -value if sign else value
+    value = int(whole) * _SCALE[places]
+    if frac:
+        value += int(frac) * _SCALE[places - len(frac)]
+    return -value if body is not text else value
 
 
 def _equity_e16(account: _Account, marks_e8: dict[str, int | None]) -> int:
@@ -68,6 +76,11 @@ def _equity_e16(account: _Account, marks_e8: dict[str, int | None]) -> int:
 def ledger_liabilities(engine: EngineCore) -> LedgerLiabilities:
     """The liabilities of ``engine``'s ledger as it stands (ValueError if its state
     document is not what SPEC §8 describes)."""
+    with collector_paused():
+        return _liabilities(engine)
+
+
+def _liabilities(engine: EngineCore) -> LedgerLiabilities:
     state = msgspec.json.decode(engine.state_json(), type=_State)
     marks_e8 = {
         market_id: None if market.mark is None else _scaled(market.mark, 8)
