@@ -111,6 +111,10 @@ def _extract(args: argparse.Namespace) -> int:
         if found is None:
             raise UserError(f"account {args.account!r} is not in the tree in {args.directory}")
         proof = make_proof(statement, tree, *found)
+        try:
+            verify_proof(proof, statement)  # never hand out a proof that does not verify
+        except ProofError as exc:
+            raise UserError(f"the build in {args.directory} is damaged: {exc}") from exc
         if args.output:
             write_document(args.output, proof)
         else:

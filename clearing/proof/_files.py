@@ -120,6 +120,13 @@ class TreeFile:
         for size in sizes:
             self._offsets.append(self._offsets[-1] + _NODE_BYTES * size)
         self._sizes = sizes
+        root_hash, total_e16 = self.node(max(depth, 0), 0)
+        if (root_hash.hex(), str(total_e16)) != (
+            statement.root_hash,
+            statement.total_liabilities_e16,
+        ):
+            self._tree.close()
+            raise ValueError(f"the root in {TREE_FILE} is not the one in {STATEMENT_FILE}")
 
     def close(self) -> None:
         self._tree.close()

@@ -43,10 +43,15 @@ def open_ledger(source: str, until_seq: int | None, core: str) -> LedgerAt:
 
 def _from_journal(directory: str, until_seq: int | None, core: str) -> LedgerAt:
     try:
-        journal = LocalJournal(directory, readonly=True)
+        # Open checks the segment headers and the tail; the replay verifies every record.
+        journal = LocalJournal(directory, readonly=True, scan_mode="tail")
     except (JournalError, OSError) as exc:
         raise UserError(f"cannot open journal {directory}: {exc}") from exc
     try:
+        if journal.last_seq == 0:
+            raise UserError(
+                f"{directory} holds no journal records: give a journal directory or a snapshot file"
+            )
         if until_seq is not None and not 0 <= until_seq <= journal.last_seq:
             raise UserError(
                 f"--until {until_seq} is outside the journal (seq 0..{journal.last_seq})"

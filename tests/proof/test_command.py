@@ -179,6 +179,8 @@ def test_tampered_proof_file_exits_1(
         (["proof", "extract", "{built}", "--account", "nobody"], "'nobody' is not in the tree"),
         ([*BUILD, "{journal}", "--seed-file", "{short}"], "at least 16"),
         ([*BUILD, "{missing}", "--seed-file", "{seed}"], "no such"),
+        ([*BUILD, "{empty}", "--seed-file", "{seed}"], "holds no journal records"),
+        ([*BUILD, "{garbage}", "--seed-file", "{seed}"], "cannot load snapshot"),
         ([*BUILD, "{journal}", "--seed-file", "{seed}", "--until", "9e9"], "invalid int"),
         ([*BUILD, "{journal}", "--seed-file", "{seed}", "--until", "99999"], "outside the journal"),
         ([*BUILD, "{snapshot}", "--seed-file", "{seed}", "--until", "5"], "needs a journal"),
@@ -194,11 +196,13 @@ def test_usage_and_file_errors_exit_2_with_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     (tmp_path / "garbage").write_bytes(b"{not json")
+    (tmp_path / "empty").mkdir()
     (tmp_path / "short").write_bytes(b"tiny")
     proof = tmp_path / "proof.json"
     proof.write_bytes((built / "proofs.jsonl").read_bytes().splitlines()[0])
     names = {
         "missing": tmp_path / "missing",
+        "empty": tmp_path / "empty",
         "statement": built / "statement.json",
         "garbage": tmp_path / "garbage",
         "proof": proof,
@@ -223,3 +227,23 @@ def test_usage_and_file_errors_exit_2_with_one_line(
     assert not usage or usage[0].startswith("usage:")
     assert "Traceback" not in captured.err
     assert not (tmp_path / "out").exists()
+
+
+def test_extract_refuses_a_damaged_build(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name in ("statement.json", "tree.bin", "leaves.jsonl"):
+        (damaged / name).write_bytes((built / name).read_bytes())
+    rows = (damaged / "leaves.jsonl").read_bytes().splitlines()
+    account, salt, liability = json.loads(rows[0])
+    rows[0] = json.dumps([account, salt, str(int(liability) + 1)]).encode()
+    (damaged / "leaves.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    assert main(["proof", "extract", str(damaged), "--account", account]) == 2
+    assert "is damaged: the path does not lead" in capsys.readouterr().err
+    tree = bytearray((built / "tree.bin").read_bytes())
+    tree[-1] ^= 1  # the root's sum
+    (damaged / "tree.bin").write_bytes(bytes(tree))
+    assert main(["proof", "extract", str(damaged), "--account", account]) == 2
+    assert "the root in tree.bin is not the one in statement.json" in capsys.readouterr().err
