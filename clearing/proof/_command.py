@@ -12,9 +12,8 @@ from typing import Final
 
 import msgspec
 
-from clearing.engine.money import format_e16
 from clearing.errors import UserError
-from clearing.proof._documents import Statement, decode_proof, decode_statement
+from clearing.proof._documents import Statement, decimal_e16, decode_proof, decode_statement
 from clearing.proof._files import (
     PROOFS_FILE,
     STATEMENT_FILE,
@@ -142,7 +141,7 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_NOT_VERIFIED
     print(
         f"VERIFIED: account {verified.account!r} with liability "
-        f"{format_e16(verified.liability_e16)} is included in root {verified.root_hash} "
-        f"(total liabilities {format_e16(verified.total_e16)}, seq {verified.seq})"
+        f"{decimal_e16(verified.liability_e16)} is included in root {verified.root_hash} "
+        f"(total liabilities {decimal_e16(verified.total_e16)}, seq {verified.seq})"
     )
     return EXIT_VERIFIED

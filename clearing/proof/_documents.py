@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["FundFigures", "PathNode", "Proof", "Statement", "decode_proof", "decode_statement"]
+__all__ = [
+    "FundFigures",
+    "PathNode",
+    "Proof",
+    "Statement",
+    "amount_pairs",
+    "decimal_e16",
+    "decode_proof",
+    "decode_statement",
+]
 
 
 class FundFigures(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -74,3 +83,27 @@ def decode_statement(data: bytes) -> Statement:
 def decode_proof(data: bytes) -> Proof:
     """A proof from its JSON bytes; msgspec.ValidationError/DecodeError if malformed."""
     return msgspec.json.decode(data, type=Proof)
+
+
+def decimal_e16(amount_e16: int) -> str:
+    """The plain decimal beside an ``*_e16`` amount: no trailing zeros (``"30.6"``).
+
+    The same text as ``clearing.engine.money.format_e16`` (a test holds them equal); kept
+    here so that checking a proof needs nothing of the ledger's packages."""
+    sign = "-" if amount_e16 < 0 else ""
+    whole, frac = divmod(abs(amount_e16), 10**16)
+    return f"{sign}{whole}" + (f".{frac:016d}".rstrip("0") if frac else "")
+
+
+def amount_pairs(document: Statement | Proof) -> list[tuple[str, str, str]]:
+    """Every ``(name, e16 integer text, decimal text)`` pair the document carries."""
+    if isinstance(document, Proof):
+        return [("liability", document.liability_e16, document.liability)]
+    fund = document.insurance_fund
+    return [
+        ("total_liabilities", document.total_liabilities_e16, document.total_liabilities),
+        ("insurance_fund.equity", fund.equity_e16, fund.equity),
+        ("insurance_fund.cash", fund.cash_e16, fund.cash),
+        ("fee_pool_cash", document.fee_pool_cash_e16, document.fee_pool_cash),
+        ("bad_debt_cash", document.bad_debt_cash_e16, document.bad_debt_cash),
+    ]

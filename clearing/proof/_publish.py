@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from clearing.engine.money import format_e16
-from clearing.proof._documents import FundFigures, PathNode, Proof, Statement
+from clearing.proof._documents import FundFigures, PathNode, Proof, Statement, decimal_e16
 from clearing.proof._ledger import LedgerLiabilities
 from clearing.proof._tree import ENCODING, HASH_NAME, Leaf, SumTree
 
@@ -25,21 +24,21 @@ def make_statement(tree: SumTree, ledger: LedgerLiabilities, chain_hash: bytes) 
         hash_function=HASH_NAME,
         root_hash=tree.root_hash.hex(),
         total_liabilities_e16=str(tree.total_e16),
-        total_liabilities=format_e16(tree.total_e16),
+        total_liabilities=decimal_e16(tree.total_e16),
         account_count=len(tree.leaves),
         tree_depth=tree.depth,
         seq=ledger.seq,
         journal_chain_hash=chain_hash.hex(),
         insurance_fund=FundFigures(
             equity_e16=str(figures.fund_equity_e16),
-            equity=format_e16(figures.fund_equity_e16),
+            equity=decimal_e16(figures.fund_equity_e16),
             cash_e16=str(figures.fund_cash_e16),
-            cash=format_e16(figures.fund_cash_e16),
+            cash=decimal_e16(figures.fund_cash_e16),
         ),
         fee_pool_cash_e16=str(figures.fee_pool_cash_e16),
-        fee_pool_cash=format_e16(figures.fee_pool_cash_e16),
+        fee_pool_cash=decimal_e16(figures.fee_pool_cash_e16),
         bad_debt_cash_e16=str(figures.bad_debt_cash_e16),
-        bad_debt_cash=format_e16(figures.bad_debt_cash_e16),
+        bad_debt_cash=decimal_e16(figures.bad_debt_cash_e16),
     )
 
 
@@ -59,7 +58,7 @@ def make_proof(statement: Statement, nodes: NodeSource, leaf: Leaf, leaf_index: 
         account=leaf.account_id,
         salt=leaf.salt.hex(),
         liability_e16=str(leaf.liability_e16),
-        liability=format_e16(leaf.liability_e16),
+        liability=decimal_e16(leaf.liability_e16),
         leaf_index=leaf_index,
         path=path,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-from clearing.proof._documents import Proof, Statement
+from clearing.proof._documents import Proof, Statement, amount_pairs, decimal_e16
 from clearing.proof._tree import (
     EMPTY_HASHES,
     ENCODING,
@@ -91,6 +91,7 @@ def _check_same_statement(proof: Proof, statement: Statement) -> None:
                 f"the {name} uses encoding {value.encoding!r} with {value.hash_function!r}; "
                 f"this verifier knows only {ENCODING!r} with {HASH_NAME!r}"
             )
+        _check_decimals(name, value)
     for field in ("seq", "journal_chain_hash", "account_count", "root_hash"):
         mine, theirs = getattr(proof, field), getattr(statement, field)
         if mine != theirs:
@@ -110,6 +111,16 @@ def _check_same_statement(proof: Proof, statement: Statement) -> None:
         raise ProofError(
             f"leaf index {proof.leaf_index} is outside the {proof.account_count} accounts"
         )
+
+
+def _check_decimals(name: str, document: Proof | Statement) -> None:
+    """The decimals written for people must say what the exact amounts say."""
+    for field, exact, decimal in amount_pairs(document):
+        if _INTEGER_RE.fullmatch(exact) is None or decimal_e16(int(exact)) != decimal:
+            raise ProofError(
+                f"the {name}'s {field} reads {decimal[:40]!r} but its exact amount is "
+                f"{exact[:80]!r} e16"
+            )
 
 
 def _amount(text: str, what: str) -> int:

@@ -12,6 +12,7 @@ from clearing.engine import Engine, native_available
 from clearing.engine.margin import equity_e16
 from clearing.journal import LocalJournal, hash_at
 from clearing.proof import decode_proof, decode_statement
+from clearing.proof._documents import decimal_e16
 from clearing.snapshot import list_snapshots
 from tools.gen_events import generate
 
@@ -162,7 +163,8 @@ def test_tampered_proof_file_exits_1(
     built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     document = json.loads((built / "proofs.jsonl").read_bytes().splitlines()[0])
-    document["liability_e16"] = str(int(document["liability_e16"]) + 1)
+    raised = int(document["liability_e16"]) + 1
+    document["liability_e16"], document["liability"] = str(raised), decimal_e16(raised)
     proof = tmp_path / "proof.json"
     proof.write_text(json.dumps(document))
     code, out = _verify(proof, built / "statement.json", capsys)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clearing.engine.money import format_e16
 from clearing.proof import (
     EMPTY_HASHES,
     PADDING_HASH,
@@ -23,7 +24,7 @@ from clearing.proof import (
     node_hash,
     verify_proof,
 )
-from clearing.proof._documents import FundFigures
+from clearing.proof._documents import FundFigures, decimal_e16
 from clearing.proof._tree import MAX_SUM, SumTree, tree_depth
 
 SEED = b"s" * 32
@@ -37,7 +38,7 @@ def _statement(tree: SumTree, seq: int = 7) -> Statement:
         hash_function="sha256",
         root_hash=tree.root_hash.hex(),
         total_liabilities_e16=str(tree.total_e16),
-        total_liabilities="",
+        total_liabilities=decimal_e16(tree.total_e16),
         account_count=len(tree.leaves),
         tree_depth=tree.depth,
         seq=seq,
@@ -158,10 +159,13 @@ def _with_path(proof: Proof, level: int, **change: str) -> Proof:
 def test_tampered_leaf_is_caught(tree: SumTree) -> None:
     statement = _statement(tree)
     proof = _proof_of(tree, statement, "acct-3")
-    raised = str(int(proof.liability_e16) + E16)
+    raised = int(proof.liability_e16) + E16
     assert "does not lead to the statement's root" in _failure(
-        msgspec.structs.replace(proof, liability_e16=raised), statement
+        msgspec.structs.replace(proof, liability_e16=str(raised), liability=decimal_e16(raised)),
+        statement,
     )
+    # The decimal written for people must match the exact amount.
+    assert "reads" in _failure(msgspec.structs.replace(proof, liability="1000000"), statement)
     assert "does not lead to the statement's root" in _failure(
         msgspec.structs.replace(proof, account="acct-4"), statement
     )
@@ -182,26 +186,34 @@ def test_moving_value_between_siblings_is_caught(tree: SumTree) -> None:
     smaller sibling sum and a matching larger own one. Here both sums are bound."""
     statement = _statement(tree)
     proof = _proof_of(tree, statement, "acct-6")
+    lowered = int(proof.liability_e16) - 1
     shifted = msgspec.structs.replace(
         _with_path(proof, 0, sum_e16=str(int(proof.path[0].sum_e16) + 1)),
-        liability_e16=str(int(proof.liability_e16) - 1),
+        liability_e16=str(lowered),
+        liability=decimal_e16(lowered),
     )
     assert "does not lead to the statement's root" in _failure(shifted, statement)
 
 
 def test_changed_total_is_caught(tree: SumTree) -> None:
+    lowered = tree.total_e16 - 1
     statement = msgspec.structs.replace(
-        _statement(tree), total_liabilities_e16=str(tree.total_e16 - 1)
+        _statement(tree), total_liabilities_e16=str(lowered), total_liabilities=decimal_e16(lowered)
     )
     message = _failure(_proof_of(tree, statement, "acct-0"), statement)
     assert "the statement's total is" in message
+    mislabelled = msgspec.structs.replace(_statement(tree), total_liabilities="1")
+    assert "the statement's total_liabilities reads '1'" in _failure(
+        _proof_of(tree, mislabelled, "acct-0"), mislabelled
+    )
 
 
 def test_negative_node_is_caught(tree: SumTree) -> None:
     statement = _statement(tree)
     proof = _proof_of(tree, statement, "acct-2")
     assert "negative" in _failure(_with_path(proof, 2, sum_e16="-5"), statement)
-    assert "negative" in _failure(msgspec.structs.replace(proof, liability_e16="-1"), statement)
+    negative = msgspec.structs.replace(proof, liability_e16="-1", liability="-0.0000000000000001")
+    assert "negative" in _failure(negative, statement)
     assert "not an integer" in _failure(_with_path(proof, 0, sum_e16="1.5"), statement)
 
 
@@ -255,3 +267,8 @@ def test_random_trees_verify_for_every_account(liabilities: list[int]) -> None:
             leaf.liability_e16
         )
     assert tree.total_e16 == sum(liabilities)
+
+
+@given(st.integers(min_value=-(10**40), max_value=10**40))
+def test_the_documents_decimals_are_the_ledgers(amount_e16: int) -> None:
+    assert decimal_e16(amount_e16) == format_e16(amount_e16)
