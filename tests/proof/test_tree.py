@@ -272,3 +272,14 @@ def test_random_trees_verify_for_every_account(liabilities: list[int]) -> None:
 @given(st.integers(min_value=-(10**40), max_value=10**40))
 def test_the_documents_decimals_are_the_ledgers(amount_e16: int) -> None:
     assert decimal_e16(amount_e16) == format_e16(amount_e16)
+
+
+def test_a_proof_names_no_other_account_and_shows_no_other_salt(tree: SumTree) -> None:
+    statement = _statement(tree)
+    proof = make_proof(statement, tree, tree.leaves[4], 4)
+    text = msgspec.json.encode(proof)
+    for leaf in tree.leaves:
+        if leaf.account_id != proof.account:
+            assert msgspec.json.encode(leaf.account_id) not in text  # quoted: "a-1" vs "a-10"
+            assert leaf.salt.hex().encode() not in text
+    assert set(PathNode.__struct_fields__) == {"hash", "sum_e16"}
