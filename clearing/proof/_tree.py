@@ -32,6 +32,7 @@ __all__ = [
     "EMPTY_HASHES",
     "ENCODING",
     "HASH_NAME",
+    "MAX_LEAVES",
     "MAX_SUM",
     "PADDING_HASH",
     "SALT_BYTES",
@@ -58,6 +59,7 @@ _SALT_LABEL: Final = b"clearing-pol/1 salt\x00"
 _SHA256_BLOCK: Final = 64
 # Depth 63 is 9.2e18 leaves, far past any ledger; it bounds the constant table below.
 _MAX_DEPTH: Final = 63
+MAX_LEAVES: Final = 1 << _MAX_DEPTH
 
 PADDING_HASH: Final = hashlib.sha256(_PADDING_TAG + b"clearing-pol/1 padding").digest()
 

@@ -18,6 +18,7 @@ from clearing.proof._tree import (
     EMPTY_HASHES,
     ENCODING,
     HASH_NAME,
+    MAX_LEAVES,
     MAX_SUM,
     SALT_BYTES,
     leaf_hash,
@@ -99,11 +100,15 @@ def _check_same_statement(proof: Proof, statement: Statement) -> None:
                 f"the proof is for another statement: its {field} is {mine}, the "
                 f"statement's is {theirs}"
             )
+    if not 1 <= statement.account_count <= MAX_LEAVES:
+        raise ProofError(
+            f"the statement's account count {statement.account_count} is outside 1..2^63"
+        )
     depth = tree_depth(statement.account_count)
-    if statement.account_count < 1 or statement.tree_depth != depth:
+    if statement.tree_depth != depth:
         raise ProofError(
             f"the statement's tree depth {statement.tree_depth} does not fit its "
-            f"{statement.account_count} accounts (expected {depth}, at least one account)"
+            f"{statement.account_count} accounts (expected {depth})"
         )
     if len(proof.path) != depth:
         raise ProofError(f"the path has {len(proof.path)} levels; the tree has {depth}")

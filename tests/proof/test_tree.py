@@ -254,6 +254,11 @@ def test_wrong_path_length_and_index_are_caught(tree: SumTree) -> None:
     short = msgspec.structs.replace(proof, path=proof.path[:-1])
     assert "levels" in _failure(short, statement)
     assert "outside" in _failure(msgspec.structs.replace(proof, leaf_index=13), statement)
+    huge = {"account_count": 1 << 70, "tree_depth": 70}
+    assert "outside 1..2^63" in _failure(
+        msgspec.structs.replace(proof, account_count=1 << 70, path=proof.path * 20),
+        msgspec.structs.replace(statement, **huge),
+    )
 
 
 @settings(max_examples=30, deadline=None)
