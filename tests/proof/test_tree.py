@@ -288,3 +288,38 @@ def test_a_proof_names_no_other_account_and_shows_no_other_salt(tree: SumTree) -
             assert msgspec.json.encode(leaf.account_id) not in text  # quoted: "a-1" vs "a-10"
             assert leaf.salt.hex().encode() not in text
     assert set(PathNode.__struct_fields__) == {"hash", "sum_e16"}
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.text(max_size=70),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(Proof.__struct_fields__)), _json_values, st.integers(0, 3))
+def test_a_hostile_field_fails_cleanly_and_only_the_true_proof_verifies(
+    field: str, value: object, level: int
+) -> None:
+    tree = build_tree(SEED, _accounts(13))
+    statement = _statement(tree)
+    proof = _proof_of(tree, statement, "acct-7")
+    document = msgspec.to_builtins(proof)
+    if field == "path" and isinstance(value, list) and value:
+        document["path"][level] = value  # one sibling replaced
+    else:
+        document[field] = value
+    try:
+        hostile = msgspec.convert(document, Proof)
+    except msgspec.ValidationError:
+        return  # the CLI says the file is not a proof (exit 2)
+    try:
+        verify_proof(hostile, statement)
+    except ProofError as error:
+        assert "\n" not in str(error)
+        return
+    assert hostile == proof
