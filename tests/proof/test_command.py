@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from decimal import Decimal, localcontext
 from pathlib import Path
 
 import pytest
@@ -249,3 +251,28 @@ def test_extract_refuses_a_damaged_build(
     (damaged / "tree.bin").write_bytes(bytes(tree))
     assert main(["proof", "extract", str(damaged), "--account", account]) == 2
     assert "the root in tree.bin is not the one in statement.json" in capsys.readouterr().err
+
+
+def test_total_equals_the_floored_equities_of_the_replayed_state(
+    built: Path, journal: Path, tmp_path: Path
+) -> None:
+    """The same total from the SPEC §8 state `clearing replay` writes, in Decimal."""
+    state_path = tmp_path / "state.json"
+    replay = ["replay", str(journal), "--state", str(state_path), "--events", os.devnull]
+    assert main([*replay, "-q"]) == 0
+    state = json.loads(state_path.read_bytes())
+    with localcontext() as exact:
+        exact.prec = 80  # no rounding anywhere below
+        marks = {market: Decimal(info["mark"] or 0) for market, info in state["markets"].items()}
+        total = Decimal(0)
+        for account, holding in state["accounts"].items():
+            if account in ("insurance-fund", "fee-pool", "bad-debt"):
+                continue
+            equity = Decimal(holding["cash"]) + sum(
+                (Decimal(qty) * marks[market] for market, qty in holding["positions"].items()),
+                Decimal(0),
+            )
+            total += max(Decimal(0), equity)
+        statement = decode_statement((built / "statement.json").read_bytes())
+        assert Decimal(statement.total_liabilities_e16) == total.scaleb(16)
+        assert Decimal(statement.total_liabilities) == total
