@@ -15,6 +15,7 @@ under the real name.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterator
 from typing import BinaryIO, Final
@@ -97,46 +98,55 @@ def write_proofs(path: str, statement: Statement, tree: SumTree | TreeFile) -> i
 
 
 class TreeFile:
-    """A build directory's ``tree.bin`` and ``leaves.jsonl``, read on demand.
-
-    Raises ValueError when the files do not fit each other or ``statement``."""
+    """A build directory's ``tree.bin`` (memory-mapped) and ``leaves.jsonl``, read on
+    demand. Raises ValueError when the files do not fit each other or ``statement``."""
 
     def __init__(self, directory: str, statement: Statement) -> None:
         self._leaves_path = os.path.join(directory, LEAVES_FILE)
-        self._tree = open(os.path.join(directory, TREE_FILE), "rb")  # noqa: SIM115
-        header = self._tree.read(_HEADER_BYTES)
+        with open(os.path.join(directory, TREE_FILE), "rb") as tree_file:
+            size_bytes = os.fstat(tree_file.fileno()).st_size
+            if size_bytes < _HEADER_BYTES:
+                raise ValueError(f"{TREE_FILE} is too short to be a tree")
+            self._map = mmap.mmap(tree_file.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            self._sizes = self._check(statement, size_bytes)
+        except ValueError:
+            self._map.close()
+            raise
+        self._offsets = [_HEADER_BYTES]
+        for size in self._sizes:
+            self._offsets.append(self._offsets[-1] + _NODE_BYTES * size)
+
+    def _check(self, statement: Statement, size_bytes: int) -> list[int]:
+        """The level sizes, once the header, the size and the root fit ``statement``."""
+        header = self._map[:_HEADER_BYTES]
         count = int.from_bytes(header[len(TREE_MAGIC) : -1], "big")
-        depth = header[-1] if len(header) == _HEADER_BYTES else -1
-        sizes = _level_sizes(count, max(depth, 0))
-        expected = _HEADER_BYTES + _NODE_BYTES * sum(sizes)
+        depth = header[-1]
+        sizes = _level_sizes(count, depth)
         if (
             not header.startswith(TREE_MAGIC)
             or (count, depth) != (statement.account_count, statement.tree_depth)
-            or os.fstat(self._tree.fileno()).st_size != expected
+            or size_bytes != _HEADER_BYTES + _NODE_BYTES * sum(sizes)
         ):
-            self._tree.close()
             raise ValueError(f"{TREE_FILE} does not belong to {STATEMENT_FILE} beside it")
-        self._offsets = [_HEADER_BYTES]
-        for size in sizes:
-            self._offsets.append(self._offsets[-1] + _NODE_BYTES * size)
-        self._sizes = sizes
-        root_hash, total_e16 = self.node(max(depth, 0), 0)
-        if (root_hash.hex(), str(total_e16)) != (
+        root = self._map[size_bytes - _NODE_BYTES : size_bytes]
+        if (root[:32].hex(), str(int.from_bytes(root[32:], "big"))) != (
             statement.root_hash,
             statement.total_liabilities_e16,
         ):
-            self._tree.close()
             raise ValueError(f"the root in {TREE_FILE} is not the one in {STATEMENT_FILE}")
+        return sizes
 
     def close(self) -> None:
-        self._tree.close()
+        self._map.close()
 
     def node(self, level: int, index: int) -> tuple[bytes, int]:
         if index >= self._sizes[level]:
             return EMPTY_HASHES[level], 0
-        self._tree.seek(self._offsets[level] + _NODE_BYTES * index)
-        raw = self._tree.read(_NODE_BYTES)
-        return raw[:32], int.from_bytes(raw[32:], "big")
+        start = self._offsets[level] + _NODE_BYTES * index
+        return self._map[start : start + 32], int.from_bytes(
+            self._map[start + 32 : start + _NODE_BYTES], "big"
+        )
 
     def iter_leaves(self) -> Iterator[Leaf]:
         with open(self._leaves_path, "rb") as rows:

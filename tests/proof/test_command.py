@@ -251,6 +251,12 @@ def test_extract_refuses_a_damaged_build(
     (damaged / "tree.bin").write_bytes(bytes(tree))
     assert main(["proof", "extract", str(damaged), "--account", account]) == 2
     assert "the root in tree.bin is not the one in statement.json" in capsys.readouterr().err
+    (damaged / "tree.bin").write_bytes(bytes(tree[:10]))
+    assert main(["proof", "extract", str(damaged), "--account", account]) == 2
+    assert "tree.bin is too short" in capsys.readouterr().err
+    (damaged / "tree.bin").write_bytes(bytes(tree[:-64]))
+    assert main(["proof", "extract", str(damaged), "--account", account]) == 2
+    assert "tree.bin does not belong to statement.json" in capsys.readouterr().err
 
 
 def test_total_equals_the_floored_equities_of_the_replayed_state(
