@@ -238,7 +238,8 @@ def _add_proof_parser(commands: argparse._SubParsersAction, cores: Sequence[str]
         required=True,
         metavar="FILE",
         help="the operator's secret seed (>= 16 random bytes): each account's salt is "
-        "HMAC-SHA256(seed, id), so the same journal and seed give the same root",
+        "derived from it and the id (HMAC-SHA256), so the same journal and seed give the "
+        "same root",
     )
     build.add_argument(
         "--until", type=int, metavar="SEQ", help="journal only: the ledger as it was at SEQ"

@@ -15,6 +15,7 @@ under the real name.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from collections.abc import Iterator
@@ -66,8 +67,12 @@ def write_document(path: str, document: Statement | Proof) -> None:
 
 
 def write_build(directory: str, tree: SumTree, statement: Statement) -> None:
-    """The statement, the tree and the leaves into ``directory`` (created if missing)."""
+    """The statement, the tree and the leaves into ``directory`` (created if missing);
+    an earlier build's proofs there are removed."""
     os.makedirs(directory, exist_ok=True)
+    # A proofs file of an earlier build would not verify against the new statement.
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(directory, PROOFS_FILE))
     _replace_from(os.path.join(directory, TREE_FILE), lambda out: _write_tree(out, tree))
     _replace_from(os.path.join(directory, LEAVES_FILE), lambda out: _write_leaves(out, tree))
     write_document(os.path.join(directory, STATEMENT_FILE), statement)

@@ -125,6 +125,16 @@ def test_rebuild_is_byte_identical_and_core_independent(
             assert (again / name).read_bytes() == (built / name).read_bytes(), (core, name)
 
 
+def test_a_rebuild_removes_the_earlier_builds_proofs(
+    built: Path, journal: Path, seed: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert _build(journal, out, seed, "--proofs", "-q") == 0
+    assert (out / "proofs.jsonl").exists()
+    assert _build(journal, out, seed, "--until", "1000", "-q") == 0
+    assert not (out / "proofs.jsonl").exists()
+
+
 def test_other_seed_other_root_same_total(built: Path, journal: Path, tmp_path: Path) -> None:
     other_seed = tmp_path / "seed"
     other_seed.write_bytes(b"another secret seed, 32 bytes...")
