@@ -126,7 +126,7 @@ def test_rebuild_is_byte_identical_and_core_independent(
 
 
 def test_a_rebuild_removes_the_earlier_builds_proofs(
-    built: Path, journal: Path, seed: Path, tmp_path: Path
+    journal: Path, seed: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     assert _build(journal, out, seed, "--proofs", "-q") == 0
