@@ -50,6 +50,14 @@ def _read_seed(path: str) -> bytes:
             seed = seed_file.read()
     except OSError as exc:
         raise UserError(f"cannot read the seed file {path}: {exc.strerror}") from exc
+    mode = os.stat(path).st_mode
+    if mode & 0o077:
+        print(
+            f"clearing proof: warning: the seed file {path} can be read by other users "
+            f"(mode {mode & 0o777:04o}): anyone holding it can test guesses of balances "
+            f"against the tree; chmod 600 {path}",
+            file=sys.stderr,
+        )
     if len(seed) < MIN_SEED_BYTES:
         raise UserError(
             f"the seed file {path} holds {len(seed)} bytes; give at least {MIN_SEED_BYTES} "

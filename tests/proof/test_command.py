@@ -42,6 +42,7 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("seed") / "seed"
     path.write_bytes(bytes(range(32)))
+    path.chmod(0o600)
     return path
 
 
@@ -135,10 +136,16 @@ def test_a_rebuild_removes_the_earlier_builds_proofs(
     assert not (out / "proofs.jsonl").exists()
 
 
-def test_other_seed_other_root_same_total(built: Path, journal: Path, tmp_path: Path) -> None:
+def test_other_seed_other_root_same_total(
+    built: Path, journal: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     other_seed = tmp_path / "seed"
     other_seed.write_bytes(b"another secret seed, 32 bytes...")
+    other_seed.chmod(0o644)
     assert _build(journal, tmp_path / "out", other_seed, "-q") == 0
+    warning = capsys.readouterr().err
+    assert "can be read by other users (mode 0644)" in warning
+    assert warning.count("\n") == 1
     mine = decode_statement((built / "statement.json").read_bytes())
     theirs = decode_statement((tmp_path / "out/statement.json").read_bytes())
     assert theirs.root_hash != mine.root_hash
@@ -212,6 +219,7 @@ def test_usage_and_file_errors_exit_2_with_one_line(
     (tmp_path / "garbage").write_bytes(b"{not json")
     (tmp_path / "empty").mkdir()
     (tmp_path / "short").write_bytes(b"tiny")
+    (tmp_path / "short").chmod(0o600)
     proof = tmp_path / "proof.json"
     proof.write_bytes((built / "proofs.jsonl").read_bytes().splitlines()[0])
     names = {
