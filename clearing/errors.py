@@ -19,7 +19,8 @@ nothing of ours: every layer, the engine included, may import it.
     │   └── KafkaJournalError   the journal topic is missing, truncated or does not verify
     ├── RecoveryError           the state cannot be rebuilt safely
     │   └── OutputDivergence    a replayed record re-derived other outputs than it recorded
-    └── SequencerBroken         a journal write or invariant check failed mid-run
+    ├── SequencerBroken         a journal write or invariant check failed mid-run
+    └── ProofInvalid            a proof of liabilities does not verify (which check failed)
 
 Some also derive from the built-in they stood for before the tree existed
 (``InvariantViolation`` is an ``AssertionError``, ``StateFormatError`` a ``ValueError``,
@@ -43,6 +44,7 @@ __all__ = [
     "JournalLocked",
     "KafkaJournalError",
     "OutputDivergence",
+    "ProofInvalid",
     "RecoveryError",
     "SequencerBroken",
     "SnapshotError",
@@ -143,3 +145,8 @@ class OutputDivergence(RecoveryError):
 
 class SequencerBroken(ClearingError, RuntimeError):
     """A journal write or invariant check failed; restart and recover from the journal."""
+
+
+class ProofInvalid(ClearingError):
+    """A proof of liabilities does not verify; the message is the first check that failed,
+    in one line (``clearing proof verify`` prints it and exits 1)."""

@@ -23,7 +23,7 @@ from clearing.proof._tree import (
     leaf_hash,
     node_hash,
 )
-from clearing.proof._verify import ProofError, Verified, verify_proof
+from clearing.proof._verify import ProofInvalid, Verified, verify_proof
 
 __all__ = [
     "EMPTY_HASHES",
@@ -34,7 +34,7 @@ __all__ = [
     "LedgerLiabilities",
     "PathNode",
     "Proof",
-    "ProofError",
+    "ProofInvalid",
     "Statement",
     "SumTree",
     "Verified",

@@ -26,7 +26,7 @@ from clearing.proof._ledger import ledger_liabilities
 from clearing.proof._publish import make_proof, make_statement
 from clearing.proof._source import open_ledger
 from clearing.proof._tree import build_tree
-from clearing.proof._verify import ProofError, verify_proof
+from clearing.proof._verify import ProofInvalid, verify_proof
 
 __all__ = ["proof_command"]
 
@@ -120,7 +120,7 @@ def _extract(args: argparse.Namespace) -> int:
         proof = make_proof(statement, tree, *found)
         try:
             verify_proof(proof, statement)  # never hand out a proof that does not verify
-        except ProofError as exc:
+        except ProofInvalid as exc:
             raise UserError(f"the build in {args.directory} is damaged: {exc}") from exc
         if args.output:
             write_document(args.output, proof)
@@ -144,7 +144,7 @@ def _verify(args: argparse.Namespace) -> int:
         raise UserError(f"{args.proof} is not a proof of liabilities: {exc}") from exc
     try:
         verified = verify_proof(proof, statement)
-    except ProofError as exc:
+    except ProofInvalid as exc:
         print(f"NOT VERIFIED: {exc}")
         return EXIT_NOT_VERIFIED
     print(

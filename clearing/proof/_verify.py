@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
+from clearing.errors import ProofInvalid
 from clearing.proof._documents import Proof, Statement, amount_pairs, decimal_e16
 from clearing.proof._tree import (
     EMPTY_HASHES,
@@ -26,14 +27,10 @@ from clearing.proof._tree import (
     tree_depth,
 )
 
-__all__ = ["ProofError", "Verified", "verify_proof"]
+__all__ = ["ProofInvalid", "Verified", "verify_proof"]
 
 _INTEGER_RE: Final = re.compile(r"-?[0-9]{1,80}")
 _HEX_RE: Final = re.compile(r"[0-9a-f]*")
-
-
-class ProofError(Exception):
-    """The proof does not verify; the message is the one-line reason."""
 
 
 class Verified(NamedTuple):
@@ -47,7 +44,7 @@ class Verified(NamedTuple):
 
 
 def verify_proof(proof: Proof, statement: Statement) -> Verified:
-    """Check ``proof`` against ``statement``; ProofError (one line) if it fails."""
+    """Check ``proof`` against ``statement``; ProofInvalid (one line) if it fails."""
     _check_same_statement(proof, statement)
     liability_e16 = _amount(proof.liability_e16, "the account's liability")
     salt = _hex(proof.salt, "the salt", SALT_BYTES)
@@ -61,7 +58,7 @@ def verify_proof(proof: Proof, statement: Statement) -> Verified:
         if sibling_index << level >= proof.account_count and (
             sibling_hash != EMPTY_HASHES[level] or sibling_sum != 0
         ):
-            raise ProofError(
+            raise ProofInvalid(
                 f"the level {level} sibling lies past the last account but is not the "
                 f"padding constant with sum 0"
             )
@@ -71,15 +68,15 @@ def verify_proof(proof: Proof, statement: Statement) -> Verified:
             node = node_hash(node, total_e16, sibling_hash, sibling_sum)
         total_e16 += sibling_sum
         if total_e16 > MAX_SUM:
-            raise ProofError(f"the level {level + 1} node's sum exceeds 2^256-1")
+            raise ProofInvalid(f"the level {level + 1} node's sum exceeds 2^256-1")
     if node.hex() != statement.root_hash:
-        raise ProofError(
+        raise ProofInvalid(
             f"the path does not lead to the statement's root: it gives {node.hex()}, the "
             f"statement has {statement.root_hash}"
         )
     statement_total = _amount(statement.total_liabilities_e16, "the statement's total")
     if total_e16 != statement_total:
-        raise ProofError(
+        raise ProofInvalid(
             f"the path sums to {total_e16} e16 but the statement's total is {statement_total}"
         )
     return Verified(proof.account, liability_e16, statement.root_hash, total_e16, statement.seq)
@@ -88,7 +85,7 @@ def verify_proof(proof: Proof, statement: Statement) -> Verified:
 def _check_same_statement(proof: Proof, statement: Statement) -> None:
     for name, value in (("proof", proof), ("statement", statement)):
         if value.encoding != ENCODING or value.hash_function != HASH_NAME:
-            raise ProofError(
+            raise ProofInvalid(
                 f"the {name} uses encoding {value.encoding!r} with {value.hash_function!r}; "
                 f"this verifier knows only {ENCODING!r} with {HASH_NAME!r}"
             )
@@ -96,24 +93,24 @@ def _check_same_statement(proof: Proof, statement: Statement) -> None:
     for field in ("seq", "journal_chain_hash", "account_count", "root_hash"):
         mine, theirs = getattr(proof, field), getattr(statement, field)
         if mine != theirs:
-            raise ProofError(
+            raise ProofInvalid(
                 f"the proof is for another statement: its {field} is {mine}, the "
                 f"statement's is {theirs}"
             )
     if not 1 <= statement.account_count <= MAX_LEAVES:
-        raise ProofError(
+        raise ProofInvalid(
             f"the statement's account count {statement.account_count} is outside 1..2^63"
         )
     depth = tree_depth(statement.account_count)
     if statement.tree_depth != depth:
-        raise ProofError(
+        raise ProofInvalid(
             f"the statement's tree depth {statement.tree_depth} does not fit its "
             f"{statement.account_count} accounts (expected {depth})"
         )
     if len(proof.path) != depth:
-        raise ProofError(f"the path has {len(proof.path)} levels; the tree has {depth}")
+        raise ProofInvalid(f"the path has {len(proof.path)} levels; the tree has {depth}")
     if not 0 <= proof.leaf_index < proof.account_count:
-        raise ProofError(
+        raise ProofInvalid(
             f"leaf index {proof.leaf_index} is outside the {proof.account_count} accounts"
         )
 
@@ -122,7 +119,7 @@ def _check_decimals(name: str, document: Proof | Statement) -> None:
     """The decimals written for people must say what the exact amounts say."""
     for field, exact, decimal in amount_pairs(document):
         if _INTEGER_RE.fullmatch(exact) is None or decimal_e16(int(exact)) != decimal:
-            raise ProofError(
+            raise ProofInvalid(
                 f"the {name}'s {field} reads {decimal[:40]!r} but its exact amount is "
                 f"{exact[:80]!r} e16"
             )
@@ -130,16 +127,16 @@ def _check_decimals(name: str, document: Proof | Statement) -> None:
 
 def _amount(text: str, what: str) -> int:
     if _INTEGER_RE.fullmatch(text) is None:
-        raise ProofError(f"{what} {text[:40]!r} is not an integer of e16 units")
+        raise ProofInvalid(f"{what} {text[:40]!r} is not an integer of e16 units")
     amount = int(text)
     if amount < 0:
-        raise ProofError(f"{what} is negative ({amount}): no node of a sum tree may be")
+        raise ProofInvalid(f"{what} is negative ({amount}): no node of a sum tree may be")
     if amount > MAX_SUM:
-        raise ProofError(f"{what} exceeds 2^256-1")
+        raise ProofInvalid(f"{what} exceeds 2^256-1")
     return amount
 
 
 def _hex(text: str, what: str, size: int) -> bytes:
     if len(text) != 2 * size or _HEX_RE.fullmatch(text) is None:
-        raise ProofError(f"{what} is not {size} bytes of lowercase hex")
+        raise ProofInvalid(f"{what} is not {size} bytes of lowercase hex")
     return bytes.fromhex(text)

@@ -15,7 +15,7 @@ from clearing.proof import (
     PADDING_HASH,
     PathNode,
     Proof,
-    ProofError,
+    ProofInvalid,
     Statement,
     account_salt,
     build_tree,
@@ -62,7 +62,7 @@ def _proof_of(tree: SumTree, statement: Statement, account: str) -> Proof:
 
 
 def _failure(proof: Proof, statement: Statement) -> str:
-    with pytest.raises(ProofError) as caught:
+    with pytest.raises(ProofInvalid) as caught:
         verify_proof(proof, statement)
     message = str(caught.value)
     assert "\n" not in message
@@ -319,7 +319,15 @@ def test_a_hostile_field_fails_cleanly_and_only_the_true_proof_verifies(
         return  # the CLI says the file is not a proof (exit 2)
     try:
         verify_proof(hostile, statement)
-    except ProofError as error:
+    except ProofInvalid as error:
         assert "\n" not in str(error)
         return
     assert hostile == proof
+
+
+def test_the_verifier_raises_the_error_tree_s_class() -> None:
+    import clearing.errors
+    import clearing.proof
+
+    assert clearing.proof.ProofInvalid is clearing.errors.ProofInvalid
+    assert issubclass(ProofInvalid, clearing.errors.ClearingError)
