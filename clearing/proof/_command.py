@@ -77,6 +77,10 @@ def _build(args: argparse.Namespace) -> int:
         raise UserError(f"the ledger at seq {ledger.seq} has no accounts: nothing to prove")
     tree = build_tree(seed, ledger.liabilities)
     statement = make_statement(tree, ledger, ledger_at.chain_hash)
+    # The first and last leaves' proofs must verify before anything is written: a check
+    # of the whole pipeline (tree, statement, proof documents) on the real data.
+    for index in {0, len(tree.leaves) - 1}:
+        verify_proof(make_proof(statement, tree, tree.leaves[index], index), statement)
     try:
         write_build(args.output, tree, statement)
         if args.proofs:
