@@ -3,12 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
 from clearing.errors import UserError
 
 __all__ = ["UserError", "main"]
+
+
+# Exit codes of the audit and tool commands (docs/operations.md lists them with the
+# daemon's): 0 done and verified, 1 the data failed a check (corrupt journal, diverged
+# outputs), 2 the command cannot run as given (bad argument, not a journal, unreachable).
+EXIT_USAGE = 2
+# A person pressed Ctrl-C: the shell's convention, 128 + SIGINT.
+EXIT_INTERRUPTED = 130
+
+_SOURCE_HELP = (
+    "a journal directory, or the journal topic as kafka://HOST:PORT/TOPIC (parts left out "
+    "come from --config and the CLEARING_* variables, as for clearing run)"
+)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("clearing")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
+
+
+def _seq(text: str) -> int:
+    """A journal seq on the command line: a whole number, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seq (a whole number, 1 or more)")
+    return int(text)
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="kafka:// sources: the TOML configuration of clearing run (CLEARING_* variables "
+        "override it), for the security settings and the default servers and topic",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -18,6 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="clearing",
         description="Event-sourced clearing ledger for a derivatives venue.",
     )
+    parser.add_argument("--version", action="version", version=f"clearing {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -25,15 +63,23 @@ def _build_parser() -> argparse.ArgumentParser:
         "replay",
         help="re-run the engine over a .jsonl file of inputs and write outputs and state",
         description=(
-            "Re-run the clearing engine over INPUT (a .jsonl file of input events) and write "
-            "the output events (one JSON object a line) and the final state."
+            "Re-run the clearing engine over INPUT (a .jsonl file of input events, or a "
+            "journal: a directory or kafka://HOST:PORT/TOPIC) and write the output events "
+            "(one JSON object a line) and the final state. A journal is verified as it is "
+            "read and every recorded output compared with the re-derived one. Exit codes: "
+            "0 reproduced, 1 the journal is corrupt or its outputs diverge, 2 the command "
+            "cannot run as given."
         ),
     )
     replay.add_argument(
-        "input", metavar="INPUT", help="a .jsonl file of input events, or a journal directory"
+        "input",
+        metavar="INPUT",
+        help="a .jsonl file of input events, a journal directory, or the journal topic as "
+        "kafka://HOST:PORT/TOPIC",
     )
+    _add_config(replay)
     replay.add_argument(
-        "--until", type=int, metavar="SEQ", help="journal only: stop after this sequence number"
+        "--until", type=_seq, metavar="SEQ", help="journal only: stop after this sequence number"
     )
     replay.add_argument(
         "--until-ts",
@@ -47,7 +93,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="journal only: do not compare re-derived outputs with the recorded ones",
     )
     replay.add_argument(
-        "--events", metavar="EVENTS.jsonl", help="write output events here (default: stdout)"
+        "--events",
+        metavar="EVENTS.jsonl",
+        help="write output events here; - for standard output (the default when it is not "
+        "a terminal: on a terminal only the summary is printed)",
     )
     replay.add_argument("--state", metavar="STATE.json", help="write the final state here")
     replay.add_argument(
@@ -105,26 +154,34 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     journal = commands.add_parser(
-        "journal", help="verify, export or describe a local journal", description="Journal tools."
+        "journal",
+        help="verify, export or describe a journal (directory or Kafka topic)",
+        description="Journal tools. Exit codes: 0 verified (or read), 1 the journal does not "
+        "verify, 2 not a journal or cannot be read.",
     )
     journal_commands = journal.add_subparsers(dest="journal_command", metavar="SUBCOMMAND")
     journal_commands.required = True
     verify_cmd = journal_commands.add_parser(
         "verify", help="check every checksum and the hash chain; exit 1 on corruption"
     )
-    verify_cmd.add_argument("journal", metavar="DIR")
+    verify_cmd.add_argument("journal", metavar="SOURCE", help=_SOURCE_HELP)
+    _add_config(verify_cmd)
     verify_cmd.add_argument(
         "--repair-truncate",
         action="store_true",
         help="DESTRUCTIVE: cut the log at the first bad record (drops everything after it)",
     )
     export_cmd = journal_commands.add_parser("export", help="write the inputs out as .jsonl")
-    export_cmd.add_argument("journal", metavar="DIR")
+    export_cmd.add_argument("journal", metavar="SOURCE", help=_SOURCE_HELP)
+    _add_config(export_cmd)
     export_cmd.add_argument("-o", "--output", metavar="OUT.jsonl", help="default: stdout")
-    export_cmd.add_argument("--from-seq", type=int, default=1)
-    export_cmd.add_argument("--until-seq", type=int)
+    export_cmd.add_argument("--from-seq", type=_seq, default=1, metavar="SEQ", help="default 1")
+    export_cmd.add_argument(
+        "--until-seq", type=_seq, metavar="SEQ", help="default: the last record"
+    )
     info_cmd = journal_commands.add_parser("info", help="segments, records, head hash, snapshots")
-    info_cmd.add_argument("journal", metavar="DIR")
+    info_cmd.add_argument("journal", metavar="SOURCE", help=_SOURCE_HELP)
+    _add_config(info_cmd)
 
     run = commands.add_parser(
         "run",
@@ -179,7 +236,12 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--dir",
         metavar="DIR",
-        help="where the journal, snapshots and report go (default: a new ./clearing-demo-seed<N>)",
+        help="where the journal, snapshots and report go (default: ./clearing-demo-seed<N>)",
+    )
+    demo.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier run's journal and report in that directory (else: exit 2)",
     )
     demo.add_argument(
         "--metrics-port",
@@ -188,6 +250,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus /metrics on 127.0.0.1:PORT while the demo runs",
     )
     demo.add_argument("--no-live", action="store_true", help="no live view, only the summary")
+    demo.add_argument(
+        "--fast",
+        action="store_true",
+        help="run at full speed (on a terminal the live view is paced to about 30 s)",
+    )
 
     report = commands.add_parser(
         "report",
@@ -205,8 +272,39 @@ def _build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default="report.html", metavar="FILE", help="default: report.html"
     )
     report.add_argument("--quiet", "-q", action="store_true", help="no summary line")
+
+    snapshot = commands.add_parser(
+        "snapshot", help="inspect snapshot files", description="Snapshot tools."
+    )
+    snapshot_commands = snapshot.add_subparsers(dest="snapshot_command", metavar="SUBCOMMAND")
+    snapshot_commands.required = True
+    show = snapshot_commands.add_parser(
+        "show",
+        help="print a snapshot's ledger state (the JSON clearing replay --state writes)",
+        description=(
+            "Check a snapshot file (checksums, state hash) and print the ledger state it "
+            "holds as the JSON `clearing replay --state` writes (SPEC section 8), or with "
+            "--hash its seq and the SHA-256 of that JSON: equal to the state hash of a "
+            "replay of the journal up to the same seq."
+        ),
+    )
+    show.add_argument("path", metavar="SNAPSHOT", help="a snapshot-<seq>.snap file")
+    show.add_argument(
+        "--hash", action="store_true", help="print only the seq and the state's SHA-256"
+    )
     _add_proof_parser(commands, CORES)
+    _route_errors_to_subcommands(parser)
     return parser
+
+
+def _route_errors_to_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Remember on every parser which one it is, so that an unknown option is reported
+    with the usage of the subcommand it was given to, not the top-level usage."""
+    parser.set_defaults(_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _route_errors_to_subcommands(sub)
 
 
 def _add_proof_parser(commands: argparse._SubParsersAction, cores: Sequence[str]) -> None:
@@ -280,7 +378,9 @@ def _add_proof_parser(commands: argparse._SubParsersAction, cores: Sequence[str]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if args.command == "replay":
             from clearing.audit.replay import replay_command
@@ -291,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return ingest_command(args)
         if args.command == "journal":
-            from clearing.audit.journal_cli import journal_command
+            from clearing.audit.journal_commands import journal_command
 
             return journal_command(args)
         if args.command == "run":
@@ -314,14 +414,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             from clearing.report import report_command
 
             return report_command(args)
+        if args.command == "snapshot":
+            from clearing.audit.snapshot_show import snapshot_command
+
+            return snapshot_command(args)
     except UserError as exc:
         print(f"clearing {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         return 1
+    except OSError as exc:  # a file the command was pointed at (or told to write) failed
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"clearing {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"clearing {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     parser.error(f"unknown command {args.command}")
-    return 2
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m clearing.cli` this file runs as __main__, a second copy of the
+    # module: run the imported one, whose UserError is the class the commands raise.
+    from clearing.cli import main as _main
+
+    sys.exit(_main())

@@ -4,7 +4,7 @@
 Stdlib only, so it runs before the project's dependencies are installed.
 
     python tools/kafka_local.py fetch                 # download jars into the cache
-    python tools/kafka_local.py start [--port N] [--dir D] [--foreground]
+    python tools/kafka_local.py start [--port N] [--dir D] [--foreground] [--tls]
     python tools/kafka_local.py status [--dir D]
     python tools/kafka_local.py stop [--dir D]
 
@@ -283,6 +283,58 @@ def probe(host: str, port: int, timeout: float = 5.0) -> int:
     return int(n_brokers)
 
 
+# -------------------------------------------------------------------------- TLS
+# Certificates for a TLS listener, made with the `openssl` command (no Python package
+# needed): a CA, and a broker certificate it signs for 127.0.0.1 and localhost.
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise KafkaLocalError("`openssl` not found on PATH; the TLS listener needs it")
+    proc = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise KafkaLocalError(f"openssl {args[0]} failed: {(proc.stdout + proc.stderr)[-2000:]}")
+
+
+def make_ca(directory: Path, name: str = "ca") -> Path:
+    """A self-signed CA (``name``.pem, ``name``.key in ``directory``); returns the cert."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7",
+        "-keyout", f"{name}.key", "-out", f"{name}.pem",
+        "-subj", f"/CN=clearing test {name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )  # fmt: skip
+    return directory / f"{name}.pem"
+
+
+def make_broker_tls(directory: Path) -> Path:
+    """A CA (``ca.pem``) and a broker keystore it signed (``broker-keystore.pem``: the
+    PKCS#8 key, then the certificate); returns the keystore."""
+    make_ca(directory)
+    (directory / "broker.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key",
+        "-out", "broker.csr", "-subj", "/CN=127.0.0.1", cwd=directory,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "7", "-extfile", "broker.ext", "-out", "broker.pem",
+        cwd=directory,
+    )  # fmt: skip
+    keystore = directory / "broker-keystore.pem"
+    keystore.write_text(
+        (directory / "broker.key").read_text() + (directory / "broker.pem").read_text()
+    )
+    return keystore
+
+
 # ----------------------------------------------------------------------- broker
 
 
@@ -360,10 +412,14 @@ class LocalKafka:
         sasl_plain_users: Mapping[str, str] | None = None,
         sasl_port: int | None = None,
         full_jit: bool = False,
+        tls: bool = False,
     ) -> None:
         """``sasl_plain_users`` ({user: password}) adds a second listener on
         ``sasl_port`` (``sasl_bootstrap``) that requires SASL/PLAIN over plaintext; the
         PLAINTEXT listener (``bootstrap``, probes, inter-broker) stays as it is.
+        ``tls``: a TLS listener too (``ssl_bootstrap``; and ``sasl_ssl_bootstrap``,
+        SASL/PLAIN over TLS, with ``sasl_plain_users``), its certificate signed by a CA
+        generated for this broker (``ca_file``, in ``dir``/tls) with ``openssl``.
         ``full_jit``: the JVM's optimising compiler too (throughput benchmarks), instead
         of the C1-only JIT that starts fastest (tests)."""
         self.version = version or default_version()
@@ -379,6 +435,9 @@ class LocalKafka:
         self.die_with_parent = die_with_parent
         self.sasl_plain_users = dict(sasl_plain_users or {})
         self.sasl_port = (sasl_port or free_port()) if self.sasl_plain_users else None
+        self.tls = tls
+        self.ssl_port = free_port() if tls else None
+        self.sasl_ssl_port = free_port() if tls and self.sasl_plain_users else None
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None  # wall time of the last start()
         self._atexit_registered = False
@@ -394,6 +453,29 @@ class LocalKafka:
         if self.sasl_port is None:
             raise KafkaLocalError("no SASL listener: pass sasl_plain_users={user: password}")
         return f"127.0.0.1:{self.sasl_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """The SSL listener's "127.0.0.1:PORT" (needs ``tls``)."""
+        if self.ssl_port is None:
+            raise KafkaLocalError("no TLS listener: pass tls=True")
+        return f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """The SASL_SSL listener's "127.0.0.1:PORT" (needs ``tls`` and users)."""
+        if self.sasl_ssl_port is None:
+            raise KafkaLocalError("no SASL_SSL listener: pass tls=True and sasl_plain_users")
+        return f"127.0.0.1:{self.sasl_ssl_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The PEM certificate of the CA that signed the broker's (``tls``)."""
+        return self.tls_dir / "ca.pem"
 
     @property
     def log_dir(self) -> Path:
@@ -452,21 +534,34 @@ class LocalKafka:
             "num.io.threads": "4",
             "log.retention.check.interval.ms": "300000",
         }
+        extra = []
         if self.sasl_plain_users:
-            sasl = f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
-            props["listeners"] += f",{sasl}"
-            props["advertised.listeners"] += f",{sasl}"
-            props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            extra.append(("SASL_PLAINTEXT", self.sasl_port))
             props["sasl.enabled.mechanisms"] = "PLAIN"
             users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_plain_users.items())
-            props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
-                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
-            )
+            jaas = f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = jaas
+            if self.tls:
+                extra.append(("SASL_SSL", self.sasl_ssl_port))
+                props["listener.name.sasl_ssl.plain.sasl.jaas.config"] = jaas
+        if self.tls:
+            extra.append(("SSL", self.ssl_port))
+            # A PEM keystore (Kafka >= 2.7): the private key and the certificate chain in
+            # one file, no keytool needed; the key is unencrypted, so no key password.
+            props["ssl.keystore.type"] = "PEM"
+            props["ssl.keystore.location"] = str(self.tls_dir / "broker-keystore.pem")
+            props["ssl.client.auth"] = "none"
+        for name, port in extra:
+            props["listeners"] += f",{name}://127.0.0.1:{port}"
+            props["advertised.listeners"] += f",{name}://127.0.0.1:{port}"
+            props["listener.security.protocol.map"] += f",{name}:{name}"
         props.update(self.overrides)
         return props
 
     def _write_config(self) -> Path:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls and not (self.tls_dir / "broker-keystore.pem").exists():
+            make_broker_tls(self.tls_dir)
         cfg = self.dir / "server.properties"
         cfg.write_text("".join(f"{k}={v}\n" for k, v in self.server_properties().items()))
         (self.dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
@@ -585,6 +680,8 @@ class LocalKafka:
             "controller_port": self.controller_port,
             "bootstrap": self.bootstrap,
             "sasl_port": self.sasl_port,
+            "ssl_port": self.ssl_port,
+            "sasl_ssl_port": self.sasl_ssl_port,
             "version": self.version,
             "dir": str(self.dir),
         }
@@ -687,6 +784,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         heap=args.heap,
         start_timeout=args.timeout,
         die_with_parent=args.foreground,
+        tls=args.tls,
     )
     try:
         broker.start()
@@ -696,6 +794,9 @@ def _cmd_start(args: argparse.Namespace) -> int:
     print(f"KAFKA_BOOTSTRAP={broker.bootstrap}")
     print(f"KAFKA_PID={broker.pid}")
     print(f"KAFKA_DIR={broker.dir}")
+    if args.tls:
+        print(f"KAFKA_SSL_BOOTSTRAP={broker.ssl_bootstrap}")
+        print(f"KAFKA_CA_FILE={broker.ca_file}")
     print(f"# started in {broker.start_seconds:.1f}s; log: {broker.server_log}", file=sys.stderr)
     sys.stdout.flush()
     if not args.foreground:
@@ -756,6 +857,9 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--foreground", action="store_true", help="run until Ctrl-C/SIGTERM")
     st.add_argument("--heap", default=DEFAULT_HEAP)
     st.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT)
+    st.add_argument(
+        "--tls", action="store_true", help="add an SSL listener (a CA made with openssl)"
+    )
     sp = sub.add_parser("stop", help="stop the broker started with `start`")
     sp.add_argument("--dir", default=None)
     sp.add_argument("--timeout", type=float, default=30.0)

@@ -1,5 +1,5 @@
-"""``clearing ingest`` and ``clearing journal verify|export|info``: the embedded mode and
-the operator's tools over a local journal directory."""
+"""``clearing ingest``: the embedded mode (a .jsonl file through the sequencer into a
+local journal). The journal tools are in ``journal_commands``."""
 
 from __future__ import annotations
 
@@ -11,21 +11,14 @@ from typing import BinaryIO, Final
 import msgspec
 
 from clearing.audit.replay import iter_numbered_inputs
+from clearing.audit.sources import SourceError, check_journal_dir
 from clearing.engine import encode_output
 from clearing.errors import UserError
-from clearing.journal import (
-    JournalCorrupt,
-    JournalError,
-    LocalJournal,
-    export_jsonl,
-    info,
-    repair_truncate,
-    verify,
-)
+from clearing.journal import JournalError, LocalJournal
 from clearing.sequencer import RecoveryError, Sequencer
-from clearing.snapshot import default_snapshot_dir, list_snapshots
+from clearing.snapshot import default_snapshot_dir
 
-__all__ = ["default_snapshot_dir", "ingest_command", "journal_command", "parse_file_source"]
+__all__ = ["default_snapshot_dir", "ingest_command", "parse_file_source"]
 
 # Inputs per journal group commit in ingest: large enough to amortise the fsync.
 INGEST_BATCH_INPUTS: Final = 5_000
@@ -87,10 +80,22 @@ def _catch_up_events_file(path: str, journal: LocalJournal) -> None:
                 events.write(record.outputs)
 
 
+def _check_new_or_journal(path: str) -> None:
+    """Ingest creates a journal in a new or empty directory, or appends to one; it does
+    not scatter segments into a folder that holds something else (a demo folder, a
+    home directory)."""
+    if os.path.isdir(path) and os.listdir(path):
+        try:
+            check_journal_dir(path)
+        except SourceError as exc:
+            raise UserError(f"{exc}; or pass a new directory to start a journal") from None
+
+
 def ingest_command(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.input)
     if not os.path.isfile(path):
         raise UserError(f"{args.input}: no such file; pass a .jsonl file of input events")
+    _check_new_or_journal(args.journal)
     snapshot_dir = args.snapshots or default_snapshot_dir(args.journal)
     try:
         sequencer, recovery = Sequencer.open_local(
@@ -138,81 +143,4 @@ def ingest_command(args: argparse.Namespace) -> int:
         f"journal at seq {sequencer.engine.seq}",
         file=sys.stderr,
     )
-    return 0
-
-
-def _hex(digest: bytes) -> str:
-    return digest.hex()
-
-
-def journal_command(args: argparse.Namespace) -> int:
-    directory = args.journal
-    if not os.path.isdir(directory):
-        raise UserError(f"{directory}: no such journal directory")
-    if args.journal_command == "verify":
-        if args.repair_truncate:
-            report = repair_truncate(directory)
-            if report.problem is None:
-                print(f"{directory}: nothing to repair; last seq {report.last_seq}")
-            else:
-                print(
-                    f"{directory}: cut at {os.path.basename(report.problem.segment)} offset "
-                    f"{report.problem.offset} ({report.problem.reason}); dropped "
-                    f"{report.bytes_dropped} bytes, deleted {len(report.deleted_segments)} "
-                    f"segment(s); journal now ends at seq {report.last_seq}"
-                )
-            return 0
-        result = verify(directory)
-        print(
-            f"{directory}: {result.records} records (seq {result.first_seq}..{result.last_seq}) "
-            f"in {result.segments} segment(s), {result.size_bytes} bytes; "
-            f"head hash {_hex(result.head_hash)}"
-        )
-        if result.problem is None:
-            print("OK: every frame checksum and the whole hash chain verify")
-            return 0
-        problem = result.problem
-        where = f"{os.path.basename(problem.segment)} at byte offset {problem.offset}"
-        if problem.torn:
-            print(f"torn tail in {where} ({problem.reason}): the next open truncates it")
-            return 0
-        print(
-            f"CORRUPT: {where}: {problem.reason}\n"
-            f"The log cannot be trusted past this point. Restore the journal from a replica "
-            f"or backup; or, accepting the loss of every record from there on, run\n"
-            f"  clearing journal verify --repair-truncate {directory}",
-            file=sys.stderr,
-        )
-        return 1
-    if args.journal_command == "export":
-        out: BinaryIO
-        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
-        try:
-            count = export_jsonl(directory, out, args.from_seq, args.until_seq)
-        except (JournalCorrupt, ValueError) as exc:
-            raise UserError(str(exc)) from exc
-        finally:
-            if args.output:
-                out.close()
-        print(f"exported {count} inputs", file=sys.stderr)
-        return 0
-    summary = info(directory)
-    print(f"journal {directory}")
-    print(f"  records {summary.records}, last seq {summary.last_seq}, {summary.size_bytes} bytes")
-    print(f"  head hash {_hex(summary.head_hash)}")
-    for segment in summary.segments:
-        print(
-            f"  segment {segment.name}: seq {segment.first_seq}..{segment.last_seq}, "
-            f"{segment.size_bytes} bytes"
-        )
-    if summary.problem is not None:
-        print(f"  problem: {summary.problem.reason} (run clearing journal verify)")
-    snapshot_dir = default_snapshot_dir(directory)
-    if os.path.isdir(snapshot_dir):
-        for snap in list_snapshots(snapshot_dir):
-            state = "ok" if snap.problem is None else f"UNUSABLE: {snap.problem}"
-            print(
-                f"  snapshot {os.path.basename(snap.path)}: seq {snap.journal_seq}, "
-                f"{snap.size_bytes} bytes, {state}"
-            )
     return 0

@@ -12,11 +12,14 @@ import argparse
 import contextlib
 import sys
 from datetime import datetime
-from typing import BinaryIO
 
 import msgspec
 
-from clearing.audit.replay import encode_state, engine_for, state_hash
+from clearing.audit.events_out import open_events
+from clearing.audit.progress import Progress
+from clearing.audit.replay import engine_for
+from clearing.audit.sources import SourceError, open_journal, source_config
+from clearing.engine import state_file_bytes, state_sha256
 from clearing.engine.native import NativeEngine, RefusedRecord, ReplayedBatch
 from clearing.errors import UserError
 from clearing.heap import HeapSettler
@@ -60,29 +63,33 @@ def replay_journal_command(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UserError(f"--until-ts {args.until_ts!r}: {exc}") from exc
     try:
-        # Open checks only the segment headers and the last segment: the read below
-        # verifies every record's CRC and the whole hash chain anyway (scanning it twice
-        # cost a third of a replay's time).
-        journal = LocalJournal(args.input, readonly=True, scan_mode="tail")
+        journal = open_journal(args.input, source_config(args.input, args.config))
+    except SourceError as exc:
+        raise UserError(str(exc)) from exc
+    except JournalCorrupt as exc:
+        return _corrupt(exc)
     except JournalError as exc:
         raise UserError(f"cannot open journal {args.input}: {exc}") from exc
-    events_out: BinaryIO | None
-    events_out = (
-        open(args.events, "wb") if args.events else sys.stdout.buffer  # noqa: SIM115
-    )
+    try:
+        events = open_events(args.events)
+    except UserError:
+        journal.close()
+        raise
+    events_out = events.stream
     engine = engine_for(args.core)
     apply_encoded = engine.apply_encoded
     divergences = 0
     first_divergence = ""
     inputs = outputs = 0
     total = journal.last_seq if args.until is None else min(args.until, journal.last_seq)
-    progress = _progress(total) if sys.stderr.isatty() and not args.quiet else None
+    progress = Progress("replay", total) if sys.stderr.isatty() and not args.quiet else None
     heap = HeapSettler()
     verify = not args.no_verify_outputs
     # The native core verifies and applies whole batches of frames in one call unless a
     # record needs Python per input (--until-ts reads each input's ts; --check-invariants).
     native = (
-        isinstance(engine, NativeEngine)
+        isinstance(journal, LocalJournal)
+        and isinstance(engine, NativeEngine)
         and engine.replays_frames
         and native_scan_available()
         and until_ts_ns is None
@@ -100,7 +107,7 @@ def replay_journal_command(args: argparse.Namespace) -> int:
                     inputs += item.inputs
                     outputs += item.events
                     heap.add(item.inputs)
-                    if item.derived:
+                    if item.derived and events_out is not None:
                         events_out.write(item.derived)
                     if item.divergences:
                         divergences += item.divergences
@@ -123,7 +130,7 @@ def replay_journal_command(args: argparse.Namespace) -> int:
                 inputs += 1
                 outputs += len(produced)
                 derived = join_outputs(produced)
-                if produced:
+                if produced and events_out is not None:
                     events_out.write(derived)
                 if args.check_invariants:
                     engine.check_invariants()
@@ -135,26 +142,25 @@ def replay_journal_command(args: argparse.Namespace) -> int:
                         )
                 if progress is not None and inputs % 4096 == 0:
                     progress.update(inputs)
-    except JournalCorrupt as exc:
-        raise UserError(f"journal is corrupt: {exc}") from exc
+    except JournalError as exc:  # a bad frame, a broken chain, a gap in the seqs
+        return _corrupt(exc)
     finally:
         if progress is not None:
             progress.close()
         journal.close()
-        if args.events:
-            events_out.close()
-        else:
-            events_out.flush()
+        events.close()
     engine.check_invariants()
     if args.state:
         with open(args.state, "wb") as state_out:
-            state_out.write(encode_state(engine) + b"\n")
+            state_out.write(state_file_bytes(engine))
     if not args.quiet:
-        print(
-            f"replayed {inputs} journal records (seq 1..{engine.seq}): {outputs} output "
-            f"events; state sha256 {state_hash(engine)}",
-            file=sys.stderr,
+        what = (
+            "0 journal records: the journal is EMPTY"
+            if total == 0
+            else f"{inputs} journal records (seq 1..{engine.seq}): {outputs} output events"
         )
+        print(f"replayed {what}; state sha256 {state_sha256(engine)}", file=sys.stderr)
+    events.explain_held_back(outputs)
     if divergences:
         print(
             f"DIVERGED: {divergences} record(s) re-derived different outputs from the ones "
@@ -165,37 +171,18 @@ def replay_journal_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corrupt(exc: JournalError) -> int:
+    print(
+        f"clearing replay: CORRUPT: the journal is corrupt: {exc}. Run clearing journal "
+        f"verify on it; restore it from a replica or backup",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _divergence(seq: int, source: str, recorded: bytes, derived: bytes) -> str:
     return (
         f"first divergence at seq {seq} ({source}):\n"
         f"  recorded: {recorded[:400]!r}\n"
         f"  derived:  {derived[:400]!r}"
     )
-
-
-class _progress:
-    """A rich progress bar on standard error, for long journals on a terminal."""
-
-    def __init__(self, total: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TimeRemainingColumn,
-        )
-
-        self._bar = Progress(
-            "replay",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task("replay", total=total)
-
-    def update(self, done: int) -> None:
-        self._bar.update(self._task, completed=done)
-
-    def close(self) -> None:
-        self._bar.stop()

@@ -10,7 +10,9 @@ from typing import BinaryIO
 
 import msgspec
 
-from clearing.engine import EngineCore, make_engine, state_hash
+from clearing.audit.events_out import open_events
+from clearing.audit.sources import is_kafka_source
+from clearing.engine import EngineCore, make_engine, state_file_bytes, state_sha256
 from clearing.errors import CoreUnavailable, UserError
 from clearing.heap import HeapSettler
 
@@ -20,7 +22,6 @@ __all__ = [
     "engine_for",
     "replay_command",
     "replay_lines",
-    "state_hash",
 ]
 
 # Every encoded event starts with its tag (msgspec writes the tag field first).
@@ -93,48 +94,47 @@ def replay_lines(
 
 def replay_command(args: argparse.Namespace) -> int:
     path = args.input
-    if not os.path.exists(path):
-        raise UserError(
-            f"{path}: no such file or directory; pass a .jsonl file of input events "
-            f"or a journal directory"
-        )
-    if os.path.isdir(path):
+    if is_kafka_source(path) or os.path.isdir(path):
         from clearing.audit.journal_replay import replay_journal_command
 
         return replay_journal_command(args)
+    if not os.path.exists(path):
+        raise UserError(
+            f"{path}: no such file or directory; pass a .jsonl file of input events, "
+            f"a journal directory or kafka://HOST:PORT/TOPIC"
+        )
+    if args.config is not None:
+        raise UserError("--config applies to kafka:// sources only")
     if args.until is not None or args.until_ts is not None:
-        raise UserError("--until and --until-ts apply to journal directories only")
+        raise UserError("--until and --until-ts apply to journals only")
     engine = engine_for(args.core)
     try:
         source = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from exc
-    events_out: BinaryIO
     try:
-        events_out = open(args.events, "wb") if args.events else sys.stdout.buffer  # noqa: SIM115
-    except OSError as exc:
+        events_out = open_events(args.events)
+    except UserError:
         source.close()
-        raise UserError(f"cannot write {args.events}: {exc.strerror}") from exc
+        raise
     try:
         with source:
             result = replay_lines(
-                engine, iter_file_inputs(source), events_out, args.check_invariants
+                engine, iter_file_inputs(source), events_out.stream, args.check_invariants
             )
     finally:
-        if args.events:
-            events_out.close()
-        else:
-            events_out.flush()
+        events_out.close()
     if args.state:
         try:
             with open(args.state, "wb") as state_out:
-                state_out.write(encode_state(engine) + b"\n")
+                state_out.write(state_file_bytes(engine))
         except OSError as exc:
             raise UserError(f"cannot write {args.state}: {exc.strerror}") from exc
     if not args.quiet:
         print(
             f"replayed {result.inputs} inputs: {result.outputs} output events "
-            f"({result.rejects} rejects); state sha256 {state_hash(engine)}",
+            f"({result.rejects} rejects); state sha256 {state_sha256(engine)}",
             file=sys.stderr,
         )
+    events_out.explain_held_back(result.outputs)
     return 0

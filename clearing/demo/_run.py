@@ -3,11 +3,11 @@
     simulator -> Sequencer.submit (engine + journal group commit, snapshots) -> live view
               -> clearing report (replay of the journal, verified) -> summary table
 
-The journal and snapshots land in a directory of their own (``--dir``, or a new
-``clearing-demo-seed<N>`` under the current directory), so every ``clearing`` tool can be
-pointed at the result: ``clearing replay DIR/journal``, ``clearing journal info
-DIR/journal``, ``clearing report DIR``. A seed gives the same journal, byte for byte: the
-same head hash on every run.
+The journal and snapshots land in a directory of their own (``--dir``, or
+``./clearing-demo-seed<N>``; an earlier run there is refused unless ``--force``), so
+every ``clearing`` tool can be pointed at the result: ``clearing replay DIR/journal``,
+``clearing journal info DIR/journal``, ``clearing report DIR``. A seed gives the same
+journal, byte for byte: the same head hash on every run.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -27,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clearing.demo._live import REFRESH_S, LiveView, Tally
+from clearing.demo._pace import PACE_S, Pacer, should_pace
 from clearing.demo._sim import START_TS_NS, SimConfig, Simulator
 from clearing.errors import UserError
 from clearing.report import (
@@ -34,6 +36,7 @@ from clearing.report import (
     display_e16,
     parse_scaled,
     plural,
+    replay_sentence,
     save_report,
     summary,
 )
@@ -65,6 +68,10 @@ class DemoOptions:
     live: bool = True
     # Replay the journal into report.html at the end (tests of the run alone skip it).
     report: bool = True
+    # Replace an earlier run's journal and report in the directory instead of refusing.
+    force: bool = False
+    # Wall seconds to spread the run over (the live view on a terminal); None: full speed.
+    pace_s: float | None = None
 
     def sim_config(self) -> SimConfig:
         if self.events is not None:
@@ -86,34 +93,69 @@ class DemoResult:
     summary: dict[str, Any] | None
 
 
-def _new_directory(seed: int) -> str:
-    """``./clearing-demo-seed<N>`` (``-2``, ``-3``... if taken), or a temp dir if ``.`` is
-    read-only."""
-    base = os.path.abspath(f"clearing-demo-seed{seed}")
-    candidate, n = base, 1
-    while os.path.exists(candidate):
-        n += 1
-        candidate = f"{base}-{n}"
+# What a demo run writes into its directory; ``--force`` removes exactly these, nothing else.
+_DEMO_OUTPUTS: Final = ("journal", "report.html", "report.html.partial")
+# What a demo's journal directory holds: segments, its lock file and the snapshots.
+_JOURNAL_ENTRY_SUFFIXES: Final = (".seg", "LOCK", "snapshots")
+
+
+def _default_name(seed: int) -> str:
+    """The directory a run writes to when ``--dir`` is not given (the README names it)."""
+    return f"clearing-demo-seed{seed}"
+
+
+def _holds_a_run(directory: str) -> bool:
+    return any(os.path.exists(os.path.join(directory, name)) for name in _DEMO_OUTPUTS)
+
+
+def _remove_run(directory: str, shown: str) -> None:
+    """Remove an earlier run's journal and report from ``directory`` (``--force``), after
+    checking that the journal directory holds only what the demo writes."""
+
+    journal_dir = os.path.join(directory, "journal")
+    if os.path.isdir(journal_dir):
+        foreign = [
+            name for name in os.listdir(journal_dir) if not name.endswith(_JOURNAL_ENTRY_SUFFIXES)
+        ]
+        if foreign:
+            names = ", ".join(sorted(foreign))
+            raise UserError(
+                f"{shown}/journal holds files a demo does not write ({names}); "
+                "not removing it: pass another --dir"
+            )
     try:
-        os.makedirs(candidate)
-    except OSError:
-        return tempfile.mkdtemp(prefix=f"clearing-demo-seed{seed}-")
-    return candidate
+        for name in _DEMO_OUTPUTS:
+            path = os.path.join(directory, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+    except OSError as exc:
+        raise UserError(f"cannot remove the earlier run in {shown}: {exc.strerror}") from exc
 
 
 def _prepare_directory(options: DemoOptions) -> str:
-    if options.directory is None:
-        return _new_directory(options.seed)
-    directory = os.path.abspath(options.directory)
-    journal_dir = os.path.join(directory, "journal")
-    if os.path.isdir(journal_dir) and os.listdir(journal_dir):
-        raise UserError(
-            f"{directory} already holds a demo journal; pass a new or empty directory "
-            f"(or inspect that one with: clearing report {options.directory})"
-        )
+    """The run's directory, created; an earlier run there is an error unless ``force``.
+
+    The default is always ``./clearing-demo-seed<N>`` (never a ``-2`` variant the README
+    does not name): a second run with the same seed says so and names the two ways on.
+    """
+    given = options.directory
+    shown = given if given is not None else f"./{_default_name(options.seed)}"
+    directory = os.path.abspath(given if given is not None else shown)
+    if _holds_a_run(directory):
+        if not options.force:
+            raise UserError(
+                f"{shown} already holds a demo run; pass --force to replace it, or "
+                f"--dir DIR to write elsewhere (inspect it with: clearing report {shown})"
+            )
+        _remove_run(directory, shown)
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
+        if given is None:
+            # A read-only working directory: the run still works, somewhere it can write.
+            return tempfile.mkdtemp(prefix=f"{_default_name(options.seed)}-")
         raise UserError(f"cannot create {directory}: {exc.strerror}") from exc
     return directory
 
@@ -165,13 +207,21 @@ class _MetricsEndpoint:
             self._thread.join(10)
 
 
-def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
-    """Run the demo end to end; ``console`` gets the live view and messages."""
+def run_demo(
+    options: DemoOptions, console: Console | None = None, pacer: Pacer | None = None
+) -> DemoResult:
+    """Run the demo end to end; ``console`` gets the live view and messages.
+
+    ``pacer`` (tests pass one with a fake clock) holds the run to ``options.pace_s``;
+    by default one on the real clock when ``pace_s`` is set.
+    """
     console = console or Console()
     config = options.sim_config()
     directory = _prepare_directory(options)
     journal_dir = os.path.join(directory, "journal")
     sim = Simulator(config)
+    if pacer is None and options.pace_s is not None:
+        pacer = Pacer(config.duration_s, sim.crash_at_s, options.pace_s, frame_s=REFRESH_S)
     console.print(
         f"clearing demo: seed {config.seed}, {config.accounts:,} accounts, "
         f"{config.duration_s / 60:.0f} simulated minutes (~{config.expected_inputs:,} inputs) "
@@ -194,21 +244,33 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             url = endpoint.start()
             console.print(f"Prometheus metrics while it runs: {url}", soft_wrap=True)
         if options.live:
-            view = LiveView(console, f"clearing demo · seed {config.seed}")
+            note = (
+                f"paced to about {options.pace_s:.0f} s so it can be watched; --fast to skip"
+                if pacer is not None
+                else ""
+            )
+            view = LiveView(console, f"clearing demo · seed {config.seed}", note)
         started = time.perf_counter()
+        if pacer is not None:
+            pacer.start()
         batch: list[tuple[str, bytes]] = []
         for n, payload in enumerate(sim, start=1):
             # The source names the simulated stream and the input's place in it.
             batch.append((f"demo:seed={config.seed}:{n}", payload))
-            if len(batch) < BATCH_INPUTS:
+            # Paced, a batch ends at each frame as well, so the crash is drawn tick by tick.
+            frame = pacer is not None and pacer.frame_due(sim.now_s)
+            if len(batch) < BATCH_INPUTS and not frame:
                 continue
             _submit(sequencer, batch, tally, endpoint, sim)
             batch = []
+            if pacer is not None:
+                pacer.wait(sim.now_s)
             now = time.perf_counter()
             if endpoint is not None and now - last_metrics >= METRICS_LEDGER_EVERY_S:
                 last_metrics = now
                 endpoint.metrics.update_ledger(sequencer.engine, _sim_ns(sim))
-            if view is not None and now - last_draw >= REFRESH_S:
+            # Paced, every frame is drawn: the schedule already spaces them.
+            if view is not None and (pacer is not None or now - last_draw >= REFRESH_S):
                 last_draw = now
                 _draw(view, sim, tally, sequencer, now - started)
         if batch:
@@ -258,6 +320,7 @@ def _submit(
     first_seq = sequencer.engine.seq + 1
     outputs = sequencer.submit(batch)
     tally.observe(outputs)
+    tally.observe_inputs(first_seq, [payload for _, payload in batch], outputs)
     if endpoint is not None:
         # One "topic" label for the whole demo: the per-input source would be a new label
         # value per input.
@@ -280,7 +343,7 @@ def _draw(
         progress = sim.now_s / config.duration_s
     view.show(
         progress=progress,
-        clock=f"{_clock(sim.now_s)} / {_clock(config.duration_s)} simulated",
+        clock=f"{_clock(sim.now_s)} / {_clock(config.duration_s)}",
         phase=sim.phase,
         inputs=sequencer.engine.seq,
         inputs_per_s=sequencer.engine.seq / elapsed_s if elapsed_s > 0 else 0.0,
@@ -339,12 +402,22 @@ def _summary_table(result: DemoResult, numbers: dict[str, Any]) -> Table:
         amount(fund["final_equity"]),
         "equity; fund / open interest " + ("n/a" if ratio is None else f"{float(ratio):.2%}"),
     )
+    table.add_row(
+        "fund deposits",
+        amount(fund["deposited"]),
+        f"{plural(fund['deposits'], 'deposit')}; fund before top-ups "
+        f"{amount(fund['equity_before_top_ups'])}, lowest {amount(fund['lowest_sampled_equity'])}",
+    )
     verification = numbers["verification"]
     table.add_row(
         "invariants",
         "OK" if verification["invariants_ok"] else "FAILED",
-        "journal replayed from seq 1, every recorded output re-derived identically "
-        f"({verification['records_with_outputs_verified']:,} inputs had outputs)",
+        "journal replayed from seq 1: "
+        + replay_sentence(
+            result.inputs,
+            verification["records_with_outputs_verified"],
+            verification["records_with_unrecorded_outputs"],
+        ),
     )
     table.add_row("journal head", result.head_hash_hex[:16], "the same for every run of this seed")
     table.add_row(
@@ -362,14 +435,17 @@ def demo_command(args: argparse.Namespace) -> int:
         raise UserError("--events must be at least 1000 (the setup alone takes more)")
     if args.duration is not None and args.duration < 120:
         raise UserError("--duration must be at least 120 simulated seconds")
+    live = not args.no_live and sys.stdout.isatty()
     options = DemoOptions(
         seed=args.seed,
         accounts=args.accounts,
         duration_s=3_600.0 if args.duration is None else args.duration,
         events=args.events,
         directory=args.dir,
+        force=args.force,
         metrics_port=args.metrics_port,
-        live=not args.no_live and sys.stdout.isatty(),
+        live=live,
+        pace_s=PACE_S if should_pace(live=live, fast=args.fast) else None,
     )
     console = Console()
     try:

@@ -16,7 +16,8 @@ from clearing.engine.cores import (
     make_engine,
     native_available,
     run_jsonl,
-    state_hash,
+    state_file_bytes,
+    state_sha256,
 )
 from clearing.engine.engine import Engine, iter_jsonl_lines
 from clearing.engine.events import REJECT_REASONS, OutputEvent, encode_output
@@ -41,5 +42,6 @@ __all__ = [
     "make_engine",
     "native_available",
     "run_jsonl",
-    "state_hash",
+    "state_file_bytes",
+    "state_sha256",
 ]

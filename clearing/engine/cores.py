@@ -18,7 +18,15 @@ from clearing.engine.events import encode_output
 from clearing.engine.native import NativeEngine, native_available
 from clearing.errors import StateFormatError
 
-__all__ = ["CORES", "load_engine", "make_engine", "native_available", "run_jsonl", "state_hash"]
+__all__ = [
+    "CORES",
+    "load_engine",
+    "make_engine",
+    "native_available",
+    "run_jsonl",
+    "state_file_bytes",
+    "state_sha256",
+]
 
 CORES: Final = ("auto", "native", "python")
 
@@ -51,9 +59,17 @@ def load_engine(
         raise StateFormatError(str(exc)) from exc
 
 
-def state_hash(engine: EngineCore) -> str:
-    """SHA-256 of the canonical state JSON: two replays agree iff their hashes do."""
-    return hashlib.sha256(engine.state_json()).hexdigest()
+def state_file_bytes(engine: EngineCore) -> bytes:
+    """The SPEC §8 state as ``clearing replay --state`` writes it: canonical JSON (keys
+    in code-point order, byte-identical on both cores) and a final newline."""
+    return engine.state_json() + b"\n"
+
+
+def state_sha256(engine: EngineCore) -> str:
+    """THE state hash (hex): SHA-256 of ``state_file_bytes``, so ``sha256sum`` of a
+    ``--state`` file gives it too. Replay, the report, ``clearing snapshot show --hash``
+    and the daemon's ``/state-hash`` all print this one; two ledgers agree iff it does."""
+    return hashlib.sha256(state_file_bytes(engine)).hexdigest()
 
 
 def run_jsonl(

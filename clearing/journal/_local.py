@@ -62,6 +62,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from clearing.storage import Storage
+
 from ._errors import JournalClosed, JournalCorrupt, JournalLocked
 from ._format import (
     SEGMENT_HEADER_BYTES,
@@ -104,6 +106,20 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+class _ModuleCalls(Storage):
+    """The default storage: this module's functions, looked up when called (the disk
+    fault tests patch them)."""
+
+    def write(self, fd: int, data: bytes | memoryview) -> None:
+        write_all(fd, data)  # type: ignore[arg-type]
+
+    def fdatasync(self, fd: int) -> None:
+        _fdatasync(fd)
+
+    def fsync_dir(self, directory: str) -> None:
+        fsync_dir(directory)
 
 
 def acquire_lock(directory: str) -> int:
@@ -167,7 +183,8 @@ class LocalJournal:
 
     ``readonly=True`` takes no lock, never creates or modifies anything, and
     ignores (with a warning) a torn tail instead of truncating it; ``append`` and
-    ``sync`` then raise ``JournalClosed``.
+    ``sync`` then raise ``JournalClosed``. Appends and syncs go through ``storage``
+    (``clearing.storage.Storage``; the fault simulator passes one that fails).
     """
 
     def __init__(
@@ -178,6 +195,7 @@ class LocalJournal:
         *,
         scan_mode: ScanMode = "full",
         readonly: bool = False,
+        storage: Storage | None = None,
     ) -> None:
         if segment_bytes <= SEGMENT_HEADER_BYTES:
             raise ValueError(f"segment_bytes must exceed {SEGMENT_HEADER_BYTES}")
@@ -187,6 +205,7 @@ class LocalJournal:
         self._segment_bytes = segment_bytes
         self._fsync: FsyncPolicy = fsync
         self._readonly = readonly
+        self._storage: Storage = storage if storage is not None else _ModuleCalls()
         self._lock_fd: int | None = None
         self._fd: int | None = None  # active (last) segment, append-only
         self._unsynced: list[str] = []  # closed segments written since the last sync
@@ -346,14 +365,15 @@ class LocalJournal:
                 raise
 
     def _write_chunk(self, chunk: _Chunk) -> None:
+        storage = self._storage
         if chunk.new:
             if self._fd is not None:
                 if self._active_unsynced:
                     self._unsynced.append(self._segments[-1].path)
-                os.close(self._fd)
+                storage.close(self._fd)
                 self._fd = None
             path = os.path.join(self._dir, segment_name(chunk.first_seq))
-            self._fd = os.open(
+            self._fd = storage.open(
                 path,
                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
                 FILE_MODE,
@@ -369,20 +389,20 @@ class LocalJournal:
             if chunk.new:
                 parts = [parts[0] + parts[1], *parts[2:]]
             for part in parts:
-                write_all(fd, part)
-                _fdatasync(fd)
+                storage.write(fd, part)
+                storage.fdatasync(fd)
                 if self._dir_unsynced:
-                    fsync_dir(self._dir)
+                    self._storage.fsync_dir(self._dir)
                     self._dir_unsynced = False
             data_bytes = sum(len(p) for p in parts)
         else:
             data = b"".join(chunk.parts)
-            write_all(fd, data)
+            storage.write(fd, data)
             data_bytes = len(data)
             if self._fsync == "batch":
-                _fdatasync(fd)
+                storage.fdatasync(fd)
                 if self._dir_unsynced:
-                    fsync_dir(self._dir)
+                    self._storage.fsync_dir(self._dir)
                     self._dir_unsynced = False
             else:
                 self._active_unsynced = True
@@ -397,18 +417,19 @@ class LocalJournal:
     def sync(self) -> None:
         """fsync everything written so far (a no-op unless the policy is ``"never"``)."""
         self._check_writable()
+        storage = self._storage
         for path in self._unsynced:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = storage.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                os.fsync(fd)
+                storage.fsync(fd)
             finally:
-                os.close(fd)
+                storage.close(fd)
         self._unsynced.clear()
         if self._fd is not None and self._active_unsynced:
-            _fdatasync(self._fd)
+            storage.fdatasync(self._fd)
             self._active_unsynced = False
         if self._dir_unsynced:
-            fsync_dir(self._dir)
+            self._storage.fsync_dir(self._dir)
             self._dir_unsynced = False
 
     # -- reading ------------------------------------------------------------------

@@ -27,6 +27,7 @@ from clearing.kafka._batch import (
     source_of,
 )
 from clearing.kafka._commands import run_command, run_daemon, topics_command
+from clearing.kafka._connect import EXIT_UNREACHABLE
 from clearing.kafka._daemon import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -49,6 +50,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_RECOVERY",
     "EXIT_SHUTDOWN_TIMEOUT",
+    "EXIT_UNREACHABLE",
     "HEADER_INDEX",
     "HEADER_SEQ",
     "OVERSIZED",

@@ -33,9 +33,8 @@ import msgspec
 
 from clearing.engine import EngineCore, OutputEvent
 from clearing.engine.events import OracleHeld, Reject, decode_output
-from clearing.engine.native import NativeEngine
-from clearing.journal import GENESIS_HASH, Record, chain_hash
-from clearing.sequencer import join_outputs
+from clearing.journal import Record
+from clearing.sequencer import JournalChain, Sequencer, encode_record
 
 __all__ = [
     "HEADER_BLOCK",
@@ -80,14 +79,13 @@ _DETAIL_MAX_CHARS: Final = 500
 # limits.max_journal_record_bytes, which sizes the journal topic's max.message.bytes.
 JOURNAL_BLOCK_BYTES: Final = 4 * 1024 * 1024
 
-_record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(Record)
 _block_decoder = msgspec.msgpack.Decoder(list[Record])
 
 
 def encode_journal_value(record: Record) -> bytes:
     """A single-record journal value (the format before blocks; see ``encode_journal_block``)."""
-    return _record_encoder.encode(record)
+    return encode_record(record)
 
 
 def decode_journal_value(value: bytes) -> Record:
@@ -97,7 +95,7 @@ def decode_journal_value(value: bytes) -> Record:
 
 def encode_journal_block(topic: str, records: Sequence[Record]) -> OutMessage:
     """The journal message of ``records`` (consecutive seqs, at least one)."""
-    return _block_message(topic, records[0].seq, [_record_encoder.encode(r) for r in records])
+    return _block_message(topic, records[0].seq, [encode_record(r) for r in records])
 
 
 def _block_message(topic: str, first_seq: int, encoded: Sequence[bytes]) -> OutMessage:
@@ -219,24 +217,6 @@ def parse_source(source: str) -> tuple[str, int, int] | None:
         return parts[0], int(parts[1]), int(parts[2])
     except ValueError:
         return None
-
-
-class JournalChain:
-    """Seq and hash chain of the journal as this writer has extended it."""
-
-    __slots__ = ("head_hash", "last_seq")
-
-    def __init__(self, last_seq: int = 0, head_hash: bytes = GENESIS_HASH) -> None:
-        self.last_seq = last_seq
-        self.head_hash = head_hash
-
-    def append(self, seq: int, source: str, payload: bytes, outputs: bytes) -> Record:
-        if seq != self.last_seq + 1:
-            raise ValueError(f"journal seq {seq} does not follow {self.last_seq}")
-        digest = chain_hash(self.head_hash, seq, source.encode(), payload, outputs)
-        self.last_seq = seq
-        self.head_hash = digest
-        return Record(seq, source, payload, outputs, digest)
 
 
 def order_records(
@@ -381,76 +361,20 @@ def _position_headers(rec: Consumed) -> list[tuple[str, bytes]]:
     ]
 
 
-def _journal_one(
-    engine: EngineCore,
-    chain: JournalChain,
-    raw: bytes,
-    source: str,
-    encoded: list[bytes] | None,
-    records: list[bytes],
-    outputs: list[tuple[int, list[bytes]]],
-    index: int,
-) -> None:
-    """Journal one input on the per-input path (applied here unless ``encoded`` is given:
-    the outputs of an input the engine already applied)."""
-    if encoded is None:
-        encoded = engine.apply_encoded(raw)
-    record = chain.append(engine.seq, source, raw, join_outputs(encoded))
-    records.append(_record_encoder.encode(record))
-    if encoded:
-        outputs.append((index, encoded))
-
-
-def _journal(
-    engine: EngineCore, chain: JournalChain, payloads: list[bytes], sources: list[str]
-) -> tuple[list[bytes], list[tuple[int, list[bytes]]], bytes]:
-    """Apply ``payloads`` in order and extend ``chain``: each input's encoded journal
-    record, ``(index, output event bytes)`` of each input that had outputs, and each
-    input's type as a byte (``INPUT_KINDS``; 0 where the native core did not apply it).
-
-    On the native core the inputs run in native batches (``NativeEngine.journal_run``);
-    an input it does not finish alone takes the per-input path, as does every input on
-    the Python core. Both write the same bytes.
-    """
-    records: list[bytes] = []
-    outputs: list[tuple[int, list[bytes]]] = []
-    if not isinstance(engine, NativeEngine):
-        for index, (raw, source) in enumerate(zip(payloads, sources, strict=True)):
-            _journal_one(engine, chain, raw, source, None, records, outputs, index)
-        return records, outputs, bytes(len(payloads))
-    kinds = bytearray()
-    start, n = 0, len(payloads)
-    while start < n:
-        index, code, done, head_hash, run_outputs, run_kinds = engine.journal_run(
-            payloads, sources, start, chain.head_hash
-        )
-        kinds += run_kinds
-        records.extend(done)
-        outputs.extend(run_outputs)
-        chain.last_seq += len(done)
-        chain.head_hash = head_hash
-        if index == n:
-            break
-        raw = payloads[index]
-        encoded = None if code is None else engine.finish_refusal(raw, code)
-        _journal_one(engine, chain, raw, sources[index], encoded, records, outputs, index)
-        kinds.append(0)
-        start = index + 1
-    return records, outputs, bytes(kinds)
-
-
 class BatchPlanner:
     """Plans one batch from consecutive chunks of records (``add``), then ``finish``.
 
-    The same messages as one ``plan_batch`` call over all the records, except that the
-    journal blocks are cut over the whole batch either way. The daemon plans in chunks so
-    that the event loop can drive the previous batch's transaction in between.
+    The Kafka sink around the sequencer: each chunk's inputs go through
+    ``Sequencer.step`` (numbered, applied, journal records built), and the step becomes
+    this transaction's journal blocks, output events and dead letters. The same messages
+    as one ``plan_batch`` call over all the records, except that the journal blocks are
+    cut over the whole batch either way. The daemon plans in chunks so that the event
+    loop can drive the previous batch's transaction in between.
     """
 
     def __init__(
         self,
-        engine: EngineCore,
-        chain: JournalChain,
+        sequencer: Sequencer,
         *,
         journal_topic: str,
         events_topic: str,
@@ -459,17 +383,14 @@ class BatchPlanner:
         max_message_bytes: int,
         journal_block_bytes: int | None = None,
     ) -> None:
-        if chain.last_seq != engine.seq:
-            raise ValueError(f"journal chain at seq {chain.last_seq}, engine at {engine.seq}")
-        self._engine = engine
-        self._chain = chain
+        self._sequencer = sequencer
         self._journal_topic = journal_topic
         self._events_topic = events_topic
         self._dlq_topic = dlq_topic
         self._ledger = ledger_id.encode()
         self._max_message_bytes = max_message_bytes
         self._block_bytes = journal_block_bytes
-        self._first_seq = engine.seq + 1
+        self._first_seq = sequencer.chain.last_seq + 1
         self._records: list[bytes] = []
         self._events: list[OutMessage] = []
         # Dead letters: the oversized inputs first, then the rejected ones, whatever the
@@ -533,14 +454,14 @@ class BatchPlanner:
             sources.append(prefix + str(offset))
             applied.append((topic, value))
         self._last_ts_ms = last_ts_ms
-        first_seq = self._engine.seq + 1
-        encoded_records, outputs_at, kinds = _journal(self._engine, self._chain, payloads, sources)
-        self._records.extend(encoded_records)
-        self._kinds += kinds
+        step = self._sequencer.step(payloads, sources)
+        self._records.extend(step.records)
+        self._kinds += step.kinds
         self._sources.extend(sources)
         # Outputs are the exception (liquidations, withdrawals, rejects): decoded here for
         # their keys, the DLQ and the metrics.
-        for index, encoded in outputs_at:
+        first_seq = step.first_seq
+        for index, encoded in step.outputs:
             self._add_outputs(sequenced[index], first_seq + index, encoded)
 
     def _add_outputs(self, rec: Consumed, seq: int, encoded: list[bytes]) -> None:
@@ -585,8 +506,8 @@ class BatchPlanner:
             dlq=self._oversized_dlq + self._dlq,
             offsets=self._offsets,
             first_seq=self._first_seq,
-            last_seq=self._engine.seq,
-            head_hash=self._chain.head_hash,
+            last_seq=self._sequencer.chain.last_seq,
+            head_hash=self._sequencer.chain.head_hash,
             applied=self._applied,
             kinds=bytes(self._kinds),
             sources=self._sources,
@@ -609,7 +530,8 @@ def plan_batch(
     max_message_bytes: int,
     journal_block_bytes: int | None = None,
 ) -> BatchPlan:
-    """Apply ``records`` in order to ``engine`` and extend ``chain``: returns the messages.
+    """Apply ``records`` in order to ``engine`` and extend ``chain``: returns the messages
+    (one ``BatchPlanner`` over a sequencer for that engine and chain).
 
     The engine and chain move ahead here, before anything is written: the caller must
     commit the plan's transaction or abandon both (the daemon exits and recovers).
@@ -617,8 +539,7 @@ def plan_batch(
     daemon passes ``limits.max_journal_record_bytes``, the journal topic's message size).
     """
     planner = BatchPlanner(
-        engine,
-        chain,
+        Sequencer(engine, chain=chain, snapshot_every_inputs=None),
         journal_topic=journal_topic,
         events_topic=events_topic,
         dlq_topic=dlq_topic,

@@ -10,6 +10,8 @@ import logging
 import signal
 import sys
 
+from clearing.kafka._clients import ACCESS_ERRORS, access_error_message
+from clearing.kafka._connect import ConnectError
 from clearing.kafka._daemon import Daemon
 from clearing.kafka._topics import create_topics
 from clearing.ops.config import Config, ConfigError, load_config
@@ -74,7 +76,15 @@ def topics_command(args: argparse.Namespace) -> int:
     if config is None:
         return _EXIT_USAGE
     _configure_logging(config)
-    report = asyncio.run(create_topics(config))
+    try:
+        report = asyncio.run(create_topics(config))
+    except ConnectError as exc:
+        print(f"clearing topics create: error: {exc.message}", file=sys.stderr)
+        return exc.code
+    except ACCESS_ERRORS as exc:
+        message = access_error_message(config, exc)
+        print(f"clearing topics create: error: {message}", file=sys.stderr)
+        return _EXIT_USAGE
     for name in report.created:
         print(f"created  {name}")
     for name in report.existing:

@@ -25,61 +25,67 @@ the transaction is aborted and the exit is ``EXIT_SHUTDOWN_TIMEOUT``.
 Startup order matters: the transactional producer starts (InitProducerId fences every
 older instance and completes or aborts its open transaction) *before* the journal's end
 is read, so nothing can be committed behind recovery's back.
+
+This module is the loop and the lifecycle. The inputs are numbered, applied and
+journalled by the one sequencer (``clearing.sequencer.Sequencer.step``, through
+``_batch.BatchPlanner``); the rest lives beside it: ``_transaction`` (the Kafka sink:
+one transaction per batch), ``_assignment`` (input partitions and where each starts),
+``_upkeep`` (invariant checks and snapshots as the sequencer's schedule says, in a forked
+child, ``_background``), ``_exits`` (exit codes and ``DaemonExit``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import (
-    InvalidProducerEpoch,
-    KafkaConnectionError,
-    OffsetOutOfRangeError,
-    ProducerFenced,
-)
+from aiokafka.errors import OffsetOutOfRangeError
 
-from clearing.engine import EngineCore, InvariantViolation
+from clearing.engine import EngineCore
 from clearing.engine.events import Clawback
-from clearing.engine.persist import dump_state
-from clearing.heap import HeapSettler, settle_heap, streaming_collections
+from clearing.heap import settle_heap, streaming_collections
 from clearing.journal import JournalError
-from clearing.kafka._background import BackgroundJob, start_background_job
+from clearing.kafka._assignment import Assignment
 from clearing.kafka._batch import (
     HEADER_SOURCE_TOPIC,
     BatchPlan,
     BatchPlanner,
     Consumed,
     InputBuffer,
-    JournalChain,
 )
 from clearing.kafka._clients import (
     ACCESS_ERRORS,
     access_error_message,
-    admin_client,
     make_consumer,
     make_producer,
-    probe_authentication,
 )
-from clearing.kafka._recovery import (
-    KafkaRecovery,
-    Positions,
-    recover_from_kafka,
-    write_kafka_snapshot,
+from clearing.kafka._connect import ConnectError, start_admin
+from clearing.kafka._dead_letters import DeadLetterLog
+from clearing.kafka._exits import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_FENCED,
+    EXIT_OK,
+    EXIT_RECOVERY,
+    EXIT_SHUTDOWN_TIMEOUT,
+    DaemonExit,
 )
-from clearing.kafka._topics import describe_partitions
+from clearing.kafka._recovery import KafkaRecovery, Positions, recover_from_kafka
+from clearing.kafka._topics import describe_partitions, input_limit_warnings
+from clearing.kafka._transaction import BeforeCommit, Transactions, retrieve_fatal_error
+from clearing.kafka._upkeep import Upkeep
 from clearing.ops.config import Config
 from clearing.ops.http import OpsServer
 from clearing.ops.metrics import Metrics
-from clearing.sequencer import RecoveryError
+from clearing.ops.state_hash import CommittedStateHash
+from clearing.sequencer import RecoveryError, Sequencer
 
 __all__ = [
     "EXIT_CONFIG",
@@ -96,21 +102,8 @@ __all__ = [
 
 log = logging.getLogger("clearing.kafka")
 
-EXIT_OK: Final = 0
-EXIT_FAILURE: Final = 1  # a batch failed or something unexpected: restart, recovery rebuilds
-EXIT_CONFIG: Final = 2  # bad configuration, wrong credentials or missing ACLs: fix, then start
-EXIT_FENCED: Final = 3  # a newer instance with the same ledger id took over
-EXIT_RECOVERY: Final = 4  # refused to start (topics, journal, snapshots): a person must look
-EXIT_SHUTDOWN_TIMEOUT: Final = 5  # stop requested, but the bound passed: open txn aborted
-
-# Test hook: called (and awaited if it returns an awaitable) with the 1-based batch number
-# after the batch's messages were sent, before its offsets and commit. Raising makes the
-# batch fail like a broken send would.
-BeforeCommit = Callable[[int], Awaitable[None] | None]
-
 _T = TypeVar("_T")
-# Abort and client shutdown are best effort on the way out; never let them hang the exit.
-_ABORT_TIMEOUT_S: Final = 10.0
+# Client shutdown is best effort on the way out; never let it hang the exit.
 _CLOSE_TIMEOUT_S: Final = 10.0
 _STUCK_CLOSE_TIMEOUT_S: Final = 1.0
 # Ledger gauges cost O(positions) on the loop; Prometheus scrapes every 15 s anyway.
@@ -121,23 +114,6 @@ _LEDGER_METRICS_INTERVAL_S: Final = 5.0
 # work, so that each step waits that long at most.
 _PLAN_CHUNK_RECORDS: Final = 100
 _DRAIN_CHUNK_RECORDS: Final = 500
-_FENCED_ERRORS: Final = (ProducerFenced, InvalidProducerEpoch)
-
-
-class _Stuck(Exception):
-    """A batch's sends or commit did not complete within the bound (see _stuck_after_s)."""
-
-
-_SENDS: Final = "its sends"
-
-
-class DaemonExit(Exception):
-    """Stop the daemon with ``code``; ``message`` is the log line that says why."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 async def _in_daemon_thread(fn: Callable[..., _T], *args: Any) -> _T:
@@ -190,20 +166,6 @@ async def drain_fetched(
             return
         timeout_ms = 0
         await asyncio.sleep(0)
-
-
-def _retrieve_fatal_error(producer: AIOKafkaProducer) -> None:
-    """Read the error aiokafka leaves on an internal future once fenced.
-
-    Nobody awaits that future, so asyncio would log "Future exception was never
-    retrieved" with a traceback whenever it is garbage collected, possibly in the middle
-    of another traceback's formatting (on CPython 3.11 that nesting corrupts the ``ast``
-    module's state: "SystemError: AST constructor recursion depth mismatch").
-    """
-    manager = getattr(producer, "_txn_manager", None)
-    waiter = getattr(manager, "_transaction_waiter", None)
-    if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
-        waiter.exception()
 
 
 def _listen_address(listen: str) -> tuple[str, int]:
@@ -270,32 +232,32 @@ class Daemon:
         self.recovery: KafkaRecovery | None = None
         self.committed_seq = 0
         self.batches_committed = 0
-        self.last_snapshot_path: str | None = None
-        self._chain = JournalChain()
+        self._sequencer: Sequencer | None = None  # numbers, applies and chains the inputs
+        self._upkeep: Upkeep | None = None  # invariant checks and snapshots
+        self._transactions: Transactions | None = None  # the sink: one per batch
+        self._inputs: Assignment | None = None  # the input partitions and their positions
         self._journal_offset = -1
         self._positions: Positions = {}
-        self._assigned: list[TopicPartition] = []
         self._buffer = InputBuffer(self._rank)  # consumed, not planned yet
-        self._last_snapshot_seq = 0
-        self._heap = HeapSettler()
-        self._job: BackgroundJob | None = None  # the forked check/snapshot child, if any
-        self._job_task: asyncio.Task[None] | None = None
+        self._dead_letters = DeadLetterLog(config.topics.dlq)  # rate-limited lines
         self._inflight: asyncio.Task[None] | None = None  # the open transaction's commit
-        self._failure: DaemonExit | None = None  # what a child found, raised by the loop
-        self._last_invariant_seq = 0
         self._batch_no = 0
         self._producer: AIOKafkaProducer | None = None
-        self._producer_stuck = False  # a batch timed out: do not wait for its flush
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._server: OpsServer | None = None
         self.http_port: int | None = None
+        self.state_hashes = CommittedStateHash()  # GET /state-hash
 
     # -- control -------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
         return self.metrics.ready
+
+    @property
+    def last_snapshot_path(self) -> str | None:
+        return None if self._upkeep is None else self._upkeep.last_snapshot_path
 
     def request_stop(self) -> None:
         """Stop consuming; the open transaction commits (and the batch planned behind it,
@@ -359,24 +321,28 @@ class Daemon:
             host, port = _listen_address(config.http.listen)
             # A stuck commit shows on /healthz after twice the Kafka request timeout.
             stall_s = max(30.0, 2 * config.kafka.request_timeout_ms / 1000)
-            self._server = OpsServer(metrics, host, port, stall_after_s=stall_s)
+            self._server = OpsServer(
+                metrics,
+                host,
+                port,
+                stall_after_s=stall_s,
+                state_hash=lambda: self.state_hashes.get(self.committed_seq),
+            )
             await self._server.start()
             self.http_port = self._server.port
             log.info("ops endpoint on %s (/metrics /healthz /readyz)", self._server.url)
-        self._admin = admin_client(config)
-        try:
-            await self._admin.start()
-        except KafkaConnectionError as exc:
-            # aiokafka reports a rejected login as "Unable to bootstrap": find out which.
-            denied = await probe_authentication(config)
-            if denied is not None:
-                raise DaemonExit(EXIT_CONFIG, access_error_message(config, denied)) from exc
-            raise
+        try:  # a bounded wait, then one line (clearing/kafka/_connect.py)
+            self._admin = await start_admin(config)
+        except ConnectError as exc:
+            raise DaemonExit(exc.code, exc.message) from exc
         await self._preflight()
 
         metrics.set_ready(False, "fencing older instances")
         self._producer = make_producer(config)
         await self._producer.start()
+        self._transactions = Transactions(
+            config, metrics, self._producer, self._admin, self._before_commit
+        )
         log.info(
             "transactional producer %r initialised: any older instance of ledger %r is fenced",
             config.transactional_id,
@@ -393,30 +359,40 @@ class Daemon:
 
         self._consumer = make_consumer(config)
         await self._consumer.start()
-        await self._assign(first=True)
+        self._inputs = Assignment(
+            config, self._consumer, self._admin, self._positions, self._buffer
+        )
+        await self._inputs.assign(first=True, journal_empty=recovery.chain.last_seq == 0)
         if not self._stop.is_set():
             metrics.set_ready(True)
         log.info(
             "ready: ledger %r at seq %d; consuming %s",
             config.ledger_id,
             self.committed_seq,
-            ", ".join(f"{tp.topic}:{tp.partition}" for tp in self._assigned),
+            ", ".join(f"{tp.topic}:{tp.partition}" for tp in self._inputs.assigned),
         )
         with streaming_collections():
             await self._consume()
-        await self._finish_background_work()
-        if config.snapshot_dir and config.snapshot.on_shutdown:
-            await self._snapshot()
+        assert self._upkeep is not None
+        await self._upkeep.finish()
+        if config.snapshot_dir and config.snapshot.on_shutdown and self._settled():
+            await self._upkeep.snapshot_now(self._journal_offset, self._positions)
 
     def _adopt(self, recovery: KafkaRecovery) -> None:
         self.recovery = recovery
         self.engine = recovery.engine
-        self._chain = recovery.chain
+        config = self.config
+        self._sequencer = Sequencer(
+            recovery.engine,
+            chain=recovery.chain,
+            snapshot_every_inputs=config.snapshot.every_inputs if config.snapshot_dir else None,
+            invariant_check_inputs=config.limits.invariant_check_inputs,
+            last_snapshot_seq=recovery.snapshot_seq,
+        )
+        self._upkeep = Upkeep(config, self.metrics, self._sequencer)
         self._journal_offset = recovery.journal_offset
         self._positions = dict(recovery.positions)
         self.committed_seq = recovery.engine.seq
-        self._last_snapshot_seq = recovery.snapshot_seq
-        self._last_invariant_seq = recovery.engine.seq
         if recovery.snapshot_path is not None:
             self.metrics.set_snapshot_time(time.time_ns())
         self.metrics.set_journal_seq(recovery.chain.last_seq)
@@ -460,17 +436,17 @@ class Daemon:
                 f"refusing to start: journal topic {topics.journal!r} has "
                 f"{found[topics.journal]} partitions; it must have exactly one",
             )
+        for warning in await input_limit_warnings(self._admin, self.config):
+            log.warning("%s", warning)
 
     async def _close(self) -> None:
-        if self._job is not None:
-            self._job.kill()  # exiting anyway: its result no longer matters
-            self._job = None
-        if self._job_task is not None:
-            self._job_task.cancel()
+        if self._upkeep is not None:
+            self._upkeep.kill()
         if self._producer is not None:
-            _retrieve_fatal_error(self._producer)
+            retrieve_fatal_error(self._producer)
         # producer.stop() flushes the pending sends first: hopeless after a stuck batch.
-        producer_close_s = _STUCK_CLOSE_TIMEOUT_S if self._producer_stuck else _CLOSE_TIMEOUT_S
+        stuck = self._transactions is not None and self._transactions.stuck
+        producer_close_s = _STUCK_CLOSE_TIMEOUT_S if stuck else _CLOSE_TIMEOUT_S
         for closer, timeout_s in (
             (self._consumer.stop if self._consumer else None, _CLOSE_TIMEOUT_S),
             (self._producer.stop if self._producer else None, producer_close_s),
@@ -487,108 +463,6 @@ class Daemon:
 
     # -- assignment ----------------------------------------------------------------------
 
-    async def _input_partitions(self) -> list[TopicPartition]:
-        assert self._admin is not None
-        found = await describe_partitions(self._admin, self.config.topics.inputs)
-        tps: list[TopicPartition] = []
-        for topic in self.config.topics.inputs:
-            count = found.get(topic)
-            if count is None:
-                raise DaemonExit(EXIT_FAILURE, f"input topic {topic!r} disappeared")
-            tps.extend(TopicPartition(topic, p) for p in range(count))
-        return tps
-
-    async def _assign(self, first: bool = False) -> None:
-        """Assign every input partition and seek each to where the journal says.
-
-        Manual assignment, not group membership: there are no rebalances, so a batch can
-        never lose its partitions halfway; exclusivity comes from transactional-id
-        fencing. The start offset is max(committed group offset, journal position): they
-        are equal unless the group's offsets were reset (never re-apply a journaled
-        input) or the last records of a partition were oversized (never journaled).
-        """
-        consumer = self._consumer
-        assert consumer is not None
-        tps = await self._input_partitions()
-        # consumer.committed() waits for the group coordinator (the admin client's lookup
-        # fails instead while __consumer_offsets is still being created).
-        committed: dict[tuple[str, int], int] = {}
-        for tp in tps:
-            offset = await consumer.committed(tp)
-            if offset is not None and offset >= 0:
-                committed[tp.topic, tp.partition] = offset
-        if first and self._chain.last_seq == 0 and committed:
-            raise DaemonExit(
-                EXIT_RECOVERY,
-                f"refusing to start: the journal topic {self.config.topics.journal!r} is "
-                f"empty but consumer group {self.config.group_id!r} has committed offsets "
-                f"({len(committed)} partitions): the journal was deleted or recreated. "
-                f"Restore it; for a genuinely new ledger use a new ledger_id. (If every "
-                f"input so far was oversized, and so only went to the DLQ, delete the "
-                f"group's offsets to start over.)",
-            )
-        starts: dict[TopicPartition, int] = {}
-        new: list[TopicPartition] = []
-        for tp in tps:
-            key = (tp.topic, tp.partition)
-            journal_pos, group_pos = self._positions.get(key), committed.get(key)
-            if journal_pos is not None and (group_pos is None or group_pos < journal_pos):
-                if group_pos != journal_pos:
-                    log.warning(
-                        "%s:%d: group offset %s is behind the journal (%d): resuming from "
-                        "the journal's position",
-                        tp.topic,
-                        tp.partition,
-                        group_pos,
-                        journal_pos,
-                    )
-                starts[tp] = journal_pos
-            elif group_pos is not None:
-                starts[tp] = group_pos
-            else:
-                # Never read and never committed: a new partition starts at its log
-                # start, whatever that is (nothing of it was ever ours to lose).
-                new.append(tp)
-        if starts:
-            # The consumer never resets a position by itself (auto_offset_reset="none"):
-            # a start below the log start offset means inputs were deleted unread.
-            log_start = await consumer.beginning_offsets(list(starts))
-            lost: dict[TopicPartition, tuple[int, int | None]] = {
-                tp: (start, log_start[tp])
-                for tp, start in starts.items()
-                if tp in log_start and start < log_start[tp]
-            }
-            if lost:
-                raise self._truncated_inputs(lost)
-        consumer.assign(tps)
-        self._assigned = tps
-        self._buffer.clear()  # every partition is re-read from its committed position
-        # No await between assign() and the seeks: every partition gets its position
-        # before the fetcher can look for one.
-        for tp, start in starts.items():
-            consumer.seek(tp, start)
-            self._positions[tp.topic, tp.partition] = start
-        if new:
-            await consumer.seek_to_beginning(*new)
-
-    def _truncated_inputs(
-        self, lost: Mapping[TopicPartition, tuple[int, int | None]]
-    ) -> DaemonExit:
-        """Exit 4: input records this ledger never applied were deleted from Kafka."""
-        parts = "; ".join(
-            f"{tp.topic}:{tp.partition} expected offset {expected}, log start offset "
-            f"{'unknown' if start is None else start}"
-            for tp, (expected, start) in sorted(lost.items())
-        )
-        return DaemonExit(
-            EXIT_RECOVERY,
-            f"refusing to consume: input partition(s) truncated past the position this "
-            f"ledger has applied ({parts}). The records in between were deleted (retention, "
-            f"delete-records, or the topic was recreated) before they were journaled: "
-            f"they are lost to this ledger. Restore them, or, to skip them deliberately, "
-            f"move the offsets of consumer group {self.config.group_id!r} to the log start.",
-        )
-
     # -- the loop ------------------------------------------------------------------------
 
     async def _consume(self) -> None:
@@ -598,17 +472,24 @@ class Daemon:
         the engine to equal the committed state (background checks and snapshots,
         reassignment, fencing probes, shutdown) waits for the open one first."""
         config = self.config
+        upkeep, transactions, inputs = self._upkeep, self._transactions, self._inputs
+        assert upkeep is not None and transactions is not None and inputs is not None
         loop = asyncio.get_running_loop()
         idle_since = last_metrics = last_refresh = loop.time()
         try:
             while not self._stop.is_set():
-                if self._failure is not None:
-                    raise self._failure
+                if upkeep.failure is not None:
+                    raise upkeep.failure
                 if self._server is not None:
                     self._server.beat()
-                if any(self._due()):
+                if upkeep.due():
+                    # The child's image must be the committed state: no transaction open.
                     await self._settle()
-                    self._start_background_work()
+                    assert self._inflight is None and self._settled()
+                    upkeep.start(self._journal_offset, self._positions)
+                if self.state_hashes.wanted:  # hashed only when equal to the committed state
+                    await self._settle()
+                    self.state_hashes.answer(self.engine)  # type: ignore[arg-type]
                 buffered = self._buffer
                 if buffered.count < config.batch.max_records:
                     # Wait for input only when there is nothing to plan.
@@ -625,14 +506,14 @@ class Daemon:
                 else:
                     await self._settle()
                     if now - idle_since >= config.daemon.fence_probe_interval_s:
-                        await self._fence_probe()
+                        await transactions.fence_probe(self._positions)
                         idle_since = now
                 if now - last_metrics >= _LEDGER_METRICS_INTERVAL_S:
                     self._update_gauges()
                     last_metrics = now
                 if now - last_refresh >= config.daemon.partition_refresh_interval_s:
                     await self._settle()
-                    await self._refresh_partitions()
+                    await inputs.refresh()
                     last_refresh = now
             await self._settle()
         except asyncio.CancelledError:
@@ -660,26 +541,9 @@ class Daemon:
         if inflight is not None:
             await inflight
 
-    async def _out_of_range(self, exc: OffsetOutOfRangeError) -> DaemonExit:
-        """The fetch position left the log while running (truncated, or topic recreated)."""
-        consumer = self._consumer
-        assert consumer is not None
-        positions = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-        if not positions:
-            return DaemonExit(
-                EXIT_RECOVERY,
-                f"refusing to consume: an input fetch offset is out of range ({exc!r}): "
-                f"an input partition was truncated or recreated",
-            )
-        log_start: dict[TopicPartition, int] = {}
-        # Best effort: only for the message.
-        with contextlib.suppress(Exception):
-            log_start = await asyncio.wait_for(
-                consumer.beginning_offsets(list(positions)),
-                self.config.kafka.request_timeout_ms / 1000,
-            )
-        lost = {tp: (offset, log_start.get(tp)) for tp, offset in positions.items()}
-        return self._truncated_inputs(lost)
+    def _settled(self) -> bool:
+        """The engine holds exactly the committed state (nothing planned in between)."""
+        return self.engine is not None and self.engine.seq == self.committed_seq
 
     async def _plan(self, records: list[Consumed]) -> tuple[int, BatchPlan]:
         """Apply a batch to the engine and build its messages (no I/O). In chunks, with
@@ -687,14 +551,13 @@ class Daemon:
         (add partitions, produce, offsets, commit), each of which needs the loop to send
         the next request, so planning in one go would leave the broker idle meanwhile."""
         config = self.config
-        engine = self.engine
-        assert engine is not None
+        sequencer = self._sequencer
+        assert sequencer is not None
         self._batch_no += 1
         busy_s = 0.0
         started = time.perf_counter()
         planner = BatchPlanner(
-            engine,
-            self._chain,
+            sequencer,
             journal_topic=config.topics.journal,
             events_topic=config.topics.events,
             dlq_topic=config.topics.dlq,
@@ -714,302 +577,28 @@ class Daemon:
 
     async def _read_ahead(self, wait_ms: int) -> None:
         """Drain what aiokafka has fetched into the read-ahead buffer."""
-        consumer = self._consumer
-        assert consumer is not None
+        consumer, inputs = self._consumer, self._inputs
+        assert consumer is not None and inputs is not None
         try:
             await drain_fetched(consumer, self._buffer, wait_ms=wait_ms)
         except OffsetOutOfRangeError as exc:
-            raise await self._out_of_range(exc) from exc
+            raise await inputs.out_of_range(exc) from exc
 
     async def _commit(self, batch_no: int, plan: BatchPlan) -> None:
-        """Write a planned batch in one transaction (journal, events, DLQ, offsets)."""
-        config = self.config
-        metrics = self.metrics
-        producer = self._producer
-        assert producer is not None
-        # From here until the commit, the engine is ahead of the committed journal.
-        where = f"batch {batch_no} (seq {plan.first_seq}..{plan.last_seq})"
-        try:
-            await producer.begin_transaction()
-            with metrics.journal_write_seconds.time():
-                futures: list[asyncio.Future[Any]] = []
-                # aiokafka retries a produce to a missing partition (e.g. the journal
-                # topic deleted under us) forever: bound it, or the daemon hangs silently.
-                async with self._bounded(_SENDS):
-                    for message in (*plan.journal, *plan.events, *plan.dlq):
-                        futures.append(
-                            await producer.send(
-                                message.topic,
-                                message.value,
-                                key=message.key,
-                                partition=message.partition,
-                                headers=message.headers,
-                            )
-                        )
-                    if futures:
-                        # asyncio.wait, not gather: a timeout must not cancel aiokafka's
-                        # own delivery futures.
-                        await asyncio.wait(futures)
-                sent = [future.result() for future in futures]
-            if self._before_commit is not None:
-                hooked = self._before_commit(batch_no)
-                if inspect.isawaitable(hooked):
-                    await hooked
-            offsets = {TopicPartition(t, p): o for (t, p), o in plan.offsets.items()}
-            async with self._bounded("its offsets and commit"):
-                await producer.send_offsets_to_transaction(offsets, config.group_id)
-                with metrics.txn_commit_seconds.time():
-                    await producer.commit_transaction()
-        except _FENCED_ERRORS as exc:
-            raise self._fenced(where, exc) from exc
-        except _Stuck as exc:
-            # No abort: aiokafka sends EndTxn only after the pending sends are flushed, so
-            # it would hang on the same sends; and no flush when closing either. The
-            # coordinator aborts the open transaction when the restart fences this
-            # producer (or after kafka.transaction_timeout_ms).
-            self._producer_stuck = True
-            cause = await self._missing_journal()
-            outcome = (
-                "Its transaction was not committed and is left to the coordinator to abort "
-                "(nothing of it is visible)"
-                if exc.args[0] == _SENDS
-                else "Whether its transaction committed is unknown: the journal decides"
-            )
-            raise DaemonExit(
-                EXIT_FAILURE,
-                f"{where} timed out: {exc} did not complete within "
-                f"{self._stuck_after_s:.1f} s (2 x kafka.request_timeout_ms). {cause}"
-                f"{outcome}; exiting so that recovery rebuilds the state from the journal.",
-            ) from exc
-        except InvariantViolation as exc:
-            metrics.set_invariant_ok(False)
-            await self._abort()
-            raise DaemonExit(
-                EXIT_FAILURE,
-                f"{where}: ledger invariant violated ({exc}); nothing of this batch was "
-                f"committed. This is a bug: keep the journal for the post-mortem.",
-            ) from exc
-        except asyncio.CancelledError:
-            await self._abort()
-            raise
-        except Exception as exc:
-            await self._abort()
-            raise DaemonExit(
-                EXIT_FAILURE,
-                f"{where} failed: {exc!r}. Its transaction was aborted (nothing of it is "
-                f"visible); exiting so that recovery rebuilds the state from the journal.",
-            ) from exc
-        if plan.journal:
-            self._journal_offset = sent[len(plan.journal) - 1].offset
+        """Write a planned batch in one transaction (journal, events, DLQ, offsets), then
+        take it as committed."""
+        transactions, sequencer = self._transactions, self._sequencer
+        assert transactions is not None and sequencer is not None
+        journal_offset = await transactions.commit(batch_no, plan)
+        if journal_offset is not None:
+            self._journal_offset = journal_offset
         self._positions.update(plan.offsets)
         self.committed_seq = plan.last_seq
         self.batches_committed += 1
         self._observe(batch_no, plan)
-        self._heap.add(len(plan.applied))
+        sequencer.committed(len(plan.applied))
 
-    def _due(self) -> tuple[bool, bool]:
-        """(snapshot due, invariant check due); both False while a child is running
-        (one at a time: the next is due again right after)."""
-        engine = self.engine
-        if engine is None or self._job is not None:
-            return False, False
-        config = self.config
-        snapshot_due = bool(
-            config.snapshot_dir
-            and engine.seq - self._last_snapshot_seq >= config.snapshot.every_inputs
-        )
-        check_due = engine.seq - self._last_invariant_seq >= config.limits.invariant_check_inputs
-        return snapshot_due, check_due
-
-    def _start_background_work(self) -> None:
-        """Fork a child to check the invariants (and snapshot) when one is due; only
-        with no transaction open (the child's image must be the committed state).
-
-        The periodic full check and the snapshots run on a copy-on-write image of the
-        committed state (see _background.py), so consumption never stalls for them.
-        """
-        config = self.config
-        engine = self.engine
-        assert engine is not None
-        assert self._inflight is None and engine.seq == self.committed_seq
-        snapshot_due, check_due = self._due()
-        if not (snapshot_due or check_due):
-            return
-        writer: Callable[[EngineCore], str] | None = None
-        if snapshot_due:
-            journal_hash = self._chain.head_hash
-            journal_offset = self._journal_offset
-            positions = dict(self._positions)
-
-            def writer(state: EngineCore) -> str:
-                return write_kafka_snapshot(
-                    config,
-                    dump_state(state),
-                    state.seq,
-                    journal_hash,
-                    journal_offset,
-                    positions,
-                    state.account_count(),
-                )
-
-            # Next attempt only after another snapshot.every_inputs, even if this one fails.
-            self._last_snapshot_seq = engine.seq
-        self._last_invariant_seq = engine.seq
-        job = start_background_job(engine, writer)
-        self._job = job
-        self._job_task = asyncio.create_task(self._watch(job), name="clearing-background")
-
-    async def _watch(self, job: BackgroundJob) -> None:
-        try:
-            result = await job.wait()
-        except Exception as exc:  # reaping failed: never leave checks silently stopped
-            self._failure = DaemonExit(
-                EXIT_FAILURE, f"lost track of the background check at seq {job.seq}: {exc!r}"
-            )
-            return
-        finally:
-            self._job = None
-        seq = result.seq
-        if result.interrupted is not None:
-            # Nothing was learnt (a stop of the whole service, or the OOM killer): the
-            # next check is due again after another interval.
-            log.error(
-                "background check%s at seq %d did not finish: %s",
-                " and snapshot" if job.wants_snapshot else "",
-                seq,
-                result.interrupted,
-                extra={"seq": seq},
-            )
-            return
-        if result.violation is not None or result.error is not None:
-            self.metrics.set_invariant_ok(False)
-            what = (
-                f"ledger invariant violated at seq {seq}: {result.violation}"
-                if result.violation is not None
-                else f"the invariant check at seq {seq} failed: {result.error}"
-            )
-            self._failure = DaemonExit(EXIT_FAILURE, what)
-            return
-        self.metrics.set_invariant_ok(True)
-        if result.snapshot_error is not None:
-            # Snapshots only shorten recovery; the journal is the ledger. Keep serving.
-            log.error(
-                "snapshot at seq %d failed: %s", seq, result.snapshot_error, extra={"seq": seq}
-            )
-        elif result.snapshot_path is not None:
-            self.last_snapshot_path = result.snapshot_path
-            self.metrics.set_snapshot_time(time.time_ns())
-            self.metrics.snapshot_seconds.observe(result.seconds)
-            log.info(
-                "snapshot at seq %d written in %.3f s by a background child: %s",
-                seq,
-                result.seconds,
-                result.snapshot_path,
-                extra={"seq": seq},
-            )
-
-    async def _finish_background_work(self) -> None:
-        """Let a running child finish (shutdown), then report what it found."""
-        if self._job_task is not None:
-            await asyncio.shield(self._job_task)
-            self._job_task = None
-        if self._failure is not None:
-            raise self._failure
-
-    @property
-    def _stuck_after_s(self) -> float:
-        # Each Kafka request is bounded by request_timeout_ms; allow one retry's worth.
-        return 2 * self.config.kafka.request_timeout_ms / 1000
-
-    @contextlib.asynccontextmanager
-    async def _bounded(self, what: str) -> AsyncIterator[None]:
-        """Raise ``_Stuck(what)`` if the body takes longer than ``_stuck_after_s``."""
-        bound = asyncio.timeout(self._stuck_after_s)
-        try:
-            async with bound:
-                yield
-        except TimeoutError as exc:
-            if bound.expired():  # not some TimeoutError raised inside the body
-                raise _Stuck(what) from exc
-            raise
-
-    async def _missing_journal(self) -> str:
-        """Why a batch may be stuck, if cheaply known: the journal topic is gone."""
-        journal = self.config.topics.journal
-        if self._admin is None:
-            return ""
-        try:
-            found = await asyncio.wait_for(
-                describe_partitions(self._admin, [journal]),
-                min(_ABORT_TIMEOUT_S, self.config.kafka.request_timeout_ms / 1000),
-            )
-        except Exception:  # only a diagnosis
-            return ""
-        if found.get(journal) is None:
-            return (
-                f"The journal topic {journal!r} does not exist any more (deleted while "
-                f"running?): a person must look; a restart will refuse to start. "
-            )
-        return ""
-
-    def _fenced(self, where: str, exc: BaseException) -> DaemonExit:
-        return DaemonExit(
-            EXIT_FENCED,
-            f"FENCED: another instance with transactional id {self.config.transactional_id!r} "
-            f"(ledger {self.config.ledger_id!r}) has started; {where} was not committed and "
-            f"this instance stops without writing anything more. (Kafka reports a "
-            f"transaction older than kafka.transaction_timeout_ms the same way.) ({exc!r})",
-        )
-
-    async def _abort(self) -> None:
-        producer = self._producer
-        if producer is None:
-            return
-        try:
-            await asyncio.wait_for(producer.abort_transaction(), _ABORT_TIMEOUT_S)
-            log.warning("transaction aborted")
-        except Exception as exc:  # fenced/fatal producers cannot abort; the broker will
-            log.warning(
-                "could not abort the transaction (%r); the coordinator aborts it when it "
-                "times out or when the next instance starts",
-                exc,
-            )
-
-    async def _fence_probe(self) -> None:
-        """An offsets-only transaction: makes an idle zombie notice it has been fenced.
-
-        (An empty transaction would not: aiokafka commits it without asking the broker.)
-        It rewrites the already committed offsets, so it changes nothing.
-        """
-        producer = self._producer
-        assert producer is not None
-        if not self._positions:
-            return
-        offsets = {TopicPartition(t, p): o for (t, p), o in self._positions.items()}
-        try:
-            await producer.begin_transaction()
-            await producer.send_offsets_to_transaction(offsets, self.config.group_id)
-            await producer.commit_transaction()
-        except _FENCED_ERRORS as exc:
-            raise self._fenced("an idle fencing probe", exc) from exc
-        except Exception as exc:
-            await self._abort()
-            raise DaemonExit(EXIT_FAILURE, f"idle fencing probe failed: {exc!r}") from exc
-
-    async def _refresh_partitions(self) -> None:
-        tps = await self._input_partitions()
-        if set(tps) != set(self._assigned):
-            log.info("input partitions changed: reassigning (%d partitions)", len(tps))
-            await self._assign()
-
-    # -- reporting, invariants, snapshots -------------------------------------------------
-
-    def _check_invariants(self) -> None:
-        engine = self.engine
-        assert engine is not None
-        engine.check_invariants()
-        self._last_invariant_seq = engine.seq
-        self.metrics.set_invariant_ok(True)
+    # -- reporting ------------------------------------------------------------------------
 
     def _observe(self, batch_no: int, plan: BatchPlan) -> None:
         metrics = self.metrics
@@ -1033,6 +622,7 @@ class Daemon:
                 self.config.topics.dlq,
                 extra={"seq": plan.last_seq},
             )
+        self._dead_letters.log(plan.dlq, time.monotonic())
         _log_ledger_changes(batch_no, plan)
 
     def _update_gauges(self) -> None:
@@ -1040,54 +630,8 @@ class Daemon:
         if engine is None or consumer is None:
             return
         self.metrics.update_ledger(engine, time.time_ns())
-        for tp in self._assigned:
+        for tp in self._inputs.assigned if self._inputs is not None else ():
             end = consumer.last_stable_offset(tp) or consumer.highwater(tp)
             position = self._positions.get((tp.topic, tp.partition))
             if end is not None and position is not None:
                 self.metrics.set_partition_lag(tp.topic, tp.partition, max(0, end - position))
-
-    async def _snapshot(self) -> None:
-        """Snapshot the committed state (only ever called between batches)."""
-        config = self.config
-        engine = self.engine
-        if config.snapshot_dir is None or engine is None:
-            return
-        if engine.seq <= self._last_snapshot_seq or engine.seq != self.committed_seq:
-            return
-        try:
-            self._check_invariants()
-        except InvariantViolation as exc:
-            self.metrics.set_invariant_ok(False)
-            raise DaemonExit(
-                EXIT_FAILURE, f"ledger invariant violated at seq {engine.seq}: {exc}"
-            ) from exc
-        started = time.perf_counter()
-        state = dump_state(engine)
-        # Next attempt only after another snapshot.every_inputs, even if this one fails.
-        self._last_snapshot_seq = engine.seq
-        try:
-            with self.metrics.snapshot_seconds.time():
-                path = await asyncio.to_thread(
-                    write_kafka_snapshot,
-                    config,
-                    state,
-                    engine.seq,
-                    self._chain.head_hash,
-                    self._journal_offset,
-                    dict(self._positions),
-                    engine.account_count(),
-                )
-        except OSError as exc:
-            # Snapshots only shorten recovery; the journal is the ledger. Keep serving.
-            log.error("snapshot at seq %d failed: %s", engine.seq, exc, extra={"seq": engine.seq})
-            return
-        self.last_snapshot_path = path
-        self.metrics.set_snapshot_time(time.time_ns())
-        log.info(
-            "snapshot at seq %d (journal offset %d) written in %.3f s: %s",
-            engine.seq,
-            self._journal_offset,
-            time.perf_counter() - started,
-            path,
-            extra={"seq": engine.seq},
-        )

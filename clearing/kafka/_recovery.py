@@ -23,10 +23,10 @@ from typing import Any, Final, NamedTuple
 
 from clearing.engine import EngineCore, InvariantViolation
 from clearing.journal import Record
-from clearing.kafka._batch import JournalChain, parse_source
+from clearing.kafka._batch import parse_source
 from clearing.kafka._journal import KafkaJournalReader
 from clearing.ops.config import Config
-from clearing.sequencer import OutputDivergence, RecoveryError, recover
+from clearing.sequencer import JournalChain, OutputDivergence, RecoveryError, recover
 from clearing.snapshot import list_snapshots, prune, write_snapshot
 
 __all__ = [

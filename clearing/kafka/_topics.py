@@ -11,7 +11,11 @@ Why these settings:
   out and each account's events stay ordered; ordinary retention.
 * dlq: raw rejected inputs for people to look at; long retention.
 * inputs: created only if missing, for local runs; in production they belong to their
-  producers (matching engine, oracle, ...).
+  producers (matching engine, oracle, ...). Their ``max.message.bytes`` is
+  ``limits.max_message_bytes`` plus framing, so the broker accepts every input the
+  daemon would; an existing input topic with a smaller limit is reported at start
+  (``input_limit_warnings``): the broker refuses the inputs in between to their
+  producers, so they reach neither the ledger nor its DLQ.
 
 Creating is idempotent: existing topics are left as they are and checked; a journal
 topic that could lose records (finite retention, compaction, more than one partition) is
@@ -28,16 +32,27 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAuthorizationFailedError
 
-from clearing.kafka._clients import admin_client
+from clearing.kafka._connect import start_admin
 from clearing.ops.config import Config
 
-__all__ = ["TopicSpec", "TopicsReport", "create_topics", "describe_partitions", "topic_specs"]
+__all__ = [
+    "TopicSpec",
+    "TopicsReport",
+    "create_topics",
+    "describe_partitions",
+    "input_limit_warnings",
+    "topic_specs",
+]
 
 _TOPIC_ALREADY_EXISTS: Final = 36
 _UNKNOWN_TOPIC: Final = 3
 _METADATA_RETRIES: Final = 50  # x 0.1 s
 # Record-batch framing on top of the largest record the producer may send.
 _FRAMING_BYTES: Final = 64 * 1024
+# The least framing one record needs on top of its value: the record batch header (61
+# bytes), the record's own (~20) and a key and headers of modest size.
+_MIN_INPUT_FRAMING_BYTES: Final = 1024
+_MAX_MESSAGE_BYTES: Final = "max.message.bytes"
 
 
 class TopicSpec(NamedTuple):
@@ -65,19 +80,20 @@ def topic_specs(config: Config) -> list[TopicSpec]:
         "unclean.leader.election.enable": "false",
     }
     big = str(config.limits.max_journal_record_bytes + _FRAMING_BYTES)
+    input_bytes = config.limits.max_message_bytes + _FRAMING_BYTES
     journal = {
         **safe,
         "cleanup.policy": "delete",
         "retention.ms": "-1",
         "retention.bytes": "-1",
-        "max.message.bytes": big,
+        _MAX_MESSAGE_BYTES: big,
     }
     events = {**safe, "cleanup.policy": "delete", "retention.ms": str(topics.events_retention_ms)}
     dlq = {
         **safe,
         "cleanup.policy": "delete",
         "retention.ms": str(topics.dlq_retention_ms),
-        "max.message.bytes": big,
+        _MAX_MESSAGE_BYTES: big,
     }
     specs = [
         TopicSpec(
@@ -97,7 +113,8 @@ def topic_specs(config: Config) -> list[TopicSpec]:
         ("book", topics.book),
         ("fills", topics.fills),
     ):
-        specs.append(TopicSpec(role, name, topics.input_partitions, rf, dict(safe), frozenset()))
+        inputs = {**safe, _MAX_MESSAGE_BYTES: str(input_bytes)}
+        specs.append(TopicSpec(role, name, topics.input_partitions, rf, inputs, frozenset()))
     return specs
 
 
@@ -137,8 +154,7 @@ async def create_topics(config: Config) -> TopicsReport:
     """Create the missing topics; check the existing ones. Idempotent."""
     specs = topic_specs(config)
     report = TopicsReport([], [], [], [])
-    admin = admin_client(config)
-    await admin.start()
+    admin = await start_admin(config)
     try:
         new_topics = [
             NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs)
@@ -198,3 +214,29 @@ async def _check_existing(
             )
         else:
             report.warnings.append(f"{text}; left as it is")
+
+
+async def input_limit_warnings(admin: AIOKafkaAdminClient, config: Config) -> list[str]:
+    """One line per input topic whose ``max.message.bytes`` cannot carry an input of
+    ``limits.max_message_bytes``. A warning, not a refusal: the ledger stays correct (the
+    broker refuses such inputs to their producers, who see the error); only the
+    configured limit is not what it says."""
+    wanted = config.limits.max_message_bytes
+    warnings: list[str] = []
+    for name in config.topics.inputs:
+        try:
+            have = (await _current_configs(admin, name)).get(_MAX_MESSAGE_BYTES)
+        except Exception as exc:  # e.g. no DescribeConfigs ACL: only a check, never fatal
+            warnings.append(f"input topic {name!r}: {_MAX_MESSAGE_BYTES} not readable ({exc!r})")
+            continue
+        if have is None or not have.isdigit() or int(have) >= wanted + _MIN_INPUT_FRAMING_BYTES:
+            continue
+        warnings.append(
+            f"input topic {name!r} has {_MAX_MESSAGE_BYTES}={have}, below "
+            f"limits.max_message_bytes ({wanted}) plus framing: the broker refuses inputs "
+            f"between the two to their producers, so they reach neither the ledger nor "
+            f"{config.topics.dlq!r}. Raise it (kafka-configs --alter --entity-type topics "
+            f"--entity-name {name} --add-config {_MAX_MESSAGE_BYTES}="
+            f"{wanted + _FRAMING_BYTES}) or lower limits.max_message_bytes"
+        )
+    return warnings

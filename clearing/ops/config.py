@@ -124,6 +124,9 @@ class KafkaConfig(_Section):
     )
     client_id: str = "clearing"
     request_timeout_ms: PositiveInt = 30_000
+    # At start, how long to wait for a bootstrap server to answer before giving up with
+    # one line and exit 6 (a broker restarting is worth waiting for; a typo is not).
+    connect_timeout_s: PositiveFloat = 30.0
     # The coordinator aborts a transaction open longer than this; a batch takes far less.
     transaction_timeout_ms: PositiveInt = 60_000
     security: KafkaSecurity = field(default_factory=KafkaSecurity)

@@ -10,6 +10,9 @@ one) and run on the daemon's own event loop, so a response at all proves the loo
   catches a main task stuck on an await while the loop itself still runs.
 * ``/readyz``: readiness. 200 only after ``metrics.set_ready(True)`` (recovery caught
   up); 503 with the reason as the body otherwise.
+* ``/state-hash``: ``{"seq": N, "state_sha256": "...", "committed_seq": M}``, the hash
+  of the ledger state as of committed seq N (see ``clearing.ops.state_hash``); 503
+  until ready, 404 on a server without a ledger (``state_hash`` not given).
 
 Bound to 127.0.0.1 by default: the endpoint has no authentication, so exposing it is a
 deliberate configuration choice (a container sets its address to 0.0.0.0). Each
@@ -21,13 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Final
 
 from prometheus_client.exposition import choose_encoder
 
 from clearing.ops.metrics import Metrics
+from clearing.ops.state_hash import StateHash
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "OpsServer"]
 
@@ -39,6 +45,10 @@ _MAX_HEADER_BYTES: Final = 16 * 1024
 _READ_TIMEOUT_S: Final = 5.0
 _WRITE_TIMEOUT_S: Final = 10.0
 _TEXT: Final = "text/plain; charset=utf-8"
+_JSON: Final = "application/json"
+# A state-hash request waits for the daemon's loop to reach a batch boundary; a commit
+# takes well under this, so running out means the loop is stuck or stopping.
+_STATE_HASH_WAIT_S: Final = 30.0
 
 
 class OpsServer:
@@ -62,8 +72,10 @@ class OpsServer:
         port: int = DEFAULT_PORT,
         *,
         stall_after_s: float | None = None,
+        state_hash: Callable[[], Awaitable[StateHash]] | None = None,
     ) -> None:
         self.metrics = metrics
+        self._state_hash = state_hash
         self.host = host
         self._requested_port = port
         self._stall_after_s = stall_after_s
@@ -159,8 +171,24 @@ class OpsServer:
                 extra_headers={"Allow": "GET, HEAD"},
             )
             return
-        status, content_type, body = self._route(path, headers.get("accept", ""))
+        if path == "/state-hash":
+            status, content_type, body = await self._state_hash_route()
+        else:
+            status, content_type, body = self._route(path, headers.get("accept", ""))
         await _respond(writer, status, content_type, body, head_only=method == "HEAD")
+
+    async def _state_hash_route(self) -> tuple[HTTPStatus, str, bytes]:
+        if self._state_hash is None:
+            return HTTPStatus.NOT_FOUND, _TEXT, b"no ledger state on this server\n"
+        if not self.metrics.ready:
+            reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
+            return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, f"not ready: {reason}\n".encode()
+        try:
+            answer = await asyncio.wait_for(self._state_hash(), _STATE_HASH_WAIT_S)
+        except TimeoutError:
+            body = b"the daemon did not reach a batch boundary in time; retry\n"
+            return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, body
+        return HTTPStatus.OK, _JSON, json.dumps(answer.as_json()).encode() + b"\n"
 
     def _route(self, path: str, accept: str) -> tuple[HTTPStatus, str, bytes]:
         if path == "/metrics":
@@ -178,8 +206,12 @@ class OpsServer:
             reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, f"not ready: {reason}\n".encode()
         if path == "/":
-            return HTTPStatus.OK, _TEXT, b"clearing ops: /metrics /healthz /readyz\n"
-        return HTTPStatus.NOT_FOUND, _TEXT, b"not found: try /metrics, /healthz or /readyz\n"
+            return HTTPStatus.OK, _TEXT, b"clearing ops: /metrics /healthz /readyz /state-hash\n"
+        return (
+            HTTPStatus.NOT_FOUND,
+            _TEXT,
+            b"not found: try /metrics, /healthz, /readyz or /state-hash\n",
+        )
 
 
 async def _respond(

@@ -17,10 +17,19 @@ from clearing.report._command import (
     save_report,
     write_report,
 )
-from clearing.report._render import FIGURE_IDS, display_e16, plural, render_html, summary
+from clearing.report._figures import MONEY_UNIT
+from clearing.report._render import (
+    FIGURE_IDS,
+    display_e16,
+    plural,
+    render_html,
+    replay_sentence,
+    summary,
+)
 
 __all__ = [
     "FIGURE_IDS",
+    "MONEY_UNIT",
     "ReportData",
     "collect_journal",
     "display_e16",
@@ -28,6 +37,7 @@ __all__ = [
     "parse_scaled",
     "plural",
     "render_html",
+    "replay_sentence",
     "report_command",
     "resolve_journal_dir",
     "save_report",

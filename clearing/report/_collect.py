@@ -16,7 +16,7 @@ scanning the holders: only the two sides of a fill, the insurance fund and liqui
 accounts change positions, so the collector diffs those around each apply. A full scan at
 the end checks the running total.
 
-Money is exact here; floats appear only in ``_render`` for plotting.
+Money is exact here; floats appear only in ``_figures`` for plotting.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Final
 
 import msgspec
 
-from clearing.engine import Engine, OutputEvent, state_hash
+from clearing.engine import Engine, OutputEvent, state_sha256
 from clearing.engine.events import BadDebt, Clawback, FundDraw, Liquidation, OracleHeld, Reject
 from clearing.engine.margin import equity_e16
 from clearing.engine.state import INSURANCE_FUND, Account, Ledger
@@ -113,9 +113,13 @@ class HeldTickRow(msgspec.Struct, frozen=True, gc=False):
 
 
 class TopUpRow(msgspec.Struct, frozen=True, gc=False):
+    """A deposit to the insurance fund (the SPEC lets nobody withdraw from it)."""
+
     seq: int
     ts_ns: int | None
     amount_e16: int
+    # The fund's equity just after it (before = after - amount: a deposit is cash only).
+    fund_equity_after_e16: int
 
 
 @dataclass
@@ -270,7 +274,8 @@ class _Collector:
         elif input_type == "deposit" and peek is not None and peek.account == INSURANCE_FUND:
             amount = msgspec.json.decode(payload)["amount"]
             amount_e16 = parse_scaled(str(amount), 8) * 10**8
-            data.fund_top_ups.append(TopUpRow(seq, self.ts_ns, amount_e16))
+            after_e16 = _fund_equity_e16(self.engine.ledger)
+            data.fund_top_ups.append(TopUpRow(seq, self.ts_ns, amount_e16, after_e16))
         if liquidated or fund_traded:
             self._refresh_fund()
         since = seq - self.last_sample_seq
@@ -379,7 +384,7 @@ class _Collector:
         data.bad_debt_account_e16 = ledger.bad_debt.cash_e16
         data.long_oi_e8 = scanned
         data.marks_e8 = {m: ledger.markets[m].mark_e8 for m in sorted(ledger.markets)}
-        data.state_sha256 = state_hash(engine)
+        data.state_sha256 = state_sha256(engine)
 
 
 def _fund_equity_e16(ledger: Ledger) -> int:

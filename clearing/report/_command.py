@@ -12,7 +12,8 @@ from typing import Any
 
 from clearing.errors import UserError
 from clearing.journal import JournalError
-from clearing.report._collect import ReportData, collect_journal
+from clearing.report._collect import ReportData, collect_journal, parse_scaled
+from clearing.report._numbers import display_e16
 from clearing.report._render import render_html, summary
 from clearing.sequencer import OutputDivergence
 
@@ -74,13 +75,18 @@ def report_command(args: argparse.Namespace) -> int:
             progress.close()
     if not args.quiet:
         elapsed_s = time.perf_counter() - started
-        print(
-            f"report {args.output}: {numbers['inputs']['total']:,} inputs replayed and "
-            f"verified, {numbers['liquidations']['events']:,} liquidations, bad debt "
-            f"{numbers['bad_debt']['amount']} ({elapsed_s:.1f} s)",
-            file=sys.stderr,
-        )
+        print(summary_line(args.output, numbers, elapsed_s), file=sys.stderr)
     return 0
+
+
+def summary_line(out_path: str, numbers: dict[str, Any], elapsed_s: float) -> str:
+    """The one line the command prints: amounts rounded as on the page."""
+    bad_debt = display_e16(parse_scaled(numbers["bad_debt"]["amount"], 16))
+    return (
+        f"report {out_path}: {numbers['inputs']['total']:,} inputs replayed and verified, "
+        f"{numbers['liquidations']['events']:,} liquidations, bad debt {bad_debt} "
+        f"({elapsed_s:.1f} s)"
+    )
 
 
 class _Progress:

@@ -1,4 +1,4 @@
-"""Source -> sequencer -> journal -> engine: numbering, journaling, recovery."""
+"""Source -> sequencer -> journal -> engine: numbering, journaling, upkeep, recovery."""
 
 from clearing.sequencer._recovery import (
     OutputDivergence,
@@ -8,15 +8,24 @@ from clearing.sequencer._recovery import (
     join_outputs,
     recover,
 )
+from clearing.sequencer._schedule import Due, UpkeepSchedule
 from clearing.sequencer._sequencer import Sequencer, SequencerBroken
+from clearing.sequencer._step import JournalChain, Step, decode_record, encode_record, sequence
 
 __all__ = [
+    "Due",
+    "JournalChain",
     "OutputDivergence",
     "RecoveryError",
     "RecoveryResult",
     "Sequencer",
     "SequencerBroken",
+    "Step",
+    "UpkeepSchedule",
+    "decode_record",
     "encode_outputs",
+    "encode_record",
     "join_outputs",
     "recover",
+    "sequence",
 ]

@@ -57,6 +57,7 @@ import crc32c
 import msgspec
 
 from clearing.errors import SnapshotError
+from clearing.storage import Storage
 
 __all__ = [
     "HEADER_BYTES",
@@ -151,6 +152,17 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
+class _ModuleCalls(Storage):
+    """The default storage: this module's functions, looked up when called (the disk
+    fault tests patch them)."""
+
+    def write(self, fd: int, data: bytes | memoryview) -> None:
+        _write_all(fd, data)
+
+    def fsync_dir(self, directory: str) -> None:
+        _fsync_dir(directory)
+
+
 def write_snapshot(
     directory: str | os.PathLike[str],
     state_bytes: bytes,
@@ -159,12 +171,15 @@ def write_snapshot(
     meta: dict[str, Any] | None = None,
     *,
     created_ts_ns: int | None = None,
+    storage: Storage | None = None,
 ) -> str:
     """Atomically write a snapshot; returns its path.
 
     ``meta`` must be JSON-serialisable (engine version, config hash, ...).  An
-    existing snapshot of the same seq is replaced atomically.
+    existing snapshot of the same seq is replaced atomically. The file is written and
+    synced through ``storage`` (``clearing.storage.Storage``).
     """
+    disk: Storage = storage if storage is not None else _ModuleCalls()
     d = os.fspath(directory)
     if journal_seq < 0:
         raise ValueError("journal_seq must be >= 0")
@@ -192,22 +207,22 @@ def write_snapshot(
         os.chmod(d, DIR_MODE)  # makedirs' mode is filtered by the umask
     final = os.path.join(d, snapshot_name(journal_seq))
     tmp = os.path.join(d, f".{snapshot_name(journal_seq)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    fd = disk.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
         try:
             # Header and metadata are small; the state is written from the caller's
             # buffer without another copy.
-            _write_all(fd, header + meta_bytes)
-            _write_all(fd, state_view)
-            os.fsync(fd)
+            disk.write(fd, header + meta_bytes)
+            disk.write(fd, state_view)
+            disk.fsync(fd)
         finally:
-            os.close(fd)
+            disk.close(fd)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(d)
+    disk.fsync_dir(d)
     return final
 
 

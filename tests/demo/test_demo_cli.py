@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from clearing.audit.journal_cli import default_snapshot_dir
-from clearing.audit.replay import state_hash
 from clearing.cli import main
 from clearing.demo import DemoOptions, SimConfig, Simulator, run_demo
 from clearing.demo._run import _MetricsEndpoint
+from clearing.engine import state_sha256
 from clearing.journal import LocalJournal
 from clearing.sequencer import Sequencer
 from clearing.snapshot import list_snapshots
@@ -94,7 +95,7 @@ def test_replay_and_recovery_reproduce_the_demo_ledger(demo_dir: Path, tmp_path:
         engine = sequencer.engine
         engine.check_invariants()
         assert json.loads(json.dumps(engine.state())) == replayed
-        recovered_hash = state_hash(engine)
+        recovered_hash = state_sha256(engine)
     finally:
         sequencer.close(snapshot=False)
     summary = _report_summary(demo_dir / "report.html")
@@ -112,20 +113,70 @@ def test_refuses_a_directory_that_already_holds_a_journal(
     demo_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["demo", *SMALL, "--dir", str(demo_dir)]) == 2
-    assert "already holds a demo journal" in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{demo_dir} already holds a demo run; pass --force to replace it" in line
 
 
-def test_default_directory_is_new_under_the_current_one(
+TINY = ["--seed", "2", "--accounts", "200", "--events", "1500", "--no-live"]
+
+
+def test_a_second_run_refuses_the_default_directory_then_force_replaces_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "clearing-demo-seed2").mkdir()  # taken: the demo picks the next name
-    assert main(["demo", "--seed", "2", "--accounts", "200", "--events", "1500", "--no-live"]) == 0
-    made = tmp_path / "clearing-demo-seed2-2"
+    made = tmp_path / "clearing-demo-seed2"
+    assert main(["demo", *TINY]) == 0
     out = capsys.readouterr().out
     assert f"report:  {made / 'report.html'}" in out.splitlines()
     assert "OK" in next(line for line in out.splitlines() if "invariants" in line)
-    assert (made / "report.html").is_file()
+    # The fund's deposits are in the summary, with what the fund would hold without them.
+    deposits = next(line for line in out.splitlines() if "fund deposits" in line)
+    assert "fund before top-ups" in deposits
+    head = _head(made)
+    (made / "notes.txt").write_text("mine")
+    # Again: one line naming the folder and both ways on, nothing written anywhere.
+    assert main(["demo", *TINY]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        "clearing demo: error: ./clearing-demo-seed2 already holds a demo run; pass --force "
+        "to replace it, or --dir DIR to write elsewhere (inspect it with: clearing report "
+        "./clearing-demo-seed2)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clearing-demo-seed2"]
+    # --force replaces the run (same seed, same journal) and leaves other files alone.
+    report = made / "report.html"
+    report.write_text("stale")
+    assert main(["demo", *TINY, "--force"]) == 0
+    assert _head(made) == head
+    assert report.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert (made / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clearing-demo-seed2"]
+
+
+def test_force_leaves_a_journal_directory_it_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal_dir = tmp_path / "run" / "journal"
+    journal_dir.mkdir(parents=True)
+    (journal_dir / "ledger.db").write_text("not a demo's")
+    assert main(["demo", *TINY, "--dir", str(tmp_path / "run"), "--force"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "holds files a demo does not write (ledger.db)" in line
+    assert (journal_dir / "ledger.db").exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "clearing-demo-seed1/report.html",
+        "clearing-demo-seed7/journal/LOCK",
+        "x/clearing-demo-seed1/a",
+    ],
+)
+def test_demo_folders_are_git_ignored(path: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=root, check=False)
+    assert ignored.returncode == 0, f"{path} is not git-ignored"
 
 
 def test_metrics_endpoint_follows_the_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""The deterministic fault simulation (tools/simulate.py), CI-sized: a few seeds, ~20k inputs.
+"""The deterministic fault simulation (testkit/simulator.py, run by tools/simulate.py),
+CI-sized: a few seeds, ~20k inputs.
 
 The long run is ``python tools/simulate.py --seeds 1-500 --jobs 2`` (10M inputs); see
 RELIABILITY.md for its latest figures."""
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import tools.simulate as simulate
-from tools.simulate import SeedResult, Simulation, run_seed
+import testkit.simulator as simulate
+from clearing.engine.native import native_available
+from testkit.simulator import SeedResult, Simulation, run_seed
 
 # Seeds picked for coverage: between them they crash inside writes, tear tails on power
 # loss, hit ENOSPC/EIO, damage snapshots, restart cleanly and redeliver.
@@ -70,9 +72,9 @@ def test_the_simulator_notices_a_lost_acknowledged_input(
     real_drop = Simulation.drop
 
     def lossy_drop(self: Simulation) -> None:
-        journal = self.up().journal
+        journal = self.up_journal()
         if not self.inflight and journal.last_seq > 100:
-            segment = journal._segments[-1]  # type: ignore[attr-defined]
+            segment = journal.segments()[-1]
             record_start = _last_frame_start(Path(segment.path))
             real_drop(self)
             with open(segment.path, "r+b") as f:
@@ -95,3 +97,51 @@ def _last_frame_start(segment: Path) -> int:
         if end >= len(data):
             return offset
         offset = end
+
+
+def test_the_simulator_drives_the_daemons_sequencer_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every input the simulator journals goes through ``Sequencer.step``'s batch step,
+    the one the Kafka daemon's planner runs: counted here by wrapping that step."""
+    from clearing.engine import Engine
+    from clearing.kafka import InputRecord, JournalChain, plan_batch
+    from clearing.sequencer import _sequencer
+
+    stepped: list[int] = []
+    real = _sequencer.sequence
+
+    def counted(engine: object, chain: object, payloads: list[bytes], sources: list[str]) -> object:
+        stepped.append(len(payloads))
+        return real(engine, chain, payloads, sources)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_sequencer, "sequence", counted)
+    result = run_seed(4, 1_500, str(tmp_path))
+    assert result.failure is None, result.failure
+    # Crashes before an acknowledgement re-send inputs, so at least every acknowledged one.
+    assert sum(stepped) >= result.events > 0
+    before = len(stepped)
+    deposit = b'{"type":"deposit","account":"a","amount":"1"}'
+    plan = plan_batch(
+        Engine(),
+        JournalChain(),
+        [InputRecord("in", 0, 0, 0, None, deposit)],
+        journal_topic="j",
+        events_topic="e",
+        dlq_topic="d",
+        ledger_id="L",
+        max_message_bytes=1000,
+    )
+    assert plan.last_seq == 1 and stepped[before:] == [1]
+
+
+@pytest.mark.skipif(not native_available(), reason="clearing_native is not installed")
+def test_a_seed_runs_the_same_on_the_native_fast_path(tmp_path: Path) -> None:
+    """On the native core the sequencer applies and journals whole runs inside Rust
+    (``journal_run``, the daemon's fast path): same seed, same faults, same outcomes, and
+    every step checked against the Python shadow."""
+    python = run_seed(11, 2_000, str(tmp_path))
+    native = run_seed(11, 2_000, str(tmp_path), core="native")
+    assert python.failure is None and native.failure is None, native.failure
+    assert _summary(native) == _summary(python)
+    assert native.checks["native_state_equals_shadow"] == native.checks["invariants"] > 0

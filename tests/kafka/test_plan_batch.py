@@ -19,6 +19,7 @@ from clearing.engine.native import NativeEngine, native_available
 from clearing.journal import GENESIS_HASH, Record, chain_hash
 from clearing.kafka import InputRecord, JournalChain, _batch, decode_journal_message, plan_batch
 from clearing.ops.metrics import Metrics
+from clearing.sequencer import Sequencer
 from tests.engine.strategies import input_streams
 
 pytestmark = pytest.mark.skipif(
@@ -123,7 +124,7 @@ def test_a_batch_planned_in_chunks_equals_one_call(monkeypatch: pytest.MonkeyPat
     }
     for make in (Engine, NativeEngine):
         whole = plan_batch(make(), JournalChain(), records, **kw)
-        planner = _batch.BatchPlanner(make(), JournalChain(), **kw)
+        planner = _batch.BatchPlanner(Sequencer(make(), chain=JournalChain()), **kw)
         for begin in range(0, len(records), 97):
             planner.add(records[begin : begin + 97])
         chunked = planner.finish()

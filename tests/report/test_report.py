@@ -12,34 +12,15 @@ from pathlib import Path
 import pytest
 
 from clearing.cli import main
-from clearing.demo import SimConfig, Simulator
 from clearing.engine import Engine
 from clearing.journal import LocalJournal, Record
 from clearing.report import FIGURE_IDS, collect_journal, long_open_interest_e8
-from clearing.sequencer import Sequencer
+from tests.report.conftest import journal_of as _journal_of
 
 ROOT = Path(__file__).resolve().parents[2]
 _IMG = re.compile(
     r'<figure id="fig-([a-z-]+)"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"'
 )
-
-
-def _journal_of(lines: list[bytes], directory: Path, batch: int = 400) -> Path:
-    sequencer, _ = Sequencer.open_local(str(directory), None)
-    try:
-        for start in range(0, len(lines), batch):
-            chunk = lines[start : start + batch]
-            sequencer.submit([(f"test:{start + i + 1}", raw) for i, raw in enumerate(chunk)])
-    finally:
-        sequencer.close(snapshot=False)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """About 5k inputs of the demo's market, crash included."""
-    lines = list(Simulator(SimConfig(seed=1, accounts=1000, duration_s=900.0)))
-    return _journal_of(lines, tmp_path_factory.mktemp("report") / "journal")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,7 @@
+"""``python -m clearing``: the same as the ``clearing`` command."""
+
+import sys
+
+from clearing.cli import main
+
+sys.exit(main())

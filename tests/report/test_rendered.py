@@ -1,0 +1,162 @@
+"""The report as a person sees it: rendered by headless Chromium, then the picture checked.
+
+Two passes over the same page. First Chromium loads a copy with a probe script and dumps
+where each figure landed (``--dump-dom``); then it screenshots the page itself, as one
+picture of the page's whole height. The picture must be a page, not a blank or a broken
+one: ink on it, the report's colours, and every figure on screen at full size, showing the
+same pixels as the PNG the report embeds.
+
+Chromium comes from ``tools/install_chromium.sh`` (CI runs it); this test is never
+skipped: without a browser it fails and says how to get one.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import json
+import math
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageChops
+
+from clearing.report import FIGURE_IDS, collect_journal, render_html
+
+WINDOW_WIDTH_PX = 1400
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+_PROBE = """<script>window.addEventListener("load", () => {
+  const rects = [...document.querySelectorAll("figure img")].map((img) => {
+    const r = img.getBoundingClientRect();
+    return {id: img.alt, x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height,
+            natural_w: img.naturalWidth, natural_h: img.naturalHeight};
+  });
+  const out = document.createElement("pre");
+  out.id = "layout";
+  out.textContent = JSON.stringify({rects, height: document.documentElement.scrollHeight});
+  document.body.appendChild(out);
+});</script>"""
+# The report's own colours: market lines, the fund, clawbacks, bad debt.
+REPORT_COLOURS = {
+    "blue": (0x1F, 0x77, 0xB4),
+    "orange": (0xFF, 0x7F, 0x0E),
+    "green": (0x2C, 0xA0, 0x2C),
+    "red": (0xD6, 0x27, 0x28),
+}
+
+
+def _browser() -> str:
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    pytest.fail("no headless Chromium on PATH: run tools/install_chromium.sh", pytrace=False)
+
+
+def _chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",  # CI runs as root, where the sandbox refuses to start
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",  # one CSS pixel = one screenshot pixel
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"chromium failed ({done.returncode}): {done.stderr[-2000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def rendered(journal: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The report of a small demo journal, its layout in Chromium and its screenshot."""
+    browser = _browser()
+    where = tmp_path_factory.mktemp("rendered")
+    page = render_html(collect_journal(str(journal)))
+    report = where / "report.html"
+    report.write_text(page, encoding="utf-8")
+    probe = where / "probe.html"
+    probe.write_text(page.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
+    dom = _chromium(
+        browser, where / "profile", f"--window-size={WINDOW_WIDTH_PX},1000", "--dump-dom",
+        probe.as_uri(),
+    ).stdout  # fmt: skip
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dom, re.S)
+    assert found, "the probe did not run: no layout in the dumped page"
+    layout = json.loads(found.group(1).replace("&quot;", '"'))
+    shot = where / "report.png"
+    _chromium(
+        browser, where / "profile", f"--window-size={WINDOW_WIDTH_PX},{layout['height']}",
+        f"--screenshot={shot}", report.as_uri(),
+    )  # fmt: skip
+    embedded = {
+        fig_id: Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+        for fig_id, data in re.findall(
+            r'<figure id="fig-([a-z-]+)"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"',
+            page,
+        )
+    }
+    return {"layout": layout, "shot": Image.open(shot).convert("RGB"), "embedded": embedded}
+
+
+def test_the_page_is_not_blank_and_has_the_report_colours(rendered: dict[str, Any]) -> None:
+    shot: Image.Image = rendered["shot"]
+    assert shot.size == (WINDOW_WIDTH_PX, rendered["layout"]["height"])
+    pixels = np.asarray(shot).reshape(-1, 3).astype(np.int32)
+    ink = float((pixels.min(axis=1) < 235).mean())
+    assert ink > 0.03, f"only {ink:.1%} of the page is not white"
+    coarse = Counter(((pixels >> 4) @ np.array([256, 16, 1])).tolist())
+    assert sum(1 for n in coarse.values() if n >= 200) >= 12, "fewer than 12 distinct colours"
+    for name, colour in REPORT_COLOURS.items():
+        seen = int((np.abs(pixels - np.array(colour)).max(axis=1) <= 24).sum())
+        assert seen >= 1_000, f"the report's {name} ({seen} pixels) is missing from the page"
+
+
+def test_every_figure_is_on_screen_at_full_size(rendered: dict[str, Any]) -> None:
+    rects = {r["id"]: r for r in rendered["layout"]["rects"]}
+    assert list(rects) == list(FIGURE_IDS)
+    tops = [rects[fig_id]["y"] for fig_id in FIGURE_IDS]
+    assert tops == sorted(tops), "figures out of order"
+    for fig_id, rect in rects.items():
+        # Drawn at its own size (10 in at 100 dpi), never scaled down, and not overlapping
+        # the next one.
+        assert (rect["natural_w"], rect["natural_h"]) == rendered["embedded"][fig_id].size
+        assert rect["natural_w"] == 1000 and rect["natural_h"] >= 150, rect
+        assert rect["w"] >= rect["natural_w"] and rect["h"] >= rect["natural_h"], rect
+        assert rect["x"] >= 0 and rect["x"] + rect["w"] <= WINDOW_WIDTH_PX, rect
+    for upper, lower in itertools.pairwise(FIGURE_IDS):
+        assert rects[upper]["y"] + rects[upper]["h"] <= rects[lower]["y"]
+
+
+def _differing_share(shot: Image.Image, embedded: Image.Image, left: int, top: int) -> float:
+    painted = shot.crop((left, top, left + embedded.width, top + embedded.height))
+    difference = np.asarray(ImageChops.difference(painted, embedded).convert("L"))
+    return float((difference >= 16).mean())
+
+
+def test_the_screen_shows_the_embedded_plots(rendered: dict[str, Any]) -> None:
+    shot: Image.Image = rendered["shot"]
+    for rect in rendered["layout"]["rects"]:
+        embedded: Image.Image = rendered["embedded"][rect["id"]]
+        # Inside the 1 px border: the plot as the browser painted it. Layout positions are
+        # fractional and the browser snaps them to pixels: allow one either way.
+        left = rect["x"] + (rect["w"] - embedded.width) / 2
+        top = rect["y"] + (rect["h"] - embedded.height) / 2
+        off = min(
+            _differing_share(shot, embedded, math.floor(left) + dx, math.floor(top) + dy)
+            for dx in (0, 1)
+            for dy in (0, 1)
+        )
+        assert off < 0.01, f"{rect['id']}: {off:.1%} of the plot differs on screen"
+        # What it shows is a plot: lines, fills and text, not a flat area.
+        colours = embedded.getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) >= 8, f"{rect['id']}: a nearly flat picture"
