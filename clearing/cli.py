@@ -323,13 +323,23 @@ def _add_proof_parser(commands: argparse._SubParsersAction, cores: Sequence[str]
         "build",
         help="build the tree and statement from a journal or a snapshot",
         description=(
-            "Build the sum tree of SOURCE (a local journal directory, replayed from seq 1 "
-            "with every output checked, or a snapshot file) and write statement.json, "
-            "tree.bin and leaves.jsonl into DIR. A Kafka journal is not a source yet. "
-            "Exit codes: 0 built, 2 usage or file errors."
+            "Build the sum tree of SOURCE (a journal, replayed from seq 1 with every output "
+            "checked, or a snapshot file) and write statement.json, tree.bin and "
+            "leaves.jsonl into DIR. Exit codes: 0 built, 2 usage or file errors."
         ),
     )
-    build.add_argument("source", metavar="SOURCE", help="a journal directory or a snapshot file")
+    build.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a journal directory, the journal topic as kafka://HOST:PORT/TOPIC, or a "
+        "snapshot file",
+    )
+    build.add_argument(
+        "--config",
+        metavar="FILE",
+        help="kafka:// sources: the TOML configuration of clearing run (CLEARING_* "
+        "variables override it), for the security settings and the default servers and topic",
+    )
     build.add_argument("-o", "--output", required=True, metavar="DIR", help="where to write")
     build.add_argument(
         "--seed-file",

@@ -68,7 +68,7 @@ def _read_seed(path: str) -> bytes:
 
 def _build(args: argparse.Namespace) -> int:
     seed = _read_seed(args.seed_file)
-    ledger_at = open_ledger(args.source, args.until, args.core)
+    ledger_at = open_ledger(args.source, args.until, args.core, args.config)
     try:
         ledger = ledger_liabilities(ledger_at.engine)
     except ValueError as exc:

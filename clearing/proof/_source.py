@@ -1,9 +1,11 @@
-"""Where the ledger of a proof comes from: a local journal replayed to a seq, or a snapshot.
+"""Where the ledger of a proof comes from: a journal replayed to a seq, or a snapshot.
 
-A journal is replayed from seq 1 with every recorded output re-derived and compared
-(``clearing.sequencer.recover``, the one definition of "the state at seq N"), its
-snapshots left unused: a proof should not rest on a file the journal does not vouch for.
-A snapshot file is loaded as it is, with the seq and chain hash its header records.
+A journal (a directory, or the journal topic as ``kafka://HOST:PORT/TOPIC``, opened as
+the audit commands open it) is replayed from seq 1 with every recorded output re-derived
+and compared (``clearing.sequencer.recover``, the one definition of "the state at seq
+N"), its snapshots left unused: a proof should not rest on a file the journal does not
+vouch for. A snapshot file is loaded as it is, with the seq and chain hash its header
+records.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from clearing.audit.sources import SourceError, is_kafka_source, open_journal, source_config
 from clearing.engine import EngineCore, load_engine
 from clearing.errors import ClearingError, UserError
-from clearing.journal import JournalError, LocalJournal, hash_at
+from clearing.journal import JournalError, hash_at
 from clearing.sequencer import recover
 from clearing.snapshot import SnapshotError, read_snapshot
 
@@ -27,31 +30,38 @@ class LedgerAt(NamedTuple):
     chain_hash: bytes
 
 
-def open_ledger(source: str, until_seq: int | None, core: str) -> LedgerAt:
-    """The ledger of ``source`` (a journal directory or a snapshot file); UserError if
-    it cannot be read as asked."""
-    if os.path.isdir(source):
-        return _from_journal(source, until_seq, core)
+def open_ledger(
+    source: str, until_seq: int | None, core: str, config_path: str | None = None
+) -> LedgerAt:
+    """The ledger of ``source`` (a journal directory, ``kafka://...`` with ``config_path``
+    for its settings, or a snapshot file); UserError if it cannot be read as asked."""
+    if is_kafka_source(source) or os.path.isdir(source):
+        return _from_journal(source, until_seq, core, config_path)
+    if config_path is not None:
+        raise UserError(f"--config applies to kafka:// sources only, not to {source}")
     if os.path.isfile(source):
         if until_seq is not None:
             raise UserError(
-                f"--until needs a journal directory; {source} is a snapshot, taken at its own seq"
+                f"--until needs a journal; {source} is a snapshot, taken at its own seq"
             )
         return _from_snapshot(source, core)
-    raise UserError(f"{source}: no such journal directory or snapshot file")
+    raise UserError(
+        f"{source}: no such journal directory or snapshot file (or kafka://HOST:PORT/TOPIC)"
+    )
 
 
-def _from_journal(directory: str, until_seq: int | None, core: str) -> LedgerAt:
+def _from_journal(
+    source: str, until_seq: int | None, core: str, config_path: str | None
+) -> LedgerAt:
     try:
-        # Open checks the segment headers and the tail; the replay verifies every record.
-        journal = LocalJournal(directory, readonly=True, scan_mode="tail")
-    except (JournalError, OSError) as exc:
-        raise UserError(f"cannot open journal {directory}: {exc}") from exc
+        journal = open_journal(source, source_config(source, config_path))
+    except SourceError as exc:
+        raise UserError(str(exc)) from exc
+    except JournalError as exc:
+        raise UserError(f"cannot open journal {source}: {exc}") from exc
     try:
         if journal.last_seq == 0:
-            raise UserError(
-                f"{directory} holds no journal records: give a journal directory or a snapshot file"
-            )
+            raise UserError(f"the journal {source} holds no records: nothing to prove")
         if until_seq is not None and not 0 <= until_seq <= journal.last_seq:
             raise UserError(
                 f"--until {until_seq} is outside the journal (seq 0..{journal.last_seq})"
@@ -69,7 +79,7 @@ def _from_journal(directory: str, until_seq: int | None, core: str) -> LedgerAt:
     except UserError:
         raise
     except ClearingError as exc:
-        raise UserError(f"cannot replay journal {directory}: {exc}") from exc
+        raise UserError(f"cannot replay journal {source}: {exc}") from exc
     finally:
         journal.close()
 

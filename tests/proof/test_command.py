@@ -200,7 +200,12 @@ def test_tampered_proof_file_exits_1(
         (["proof", "extract", "{built}", "--account", "nobody"], "'nobody' is not in the tree"),
         ([*BUILD, "{journal}", "--seed-file", "{short}"], "at least 16"),
         ([*BUILD, "{missing}", "--seed-file", "{seed}"], "no such"),
-        ([*BUILD, "{empty}", "--seed-file", "{seed}"], "holds no journal records"),
+        ([*BUILD, "{empty}", "--seed-file", "{seed}"], "is not a journal: it is empty"),
+        (
+            [*BUILD, "{snapshot}", "--seed-file", "{seed}", "--config", "{seed}"],
+            "kafka:// sources only",
+        ),
+        ([*BUILD, "kafka://no-port/x", "--seed-file", "{seed}"], "is not HOST:PORT"),
         ([*BUILD, "{garbage}", "--seed-file", "{seed}"], "cannot load snapshot"),
         ([*BUILD, "{journal}", "--seed-file", "{seed}", "--until", "9e9"], "invalid int"),
         ([*BUILD, "{journal}", "--seed-file", "{seed}", "--until", "99999"], "outside the journal"),
