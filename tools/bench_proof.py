@@ -10,10 +10,10 @@ Three measurements, each printed as one JSON line:
 - ``verify``: ``verify_proof`` of proofs decoded from their JSON bytes, per proof
   (median and p99 over many), plus one ``clearing proof verify`` process end to end.
   Target: <= 10 ms per proof.
-- ``ledger`` (``--ledger``): a 1M-account ledger on the native core (``tools/bench.py``'s
-  one-market population), then the liabilities read through the engine contract, the
-  tree, and the build directory written: the whole of ``clearing proof build`` after
-  the replay.
+- ``ledger`` (``--ledger``): a 1M-account ledger (``tools/bench.py``'s one-market
+  population, on the native core when installed), then the liabilities read through the
+  engine contract, the tree, and the build directory written: the whole of
+  ``clearing proof build`` after the replay.
 
 Timings use time.perf_counter (wall) and, for the tree, time.process_time (this process's
 CPU time: on a shared machine the wall time also counts the time spent waiting for a
@@ -119,7 +119,7 @@ def bench_ledger(accounts: int) -> dict[str, object]:
     from tools.bench import build_population
 
     started = time.perf_counter()
-    engine = build_population(accounts, False, core="native")
+    engine = build_population(accounts, False, core="auto")
     population_s = time.perf_counter() - started
     settle_heap()
     started = time.perf_counter()
@@ -135,6 +135,7 @@ def bench_ledger(accounts: int) -> dict[str, object]:
         write_s = time.perf_counter() - started
     return {
         "bench": "ledger",
+        "core": engine.core_name,
         "accounts": len(ledger.liabilities),
         "population_s": population_s,
         "liabilities_s": liabilities_s,
