@@ -50,6 +50,7 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     from clearing.engine import CORES
+    from clearing.engine.rules_v2 import NEWEST_RULES, RULES_VERSIONS
 
     parser = argparse.ArgumentParser(
         prog="clearing",
@@ -114,6 +115,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="engine core: native (Rust, fast), python (the reference), or auto "
         "(native when installed; default). Both give the same bytes",
     )
+    replay.add_argument(
+        "--rules",
+        type=int,
+        choices=RULES_VERSIONS,
+        metavar="N",
+        help=f"rules version for a .jsonl file (default: the newest, {NEWEST_RULES}); a "
+        "journal replays under the version it recorded",
+    )
 
     ingest = commands.add_parser(
         "ingest",
@@ -151,6 +160,14 @@ def _build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="engine core: native (Rust, fast), python (the reference), or auto "
         "(native when installed; default). Both give the same bytes",
+    )
+    ingest.add_argument(
+        "--rules",
+        type=int,
+        choices=RULES_VERSIONS,
+        metavar="N",
+        help="rules version of a new journal (default 1; the native core implements 1 "
+        "only); an existing journal keeps the version it recorded",
     )
 
     journal = commands.add_parser(
@@ -215,6 +232,10 @@ def _build_parser() -> argparse.ArgumentParser:
     topics_create.add_argument(
         "--config", metavar="FILE", help="TOML configuration (CLEARING_* variables override it)"
     )
+
+    from clearing.risk import add_risk_commands
+
+    add_risk_commands(commands, CORES)
 
     demo = commands.add_parser(
         "demo",
@@ -412,6 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from clearing.kafka import topics_command
 
             return topics_command(args)
+        if args.command in ("stress", "risk"):
+            from clearing.risk import risk_command, stress_command
+
+            return stress_command(args) if args.command == "stress" else risk_command(args)
         if args.command == "demo":
             from clearing.demo import demo_command
 

@@ -20,7 +20,8 @@ nothing of ours: every layer, the engine included, may import it.
     ├── RecoveryError           the state cannot be rebuilt safely
     │   └── OutputDivergence    a replayed record re-derived other outputs than it recorded
     ├── SequencerBroken         a journal write or invariant check failed mid-run
-    └── ProofInvalid            a proof of liabilities does not verify (which check failed)
+    ├── ProofInvalid            a proof of liabilities does not verify (which check failed)
+    └── ScenarioFailed          a stress scenario's engine run failed (in its child process)
 
 Some also derive from the built-in they stood for before the tree existed
 (``InvariantViolation`` is an ``AssertionError``, ``StateFormatError`` a ``ValueError``,
@@ -46,6 +47,7 @@ __all__ = [
     "OutputDivergence",
     "ProofInvalid",
     "RecoveryError",
+    "ScenarioFailed",
     "SequencerBroken",
     "SnapshotError",
     "StateFormatError",
@@ -150,3 +152,8 @@ class SequencerBroken(ClearingError, RuntimeError):
 class ProofInvalid(ClearingError):
     """A proof of liabilities does not verify; the message is the first check that failed,
     in one line (``clearing proof verify`` prints it and exits 1)."""
+
+
+class ScenarioFailed(ClearingError):
+    """A stress or risk scenario could not be run through the engine: a bug, not a
+    property of the ledger (the message carries the child process's last error line)."""

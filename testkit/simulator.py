@@ -69,7 +69,7 @@ from typing import Any, Final
 
 from clearing.engine import Engine, OutputEvent, encode_output
 from clearing.engine.persist import dump_state
-from clearing.journal import JournalCorrupt, LocalJournal, hash_at, repair_truncate, verify
+from clearing.journal import JournalCorrupt, LocalJournal, repair_truncate, verify
 from clearing.sequencer import RecoveryResult, Sequencer, encode_outputs, recover
 from clearing.snapshot import list_snapshots
 from testkit.storage import Fault, FaultyStorage, SimulatedCrash
@@ -830,7 +830,7 @@ class Simulation:
         self.sequencer = self.journal = None
         journal = LocalJournal(self.journal_dir, readonly=True)
         try:
-            full = recover(None, journal.last_seq, journal.read, lambda s: hash_at(journal, s))
+            full = recover(None, journal)
             if dump_state(full.engine) != dump_state(self.shadow):
                 raise self.fail("full replay of the journal differs from the shadow")
             positions: dict[str, int] = {}

@@ -20,7 +20,12 @@ def test_schemas_cover_every_event_type() -> None:
     input_tags = {d["properties"]["type"]["enum"][0] for d in inputs["$defs"].values()}
     output_tags = {d["properties"]["type"]["enum"][0] for d in outputs["$defs"].values()}
     assert input_tags == {"market", "deposit", "withdraw", "fill", "oracle", "book"}
+    inputs_v2 = json.loads(build_schemas()["input-events-v2.schema.json"])
+    v2_tags = {d["properties"]["type"]["enum"][0] for d in inputs_v2["$defs"].values()}
+    assert v2_tags == input_tags | {"funding"}
     assert output_tags == {
+        "adl",
+        "funding",
         "liquidation",
         "fund_draw",
         "clawback",

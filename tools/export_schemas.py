@@ -68,6 +68,13 @@ def build_schemas() -> dict[str, bytes]:
             "One input event (a Kafka message value or a .jsonl line), tagged by `type`. "
             "Unknown fields are ignored.",
         ),
+        "input-events-v2.schema.json": _document(
+            "clearing input event, rules version 2",
+            events.InputEventV2,
+            "One input event of a ledger under rules version 2 (SPEC §9): version 1's inputs, "
+            "`market` with the optional liq_step, loss_policy, fund_share, vol_tiers and "
+            "vol_lambda, and `funding`. Unknown fields are ignored.",
+        ),
         "output-events.schema.json": _document(
             "clearing output event",
             events.OutputEvent,

@@ -300,7 +300,8 @@ def replay_cli(work: Path, payloads: list[bytes]) -> list[bytes]:
     inputs.write_bytes(b"".join(p + b"\n" for p in payloads))
     events = work / "replayed.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "clearing.cli", "replay", str(inputs), "--events", str(events)],
+        [sys.executable, "-m", "clearing.cli", "replay", str(inputs), "--rules", "1",
+         "--events", str(events)],
         capture_output=True, cwd=REPO, check=False,
     )  # fmt: skip
     if proc.returncode != 0:

@@ -52,7 +52,7 @@ apt_install() {
 
 if [ "$setup" -eq 1 ]; then
     echo "== install (the package and its dev extras)"
-    pip_install -e '.[dev]'
+    pip_install -e '.[dev,report]'
 
     echo "== native engine core (Rust, built by maturin)"
     if native_is_current; then

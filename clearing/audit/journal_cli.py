@@ -103,9 +103,10 @@ def ingest_command(args: argparse.Namespace) -> int:
             snapshot_dir,
             fsync=args.fsync,
             core=args.core,
+            rules_version=getattr(args, "rules", None),
             snapshot_every_inputs=args.snapshot_every,
         )
-    except RuntimeError as exc:  # the native core asked for but not installed
+    except (RuntimeError, ValueError) as exc:  # a core not installed, rules not kept
         raise UserError(str(exc)) from exc
     except (JournalError, RecoveryError, OSError) as exc:
         raise UserError(f"cannot open journal {args.journal}: {exc}") from exc

@@ -9,7 +9,6 @@ input stamped later than a timestamp (``--until-ts``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from datetime import datetime
 
@@ -19,13 +18,10 @@ from clearing.audit.events_out import open_events
 from clearing.audit.progress import Progress
 from clearing.audit.replay import engine_for
 from clearing.audit.sources import SourceError, open_journal, source_config
-from clearing.engine import state_file_bytes, state_sha256
-from clearing.engine.native import NativeEngine, RefusedRecord, ReplayedBatch
+from clearing.engine import EngineCore, state_file_bytes, state_sha256
 from clearing.errors import UserError
-from clearing.heap import HeapSettler
-from clearing.journal import JournalCorrupt, JournalError, LocalJournal
-from clearing.journal._format import batch_scanner, native_scan_available
-from clearing.sequencer import join_outputs
+from clearing.journal import JournalCorrupt, JournalError, Record
+from clearing.sequencer import Divergence, ReplayObserver, replay
 
 __all__ = ["parse_until_ts", "replay_journal_command"]
 
@@ -70,78 +66,41 @@ def replay_journal_command(args: argparse.Namespace) -> int:
         return _corrupt(exc)
     except JournalError as exc:
         raise UserError(f"cannot open journal {args.input}: {exc}") from exc
+    rules = getattr(args, "rules", None)
+    if rules is not None and rules != journal.rules_version:
+        journal.close()
+        raise UserError(
+            f"journal {args.input} records rules version {journal.rules_version}; it replays "
+            f"under that version (drop --rules {rules})"
+        )
     try:
         events = open_events(args.events)
     except UserError:
         journal.close()
         raise
     events_out = events.stream
-    engine = engine_for(args.core)
-    apply_encoded = engine.apply_encoded
-    divergences = 0
-    first_divergence = ""
-    inputs = outputs = 0
+    engine = engine_for(args.core, journal.rules_version)
     total = journal.last_seq if args.until is None else min(args.until, journal.last_seq)
     progress = Progress("replay", total) if sys.stderr.isatty() and not args.quiet else None
-    heap = HeapSettler()
-    verify = not args.no_verify_outputs
-    # The native core verifies and applies whole batches of frames in one call unless a
-    # record needs Python per input (--until-ts reads each input's ts; --check-invariants).
-    native = (
-        isinstance(journal, LocalJournal)
-        and isinstance(engine, NativeEngine)
-        and engine.replays_frames
-        and native_scan_available()
-        and until_ts_ns is None
-        and not args.check_invariants
-    )
-    scanning = (
-        batch_scanner(engine.frame_replayer(verify))  # type: ignore[union-attr]
-        if native
-        else contextlib.nullcontext()
+    # Per-record needs (--until-ts reads each input's ts; --check-invariants) make the
+    # replay go record by record; without them the native core takes whole windows of a
+    # local journal (the loop decides, from what the engine and the journal offer).
+    observer = (
+        _PerRecord(engine, until_ts_ns, args.check_invariants)
+        if until_ts_ns is not None or args.check_invariants
+        else None
     )
     try:
-        with scanning:
-            for item in journal.read(1, total):
-                if type(item) is ReplayedBatch:
-                    inputs += item.inputs
-                    outputs += item.events
-                    heap.add(item.inputs)
-                    if item.derived and events_out is not None:
-                        events_out.write(item.derived)
-                    if item.divergences:
-                        divergences += item.divergences
-                        if not first_divergence:
-                            first_divergence = _divergence(*item.first_divergence)  # type: ignore[misc]
-                    if progress is not None:
-                        progress.update(inputs)
-                    continue
-                if type(item) is RefusedRecord:
-                    record = item.record
-                    produced = engine.finish_refusal(record.payload, item.code)  # type: ignore[union-attr]
-                else:
-                    record = item
-                    if until_ts_ns is not None:
-                        stamp = _input_ts(record.payload)
-                        if stamp is not None and stamp > until_ts_ns:
-                            break
-                    produced = apply_encoded(record.payload)
-                heap.add()
-                inputs += 1
-                outputs += len(produced)
-                derived = join_outputs(produced)
-                if produced and events_out is not None:
-                    events_out.write(derived)
-                if args.check_invariants:
-                    engine.check_invariants()
-                if record.outputs and verify and derived != record.outputs:
-                    divergences += 1
-                    if not first_divergence:
-                        first_divergence = _divergence(
-                            record.seq, record.source, record.outputs, derived
-                        )
-                if progress is not None and inputs % 4096 == 0:
-                    progress.update(inputs)
+        done = replay(
+            journal,
+            engine,
+            until_seq=total,
+            verify=not args.no_verify_outputs,
+            stop_at_divergence=False,
+            observer=observer,
+            on_events=None if events_out is None else events_out.write,
+            progress=None if progress is None else progress.update,
+        )
     except JournalError as exc:  # a bad frame, a broken chain, a gap in the seqs
         return _corrupt(exc)
     finally:
@@ -157,14 +116,14 @@ def replay_journal_command(args: argparse.Namespace) -> int:
         what = (
             "0 journal records: the journal is EMPTY"
             if total == 0
-            else f"{inputs} journal records (seq 1..{engine.seq}): {outputs} output events"
+            else f"{done.inputs} journal records (seq 1..{engine.seq}): {done.events} output events"
         )
         print(f"replayed {what}; state sha256 {state_sha256(engine)}", file=sys.stderr)
-    events.explain_held_back(outputs)
-    if divergences:
+    events.explain_held_back(done.events)
+    if done.first_divergence is not None:
         print(
-            f"DIVERGED: {divergences} record(s) re-derived different outputs from the ones "
-            f"recorded; {first_divergence}",
+            f"DIVERGED: {done.divergences} record(s) re-derived different outputs from the "
+            f"ones recorded; {_divergence(done.first_divergence)}",
             file=sys.stderr,
         )
         return 1
@@ -180,9 +139,29 @@ def _corrupt(exc: JournalError) -> int:
     return 1
 
 
-def _divergence(seq: int, source: str, recorded: bytes, derived: bytes) -> str:
+def _divergence(first: Divergence) -> str:
     return (
-        f"first divergence at seq {seq} ({source}):\n"
-        f"  recorded: {recorded[:400]!r}\n"
-        f"  derived:  {derived[:400]!r}"
+        f"first divergence at seq {first.seq} ({first.source}):\n"
+        f"  recorded: {first.recorded[:400]!r}\n"
+        f"  derived:  {first.derived[:400]!r}"
     )
+
+
+class _PerRecord(ReplayObserver):
+    """Stops before the first input stamped after ``until_ts_ns``; checks the ledger's
+    invariants after every input with ``check_invariants``."""
+
+    def __init__(self, engine: EngineCore, until_ts_ns: int | None, check_invariants: bool) -> None:
+        self._engine = engine
+        self._until_ts_ns = until_ts_ns
+        self._check_invariants = check_invariants
+
+    def before(self, record: Record) -> bool:
+        if self._until_ts_ns is None:
+            return True
+        stamp = _input_ts(record.payload)
+        return stamp is None or stamp <= self._until_ts_ns
+
+    def after(self, record: Record, events: list[bytes], derived: bytes) -> None:
+        if self._check_invariants:
+            self._engine.check_invariants()

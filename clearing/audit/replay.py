@@ -13,6 +13,7 @@ import msgspec
 from clearing.audit.events_out import open_events
 from clearing.audit.sources import is_kafka_source
 from clearing.engine import EngineCore, make_engine, state_file_bytes, state_sha256
+from clearing.engine.rules_v2 import NEWEST_RULES
 from clearing.errors import CoreUnavailable, UserError
 from clearing.heap import HeapSettler
 
@@ -33,10 +34,11 @@ def encode_state(engine: EngineCore) -> bytes:
     return engine.state_json()
 
 
-def engine_for(core: str) -> EngineCore:
-    """An empty engine on the named core, or a UserError that says how to get it."""
+def engine_for(core: str, rules_version: int = 1) -> EngineCore:
+    """An empty engine on the named core under ``rules_version``, or a UserError that
+    says how to get it."""
     try:
-        return make_engine(core)
+        return make_engine(core, rules_version=rules_version)
     except CoreUnavailable as exc:
         raise UserError(str(exc)) from exc
 
@@ -107,7 +109,7 @@ def replay_command(args: argparse.Namespace) -> int:
         raise UserError("--config applies to kafka:// sources only")
     if args.until is not None or args.until_ts is not None:
         raise UserError("--until and --until-ts apply to journals only")
-    engine = engine_for(args.core)
+    engine = engine_for(args.core, NEWEST_RULES if args.rules is None else args.rules)
     try:
         source = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:

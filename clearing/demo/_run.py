@@ -296,7 +296,9 @@ def run_demo(
             data = collect_journal(journal_dir)
             numbers = summary(data)
             if importlib.util.find_spec("matplotlib") is None:
-                console.print("no HTML report: it needs matplotlib (pip install matplotlib)")
+                console.print(
+                    "no HTML report: it needs matplotlib (pip install 'clearing[report]')"
+                )
             else:
                 report_path = os.path.join(directory, "report.html")
                 save_report(data, report_path)

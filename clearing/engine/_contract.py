@@ -67,6 +67,8 @@ class EngineCore(Protocol):
 
     core_name: str  # "python" or "native": for logs and reports, never for branching
     liquidation_scan: bool
+    # The clearing rules (SPEC §9 head): 1 is §1-§8 alone, 2 adds §9; fixed at creation.
+    rules_version: int
     # Inputs applied so far; the next input gets seq + 1. (Tools that compare states
     # set it aside by writing it.)
     seq: int

@@ -16,13 +16,16 @@ from clearing.engine._contract import LedgerFigures, LedgerSummary
 from clearing.engine._figures import ledger_figures, ledger_summary
 from clearing.engine.events import (
     DecodeFailure,
+    FundingPaid,
     OracleHeld,
     OutputEvent,
     ParsedBook,
     ParsedDeposit,
     ParsedFill,
+    ParsedFunding,
     ParsedInput,
     ParsedMarket,
+    ParsedMarketV2,
     ParsedOracle,
     ParsedWithdraw,
     Reject,
@@ -32,6 +35,11 @@ from clearing.engine.events import (
 from clearing.engine.margin import equity_e16, initial_requirement_e24
 from clearing.engine.money import CASH_PER_E8, E8, format_e8, format_e16
 from clearing.engine.persist import dump_ledger, load_ledger
+from clearing.engine.rules_v2 import (
+    RULES_VERSIONS,
+    funding_payment_e16,
+    next_volatility_e16,
+)
 from clearing.engine.state import (
     BAD_DEBT,
     FEE_POOL,
@@ -42,6 +50,7 @@ from clearing.engine.state import (
     Position,
 )
 from clearing.engine.waterfall import resolve_accounts
+from clearing.engine.waterfall_v2 import resolve_accounts_v2
 
 __all__ = ["Engine", "iter_jsonl_lines", "refusal_reject"]
 
@@ -89,17 +98,25 @@ class Engine:
 
     core_name: Final = "python"
 
-    def __init__(self, liquidation_scan: bool = False) -> None:
+    def __init__(self, liquidation_scan: bool = False, rules_version: int = 1) -> None:
+        if rules_version not in RULES_VERSIONS:
+            raise ValueError(
+                f"unknown rules version {rules_version}; this build implements "
+                f"{', '.join(map(str, RULES_VERSIONS))}"
+            )
         self.ledger = Ledger()
         self.seq = 0  # inputs applied so far; the next input gets seq + 1
         # True: a mark move checks every holder (the slow baseline for benchmarks)
         # instead of asking the liquidation index.
         self.liquidation_scan = liquidation_scan
+        # Fixed for the ledger's life (SPEC §9): 1 is §1-§8 alone, 2 adds §9.
+        self.rules_version = rules_version
+        self._resolve = resolve_accounts if rules_version == 1 else resolve_accounts_v2
 
     def apply(self, raw: bytes) -> list[OutputEvent]:
         """Apply one raw input (a JSON object's bytes) and return its output events."""
         self.seq += 1
-        parsed = decode_input(raw)
+        parsed = decode_input(raw, self.rules_version)
         if type(parsed) is DecodeFailure:
             return [Reject(self.seq, parsed.reason, parsed.detail, **parsed.known)]
         out: list[OutputEvent] = []
@@ -114,12 +131,15 @@ class Engine:
                 self._deposit(parsed)
             elif type(parsed) is ParsedWithdraw:
                 self._withdraw(parsed, out)
+            elif type(parsed) is ParsedFunding:
+                self._funding(parsed, out)
             else:
-                assert type(parsed) is ParsedMarket
+                assert type(parsed) is ParsedMarket or type(parsed) is ParsedMarketV2
                 self._market(parsed, out)
         except _Rejected as rejected:
             # Handlers raise only before their first mutation, so state is untouched.
             return [refusal_reject(self.seq, rejected.reason, parsed)]
+        self.ledger.assert_balanced()
         return out
 
     def apply_encoded(self, raw: bytes) -> list[bytes]:
@@ -142,29 +162,57 @@ class Engine:
             raise _Rejected("unknown_market")
         return market
 
-    def _market(self, event: ParsedMarket, out: list[OutputEvent]) -> None:
+    def _market(self, event: ParsedMarket | ParsedMarketV2, out: list[OutputEvent]) -> None:
         ledger = self.ledger
         market = ledger.markets.get(event.market)
         if market is None:
-            ledger.markets[event.market] = MarketState(
+            market = MarketState(
                 event.market, event.imr_e8, event.mmr_e8, event.liq_fee_e8, event.max_oracle_move_e8
             )
+            ledger.markets[event.market] = market
+            _set_v2_parameters(market, event)
             return
         market.imr_e8 = event.imr_e8
         market.mmr_e8 = event.mmr_e8
         market.liq_fee_e8 = event.liq_fee_e8
         market.max_oracle_move_e8 = event.max_oracle_move_e8
         market.held_e8 = None
+        _set_v2_parameters(market, event)
         # Thresholds and edges depend on mmr; only accounts not proven safe are checked.
         unsafe = [holder for holder in list(market.holders.values()) if not ledger.reindex(holder)]
-        resolve_accounts(ledger, self.seq, unsafe, None, out)
+        self._resolve(ledger, self.seq, unsafe, None, out)
+
+    def _funding(self, event: ParsedFunding, out: list[OutputEvent]) -> None:
+        """SPEC §9.5: every holder pays ``round16(q * m * rate)``; the fee pool takes the
+        rounding residual, so cash is conserved; then payers and payees are re-examined."""
+        ledger = self.ledger
+        market = self._market_of(event.market)
+        mark_e8 = market.mark_e8
+        paid_e16 = 0
+        net_e16 = 0
+        changed: list[Account] = []
+        if mark_e8 is not None:  # without a mark there are no holders
+            for holder in market.holders.values():
+                payment_e16 = funding_payment_e16(
+                    holder.positions[market.id].qty_e8, mark_e8, event.rate_e8
+                )
+                if payment_e16:
+                    holder.cash_e16 -= payment_e16
+                    net_e16 += payment_e16
+                    paid_e16 += max(0, payment_e16)
+                    changed.append(holder)
+        ledger.fee_pool.cash_e16 += net_e16
+        out.append(FundingPaid(self.seq, market.id, format_e8(event.rate_e8), format_e16(paid_e16)))
+        unsafe = [holder for holder in changed if not ledger.reindex_cash(holder)]
+        if unsafe:
+            self._resolve(ledger, self.seq, unsafe, None, out)
 
     def _deposit(self, event: ParsedDeposit) -> None:
         if event.account in _NO_DEPOSIT_OR_TRADE:
             raise _Rejected("reserved_account")
         amount_e16 = event.amount_e8 * CASH_PER_E8
         account = self.ledger.account(event.account)
-        account.cash_e16 += amount_e16
+        self.ledger.move_cash(account, amount_e16)
         self.ledger.net_deposits_e16 += amount_e16
         self.ledger.reindex_cash(account)
 
@@ -179,7 +227,7 @@ class Engine:
         after_e24 = (equity_e16(account, ledger.markets) - amount_e16) * E8
         if after_e24 < initial_requirement_e24(account, ledger.markets):
             raise _Rejected("insufficient_margin")
-        account.cash_e16 -= amount_e16
+        ledger.move_cash(account, -amount_e16)
         ledger.net_deposits_e16 -= amount_e16
         ledger.reindex_cash(account)
         out.append(Withdrawal(self.seq, event.account, format_e8(event.amount_e8)))
@@ -205,9 +253,9 @@ class Engine:
         self._trade(seller, market, -qty_e8, price_e8)
         buyer_fee_e16 = event.buyer_fee_e8 * CASH_PER_E8
         seller_fee_e16 = event.seller_fee_e8 * CASH_PER_E8
-        buyer.cash_e16 -= notional_e16 + buyer_fee_e16
-        seller.cash_e16 += notional_e16 - seller_fee_e16
-        ledger.fee_pool.cash_e16 += buyer_fee_e16 + seller_fee_e16
+        ledger.move_cash(buyer, -(notional_e16 + buyer_fee_e16))
+        ledger.move_cash(seller, notional_e16 - seller_fee_e16)
+        ledger.move_cash(ledger.fee_pool, buyer_fee_e16 + seller_fee_e16)
         mark_moved = not market.oracle_seen and market.mark_e8 != price_e8
         if mark_moved:
             market.mark_e8 = price_e8
@@ -236,13 +284,14 @@ class Engine:
             if not ledger.reindex_fill(seller, market):
                 checked.append(seller)
         if checked:
-            resolve_accounts(ledger, self.seq, checked, market.id, out)
+            self._resolve(ledger, self.seq, checked, market.id, out)
         if mark_moved and self.liquidation_scan:
             self._rebuild_bands(market)
 
     def _trade(self, account: Account, market: MarketState, dq_e8: int, price_e8: int) -> None:
         """Move a position by ``dq_e8`` at ``price_e8``, keeping K per SPEC §2 and the
         market's holders exact. (Ledger.set_position's work, inlined: the fill path.)"""
+        self.ledger.move_qty_sum(market, dq_e8)
         positions = account.positions
         market_id = market.id
         position = positions.get(market_id)
@@ -276,12 +325,17 @@ class Engine:
                 market.held_e8 = price_e8
                 out.append(OracleHeld(self.seq, market.id, format_e8(price_e8)))
                 return
+        if self.rules_version != 1 and mark_e8 is not None:
+            # SPEC §9.3: every accepted tick from an existing mark, before liquidations.
+            market.vol_e16 = next_volatility_e16(
+                market.vol_e16, mark_e8, price_e8, market.vol_lambda_e8
+            )
         market.mark_e8 = price_e8
         market.held_e8 = None
         market.oracle_seen = True
         if self.liquidation_scan:
             # The full scan: the baseline the index is benchmarked and tested against.
-            resolve_accounts(self.ledger, self.seq, list(market.holders.values()), None, out)
+            self._resolve(self.ledger, self.seq, list(market.holders.values()), None, out)
             self._rebuild_bands(market)
             return
         ledger = self.ledger
@@ -290,7 +344,7 @@ class Engine:
         # liquidatable (E < MM) and joins the exact ones.
         unsafe = [account for account in crossed if not ledger.reindex(account)]
         if liquidatable or unsafe:
-            resolve_accounts(ledger, self.seq, liquidatable + unsafe, None, out)
+            self._resolve(ledger, self.seq, liquidatable + unsafe, None, out)
 
     def _rebuild_bands(self, market: MarketState) -> None:
         """Re-centre the safety bands of every multi-market holder after a mark move."""
@@ -337,13 +391,14 @@ class Engine:
 
     def dump_state(self) -> bytes:
         """The snapshot document (``persist``), byte-identical to the native core's."""
-        return dump_ledger(self.ledger, self.seq)
+        return dump_ledger(self.ledger, self.seq, self.rules_version)
 
     @classmethod
     def load_state(cls, data: bytes, liquidation_scan: bool = False) -> Engine:
         """Rebuild from snapshot bytes (either core's); StateFormatError if unreadable."""
-        engine = cls(liquidation_scan)
-        engine.ledger, engine.seq = load_ledger(data)
+        ledger, seq, rules_version = load_ledger(data)
+        engine = cls(liquidation_scan, rules_version)
+        engine.ledger, engine.seq = ledger, seq
         return engine
 
     def account_count(self) -> int:
@@ -357,6 +412,18 @@ class Engine:
     def figures(self) -> LedgerFigures:
         """The ledger figures the metrics export, from one pass over the ledger."""
         return ledger_figures(self.ledger)
+
+
+def _set_v2_parameters(market: MarketState, event: ParsedMarket | ParsedMarketV2) -> None:
+    """Replace SPEC §9's market fields (a version-1 input leaves the defaults, which version
+    1 never reads). The volatility estimate is kept: it describes the prices, not the
+    parameters."""
+    if type(event) is ParsedMarketV2:
+        market.liq_step_e8 = event.liq_step_e8
+        market.adl = event.adl
+        market.fund_share_e8 = event.fund_share_e8
+        market.vol_tiers = event.vol_tiers
+        market.vol_lambda_e8 = event.vol_lambda_e8
 
 
 def _known(parsed: object) -> dict[str, str]:

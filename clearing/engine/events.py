@@ -14,7 +14,7 @@ Struct, and the result is a validated ``Parsed*`` tuple the engine applies, or a
 from __future__ import annotations
 
 import re
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
@@ -24,15 +24,20 @@ from clearing.engine.money import E8, parse_wire_e8
 __all__ = [
     "MAX_NESTING_DEPTH",
     "REJECT_REASONS",
+    "Adl",
     "BadDebt",
     "Book",
     "Clawback",
     "Deposit",
     "Fill",
     "FundDraw",
+    "Funding",
+    "FundingPaid",
     "InputEvent",
+    "InputEventV2",
     "Liquidation",
     "Market",
+    "MarketV2",
     "Oracle",
     "OracleHeld",
     "OutputEvent",
@@ -104,7 +109,33 @@ class Book(_Input, tag="book"):
     ts: int | UnsetType = UNSET
 
 
+class MarketV2(_Input, tag="market"):
+    """A ``market`` input under rules version 2: version 1's fields plus SPEC §9's."""
+
+    market: str
+    imr: Num
+    mmr: Num
+    liq_fee: Num
+    max_oracle_move: Num | UnsetType = UNSET
+    liq_step: Num | UnsetType = UNSET
+    loss_policy: Literal["clawback", "adl"] | UnsetType = UNSET
+    fund_share: Num | UnsetType = UNSET
+    vol_tiers: list[tuple[Num, Num]] | UnsetType = UNSET
+    vol_lambda: Num | UnsetType = UNSET
+    ts: int | UnsetType = UNSET
+
+
+class Funding(_Input, tag="funding"):
+    """Rules version 2 only (SPEC §9.5): holders pay ``round16(q * m * rate)``."""
+
+    market: str
+    rate: Num
+    ts: int | UnsetType = UNSET
+
+
 InputEvent = Market | Deposit | Withdraw | Fill | Oracle | Book
+# Rules version 2 reads ``market`` with its new fields and knows ``funding``.
+InputEventV2 = MarketV2 | Deposit | Withdraw | Fill | Oracle | Book | Funding
 _INPUT_TYPES: Final[dict[str, type[_Input]]] = {
     "market": Market,
     "deposit": Deposit,
@@ -112,6 +143,11 @@ _INPUT_TYPES: Final[dict[str, type[_Input]]] = {
     "fill": Fill,
     "oracle": Oracle,
     "book": Book,
+}
+_INPUT_TYPES_V2: Final[dict[str, type[_Input]]] = {
+    **_INPUT_TYPES,
+    "market": MarketV2,
+    "funding": Funding,
 }
 
 # ---------------------------------------------------------------------------------------
@@ -129,6 +165,8 @@ class Liquidation(_Output, tag="liquidation"):
     proceeds: str
     mark: str
     fee: str
+    # Rules version 2 only: the part of ``fee`` that went to the insurance fund (§9.3).
+    fund_fee: str | UnsetType = UNSET
 
 
 class FundDraw(_Output, tag="fund_draw"):
@@ -140,6 +178,24 @@ class Clawback(_Output, tag="clawback"):
     account: str
     amount: str
     cause: str
+
+
+class Adl(_Output, tag="adl"):
+    """Rules version 2: a deleveraged position part and what it paid (SPEC §9.4)."""
+
+    account: str
+    market: str
+    qty: str
+    amount: str
+    cause: str
+
+
+class FundingPaid(_Output, tag="funding"):
+    """Rules version 2: one accepted ``funding`` input (SPEC §9.5)."""
+
+    market: str
+    rate: str
+    paid: str
 
 
 class BadDebt(_Output, tag="bad_debt"):
@@ -167,7 +223,17 @@ class Reject(_Output, tag="reject"):
     market: str | UnsetType = UNSET
 
 
-OutputEvent = Liquidation | FundDraw | Clawback | BadDebt | Withdrawal | OracleHeld | Reject
+OutputEvent = (
+    Liquidation
+    | FundDraw
+    | Clawback
+    | BadDebt
+    | Withdrawal
+    | OracleHeld
+    | Reject
+    | Adl
+    | FundingPaid
+)
 
 REJECT_REASONS: Final = (
     "malformed",
@@ -242,7 +308,36 @@ class ParsedBook(NamedTuple):
     asks: dict[int, int]
 
 
-ParsedInput = ParsedMarket | ParsedDeposit | ParsedWithdraw | ParsedFill | ParsedOracle | ParsedBook
+class ParsedMarketV2(NamedTuple):
+    """A rules-version-2 ``market`` input, defaults filled in (SPEC §9's table)."""
+
+    market: str
+    imr_e8: int
+    mmr_e8: int
+    liq_fee_e8: int
+    max_oracle_move_e8: int | None
+    liq_step_e8: int
+    adl: bool  # loss_policy "adl"; False is "clawback"
+    fund_share_e8: int
+    vol_tiers: tuple[tuple[int, int], ...]  # (sigma e8, share e8), sigma ascending
+    vol_lambda_e8: int
+
+
+class ParsedFunding(NamedTuple):
+    market: str
+    rate_e8: int
+
+
+ParsedInput = (
+    ParsedMarket
+    | ParsedDeposit
+    | ParsedWithdraw
+    | ParsedFill
+    | ParsedOracle
+    | ParsedBook
+    | ParsedMarketV2
+    | ParsedFunding
+)
 
 
 class InvalidField(Exception):
@@ -350,6 +445,13 @@ def _validate(event: _Input) -> ParsedInput:
         return ParsedBook(
             _id("market", event.market), _levels("bids", event.bids), _levels("asks", event.asks)
         )
+    if type(event) is Funding:
+        rate = _num("rate", event.rate)
+        if not -E8 < rate < E8:
+            raise InvalidField(f"need |rate| < 1; got {event.rate!r:.40}")
+        return ParsedFunding(_id("market", event.market), rate)
+    if type(event) is MarketV2:
+        return _validate_market_v2(event)
     assert type(event) is Market
     imr = _num("imr", event.imr)
     mmr = _num("mmr", event.mmr)
@@ -364,6 +466,58 @@ def _validate(event: _Input) -> ParsedInput:
     return ParsedMarket(_id("market", event.market), imr, mmr, liq_fee, move)
 
 
+# SPEC §9's defaults: close whole positions, claw back, the fund keeps whole fees.
+_DEFAULT_LIQ_STEP_E8: Final = E8
+_DEFAULT_FUND_SHARE_E8: Final = E8
+_DEFAULT_VOL_LAMBDA_E8: Final = 5_000_000  # 0.05
+_LOSS_POLICIES: Final = ("clawback", "adl")
+
+
+def _fraction(name: str, value: object, low_open: bool) -> int:
+    """A ratio in (0, 1] (``low_open``) or [0, 1], in e8."""
+    parsed = _num(name, value)
+    if parsed > E8 or parsed < 0 or (low_open and parsed == 0):
+        bound = "0 < " if low_open else "0 <= "
+        raise InvalidField(f"need {bound}{name} <= 1; got {value!r:.40}")
+    return parsed
+
+
+def _vol_tiers(value: list[tuple[Num, Num]] | UnsetType) -> tuple[tuple[int, int], ...]:
+    if value is UNSET:
+        return ()
+    tiers: list[tuple[int, int]] = []
+    for index, (sigma, share) in enumerate(value):  # type: ignore[union-attr]
+        sigma_e8 = _positive(f"vol_tiers[{index}] sigma", sigma)
+        share_e8 = _fraction(f"vol_tiers[{index}] share", share, low_open=False)
+        if tiers and sigma_e8 <= tiers[-1][0]:
+            raise InvalidField("vol_tiers sigmas must be strictly ascending")
+        tiers.append((sigma_e8, share_e8))
+    return tuple(tiers)
+
+
+def _validate_market_v2(event: MarketV2) -> ParsedMarketV2:
+    base = _validate(
+        Market(event.market, event.imr, event.mmr, event.liq_fee, event.max_oracle_move)
+    )
+    assert type(base) is ParsedMarket
+    liq_step = _DEFAULT_LIQ_STEP_E8
+    if event.liq_step is not UNSET:
+        liq_step = _fraction("liq_step", event.liq_step, low_open=True)
+    adl = False
+    if event.loss_policy is not UNSET:
+        if event.loss_policy not in _LOSS_POLICIES:
+            raise InvalidField('loss_policy must be "clawback" or "adl"')
+        adl = event.loss_policy == "adl"
+    fund_share = _DEFAULT_FUND_SHARE_E8
+    if event.fund_share is not UNSET:
+        fund_share = _fraction("fund_share", event.fund_share, low_open=False)
+    tiers = _vol_tiers(event.vol_tiers)
+    vol_lambda = _DEFAULT_VOL_LAMBDA_E8
+    if event.vol_lambda is not UNSET:
+        vol_lambda = _fraction("vol_lambda", event.vol_lambda, low_open=True)
+    return ParsedMarketV2(*base, liq_step, adl, fund_share, tiers, vol_lambda)
+
+
 # ---------------------------------------------------------------------------------------
 # Decoding.
 
@@ -376,6 +530,7 @@ class _FloatToken:
 
 _FLOAT = _FloatToken()
 _typed_decoder = msgspec.json.Decoder(InputEvent)
+_typed_decoder_v2 = msgspec.json.Decoder(InputEventV2)
 _any_decoder = msgspec.json.Decoder(float_hook=lambda _text: _FLOAT)
 
 
@@ -426,6 +581,7 @@ def _known(obj: dict[str, Any]) -> dict[str, str]:
 
 
 _ID = "id"
+_STR = "str"
 _NUM = "num"
 _TS = "ts"
 _LEVELS = "levels"
@@ -462,8 +618,23 @@ _FIELDS: Final[dict[str, tuple[tuple[str, str, bool], ...]]] = {
 }
 
 
+_FIELDS_V2: Final[dict[str, tuple[tuple[str, str, bool], ...]]] = {
+    **_FIELDS,
+    "market": (
+        *_FIELDS["market"][:5],
+        ("liq_step", _NUM, False),
+        ("loss_policy", _STR, False),
+        ("fund_share", _NUM, False),
+        ("vol_tiers", _LEVELS, False),
+        ("vol_lambda", _NUM, False),
+        ("ts", _TS, False),
+    ),
+    "funding": (("market", _ID, True), ("rate", _NUM, True), ("ts", _TS, False)),
+}
+
+
 def _kind_ok(kind: str, value: object) -> bool:
-    if kind == _ID:
+    if kind in (_ID, _STR):
         return type(value) is str
     if kind == _NUM:
         return type(value) is str or type(value) is int
@@ -522,7 +693,7 @@ def _defuse_huge_integers(raw: bytes) -> bytes:
     return bytes(out)
 
 
-def _slow_decode(raw: bytes) -> ParsedInput | DecodeFailure:
+def _slow_decode(raw: bytes, rules_version: int) -> ParsedInput | DecodeFailure:
     try:
         try:
             obj = _any_decoder.decode(raw)
@@ -536,7 +707,10 @@ def _slow_decode(raw: bytes) -> ParsedInput | DecodeFailure:
         return DecodeFailure("malformed", "input must be a JSON object", {})
     known = _known(obj)
     type_name = obj.get("type")
-    if type(type_name) is not str or type_name not in _FIELDS:
+    fields, input_types = (
+        (_FIELDS, _INPUT_TYPES) if rules_version == 1 else (_FIELDS_V2, _INPUT_TYPES_V2)
+    )
+    if type(type_name) is not str or type_name not in fields:
         if "type" not in obj:
             detail = "missing type"
         elif type(type_name) is not str:
@@ -545,7 +719,7 @@ def _slow_decode(raw: bytes) -> ParsedInput | DecodeFailure:
             detail = f"unknown type {type_name!r:.40}"
         return DecodeFailure("unknown_type", detail, known)
     kwargs: dict[str, Any] = {}
-    for name, kind, required in _FIELDS[type_name]:
+    for name, kind, required in fields[type_name]:
         if name not in obj:
             if required:
                 return DecodeFailure("invalid_field", f"{name} is missing", known)
@@ -554,15 +728,18 @@ def _slow_decode(raw: bytes) -> ParsedInput | DecodeFailure:
         if not _kind_ok(kind, value):
             return DecodeFailure("invalid_field", f"{name} has the wrong type", known)
         kwargs[name] = [tuple(level) for level in value] if kind == _LEVELS else value
-    event = _INPUT_TYPES[type_name](**kwargs)
+    event = input_types[type_name](**kwargs)
     try:
         return _validate(event)
     except InvalidField as exc:
         return DecodeFailure("invalid_field", str(exc), known)
 
 
-def decode_input(raw: bytes) -> ParsedInput | DecodeFailure:
-    """Decode and validate one raw input; never raises on any bytes."""
+def decode_input(raw: bytes, rules_version: int = 1) -> ParsedInput | DecodeFailure:
+    """Decode and validate one raw input under a rules version; never raises on any bytes.
+
+    Version 1 knows neither ``funding`` nor the new market fields (ignored as unknown
+    fields); version 2 validates both (SPEC §9)."""
     if not raw.isascii():
         # The typed decoder skips unknown fields without checking their bytes, so an
         # invalid UTF-8 sequence there would slip through; check the whole input.
@@ -572,10 +749,11 @@ def decode_input(raw: bytes) -> ParsedInput | DecodeFailure:
             return DecodeFailure("malformed", f"not valid UTF-8: {exc}"[:200], {})
     if _too_deep(raw):
         return DecodeFailure("malformed", f"nesting deeper than {MAX_NESTING_DEPTH}", {})
+    decoder = _typed_decoder if rules_version == 1 else _typed_decoder_v2
     try:
-        event = _typed_decoder.decode(raw)
+        event = decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
-        return _slow_decode(raw)
+        return _slow_decode(raw, rules_version)
     try:
         return _validate(event)
     except InvalidField as exc:

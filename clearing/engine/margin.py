@@ -11,7 +11,12 @@ from fractions import Fraction
 from clearing.engine.money import E8
 from clearing.engine.state import Account, MarketState
 
-__all__ = ["equity_e16", "initial_requirement_e24", "liquidation_key"]
+__all__ = [
+    "equity_e16",
+    "initial_requirement_e24",
+    "liquidation_key",
+    "maintenance_requirement_e24",
+]
 
 
 def equity_e16(account: Account, markets: dict[str, MarketState]) -> int:
@@ -28,6 +33,15 @@ def initial_requirement_e24(account: Account, markets: dict[str, MarketState]) -
     for market_id, position in account.positions.items():
         market = markets[market_id]
         total += abs(position.qty_e8) * market.mark_e8 * market.imr_e8  # type: ignore[operator]
+    return total
+
+
+def maintenance_requirement_e24(account: Account, markets: dict[str, MarketState]) -> int:
+    """MM = sum(|q| * m * mmr)."""
+    total = 0
+    for market_id, position in account.positions.items():
+        market = markets[market_id]
+        total += abs(position.qty_e8) * market.mark_e8 * market.mmr_e8  # type: ignore[operator]
     return total
 
 

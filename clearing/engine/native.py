@@ -17,7 +17,6 @@ it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -44,6 +43,7 @@ from clearing.engine.events import (
     decode_output,
     encode_output,
 )
+from clearing.engine.persist import state_rules_version
 from clearing.errors import CoreUnavailable, InvariantViolation
 
 try:  # the compiled extension: `pip install ./native`
@@ -53,11 +53,12 @@ except ImportError:  # pragma: no cover - exercised only where it is not install
 
 __all__ = [
     "INPUT_KINDS",
+    "NATIVE_RULES_VERSIONS",
     "JournalRun",
     "NativeEngine",
-    "RefusedRecord",
-    "ReplayedBatch",
+    "ReplayedWindow",
     "native_available",
+    "native_rules_refusal",
 ]
 
 _NOT_INSTALLED: Final = (
@@ -75,35 +76,50 @@ _KINDS: Final[dict[type, str]] = {
 }
 
 
-class ReplayedBatch(msgspec.Struct, gc=False):
-    """Journal records the native core verified and applied in one call
-    (``NativeEngine.frame_replayer``): how many, their output events, those events as
-    the journal records them (joined), and, when outputs were verified, how many
-    records re-derived different outputs than they recorded, the first as
-    ``(seq, source, recorded, derived)``."""
+class ReplayedWindow(msgspec.Struct, gc=False):
+    """What one ``NativeEngine.replay_window`` call verified and applied.
+
+    ``inputs`` records applied natively, ``events`` their output events and ``derived``
+    those events as the journal records them (joined); with outputs verified,
+    ``divergences`` counts the records whose re-derived outputs differ from the recorded
+    ones, the first as ``(seq, source, recorded, derived)``. ``pending`` is a verified
+    record the core did not finish, as ``(seq, source, payload, outputs, chain_hash)``:
+    ``refusal`` None means deferred (not applied: ``apply_encoded`` it), else the core
+    refused it with that code (its seq counted: ``finish_refusal``). ``error`` is what
+    stopped the engine half-way through an input (raise it once the inputs before it
+    are accounted for). ``next_offset``, ``next_seq`` and ``last_hash`` say where the
+    frames verified end; ``problem`` that the frame at ``next_offset`` failed a check
+    (the journal's reader classifies it).
+    """
 
     inputs: int
     events: int
     derived: bytes
     divergences: int
     first_divergence: tuple[int, str, bytes, bytes] | None
-
-
-class RefusedRecord(msgspec.Struct, gc=False):
-    """A journal record the native core refused (its seq is counted, its state
-    untouched): ``NativeEngine.finish_refusal`` writes its reject."""
-
-    record: Any
-    code: int
-
-
-def _then_raise(items: list[Any], error: BaseException) -> Iterator[Any]:
-    yield from items
-    raise error
+    pending: tuple[int, str, bytes, bytes, bytes] | None
+    refusal: int | None
+    error: BaseException | None
+    next_offset: int
+    next_seq: int
+    last_hash: bytes
+    problem: bool
 
 
 def native_available() -> bool:
     return _native is not None
+
+
+# The rules versions the native core implements (SPEC §9 is not in it yet).
+NATIVE_RULES_VERSIONS: Final = (1,)
+
+
+def native_rules_refusal(rules_version: int) -> str:
+    """The one-line error for a ledger under rules the native core does not implement."""
+    return (
+        f"the native engine core does not implement rules version {rules_version} yet; "
+        f"use the Python core (--core python)"
+    )
 
 
 class JournalRun(NamedTuple):
@@ -196,54 +212,48 @@ class NativeEngine:
 
     @property
     def replays_frames(self) -> bool:
-        """Whether the installed core has ``frame_replayer``'s native loop."""
+        """Whether the installed core verifies and applies journal frames in one call
+        (``replay_window``)."""
         return hasattr(self._core, "replay_frames")
 
-    def frame_replayer(self, verify: bool, stop_at_divergence: bool = False) -> Any:
-        """A batch scan for ``clearing.journal._format.batch_scanner``: it verifies a
-        batch of journal frames as ``scan_frames`` does and applies each record's payload
-        as ``apply_encoded`` would, in one native call. It yields a ``ReplayedBatch`` per
-        call, then, when the batch ended at a record the core does not finish alone, that
-        record: a ``Record`` to apply with ``apply_encoded`` (the fast parser declined
-        it) or a ``RefusedRecord`` (``finish_refusal``). An input that stopped the engine
-        half-way raises its exception after the batch of the inputs applied before it.
-        With ``stop_at_divergence`` a batch ends after the first record (verified) whose
-        outputs differ from the recorded ones. A record that does not carry the engine's
-        next seq is handed back like a declined one."""
-        from clearing.journal._format import Record
-
-        replay = self._core.replay_frames
-        defer = _native.DEFER  # type: ignore[union-attr]
-
-        def scan(
-            buf: bytes,
-            offset: int,
-            end: int,
-            seq: int,
-            prev: bytes,
-            stop: int,
-            max_records: int,
-            max_bytes: int,
-        ) -> tuple[list[Any], int, int, bytes, bool]:
-            args = (buf, offset, end, seq, prev, stop, max_records, max_bytes)
-            done = _FramesReplayed._make(replay(*args, verify, stop_at_divergence))
-            items: list[Any] = [
-                ReplayedBatch(
-                    done.applied,
-                    done.events,
-                    done.derived,
-                    done.divergences,
-                    done.first_divergence,
-                )
-            ]
-            if done.pending is not None:
-                record = Record(*done.pending[:5])
-                code = done.pending[5]
-                items.append(record if code == defer else RefusedRecord(record, code))
-            scanned: Any = items if done.error is None else _then_raise(items, done.error)
-            return scanned, done.next_offset, done.next_seq, done.last_hash, done.problem
-
-        return scan
+    def replay_window(
+        self,
+        buf: bytes,
+        offset: int,
+        end: int,
+        seq: int,
+        prev_hash: bytes,
+        stop_seq: int,
+        max_records: int,
+        max_bytes: int,
+        verify: bool,
+        stop_at_divergence: bool,
+    ) -> ReplayedWindow:
+        """Verify the journal frames of ``buf[offset:end]`` (record ``seq`` first, chained
+        to ``prev_hash``, none after ``stop_seq``; at most ``max_records`` records or
+        ``max_bytes`` bytes) as the journal's format defines them, applying each record's
+        payload as ``apply_encoded`` would, in one native call. The call ends early at a
+        frame that fails a check, at a record the core does not finish alone or that
+        does not carry the engine's next seq (``pending``), and, with
+        ``stop_at_divergence``, after the first record whose outputs differ from the
+        recorded ones (when ``verify``)."""
+        done = _FramesReplayed._make(
+            self._core.replay_frames(
+                buf, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes,
+                verify, stop_at_divergence,
+            )
+        )  # fmt: skip
+        record: tuple[int, str, bytes, bytes, bytes] | None = None
+        refusal: int | None = None
+        if done.pending is not None:
+            record = done.pending[:5]
+            code = done.pending[5]
+            refusal = None if code == _native.DEFER else code  # type: ignore[union-attr]
+        return ReplayedWindow(
+            done.applied, done.events, done.derived, done.divergences,
+            done.first_divergence, record, refusal, done.error,
+            done.next_offset, done.next_seq, done.last_hash, done.problem,
+        )  # fmt: skip
 
     def finish_refusal(self, raw: bytes, code: int) -> list[bytes]:
         """The reject of an input the core refused with ``code`` (seq already counted)."""
@@ -303,10 +313,19 @@ class NativeEngine:
 
     @classmethod
     def load_state(cls, data: bytes, liquidation_scan: bool = False) -> NativeEngine:
-        """Rebuild from snapshot bytes (either core's); ValueError if unreadable."""
+        """Rebuild from snapshot bytes (either core's); ValueError if unreadable or under
+        rules the native core does not implement."""
         if _native is None:
             raise CoreUnavailable(_NOT_INSTALLED)
+        rules_version = state_rules_version(data)
+        if rules_version not in NATIVE_RULES_VERSIONS:
+            raise ValueError(native_rules_refusal(rules_version))
         return cls(liquidation_scan, core=_native.Core.load_state(data))
+
+    @property
+    def rules_version(self) -> int:
+        """The native core implements version 1 only (``NATIVE_RULES_VERSIONS``)."""
+        return 1
 
     def account_count(self) -> int:
         """Accounts in the ledger, system accounts included (O(1))."""

@@ -3,6 +3,13 @@
 Records are ``array_like`` Structs for size and speed. Evolution rule: any change to the
 layout bumps ``STATE_FORMAT_VERSION``; a reader refuses other versions, so an old snapshot
 is never misread: recovery then falls back to replaying the journal from the start.
+
+One exception, additive and old-file-safe: a ledger under rules version 2 (SPEC §9)
+appends fields at the end of the state record (``rules_version``) and of each market
+record (§9's parameters and volatility estimate). A version-1 ledger writes exactly the
+old layout, so its bytes never change, and the reader takes absent trailing fields as
+version 1's values. A reader that does not know the trailing fields must check
+``state_rules_version`` first.
 Integers that do not fit msgpack's 64 bits (large e16/e24 amounts) travel as decimal
 strings. Everything is emitted in sorted order, so equal states give equal bytes.
 """
@@ -18,7 +25,14 @@ import msgspec
 from msgspec import Struct
 
 from clearing.engine._contract import EngineCore
-from clearing.engine.state import Ledger, MarketState, Position
+from clearing.engine.state import (
+    DEFAULT_FUND_SHARE_E8,
+    DEFAULT_LIQ_STEP_E8,
+    DEFAULT_VOL_LAMBDA_E8,
+    Ledger,
+    MarketState,
+    Position,
+)
 from clearing.errors import StateFormatError
 
 __all__ = [
@@ -27,6 +41,7 @@ __all__ = [
     "dump_ledger",
     "dump_state",
     "load_ledger",
+    "state_rules_version",
 ]
 
 STATE_FORMAT_VERSION: Final = 1
@@ -59,6 +74,18 @@ class _MarketRec(Struct, array_like=True, gc=False):
     asks: list[tuple[Big, Big]]
 
 
+class _MarketRecV2(_MarketRec, array_like=True, gc=False):
+    """A market under rules version 2: version 1's record plus SPEC §9's fields. The
+    defaults are version 1's, so the reader takes a version-1 record as one of these."""
+
+    liq_step_e8: int = DEFAULT_LIQ_STEP_E8
+    adl: bool = False
+    fund_share_e8: int = DEFAULT_FUND_SHARE_E8
+    vol_tiers: list[tuple[int, int]] = []
+    vol_lambda_e8: int = DEFAULT_VOL_LAMBDA_E8
+    vol_e16: Big = 0
+
+
 class _StateRec(Struct, array_like=True, gc=False):
     version: int
     seq: int
@@ -68,10 +95,27 @@ class _StateRec(Struct, array_like=True, gc=False):
     fill_ids: list[str]
 
 
+class _StateRecV2(Struct, array_like=True, gc=False):
+    """The state under rules version 2; read for every state (absent tail = version 1)."""
+
+    version: int
+    seq: int
+    net_deposits_e16: Big
+    accounts: list[_AccountRec]
+    markets: list[_MarketRecV2]
+    fill_ids: list[str]
+    rules_version: int = 1
+
+
+# A version-1 state is a 6-element array (msgpack fixarray 0x96); a longer one carries
+# the rules version at the end.
+_V1_STATE_HEADER: Final = 0x96
+
+
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_StateRec)
+_decoder = msgspec.msgpack.Decoder(_StateRecV2)
 
 
 def _big(value: int) -> Big:
@@ -123,8 +167,9 @@ def dump_state(engine: EngineCore) -> bytes:
 
 
 @_collector_paused
-def dump_ledger(ledger: Ledger, seq: int) -> bytes:
-    """The Python core's ledger and input counter as the snapshot document."""
+def dump_ledger(ledger: Ledger, seq: int, rules_version: int = 1) -> bytes:
+    """The Python core's ledger and input counter as the snapshot document (a version-1
+    ledger in exactly the old layout, a version-2 one with the trailing fields)."""
     accounts = [
         _AccountRec(
             account.id,
@@ -136,39 +181,59 @@ def dump_ledger(ledger: Ledger, seq: int) -> bytes:
         )
         for _, account in sorted(ledger.accounts.items())
     ]
-    markets = []
-    for market_id in sorted(ledger.markets):
-        market = ledger.markets[market_id]
-        bids, asks = market.book.levels()
-        markets.append(
-            _MarketRec(
-                market.id,
-                market.imr_e8,
-                market.mmr_e8,
-                market.liq_fee_e8,
-                _opt_big(market.max_oracle_move_e8),
-                _opt_big(market.mark_e8),
-                market.oracle_seen,
-                _opt_big(market.held_e8),
-                [(_big(p), _big(q)) for p, q in bids],
-                [(_big(p), _big(q)) for p, q in asks],
-            )
-        )
-    record = _StateRec(
-        STATE_FORMAT_VERSION,
-        seq,
-        _big(ledger.net_deposits_e16),
-        accounts,
-        markets,
-        sorted(ledger.fill_ids),
-    )
+    markets = [
+        _market_rec(ledger.markets[market_id], rules_version)
+        for market_id in sorted(ledger.markets)
+    ]
+    head = (STATE_FORMAT_VERSION, seq, _big(ledger.net_deposits_e16), accounts, markets)
+    if rules_version == 1:
+        return _encoder.encode(_StateRec(*head, sorted(ledger.fill_ids)))  # type: ignore[arg-type]
+    record = _StateRecV2(*head, sorted(ledger.fill_ids), rules_version)  # type: ignore[arg-type]
     return _encoder.encode(record)
 
 
+def _market_rec(market: MarketState, rules_version: int) -> _MarketRec:
+    bids, asks = market.book.levels()
+    fields = (
+        market.id,
+        market.imr_e8,
+        market.mmr_e8,
+        market.liq_fee_e8,
+        _opt_big(market.max_oracle_move_e8),
+        _opt_big(market.mark_e8),
+        market.oracle_seen,
+        _opt_big(market.held_e8),
+        [(_big(p), _big(q)) for p, q in bids],
+        [(_big(p), _big(q)) for p, q in asks],
+    )
+    if rules_version == 1:
+        return _MarketRec(*fields)
+    return _MarketRecV2(
+        *fields,
+        market.liq_step_e8,
+        market.adl,
+        market.fund_share_e8,
+        [tuple(tier) for tier in market.vol_tiers],  # type: ignore[misc]
+        market.vol_lambda_e8,
+        _big(market.vol_e16),
+    )
+
+
+def state_rules_version(data: bytes) -> int:
+    """The rules version of ``dump_state`` bytes, without decoding the whole state: 1 for
+    the version-1 layout, else the trailing field (StateFormatError if unreadable)."""
+    if data[:1] == bytes((_V1_STATE_HEADER,)):
+        return 1
+    try:
+        return _decoder.decode(data).rules_version
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise StateFormatError(f"not an engine state: {exc}") from exc
+
+
 @_collector_paused
-def load_ledger(data: bytes) -> tuple[Ledger, int]:
-    """The ledger and input counter of a snapshot document (either core's);
-    StateFormatError if the bytes are not one of this version."""
+def load_ledger(data: bytes) -> tuple[Ledger, int, int]:
+    """The ledger, input counter and rules version of a snapshot document (either
+    core's); StateFormatError if the bytes are not one of this version."""
     try:
         record = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -186,6 +251,12 @@ def load_ledger(data: bytes) -> tuple[Ledger, int]:
         market.mark_e8 = _opt_int(rec.mark_e8)
         market.oracle_seen = rec.oracle_seen
         market.held_e8 = _opt_int(rec.held_e8)
+        market.liq_step_e8 = rec.liq_step_e8
+        market.adl = rec.adl
+        market.fund_share_e8 = rec.fund_share_e8
+        market.vol_tiers = tuple((sigma, share) for sigma, share in rec.vol_tiers)
+        market.vol_lambda_e8 = rec.vol_lambda_e8
+        market.vol_e16 = _int(rec.vol_e16)
         market.book.replace(
             {_int(p): _int(q) for p, q in rec.bids}, {_int(p): _int(q) for p, q in rec.asks}
         )
@@ -197,5 +268,6 @@ def load_ledger(data: bytes) -> tuple[Ledger, int]:
             account.positions[pos.market] = Position(_int(pos.qty_e8), _int(pos.k_e16))
             ledger.markets[pos.market].holders[account.id] = account
     ledger.fill_ids = set(record.fill_ids)
+    ledger.recount()
     ledger.build_index()
-    return ledger, record.seq
+    return ledger, record.seq, record.rules_version

@@ -76,22 +76,36 @@ class Account:
         self.band_terms_e24 = 0
 
 
+# Rules version 2's market defaults (SPEC §9): whole close-outs, clawbacks, whole fees to
+# the fund, no tiers, lambda 0.05. A version-1 market keeps these and never reads them.
+DEFAULT_LIQ_STEP_E8: Final = E8
+DEFAULT_FUND_SHARE_E8: Final = E8
+DEFAULT_VOL_LAMBDA_E8: Final = 5_000_000
+
+
 class MarketState:
     __slots__ = (
+        "adl",
         "band_high",
         "band_low",
         "book",
+        "fund_share_e8",
         "held_e8",
         "holders",
         "id",
         "imr_e8",
         "liq_fee_e8",
+        "liq_step_e8",
         "long_thresholds",
         "mark_e8",
         "max_oracle_move_e8",
         "mmr_e8",
         "oracle_seen",
+        "qty_sum_e8",
         "short_thresholds",
+        "vol_e16",
+        "vol_lambda_e8",
+        "vol_tiers",
     )
 
     def __init__(
@@ -111,6 +125,17 @@ class MarketState:
         # Once an oracle tick is accepted, fills no longer move the mark.
         self.oracle_seen = False
         self.held_e8: int | None = None
+        # Rules version 2 (SPEC §9): partial-step fraction, loss policy, fee split and the
+        # volatility estimate (a variance per tick, e16, rounded half-even).
+        self.liq_step_e8: int = DEFAULT_LIQ_STEP_E8
+        self.adl = False
+        self.fund_share_e8: int = DEFAULT_FUND_SHARE_E8
+        self.vol_tiers: tuple[tuple[int, int], ...] = ()
+        self.vol_lambda_e8: int = DEFAULT_VOL_LAMBDA_E8
+        self.vol_e16 = 0
+        # The running sum of every account's quantity here (SPEC §2: always 0 after an
+        # input), kept by Ledger.move_qty_sum so the check costs O(1) per input.
+        self.qty_sum_e8 = 0
         self.book = OrderBook()
         # account id -> Account, for every account with a non-zero position here.
         self.holders: dict[str, Account] = {}
@@ -226,11 +251,13 @@ class Ledger:
         "accounts",
         "bad_debt",
         "by_handle",
+        "cash_sum_e16",
         "fee_pool",
         "fill_ids",
         "fund",
         "markets",
         "net_deposits_e16",
+        "unbalanced_markets",
     )
 
     def __init__(self) -> None:
@@ -241,6 +268,10 @@ class Ledger:
         self.fill_ids: set[str] = set()
         # Deposits minus accepted withdrawals: what the cash of all accounts must sum to.
         self.net_deposits_e16 = 0
+        # Running totals for the per-input invariant check (assert_balanced): the cash
+        # of all accounts, and how many markets' quantities do not sum to 0.
+        self.cash_sum_e16 = 0
+        self.unbalanced_markets = 0
         # System accounts exist from genesis, so the state always lists them.
         self.fund = self.account(INSURANCE_FUND)
         self.fee_pool = self.account(FEE_POOL)
@@ -255,13 +286,50 @@ class Ledger:
             self.by_handle.append(account)
         return account
 
+    def move_cash(self, account: Account, delta_e16: int) -> None:
+        """Change an account's cash, keeping the running total of all cash."""
+        account.cash_e16 += delta_e16
+        self.cash_sum_e16 += delta_e16
+
+    def move_qty_sum(self, market: MarketState, delta_e8: int) -> None:
+        """Add a position change to the market's running quantity sum."""
+        before_e8 = market.qty_sum_e8
+        after_e8 = before_e8 + delta_e8
+        market.qty_sum_e8 = after_e8
+        if (before_e8 == 0) != (after_e8 == 0):
+            self.unbalanced_markets += 1 if after_e8 else -1
+
+    def assert_balanced(self) -> None:
+        """Both SPEC invariants from the running totals, in O(1): called after every input
+        (as TigerBeetle asserts in the code path), so a bug stops the ledger at the input
+        that caused it. ``check_invariants`` is the deep, O(accounts) check."""
+        if self.cash_sum_e16 != self.net_deposits_e16:
+            raise InvariantViolation(
+                f"cash sums to {self.cash_sum_e16} e-16 but deposits minus withdrawals are "
+                f"{self.net_deposits_e16} e-16"
+            )
+        if self.unbalanced_markets:
+            unbalanced = sorted(m.id for m in self.markets.values() if m.qty_sum_e8)
+            raise InvariantViolation(f"positions in {', '.join(unbalanced)} do not sum to 0")
+
+    def recount(self) -> None:
+        """Rebuild the running totals from scratch (after loading a snapshot)."""
+        self.cash_sum_e16 = sum(account.cash_e16 for account in self.accounts.values())
+        for market in self.markets.values():
+            market.qty_sum_e8 = 0
+        for account in self.accounts.values():
+            for market_id, position in account.positions.items():
+                self.markets[market_id].qty_sum_e8 += position.qty_e8
+        self.unbalanced_markets = sum(1 for m in self.markets.values() if m.qty_sum_e8)
+
     def set_position(self, account: Account, market: MarketState, qty_e8: int, k_e16: int) -> None:
         """Set an account's position in a market, keeping ``holders`` exact."""
+        position = account.positions.get(market.id)
+        self.move_qty_sum(market, qty_e8 - (position.qty_e8 if position else 0))
         if qty_e8 == 0:
             if account.positions.pop(market.id, None) is not None:
                 del market.holders[account.id]
             return
-        position = account.positions.get(market.id)
         if position is None:
             account.positions[market.id] = Position(qty_e8, k_e16)
             market.holders[account.id] = account
@@ -631,3 +699,9 @@ class Ledger:
             holders = self.markets[market_id].holders
             if any(market_id not in holder.positions for holder in holders.values()):
                 raise InvariantViolation(f"holder index of {market_id} is stale")
+        # The running totals assert_balanced reads must be the real sums.
+        if cash_e16 != self.cash_sum_e16:
+            raise InvariantViolation(f"running cash total {self.cash_sum_e16} e-16 is stale")
+        stale = [m.id for m in self.markets.values() if m.qty_sum_e8 != qty_by_market[m.id]]
+        if stale or self.unbalanced_markets:
+            raise InvariantViolation(f"running quantity sums are stale: {stale}")

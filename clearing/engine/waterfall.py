@@ -83,8 +83,8 @@ def _liquidate(
         mark_e8 = market.mark_e8
         assert mark_e8 is not None  # a position implies a fill, which set a mark
         proceeds_e16 = market.book.close_out(qty_e8, mark_e8)
-        account.cash_e16 += proceeds_e16
-        fund.cash_e16 -= proceeds_e16
+        ledger.move_cash(account, proceeds_e16)
+        ledger.move_cash(fund, -proceeds_e16)
         ledger.set_position(account, market, 0, 0)
         fund_position = fund.positions.get(market_id)
         fund_qty_e8 = (fund_position.qty_e8 if fund_position else 0) + qty_e8
@@ -97,8 +97,8 @@ def _liquidate(
     for market_id, qty_e8, proceeds_e16, mark_e8, fee_e16 in closed:
         charged_e16 = min(fee_e16, cash_left_e16)
         cash_left_e16 -= charged_e16
-        account.cash_e16 -= charged_e16
-        fund.cash_e16 += charged_e16
+        ledger.move_cash(account, -charged_e16)
+        ledger.move_cash(fund, charged_e16)
         out.append(
             Liquidation(
                 seq,
@@ -130,8 +130,8 @@ def _cover_deficit(
     available_e16 = max(0, equity_e16(fund, markets))
     draw_e16 = min(deficit_e16, available_e16)
     if draw_e16:
-        fund.cash_e16 -= draw_e16
-        account.cash_e16 += draw_e16
+        ledger.move_cash(fund, -draw_e16)
+        ledger.move_cash(account, draw_e16)
         out.append(FundDraw(seq, account.id, format_e16(draw_e16)))
     rest_e16 = deficit_e16 - draw_e16
     if rest_e16 == 0:
@@ -161,16 +161,16 @@ def _cover_deficit(
         if amount_e16 == 0:
             continue
         payer = payers[payer_id]
-        payer.cash_e16 -= amount_e16
-        account.cash_e16 += amount_e16
+        ledger.move_cash(payer, -amount_e16)
+        ledger.move_cash(account, amount_e16)
         ledger.reindex_cash(payer)
         debited.append(payer)
         out.append(Clawback(seq, payer_id, format_e16(amount_e16), account.id))
 
     bad_debt_e16 = rest_e16 - taken_e16
     if bad_debt_e16:
-        ledger.bad_debt.cash_e16 -= bad_debt_e16
-        account.cash_e16 += bad_debt_e16
+        ledger.move_cash(ledger.bad_debt, -bad_debt_e16)
+        ledger.move_cash(account, bad_debt_e16)
         out.append(BadDebt(seq, account.id, format_e16(bad_debt_e16)))
     assert account.cash_e16 == 0
 

@@ -8,12 +8,17 @@ Operator tools (read-only unless stated): ``verify`` (full check, first problem)
 ``info`` (cheap summary), ``export_payloads`` / ``export_jsonl`` (raw inputs in
 order), ``repair_truncate`` (destructive: cut at the first bad record).
 ``hash_at`` gives the chain hash at a seq, to match a snapshot to the journal.
+
+Readers (``JournalReader``: ``LocalJournal``, the Kafka journal reader) yield verified
+records; ``LocalJournal.frame_windows`` also hands out raw frame windows, for a verifier
+that checks frames itself (the native core's replay). The journal knows nothing of the
+engine: the replay loop (``clearing.sequencer.replay``) decides which way to read.
 """
 
 from ._errors import JournalClosed, JournalCorrupt, JournalError, JournalLocked
 from ._format import GENESIS_HASH, HASH_BYTES, Record, chain_hash, segment_name
-from ._local import DEFAULT_SEGMENT_BYTES, FsyncPolicy, LocalJournal
-from ._protocol import Journal, hash_at
+from ._local import DEFAULT_SEGMENT_BYTES, FrameWindow, FsyncPolicy, LocalJournal
+from ._protocol import Journal, JournalReader, hash_at
 from ._scan import Problem, SegmentInfo
 from ._tools import (
     JournalInfo,
@@ -31,6 +36,7 @@ __all__ = [
     "DEFAULT_SEGMENT_BYTES",
     "GENESIS_HASH",
     "HASH_BYTES",
+    "FrameWindow",
     "FsyncPolicy",
     "Journal",
     "JournalClosed",
@@ -38,6 +44,7 @@ __all__ = [
     "JournalError",
     "JournalInfo",
     "JournalLocked",
+    "JournalReader",
     "LocalJournal",
     "Problem",
     "Record",

@@ -18,10 +18,15 @@ A 52-byte segment header, then one or more frames back to back, up to EOF::
     off  size  field
     0    6     magic          b"CLJSEG"
     6    1     format_version 1
-    7    1     flags          0 (reserved)
+    7    1     rules          the ledger's rules version (SPEC §9); 0 = version 1
+                                 (every segment written before versions existed)
     8    8     first_seq      seq of the first record in this segment (== file name)
     16   32    prev_hash      chain hash of record first_seq-1 (32 zero bytes for seq 1)
     48   4     header_crc     CRC32C (Castagnoli) of bytes 0..47
+
+``rules`` is written into every segment of a journal with the same value, fixed when
+the journal's first segment is created; a reader takes the first segment's. Version 1
+writes 0, so version-1 journals are byte-identical to those written before the field.
 
 ``prev_hash`` lets a reader verify the chain starting at any segment without
 reading the previous ones, and ties the segments together: deleting, reordering
@@ -88,11 +93,8 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Generator
 from itertools import starmap
-from typing import Any
 
 import crc32c
 import msgspec
@@ -115,9 +117,9 @@ __all__ = [
     "HASH_BYTES",
     "SEGMENT_HEADER_BYTES",
     "Record",
-    "batch_scanner",
     "chain_hash",
     "segment_name",
+    "segment_rules_version",
 ]
 
 HASH_BYTES = 32
@@ -149,35 +151,6 @@ _HASH_LENGTHS = struct.Struct(">QIII")  # seq, len(source), len(payload), len(ou
 _NATIVE_BATCH = 1024
 _NATIVE_BATCH_BYTES = 1 << 20
 _U64_MAX = (1 << 64) - 1
-
-# A stand-in for the native batch scan while one reading loop runs (``batch_scanner``).
-_BatchScan = Callable[
-    [bytes, int, int, int, bytes, int, int, int], tuple[list[Any], int, int, bytes, bool]
-]
-_batch_scanner: ContextVar[_BatchScan | None] = ContextVar("journal_batch_scanner", default=None)
-
-
-def native_scan_available() -> bool:
-    """Whether ``iter_frames`` scans through ``clearing_native`` (and so would run a
-    ``batch_scanner``)."""
-    return _native_scan_frames is not None
-
-
-@contextmanager
-def batch_scanner(scan: _BatchScan) -> Iterator[None]:
-    """Within the block, ``iter_frames`` (and so ``LocalJournal.read``) runs ``scan``
-    where it would call ``clearing_native.scan_frames``: same arguments, same
-    ``(items, next_offset, next_seq, last_hash, problem)`` result, but the items are
-    yielded as they are instead of as ``Record``s. The journal replay uses it to verify
-    and apply a batch of frames in one native call (``NativeEngine.frame_replayer``);
-    everything else about reading (segment checks, the frames the scan refuses, which
-    the Python loop reads and classifies or yields as ``Record``s) stays as it is.
-    Only used where ``clearing_native`` is installed."""
-    token = _batch_scanner.set(scan)
-    try:
-        yield
-    finally:
-        _batch_scanner.reset(token)
 
 
 class Record(msgspec.Struct, array_like=True, gc=False, frozen=True):
@@ -225,9 +198,16 @@ def parse_segment_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def encode_segment_header(first_seq: int, prev_hash: bytes) -> bytes:
-    head = _SEG_HEAD.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_seq, prev_hash)
+def encode_segment_header(first_seq: int, prev_hash: bytes, rules_version: int = 1) -> bytes:
+    rules_byte = 0 if rules_version == 1 else rules_version
+    head = _SEG_HEAD.pack(SEGMENT_MAGIC, SEGMENT_VERSION, rules_byte, first_seq, prev_hash)
     return head + _U32.pack(crc32c.crc32c(head))
+
+
+def segment_rules_version(data: bytes) -> int:
+    """The rules version a valid segment header records (its byte 7; 0 is version 1)."""
+    decode_segment_header(data)  # raises on a damaged header
+    return data[7] or 1
 
 
 class SegmentHeaderError(ValueError):
@@ -305,26 +285,14 @@ def _frame_at(buf: bytes, off: int, end: int) -> tuple[int, int]:
     return body_end, body_crc
 
 
-def iter_frames(
-    buf: bytes,
-    end: int,
-    first_seq: int,
-    prev_hash: bytes,
-    start_seq: int,
-    stop_seq: int | None = None,
-) -> Generator[Record, None, tuple[int, bytes]]:
-    """Verify and yield the records of one segment held in ``buf`` (bytes or mmap).
+def skip_frames(
+    buf: bytes, end: int, first_seq: int, prev_hash: bytes, start_seq: int
+) -> tuple[int, int, bytes]:
+    """Pass over the frames of a segment before ``start_seq`` without hashing them.
 
-    Frames are read from after the segment header up to ``end``.  Records with
-    seq < ``start_seq`` are skipped without hashing: the stored hash of record
-    ``start_seq - 1`` (CRC checked) becomes the chain start.  Stops after
-    ``stop_seq``.  Returns ``(last_seq, last_hash)`` of the records passed over, and
-    raises ``BadFrame`` at the first problem.
-
-    This is the hot loop of replay: one unpack, one CRC, one decode and one hash per
-    record, no syscalls.  When ``clearing_native`` is available its ``scan_frames``
-    runs it in batches; it only tells good frames from bad ones, and the Python code
-    below still reads (and classifies) every frame it refuses.
+    Returns ``(offset, seq, prev_hash)`` of the frame to read next: the stored hash of
+    record ``start_seq - 1`` (its CRC checked) becomes the chain start. Raises
+    ``BadFrame`` for a damaged frame on the way.
     """
     off = SEGMENT_HEADER_BYTES
     seq = first_seq
@@ -343,78 +311,109 @@ def iter_frames(
             prev = rec.chain_hash
         off = body_end
         seq += 1
+    return off, seq, prev
 
-    unpack_frame = _FRAME.unpack_from
-    crc = crc32c.crc32c
-    decode = _DECODER.decode
-    sha256 = hashlib.sha256
-    join = b"".join
-    pack_lengths = _HASH_LENGTHS.pack
+
+def read_frame(buf: bytes, off: int, end: int, seq: int, prev: bytes) -> tuple[Record, int]:
+    """Verify the frame at ``off`` as record ``seq`` following chain hash ``prev``: the
+    reference check of one frame (header, CRC, body, seq, chain hash).
+
+    Returns the record and the offset after it; raises the classified ``BadFrame``.
+    """
     hdr = FRAME_HEADER_BYTES
-    magic_version = _FRAME_MAGIC_VERSION
-    mask = _LEN_MASK
-    stop = stop_seq if stop_seq is not None else 1 << 64
-    # The native scan reads ``buf`` through the buffer protocol; keep odd inputs on the
-    # Python path, whose behaviour is the reference.
-    native = _native_scan_frames if end <= len(buf) and type(prev) is bytes else None
-    scanner = _batch_scanner.get() if native is not None else None
-    while off < end and seq <= stop:
-        if scanner is not None and 0 <= seq <= _U64_MAX:
-            items, off, seq, prev, problem = scanner(
-                buf, off, end, seq, prev, min(stop, _U64_MAX), _NATIVE_BATCH, _NATIVE_BATCH_BYTES
+    if end - off < hdr:
+        _frame_at(buf, off, end)  # raises with the right classification
+    mv, body_len, body_len_check, body_crc = _FRAME.unpack_from(buf, off)
+    body_end = off + hdr + body_len
+    if mv != _FRAME_MAGIC_VERSION or body_len ^ body_len_check != _LEN_MASK or body_end > end:
+        _frame_at(buf, off, end)  # raises
+    body = buf[off + hdr : body_end]
+    if crc32c.crc32c(body) != body_crc:
+        raise BadFrame(
+            off,
+            "record body CRC mismatch",
+            body_end == end or _zero_tail_within(buf, off, body_end, end),
+        )
+    try:
+        rec = _DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadFrame(off, f"undecodable record body ({exc})", False) from None
+    if rec.seq != seq:
+        raise BadFrame(off, f"record has seq {rec.seq} where {seq} was expected", False)
+    src = rec.source.encode()
+    payload = rec.payload
+    outputs = rec.outputs
+    digest = hashlib.sha256(
+        b"".join(
+            (
+                prev,
+                _HASH_LENGTHS.pack(seq, len(src), len(payload), len(outputs)),
+                src,
+                payload,
+                outputs,
             )
-            yield from items
-            if not problem:
-                continue
-        elif native is not None and 0 <= seq <= _U64_MAX:
+        )
+    ).digest()
+    if digest != rec.chain_hash:
+        raise BadFrame(off, f"hash chain break at seq {seq}", False)
+    return rec, body_end
+
+
+def native_scan_fits(buf: bytes, end: int, seq: int, prev: bytes) -> bool:
+    """Whether a native frame scan may read this window: it reads ``buf`` through the
+    buffer protocol and takes u64 seqs; odd inputs stay on the Python path, whose
+    behaviour is the reference."""
+    return end <= len(buf) and type(prev) is bytes and 0 <= seq <= _U64_MAX
+
+
+def iter_frames(
+    buf: bytes,
+    end: int,
+    first_seq: int,
+    prev_hash: bytes,
+    start_seq: int,
+    stop_seq: int | None = None,
+) -> Generator[Record, None, tuple[int, bytes]]:
+    """Verify and yield the records of one segment held in ``buf`` (bytes or mmap).
+
+    Frames are read from after the segment header up to ``end``.  Records with
+    seq < ``start_seq`` are skipped without hashing (``skip_frames``).  Stops after
+    ``stop_seq``.  Returns ``(last_seq, last_hash)`` of the records passed over, and
+    raises ``BadFrame`` at the first problem.
+
+    This is the hot loop of reading: one unpack, one CRC, one decode and one hash per
+    record, no syscalls.  When ``clearing_native`` is available its ``scan_frames``
+    runs it in batches; it only tells good frames from bad ones, and ``read_frame``
+    still reads (and classifies) every frame it refuses.
+    """
+    off, seq, prev = skip_frames(buf, end, first_seq, prev_hash, start_seq)
+    _off, seq, prev = yield from verify_frames(buf, off, end, seq, prev, stop_seq)
+    return seq - 1, prev
+
+
+def verify_frames(
+    buf: bytes, off: int, end: int, seq: int, prev: bytes, stop_seq: int | None = None
+) -> Generator[Record, None, tuple[int, int, bytes]]:
+    """Verify and yield the records from the frame at ``off`` (record ``seq``, chained to
+    ``prev``) up to ``end`` or ``stop_seq``. Returns ``(offset, seq, prev_hash)`` of the
+    frame after the last one read; raises ``BadFrame`` at the first problem."""
+    stop = stop_seq if stop_seq is not None else 1 << 64
+    native = _native_scan_frames if native_scan_fits(buf, end, seq, prev) else None
+    while off < end and seq <= stop:
+        if native is not None and seq <= _U64_MAX:
             batch, off, seq, prev, problem = native(
                 buf, off, end, seq, prev, min(stop, _U64_MAX), _NATIVE_BATCH, _NATIVE_BATCH_BYTES
             )
             yield from starmap(Record, batch)
             if not problem:
                 continue
-            # The frame at ``off`` failed a native check: read it below, which raises
-            # the classified BadFrame (or yields it, for an encoding only msgspec takes).
-        if end - off < hdr:
-            _frame_at(buf, off, end)  # raises with the right classification
-        mv, body_len, body_len_check, body_crc = unpack_frame(buf, off)
-        body_end = off + hdr + body_len
-        if mv != magic_version or body_len ^ body_len_check != mask or body_end > end:
-            _frame_at(buf, off, end)  # raises
-        body = buf[off + hdr : body_end]
-        if crc(body) != body_crc:
-            raise BadFrame(
-                off,
-                "record body CRC mismatch",
-                body_end == end or _zero_tail_within(buf, off, body_end, end),
-            )
-        try:
-            rec = decode(body)
-        except msgspec.DecodeError as exc:
-            raise BadFrame(off, f"undecodable record body ({exc})", False) from None
-        if rec.seq != seq:
-            raise BadFrame(off, f"record has seq {rec.seq} where {seq} was expected", False)
-        src = rec.source.encode()
-        payload = rec.payload
-        outputs = rec.outputs
-        digest = sha256(
-            join(
-                (
-                    prev,
-                    pack_lengths(seq, len(src), len(payload), len(outputs)),
-                    src,
-                    payload,
-                    outputs,
-                )
-            )
-        ).digest()
-        if digest != rec.chain_hash:
-            raise BadFrame(off, f"hash chain break at seq {seq}", False)
+            # The frame at ``off`` failed a native check: ``read_frame`` raises the
+            # classified BadFrame (or returns it, for an encoding only msgspec takes).
+        rec, off = read_frame(buf, off, end, seq, prev)
         yield rec
-        prev = digest
-        off = body_end
+        prev = rec.chain_hash
         seq += 1
-    return seq - 1, prev
+    return off, seq, prev
 
 
 def _decode_checked(body: bytes, off: int, seq: int) -> Record:

@@ -74,12 +74,17 @@ from ._format import (
     decode_segment_header,
     encode_frame,
     encode_segment_header,
-    iter_frames,
+    native_scan_fits,
+    read_frame,
     segment_name,
+    segment_rules_version,
+    skip_frames,
+    verify_frames,
 )
+from ._protocol import hash_at
 from ._scan import ScanMode, ScanResult, SegmentInfo, map_file, scan
 
-__all__ = ["DEFAULT_SEGMENT_BYTES", "FsyncPolicy", "LocalJournal"]
+__all__ = ["DEFAULT_SEGMENT_BYTES", "FrameWindow", "FsyncPolicy", "LocalJournal"]
 
 log = logging.getLogger("clearing.journal")
 
@@ -196,7 +201,11 @@ class LocalJournal:
         scan_mode: ScanMode = "full",
         readonly: bool = False,
         storage: Storage | None = None,
+        rules_version: int | None = None,
     ) -> None:
+        """``rules_version``: the ledger's rules (SPEC §9) for a journal that has no
+        segment yet (default 1); a journal that has one keeps the version it recorded,
+        and asking for another raises ValueError."""
         if segment_bytes <= SEGMENT_HEADER_BYTES:
             raise ValueError(f"segment_bytes must exceed {SEGMENT_HEADER_BYTES}")
         if fsync not in ("batch", "always", "never"):
@@ -225,6 +234,7 @@ class LocalJournal:
             self._last_seq = result.last_seq
             self._head_hash = result.head_hash
             self._last_record = result.last_record
+            self._rules_version = self._recorded_rules(rules_version)
             if self._segments and not readonly:
                 self._fd = os.open(
                     self._segments[-1].path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
@@ -266,7 +276,24 @@ class LocalJournal:
             raise JournalCorrupt(self._dir, p.segment, p.offset, p.reason)
         return result
 
+    def _recorded_rules(self, requested: int | None) -> int:
+        if not self._segments:
+            return requested or 1
+        with open(self._segments[0].path, "rb") as first:
+            recorded = segment_rules_version(first.read(SEGMENT_HEADER_BYTES))
+        if requested is not None and requested != recorded:
+            raise ValueError(
+                f"journal {self._dir} records rules version {recorded}, not {requested}; "
+                f"a ledger's rules version is fixed when it is created"
+            )
+        return recorded
+
     # -- properties ---------------------------------------------------------------
+
+    @property
+    def rules_version(self) -> int:
+        """The ledger's rules version, as recorded in its segment headers (SPEC §9)."""
+        return self._rules_version
 
     @property
     def directory(self) -> str:
@@ -294,6 +321,10 @@ class LocalJournal:
 
     def last_record(self) -> Record | None:
         return self._last_record
+
+    def hash_at(self, seq: int) -> bytes:
+        """Chain hash of record ``seq`` (``GENESIS_HASH`` for 0); ValueError outside."""
+        return hash_at(self, seq)
 
     # -- writing ------------------------------------------------------------------
 
@@ -335,7 +366,7 @@ class LocalJournal:
             if cur_size is None or (
                 cur_size > SEGMENT_HEADER_BYTES and cur_size + len(frame) > limit
             ):
-                header = encode_segment_header(seq, prev)
+                header = encode_segment_header(seq, prev, self._rules_version)
                 chunk = _Chunk(first_seq=seq, new=True, parts=[header])
                 chunks.append(chunk)
                 cur_size = len(header)
@@ -447,6 +478,33 @@ class LocalJournal:
         return self._iter(segs, from_seq, last)
 
     def _iter(self, segs: list[tuple[int, str, int]], from_seq: int, last: int) -> Iterator[Record]:
+        for window in self._windows(segs, from_seq, last):
+            yield from window.scan()
+
+    def frame_windows(
+        self, from_seq: int = 1, until_seq: int | None = None
+    ) -> Iterator[FrameWindow]:
+        """The records ``from_seq..until_seq`` as raw frame windows, one per segment, for a
+        verifier that checks frames itself (``read`` is the same walk, verified here).
+
+        Each window's frames must all be verified (``FrameWindow.advance`` after checking
+        them elsewhere, ``read_record`` / ``scan`` here) before the next window is asked
+        for: the journal checks each segment's start against where the last one ended.
+        A window's buffer is valid only until then. Same range rules as ``read``.
+        """
+        if from_seq < 1:
+            raise ValueError("from_seq must be >= 1")
+        if self._closed:
+            raise JournalClosed(f"journal {self._dir} is closed")
+        last = self._last_seq if until_seq is None else min(until_seq, self._last_seq)
+        if from_seq > last:
+            return iter(())
+        segs = [(s.first_seq, s.path, s.size_bytes) for s in self._segments]
+        return self._windows(segs, from_seq, last)
+
+    def _windows(
+        self, segs: list[tuple[int, str, int]], from_seq: int, last: int
+    ) -> Iterator[FrameWindow]:
         firsts = [s[0] for s in segs]
         index = bisect.bisect_right(firsts, from_seq) - 1
         prev_hash: bytes | None = None
@@ -478,11 +536,16 @@ class LocalJournal:
                 if prev_hash is not None and seg_prev != prev_hash:
                     raise JournalCorrupt(self._dir, path, 0, "hash chain break between segments")
                 try:
-                    prev_seq, prev_hash = yield from iter_frames(
-                        buf, size, first_seq, seg_prev, max(from_seq, first_seq), last
+                    offset, seq, prev = skip_frames(
+                        buf, size, first_seq, seg_prev, max(from_seq, first_seq)
                     )
                 except BadFrame as bad:
                     raise JournalCorrupt(self._dir, path, bad.offset, bad.reason) from None
+                window = FrameWindow(self._dir, path, buf, offset, size, seq, prev, last)
+                yield window
+                if not window.finished:
+                    raise RuntimeError(f"frame window of {path} left before all its frames")
+                prev_seq, prev_hash = window.seq - 1, window.prev_hash
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -513,3 +576,75 @@ class LocalJournal:
             f"LocalJournal({self._dir!r}, last_seq={self._last_seq}, "
             f"segments={len(self._segments)}, fsync={self._fsync!r})"
         )
+
+
+class FrameWindow:
+    """The frames of one segment still to verify: bytes ``offset..end`` of ``buf``, whose
+    first frame must be record ``seq`` chained to ``prev_hash``; records after
+    ``stop_seq`` are not asked for.
+
+    A verifier checks frames (as ``_format`` documents them) from the cursor on and moves
+    it with ``advance``; at a frame it refuses, ``read_record`` reads that one frame with
+    the journal's own checks, which raise the classified ``JournalCorrupt`` (or return a
+    record whose encoding only the reference decoder takes).
+    """
+
+    __slots__ = ("_directory", "_path", "buf", "end", "offset", "prev_hash", "seq", "stop_seq")
+
+    def __init__(
+        self,
+        directory: str,
+        path: str,
+        buf: bytes,
+        offset: int,
+        end: int,
+        seq: int,
+        prev_hash: bytes,
+        stop_seq: int,
+    ) -> None:
+        self._directory = directory
+        self._path = path
+        self.buf = buf
+        self.offset = offset
+        self.end = end
+        self.seq = seq
+        self.prev_hash = prev_hash
+        self.stop_seq = stop_seq
+
+    @property
+    def finished(self) -> bool:
+        """Whether every frame asked for has been verified."""
+        return self.offset >= self.end or self.seq > self.stop_seq
+
+    @property
+    def native_scan_fits(self) -> bool:
+        """Whether a native frame scan may read this window (see ``_format``)."""
+        return native_scan_fits(self.buf, self.end, self.seq, self.prev_hash)
+
+    def advance(self, offset: int, seq: int, prev_hash: bytes) -> None:
+        """Move the cursor past frames a verifier has checked: ``offset`` is the next
+        frame's, ``seq`` its record's and ``prev_hash`` the chain hash before it."""
+        if not (self.offset <= offset <= self.end and seq >= self.seq):
+            raise ValueError(f"frame window of {self._path}: cannot move back or past its end")
+        self.offset, self.seq, self.prev_hash = offset, seq, prev_hash
+
+    def read_record(self) -> Record:
+        """Verify the frame at the cursor here and move past it."""
+        try:
+            record, self.offset = read_frame(
+                self.buf, self.offset, self.end, self.seq, self.prev_hash
+            )
+        except BadFrame as bad:
+            raise JournalCorrupt(self._directory, self._path, bad.offset, bad.reason) from None
+        self.seq += 1
+        self.prev_hash = record.chain_hash
+        return record
+
+    def scan(self) -> Iterator[Record]:
+        """Verify here and yield the rest of the window's records."""
+        try:
+            self.offset, self.seq, self.prev_hash = yield from verify_frames(
+                self.buf, self.offset, self.end, self.seq, self.prev_hash, self.stop_seq
+            )
+        except BadFrame as bad:
+            raise JournalCorrupt(self._directory, self._path, bad.offset, bad.reason) from None

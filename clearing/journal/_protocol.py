@@ -23,11 +23,19 @@ from typing import Protocol, runtime_checkable
 
 from ._format import GENESIS_HASH, Record
 
-__all__ = ["Journal", "hash_at"]
+__all__ = ["Journal", "JournalReader", "hash_at"]
 
 
 @runtime_checkable
-class Journal(Protocol):
+class JournalReader(Protocol):
+    """The read side of a journal, as the replay loop (``clearing.sequencer.replay``)
+    uses it: ``LocalJournal`` and the Kafka journal reader both satisfy it.
+
+    A reader may also offer ``frame_windows(from_seq, until_seq)`` (raw frame windows
+    for a verifier that checks frames itself, as ``LocalJournal`` does); the replay loop
+    uses it where the engine can verify and apply frames.
+    """
+
     @property
     def last_seq(self) -> int:
         """Seq of the newest record; 0 when the journal is empty."""
@@ -37,6 +45,25 @@ class Journal(Protocol):
     def head_hash(self) -> bytes:
         """Chain hash of the newest record (32 zero bytes when empty)."""
         ...
+
+    @property
+    def rules_version(self) -> int:
+        """The clearing rules (SPEC §9 head) the ledger of this journal runs under: the
+        engine a replay applies its records to must run the same."""
+        ...
+
+    def hash_at(self, seq: int) -> bytes:
+        """Chain hash of record ``seq`` (``GENESIS_HASH`` for 0); ValueError outside."""
+        ...
+
+    def read(self, from_seq: int = 1, until_seq: int | None = None) -> Iterator[Record]:
+        """Yield verified records ``from_seq..until_seq`` (inclusive), chain_hash set."""
+        ...
+
+
+@runtime_checkable
+class Journal(JournalReader, Protocol):
+    """A journal a writer appends to (the reader's side as ``JournalReader``)."""
 
     def append(self, records: Iterable[Record]) -> None:
         """Append one batch (group commit) of records with consecutive seqs."""

@@ -30,8 +30,8 @@ from ._format import (
     Record,
     SegmentHeaderError,
     decode_segment_header,
-    iter_frames,
     parse_segment_name,
+    verify_frames,
 )
 
 __all__ = ["Problem", "ScanResult", "SegmentInfo", "list_segments", "map_file", "scan"]
@@ -222,7 +222,7 @@ def _scan(directory: str, names: list[tuple[int, str]], full_from: int) -> ScanR
             # record; on BadFrame it still holds the last good one.
             newest: deque[Record] = deque(maxlen=1)
             try:
-                newest.extend(iter_frames(buf, size, first_seq, prev, first_seq))
+                newest.extend(verify_frames(buf, SEGMENT_HEADER_BYTES, size, first_seq, prev))
             except BadFrame as bad:
                 if newest:
                     _keep(result, first_seq, path, bad.offset, newest[0])

@@ -199,6 +199,12 @@ class KafkaJournalReader:
         return 0 if last is None else last.seq
 
     @property
+    def rules_version(self) -> int:
+        """Rules version 1: the journal topic has no header to record another, so the
+        Kafka daemon runs version-1 ledgers only (docs/clearing-rules.md)."""
+        return 1
+
+    @property
     def head_hash(self) -> bytes:
         last = self.tail().last
         return GENESIS_HASH if last is None else last.chain_hash

@@ -26,7 +26,13 @@ from clearing.journal import Record
 from clearing.kafka._batch import parse_source
 from clearing.kafka._journal import KafkaJournalReader
 from clearing.ops.config import Config
-from clearing.sequencer import JournalChain, OutputDivergence, RecoveryError, recover
+from clearing.sequencer import (
+    JournalChain,
+    OutputDivergence,
+    RecoveryError,
+    ReplayObserver,
+    recover,
+)
 from clearing.snapshot import list_snapshots, prune, write_snapshot
 
 __all__ = [
@@ -107,6 +113,23 @@ def write_kafka_snapshot(
     return path
 
 
+class _TailPositions(ReplayObserver):
+    """Where each input partition stands after the replayed tail, from the records'
+    sources; also holds records that recorded no outputs to re-deriving none."""
+
+    def __init__(self) -> None:
+        self.positions: Positions = {}
+
+    def after(self, record: Record, events: list[bytes], derived: bytes) -> None:
+        # The replay compares only non-empty recorded outputs; the daemon always records
+        # them, so an empty record must re-derive to nothing as well.
+        if derived != record.outputs:
+            raise OutputDivergence(record.seq, record.outputs, derived)
+        where = parse_source(record.source)
+        if where is not None:
+            self.positions[where[0], where[1]] = where[2] + 1
+
+
 def recover_from_kafka(config: Config) -> KafkaRecovery:
     """Rebuild the engine from the newest matching snapshot plus the journal topic.
 
@@ -134,25 +157,8 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
                 f"is {tail.begin_offset}: its records were deleted. Restore the journal; "
                 f"the ledger cannot be rebuilt without it."
             )
-        tail_positions: Positions = {}
-
-        def on_record(record: Record, derived: bytes) -> None:
-            # recover() compares only non-empty recorded outputs; the daemon always
-            # records them, so an empty record must re-derive to nothing as well.
-            if derived != record.outputs:
-                raise OutputDivergence(record.seq, record.outputs, derived)
-            where = parse_source(record.source)
-            if where is not None:
-                tail_positions[where[0], where[1]] = where[2] + 1
-
-        result = recover(
-            directory,
-            reader.last_seq,
-            reader.read,
-            reader.hash_at,
-            on_record=on_record,
-            core=config.engine.core,
-        )
+        replayed = _TailPositions()
+        result = recover(directory, reader, observer=replayed, core=config.engine.core)
         if result.engine.seq != reader.last_seq:
             raise RecoveryError(
                 f"recovered to seq {result.engine.seq} but the journal ends at seq "
@@ -168,7 +174,7 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
         positions: Positions = {}
         if result.snapshot_path is not None:
             positions.update(_positions_from_meta(metas.get(result.snapshot_path, {})))
-        positions.update(tail_positions)
+        positions.update(replayed.positions)
         chain = JournalChain(reader.last_seq, reader.head_hash)
         return KafkaRecovery(
             engine=result.engine,

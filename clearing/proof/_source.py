@@ -16,7 +16,7 @@ from typing import NamedTuple
 from clearing.audit.sources import SourceError, is_kafka_source, open_journal, source_config
 from clearing.engine import EngineCore, load_engine
 from clearing.errors import ClearingError, UserError
-from clearing.journal import JournalError, hash_at
+from clearing.journal import JournalError
 from clearing.sequencer import recover
 from clearing.snapshot import SnapshotError, read_snapshot
 
@@ -66,16 +66,12 @@ def _from_journal(
             raise UserError(
                 f"--until {until_seq} is outside the journal (seq 0..{journal.last_seq})"
             )
+        # Under the rules the journal recorded (SPEC §9): the state it vouches for.
         result = recover(
-            None,
-            journal.last_seq,
-            journal.read,
-            lambda seq: hash_at(journal, seq),
-            until_seq=until_seq,
-            core=core,
+            None, journal, until_seq=until_seq, core=core, rules_version=journal.rules_version
         )
         engine = result.engine
-        return LedgerAt(engine, hash_at(journal, engine.seq))
+        return LedgerAt(engine, journal.hash_at(engine.seq))
     except UserError:
         raise
     except ClearingError as exc:

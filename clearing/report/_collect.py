@@ -24,16 +24,24 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
 from clearing.engine import Engine, OutputEvent, state_sha256
-from clearing.engine.events import BadDebt, Clawback, FundDraw, Liquidation, OracleHeld, Reject
+from clearing.engine.events import (
+    BadDebt,
+    Clawback,
+    FundDraw,
+    Liquidation,
+    OracleHeld,
+    Reject,
+    decode_output,
+)
 from clearing.engine.margin import equity_e16
 from clearing.engine.state import INSURANCE_FUND, Account, Ledger
-from clearing.journal import LocalJournal
-from clearing.sequencer import OutputDivergence, encode_outputs
+from clearing.journal import LocalJournal, Record
+from clearing.sequencer import ReplayObserver, replay
 
 __all__ = [
     "INPUT_TYPES",
@@ -217,21 +225,40 @@ def long_open_interest_e8(ledger: Ledger) -> dict[str, int]:
     return totals
 
 
-class _Collector:
-    def __init__(self, data: ReportData, total_inputs: int, max_samples: int) -> None:
+class _Pending(NamedTuple):
+    """What ``_Collector.before`` noted about the input being applied."""
+
+    peek: _Peek | None
+    input_type: str
+    fill_market: str | None
+    sides: list[str]
+    before: list[int]
+    fund_traded: bool
+
+
+class _Collector(ReplayObserver):
+    """Collects the report's data as the replay loop applies each record to a Python
+    engine (whose ledger it reads)."""
+
+    def __init__(
+        self, data: ReportData, total_inputs: int, max_samples: int, rules_version: int = 1
+    ) -> None:
         self.data = data
-        self.engine = Engine()
+        self.engine = Engine(rules_version=rules_version)  # the journal's rules (SPEC §9)
         self.step = max(1, -(-total_inputs // max_samples))
         self.min_event_gap = max(1, self.step // 4)
         self.last_sample_seq = 0
         self.ts_ns: int | None = None
         self.long_oi_e8: dict[str, int] = {}
         self.fund_positions_e8: dict[str, int] = {}
+        self.pending = _Pending(None, "", None, [], [], False)
 
-    def apply(self, seq: int, payload: bytes, recorded: bytes) -> None:
+    def before(self, record: Record) -> bool:
+        """Note what the record's input is and the positions it may move, before it is
+        applied."""
         data = self.data
         accounts = self.engine.ledger.accounts
-        peek = _peek(payload)
+        peek = _peek(record.payload)
         if peek is not None and type(peek.ts) is int:
             self.ts_ns = peek.ts
         if peek is None:
@@ -253,30 +280,37 @@ class _Collector:
                 elif type(side) is str and side not in sides:
                     sides.append(side)
         before = [_qty(accounts.get(side), fill_market) for side in sides]
+        self.pending = _Pending(peek, input_type, fill_market, sides, before, fund_traded)
+        return True
 
-        outputs = self.engine.apply(payload)
-
-        if recorded:
-            derived = encode_outputs(outputs)
-            if derived != recorded:
-                raise OutputDivergence(seq, recorded, derived)
+    def after(self, record: Record, events: list[bytes], derived: bytes) -> None:
+        """Collect what the record did (the replay loop has checked its outputs)."""
+        data = self.data
+        seq = record.seq
+        pending = self.pending
+        peek, input_type, fill_market, sides = (
+            pending.peek, pending.input_type, pending.fill_market, pending.sides
+        )  # fmt: skip
+        accounts = self.engine.ledger.accounts
+        if record.outputs:
             data.verified_records += 1
-        elif outputs:
+        elif events:
             data.unrecorded_outputs += 1
         oi = self.long_oi_e8
-        for side, old_e8 in zip(sides, before, strict=True):
+        for side, old_e8 in zip(sides, pending.before, strict=True):
             change = max(0, _qty(accounts.get(side), fill_market)) - max(0, old_e8)
             if change:
                 oi[fill_market] = oi.get(fill_market, 0) + change  # type: ignore[index]
         liquidated = False
-        if outputs:
+        if events:
+            outputs = [decode_output(event) for event in events]
             liquidated = self._events(seq, outputs, sides, fill_market)
         elif input_type == "deposit" and peek is not None and peek.account == INSURANCE_FUND:
-            amount = msgspec.json.decode(payload)["amount"]
+            amount = msgspec.json.decode(record.payload)["amount"]
             amount_e16 = parse_scaled(str(amount), 8) * 10**8
             after_e16 = _fund_equity_e16(self.engine.ledger)
             data.fund_top_ups.append(TopUpRow(seq, self.ts_ns, amount_e16, after_e16))
-        if liquidated or fund_traded:
+        if liquidated or pending.fund_traded:
             self._refresh_fund()
         since = seq - self.last_sample_seq
         if since >= self.step or (liquidated and since >= self.min_event_gap):
@@ -408,11 +442,14 @@ def collect_journal(
         total = journal.last_seq
         head_hash = journal.head_hash
         data = ReportData(journal_dir=journal_dir)
-        collector = _Collector(data, total, max_samples)
-        for record in journal.read(1, total):
-            collector.apply(record.seq, record.payload, record.outputs)
-            if progress is not None and record.seq % 4096 == 0:
-                progress(record.seq, total)
+        collector = _Collector(data, total, max_samples, journal.rules_version)
+        replay(
+            journal,
+            collector.engine,
+            until_seq=total,
+            observer=collector,
+            progress=None if progress is None else lambda seq: progress(seq, total),
+        )
     collector.finish(head_hash)
     if progress is not None:
         progress(total, total)

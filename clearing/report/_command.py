@@ -51,7 +51,9 @@ def write_report(
 
 def report_command(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("matplotlib") is None:
-        raise UserError("the report draws its plots with matplotlib: pip install matplotlib")
+        raise UserError(
+            "the report draws its plots with matplotlib: pip install 'clearing[report]'"
+        )
     journal_dir = resolve_journal_dir(args.journal)
     if not os.path.isdir(journal_dir):
         raise UserError(f"{args.journal}: no such directory; pass a journal directory")

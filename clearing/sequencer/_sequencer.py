@@ -29,7 +29,7 @@ from clearing.engine.events import decode_output
 from clearing.engine.persist import dump_state
 from clearing.errors import SequencerBroken
 from clearing.heap import HeapSettler, settle_heap
-from clearing.journal import Journal, LocalJournal, hash_at
+from clearing.journal import Journal, LocalJournal
 from clearing.journal._scan import ScanMode
 from clearing.sequencer._recovery import RecoveryResult, recover
 from clearing.sequencer._schedule import (
@@ -107,6 +107,7 @@ class Sequencer:
         fsync: str = "batch",
         core: str = "python",
         scan_mode: ScanMode = "full",
+        rules_version: int | None = None,
         **options: int,
     ) -> tuple[Sequencer, RecoveryResult]:
         """Open (or create) a local journal, recover the engine on the named core
@@ -116,8 +117,14 @@ class Sequencer:
         ``"tail"`` checks the earlier segments' headers only and verifies the last
         segment, the records recovery replays and the chain hash the snapshot was taken
         at: a faster restart that leaves the full check to ``clearing journal verify``.
+        ``rules_version`` is for a new journal (default 1); an existing one keeps its own.
         """
-        journal = LocalJournal(journal_dir, fsync=fsync, scan_mode=scan_mode)  # type: ignore[arg-type]
+        journal = LocalJournal(
+            journal_dir,
+            fsync=fsync,
+            scan_mode=scan_mode,  # type: ignore[arg-type]
+            rules_version=rules_version,
+        )
         return cls.over(journal, snapshot_dir, core=core, **options)
 
     @classmethod
@@ -129,13 +136,7 @@ class Sequencer:
         sequencer writing to it (snapshots through ``storage``); the journal is closed if
         recovery fails."""
         try:
-            result = recover(
-                snapshot_dir,
-                journal.last_seq,
-                journal.read,
-                lambda seq: hash_at(journal, seq),
-                core=core,
-            )
+            result = recover(snapshot_dir, journal, core=core, rules_version=journal.rules_version)
         except BaseException:
             journal.close()
             raise

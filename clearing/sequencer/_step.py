@@ -16,7 +16,7 @@ import msgspec
 from clearing.engine import EngineCore
 from clearing.engine.native import NativeEngine
 from clearing.journal import GENESIS_HASH, Record, chain_hash
-from clearing.sequencer._recovery import join_outputs
+from clearing.sequencer._replay import join_outputs
 
 __all__ = ["JournalChain", "Step", "decode_record", "encode_record", "sequence"]
 

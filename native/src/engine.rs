@@ -79,7 +79,7 @@ impl Engine {
 
     /// Apply one validated input (its seq already counted); outputs appended as JSON.
     pub fn apply(&mut self, input: &Input<'_>, out: &mut Vec<Vec<u8>>) -> Result<(), Refusal> {
-        match input {
+        let result = match input {
             Input::Fill(fill) => self.fill(
                 fill.fill_id,
                 fill.market,
@@ -99,7 +99,9 @@ impl Engine {
                 self.market(market, int(*imr_e8), int(*mmr_e8), int(*liq_fee_e8), max_oracle_move_e8.map(int), out);
                 Ok(())
             }
-        }
+        };
+        self.ledger.assert_balanced();
+        result
     }
 
     fn market_of(&self, id: &str) -> Result<u32, Refusal> {
@@ -133,7 +135,7 @@ impl Engine {
         let amount = amount * CASH_PER_E8;
         let ledger = &mut self.ledger;
         let account = ledger.account(id);
-        ledger.accounts[account as usize].cash += amount;
+        ledger.move_cash(account, amount);
         ledger.net_deposits += amount;
         ledger.reindex_cash(account);
         Ok(())
@@ -152,7 +154,7 @@ impl Engine {
         if (ledger.equity(account) - amount) * E8 < ledger.initial_requirement(account) {
             return Err(Refusal::InsufficientMargin);
         }
-        ledger.accounts[account as usize].cash -= amount;
+        ledger.move_cash(account, -amount);
         ledger.net_deposits -= amount;
         ledger.reindex_cash(account);
         let mut event = self.event_head("withdrawal");
@@ -199,9 +201,9 @@ impl Engine {
         let ledger = &mut self.ledger;
         let buyer_fee = buyer_fee * CASH_PER_E8;
         let seller_fee = seller_fee * CASH_PER_E8;
-        ledger.accounts[buyer as usize].cash -= notional + buyer_fee;
-        ledger.accounts[seller as usize].cash += notional - seller_fee;
-        ledger.accounts[FEES as usize].cash += buyer_fee + seller_fee;
+        ledger.move_cash(buyer, -(notional + buyer_fee));
+        ledger.move_cash(seller, notional - seller_fee);
+        ledger.move_cash(FEES, buyer_fee + seller_fee);
         let mkt = &mut ledger.markets[market as usize];
         let mark_moved = !mkt.oracle_seen && mkt.mark != Some(price);
         if mark_moved {
@@ -265,6 +267,7 @@ impl Engine {
     /// Move a position by `dq` at `price`, keeping K per SPEC §2 and the holders exact.
     fn trade(&mut self, account: u32, market: u32, dq: Int, price: Int) {
         let ledger = &mut self.ledger;
+        ledger.move_qty_sum(market, dq);
         let acct = &mut ledger.accounts[account as usize];
         let Some(at) = acct.position_at(market) else {
             let k = if acct.is_system { ZERO } else { -dq * price };
@@ -409,8 +412,8 @@ impl Engine {
             let mark = mkt.mark();
             let proceeds = mkt.book.close_out(qty, mark);
             let liq_fee = mkt.liq_fee;
-            ledger.accounts[account as usize].cash += proceeds;
-            ledger.accounts[FUND as usize].cash -= proceeds;
+            ledger.move_cash(account, proceeds);
+            ledger.move_cash(FUND, -proceeds);
             ledger.set_position(account, market, ZERO, ZERO);
             let fund_qty = ledger.accounts[FUND as usize].position(market).map_or(ZERO, |p| p.qty) + qty;
             // K of system accounts is never read (clawbacks skip them), so it stays 0.
@@ -422,8 +425,8 @@ impl Engine {
         for (market, qty, proceeds, mark, fee) in closed {
             let charged = fee.min(cash_left);
             cash_left -= charged;
-            self.ledger.accounts[account as usize].cash -= charged;
-            self.ledger.accounts[FUND as usize].cash += charged;
+            self.ledger.move_cash(account, -charged);
+            self.ledger.move_cash(FUND, charged);
             let mut event = self.event_head("liquidation");
             field_str(&mut event, "account", &self.ledger.accounts[account as usize].id);
             field_str(&mut event, "market", &self.ledger.markets[market as usize].id);
@@ -445,8 +448,8 @@ impl Engine {
         let available = self.ledger.equity(FUND).max(ZERO);
         let draw = deficit.min(available);
         if draw != ZERO {
-            self.ledger.accounts[FUND as usize].cash -= draw;
-            self.ledger.accounts[account as usize].cash += draw;
+            self.ledger.move_cash(FUND, -draw);
+            self.ledger.move_cash(account, draw);
             let mut event = self.event_head("fund_draw");
             field_str(&mut event, "account", &self.ledger.accounts[account as usize].id);
             field_num(&mut event, "amount", draw, write_e16);
@@ -485,8 +488,8 @@ impl Engine {
             if amount == ZERO {
                 continue;
             }
-            self.ledger.accounts[payer as usize].cash -= amount;
-            self.ledger.accounts[account as usize].cash += amount;
+            self.ledger.move_cash(payer, -amount);
+            self.ledger.move_cash(account, amount);
             self.ledger.reindex_cash(payer);
             debited.push(payer);
             let mut event = self.event_head("clawback");
@@ -497,8 +500,8 @@ impl Engine {
         }
         let bad_debt = rest - taken;
         if bad_debt != ZERO {
-            self.ledger.accounts[DEBT as usize].cash -= bad_debt;
-            self.ledger.accounts[account as usize].cash += bad_debt;
+            self.ledger.move_cash(DEBT, -bad_debt);
+            self.ledger.move_cash(account, bad_debt);
             let mut event = self.event_head("bad_debt");
             field_str(&mut event, "account", &self.ledger.accounts[account as usize].id);
             field_num(&mut event, "amount", bad_debt, write_e16);

@@ -3,12 +3,14 @@
 //! are rare and wordy: decoding inputs the fast parser is unsure of, and the text of
 //! reject details; this crate does the per-input work.
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 
 mod block;
+mod book;
 mod engine;
+mod index;
 mod journal;
 mod json_in;
 mod keys;
@@ -20,6 +22,35 @@ mod state;
 use engine::Engine;
 use json_in::{parse_input, FillIn, Input};
 
+/// A panic payload's message.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else if let Some(text) = payload.downcast_ref::<&str>() {
+        text.to_string()
+    } else {
+        "panic from Rust code".to_string()
+    }
+}
+
+/// The Python exception for a panic: a failed `Ledger::assert_balanced` is the engine's
+/// `InvariantViolation` (an AssertionError if that cannot be imported); any other panic
+/// is pyo3's PanicException, as pyo3 itself raises at the boundary.
+fn panic_error(py: Python<'_>, payload: &(dyn std::any::Any + Send)) -> PyErr {
+    let message = panic_message(payload);
+    if !message.starts_with(ledger::INVARIANT_PANIC) {
+        return pyo3::panic::PanicException::new_err((message,));
+    }
+    let class = py
+        .import("clearing.engine")
+        .and_then(|module| module.getattr("InvariantViolation"))
+        .and_then(|class| class.downcast_into::<PyType>().map_err(PyErr::from));
+    match class {
+        Ok(class) => PyErr::from_type(class, (message,)),
+        Err(_) => PyAssertionError::new_err(message),
+    }
+}
+
 /// `Core.apply` returned this: the fast parser was unsure; decode in Python and call
 /// `apply_parsed` (or `skip` for a reject). No seq was consumed.
 const DEFER: i64 = 0;
@@ -28,7 +59,8 @@ const DEFER: i64 = 0;
 struct Core {
     engine: Engine,
     /// Set while an input is being applied: still set afterwards only if that input
-    /// panicked (an arithmetic overflow) half-way, and then the state is not trusted.
+    /// panicked (an arithmetic overflow, or a failed invariant) half-way, and then the
+    /// state is not trusted.
     busy: bool,
 }
 
@@ -110,13 +142,16 @@ impl Core {
         }
         // A panic leaves `busy` set: the batch is abandoned and later calls are refused.
         self.busy = true;
-        let run = block::apply_run(
-            &mut self.engine,
-            items.iter().zip(&texts).map(|((payload, _), text)| (payload.as_bytes(), text.as_bytes())),
-            start,
-            prev,
-            size,
-        );
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            block::apply_run(
+                &mut self.engine,
+                items.iter().zip(&texts).map(|((payload, _), text)| (payload.as_bytes(), text.as_bytes())),
+                start,
+                prev,
+                size,
+            )
+        }))
+        .map_err(|payload| panic_error(py, &*payload))?;
         self.busy = false;
         let (next, code) = match run.stop {
             block::Stop::Done => (n, -1),
@@ -338,14 +373,7 @@ impl Core {
             None => py.None(),
             Some(payload) => {
                 // As pyo3 turns a panic into an exception at the boundary (`apply`'s path).
-                let message = if let Some(text) = payload.downcast_ref::<String>() {
-                    text.clone()
-                } else if let Some(text) = payload.downcast_ref::<&str>() {
-                    text.to_string()
-                } else {
-                    "panic from Rust code".to_string()
-                };
-                pyo3::panic::PanicException::new_err((message,)).into_value(py).into_any()
+                panic_error(py, &*payload).into_value(py).into_any()
             }
         };
         PyTuple::new(
@@ -445,7 +473,8 @@ impl Core {
         if self.busy {
             return Err(PyRuntimeError::new_err(
                 "the native engine stopped half-way through an input (an arithmetic overflow \
-                 past 256 bits); its state can no longer be trusted: restart from the journal",
+                 past 256 bits, or a failed ledger invariant); its state can no longer be \
+                 trusted: restart from the journal",
             ));
         }
         Ok(())
@@ -455,7 +484,8 @@ impl Core {
         self.busy = true;
         self.engine.seq += 1;
         let mut out = Vec::new();
-        let result = self.engine.apply(input, &mut out);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.engine.apply(input, &mut out)))
+            .map_err(|payload| panic_error(py, &*payload))?;
         self.busy = false;
         match result {
             Ok(()) if out.is_empty() => Ok(py.None()),

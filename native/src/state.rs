@@ -182,6 +182,7 @@ pub fn from_doc(doc: StateDoc) -> Result<Engine, String> {
     for id in doc.fill_ids {
         ledger.fill_ids.insert(CompactString::from(id));
     }
+    ledger.recount();
     ledger.build_index();
     Ok(engine)
 }

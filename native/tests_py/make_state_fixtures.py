@@ -1,7 +1,7 @@
 """Write ``dump_state`` bytes of a few real engines, for the native snapshot codec's test.
 
     python native/tests_py/make_state_fixtures.py [OUT_DIR]     # default /tmp/state_fixtures
-    STATE_FIXTURES=/tmp/state_fixtures cargo test snapshot     # in native/
+    STATE_FIXTURES=/tmp/state_fixtures cargo test -- --include-ignored   # in native/
 
 For each scenario NAME it writes NAME.msgpack (exactly what ``dump_state`` returns) and
 NAME.txt: the same state read straight off the engine's objects (not through persist.py),

@@ -37,7 +37,8 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _replay_file(path: Path, tmp: Path) -> tuple[bytes, bytes]:
     events, state = tmp / "file.events", tmp / "file.state"
-    assert main(["replay", str(path), "--events", str(events), "--state", str(state), "-q"]) == 0
+    args = ["replay", str(path), "--rules", "1", "--events", str(events), "--state", str(state)]
+    assert main([*args, "-q"]) == 0
     return events.read_bytes(), state.read_bytes()
 
 

@@ -13,7 +13,8 @@ import pytest
 from clearing.cli import main
 from clearing.engine import Engine
 from clearing.engine.native import NativeEngine, native_available
-from clearing.journal import LocalJournal, Record, _format
+from clearing.journal import LocalJournal, Record
+from clearing.sequencer import _replay as replay_loop
 from clearing.sequencer import encode_outputs
 from tools.gen_events import generate
 
@@ -107,7 +108,7 @@ def test_native_loop_matches_per_record_loop_and_python_core(
     monkeypatch: pytest.MonkeyPatch,
     batch: int,
 ) -> None:
-    monkeypatch.setattr(_format, "_NATIVE_BATCH", batch)
+    monkeypatch.setattr(replay_loop, "WINDOW_BATCH_RECORDS", batch)
     journal = tmp_path / "journal"
     _journal(journal)
     assert len(os.listdir(journal)) > 3  # several segments
@@ -123,7 +124,7 @@ def test_native_loop_matches_per_record_loop_and_python_core(
 def test_native_loop_reports_the_same_divergences(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_format, "_NATIVE_BATCH", 64)
+    monkeypatch.setattr(replay_loop, "WINDOW_BATCH_RECORDS", 64)
     journal = tmp_path / "journal"
     # 301: a deferred input (its reject is written by Python); others applied natively.
     _journal(journal, frozenset({40, 301, 1500, 1501}))
@@ -157,15 +158,14 @@ def _recover(journal: Path, core: str, until: int | None = None) -> tuple[bytes,
 
     with LocalJournal(str(journal), readonly=True) as log:
         try:
-            last = log.last_seq
-            result = recover(None, last, log.read, lambda seq: b"", until_seq=until, core=core)
+            result = recover(None, log, until_seq=until, core=core)
         except RecoveryError as exc:
             return b"", 0, f"{type(exc).__name__}: {exc}"
         return encode_state(result.engine), result.replayed, ""
 
 
 def test_native_recovery_loop_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_format, "_NATIVE_BATCH", 50)
+    monkeypatch.setattr(replay_loop, "WINDOW_BATCH_RECORDS", 50)
     journal = tmp_path / "journal"
     _journal(journal)
     forged = tmp_path / "forged"

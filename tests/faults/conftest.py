@@ -11,9 +11,9 @@ import pytest
 
 from clearing.engine import Engine
 from clearing.engine.persist import dump_state
-from clearing.journal import LocalJournal, hash_at
+from clearing.journal import LocalJournal
 from clearing.sequencer import RecoveryResult, Sequencer, recover
-from tools.fuzz_inputs import StreamModel, valid_case
+from testkit.hostile import StreamModel, valid_case
 
 
 def realistic_lines(count: int, seed: int = 3) -> list[bytes]:
@@ -44,9 +44,7 @@ def open_sequencer(
     "never" by default: these tests model crashes themselves, and fsyncs are slow)."""
     journal = LocalJournal(root / "journal", segment_bytes=segment_bytes, fsync=fsync)  # type: ignore[arg-type]
     try:
-        recovery = recover(
-            str(root / "snapshots"), journal.last_seq, journal.read, lambda s: hash_at(journal, s)
-        )
+        recovery = recover(str(root / "snapshots"), journal)
     except BaseException:
         journal.close()
         raise

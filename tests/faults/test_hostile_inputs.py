@@ -1,5 +1,5 @@
-"""Hostile input, CI-sized: the fuzzer of tools/fuzz_inputs.py on a few tens of thousands of
-inputs (the full run is ``python tools/fuzz_inputs.py --count 1000000``; see RELIABILITY.md)."""
+"""Hostile input, CI-sized: the fuzzer of testkit/fuzz.py on a few tens of thousands of inputs
+(the full run is ``python tools/fuzz_inputs.py --count 1000000``; see RELIABILITY.md)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ import random
 import pytest
 
 from clearing.engine import REJECT_REASONS, Engine
-from tools.fuzz_inputs import (
-    MIB,
-    HostileGenerator,
-    StreamModel,
-    current_rss_bytes,
-    run_fuzz,
-    state_bytes,
-)
+from testkit.fuzz import MIB, current_rss_bytes, run_fuzz
+from testkit.hostile import HostileGenerator, StreamModel, state_bytes
 
 
 def test_fuzz_run_crashes_nothing_and_rejects_cleanly() -> None:

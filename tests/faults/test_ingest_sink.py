@@ -44,5 +44,5 @@ def test_ingest_events_file_survives_a_kill(tmp_path: Path) -> None:
     assert killed.returncode == 137
     assert main(args) == 0  # resumes after line 120
     expected = tmp_path / "expected.jsonl"
-    assert main(["replay", str(stream), "--events", str(expected), "-q"]) == 0
+    assert main(["replay", str(stream), "--rules", "1", "--events", str(expected), "-q"]) == 0
     assert events.read_bytes() == expected.read_bytes()

@@ -339,8 +339,10 @@ def replay_cli(tmp_path: Path, payloads: list[bytes]) -> list[bytes]:
     inputs = tmp_path / f"journal-{uuid.uuid4().hex[:6]}.jsonl"
     inputs.write_bytes(b"".join(p + b"\n" for p in payloads))
     events = tmp_path / f"replayed-{uuid.uuid4().hex[:6]}.jsonl"
+    # The daemon's ledgers are under rules version 1 (replay's default is the newest).
+    command = [sys.executable, "-m", "clearing.cli", "replay", str(inputs), "--rules", "1"]
     proc = subprocess.run(
-        [sys.executable, "-m", "clearing.cli", "replay", str(inputs), "--events", str(events)],
+        [*command, "--events", str(events)],
         capture_output=True,
         cwd=REPO,
         check=False,

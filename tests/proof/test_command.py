@@ -94,8 +94,8 @@ def test_statement_figures_match_an_independent_replay(built: Path, journal: Pat
     """The total is the sum of max(0, E) over non-system accounts, computed here from
     the Python core's own ledger objects (not through the §8 document the build reads)."""
     statement = decode_statement((built / "statement.json").read_bytes())
-    engine = Engine()
     with LocalJournal(str(journal), readonly=True) as log:
+        engine = Engine(rules_version=log.rules_version)
         for record in log.read():
             engine.apply_encoded(record.payload)
         chain_hash = hash_at(log, log.last_seq)
