@@ -26,6 +26,14 @@ worktree and run both, alternating, each against a fresh broker:
 
 The last line, ``summary``, gives each checkout's median and, round by round, each
 checkout's throughput over the first one's (here: the new version over the old).
+
+Read load (docs/operations.md, "Read API"): ``--read-rps 1000`` runs every round twice,
+without and with a client issuing that many read-API requests a second to the daemon
+(loopback only; at most ``--read-max-s`` seconds and rps x that many requests), the
+order alternating round by round; ``read_load_summary`` gives both medians and the
+per-round ratio of throughput with the client over without:
+
+    python tools/bench_kafka.py --events 200000 --rounds 3 --read-rps 1000
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import ModuleType
@@ -201,6 +210,137 @@ def cpu_split(
     return {"user": round(user, 2), "system": round(system, 2), "total": round(user + system, 2)}
 
 
+class ReadLoad:
+    """A read-API client on loopback at a fixed rate, bounded in count and time: the
+    requests are due on schedule and go out on keep-alive connections, one per request
+    a second up to ``_MAX_CONNECTIONS`` (as many pollers would); a request due while
+    every connection is busy and ``_MAX_WAITING`` are already waiting is counted as
+    skipped, not sent."""
+
+    # A read waits for the daemon's next batch boundary (~0.3 s per 10,000-input batch
+    # under a backlog on this machine), so 1000/s needs that many requests open at once.
+    _MAX_CONNECTIONS = 1024
+    _MAX_WAITING = 1000
+
+    def __init__(self, port: int, rps: int, paths: list[str], max_s: float) -> None:
+        self.port = port
+        self.rps = rps
+        self.paths = paths
+        self.max_s = max_s
+        self.max_requests = int(rps * max_s)
+        self.connections = min(self._MAX_CONNECTIONS, max(8, rps))
+        self.statuses: dict[str, int] = {}
+        self.latencies_ms: list[float] = []
+        self.skipped = 0
+        self._due: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._started = 0.0
+        self._stopped = 0.0
+
+    async def connect(self) -> None:
+        """Open the connections while the daemon starts (its ops port opens before
+        recovery), one at a time: a burst of connects to a busy daemon overflows its
+        listen backlog, and the dropped SYNs cost seconds of retransmission."""
+        while len(self._connections) < self.connections:
+            try:
+                self._connections.append(await asyncio.open_connection("127.0.0.1", self.port))
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.05)  # not listening yet
+
+    async def run(self, connecting: asyncio.Task[None]) -> None:
+        loop = asyncio.get_running_loop()
+        await connecting
+        self._workers = [asyncio.create_task(self._worker(*c)) for c in self._connections]
+        self._started = due = loop.time()
+        deadline = due + self.max_s
+        sent = 0
+        try:
+            while sent < self.max_requests and loop.time() < deadline:
+                while due <= loop.time() and sent < self.max_requests:
+                    if self._due.qsize() >= self._MAX_WAITING:
+                        self.skipped += 1
+                    else:
+                        self._due.put_nowait((self.paths[sent % len(self.paths)], due))
+                    sent += 1
+                    due += 1 / self.rps
+                await asyncio.sleep(max(0.0, due - loop.time()))
+        finally:
+            self._stopped = loop.time()
+
+    async def _worker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await self._serve(reader, writer)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                # A connection the daemon closed (idle for 5 s, say): count it, reconnect.
+                name = type(exc).__name__
+                self.statuses[name] = self.statuses.get(name, 0) + 1
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        request = "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
+        while True:
+            path, due = await self._due.get()
+            writer.write(request.format(path).encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            status = head[9:12].decode("latin-1")
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.latencies_ms.append((loop.time() - due) * 1000)
+            if b"connection: close" in head.lower():
+                raise ConnectionResetError("closed by the daemon")
+
+    async def stop(self) -> dict[str, Any]:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for _, writer in self._connections:
+            writer.close()
+        answered = len(self.latencies_ms)
+        ranked = sorted(self.latencies_ms)
+        seconds = (self._stopped or asyncio.get_running_loop().time()) - self._started
+        return {
+            "target_rps": self.rps, "answered": answered, "statuses": self.statuses,
+            "skipped_queue_full": self.skipped, "connections": self.connections,
+            "achieved_rps": round(answered / seconds) if seconds > 0 else None,
+            # From when each request was due, so queueing in the client counts too.
+            "latency_ms_p50": round(ranked[answered // 2], 2) if ranked else None,
+            "latency_ms_p99": round(ranked[int(answered * 0.99)], 2) if ranked else None,
+        }  # fmt: skip
+
+
+def read_paths(values: list[bytes]) -> list[str]:
+    """A request mix over the stream's own ids: mostly single accounts (what support
+    staff and per-account risk views ask), some markets, the system accounts, and the
+    ranked lists (served from their cache)."""
+    import msgspec
+
+    deposited: set[str] = set()
+    markets: list[str] = []
+    for value in values:
+        event = msgspec.json.decode(value)
+        if event.get("type") == "deposit":
+            deposited.add(event["account"])
+        elif event.get("type") == "market":
+            markets.append(event["market"])
+    accounts = sorted(deposited)[:200] or ["nobody"]
+    quote = urllib.parse.quote
+    paths = [f"/v1/accounts/{quote(a, safe='')}" for a in accounts]
+    paths += [f"/v1/markets/{quote(m, safe='')}" for m in markets[:20]]
+    paths += ["/v1/system", "/v1/rankings/nearest-liquidation?limit=50"] * 10
+    if markets:
+        paths += [f"/v1/rankings/largest-positions?market={quote(markets[0])}"] * 10
+    return paths
+
+
 async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     broker = None
     bootstrap = args.bootstrap
@@ -263,6 +403,10 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
             proc = subprocess.Popen(cmd, cwd=args.daemon_checkout, stdout=log, stderr=log,
                                     stdin=subprocess.DEVNULL, env=dict(os.environ))  # fmt: skip
             ready_s: float | None = None
+            rps = getattr(args, "read_client_rps", 0)
+            load = ReadLoad(port, rps, read_paths(values), args.read_max_s) if rps else None
+            connecting = asyncio.create_task(load.connect()) if load is not None else None
+            loading: asyncio.Task[None] | None = None
             try:
                 while True:
                     if proc.poll() is not None:
@@ -271,11 +415,19 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                         with contextlib.suppress(OSError):
                             urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
                             ready_s = time.perf_counter() - started
+                            if load is not None and connecting is not None:
+                                loading = asyncio.create_task(load.run(connecting))
                     with contextlib.suppress(Exception):
                         if await caught_up():
                             break
                     await asyncio.sleep(0.05)
                 done_s = time.perf_counter() - started
+                for task in (connecting, loading):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                read_load = await load.stop() if load is not None else None
                 daemon_cpu = cpu_seconds(proc.pid)
                 broker_cpu = cpu_seconds(broker_pid)
                 last_seq = await journal_reaches(config, inputs)
@@ -300,6 +452,7 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
             # from being the bottleneck.
             "daemon_cpu_s": cpu_split(daemon_cpu, (0.0, 0.0)),
             "broker_cpu_s": cpu_split(broker_cpu, broker_cpu_before),
+            "read_load": read_load,
         }  # fmt: skip
         emit("daemon_end_to_end", result)
         if not result["ok"] or code != 0:
@@ -365,7 +518,22 @@ def main(argv: list[str] | None = None) -> int:
         help="run each checkout this many times, interleaved, and print a summary "
              "(medians, and per round each checkout's throughput over the first one's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--read-rps", type=int, default=0,
+        help="also run each round with a read-API client at this many requests/s "
+             "(loopback), alternating with a run without it (max 5000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--read-max-s",
+        type=float,
+        default=300.0,
+        help="the read client stops after this many seconds (and rps x this many requests)",
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.read_rps <= 5000:
+        parser.error("--read-rps must be from 0 to 5000")
+    if args.read_max_s <= 0:
+        parser.error("--read-max-s must be positive")
     checkouts: list[Path] = args.daemon_checkout or [REPO]
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -374,15 +542,22 @@ def main(argv: list[str] | None = None) -> int:
     # The machine's speed drifts (see BENCHMARKS.md): versions are compared run against
     # run in the same minutes, never against numbers from another hour.
     results: dict[Path, list[dict[str, Any] | None]] = {c: [] for c in checkouts}
+    loaded: dict[Path, list[dict[str, Any] | None]] = {c: [] for c in checkouts}
     code = 0
-    for _ in range(args.rounds):
+    for round_no in range(args.rounds):
         for checkout in checkouts:
             args.daemon_checkout = checkout
-            run_code, result = asyncio.run(run(args))
-            code = code or run_code
-            results[checkout].append(result)
+            # With a read client: without and with it, the order alternating by round.
+            plan = [0, args.read_rps] if args.read_rps else [0]
+            for rps in plan if round_no % 2 == 0 else plan[::-1]:
+                args.read_client_rps = rps
+                run_code, result = asyncio.run(run(args))
+                code = code or run_code
+                (loaded if rps else results)[checkout].append(result)
     if args.rounds > 1 or len(checkouts) > 1:
         emit("summary", summarize(results))
+    if args.read_rps:
+        emit("read_load_summary", summarize_read_load(results, loaded))
     return code
 
 
@@ -416,6 +591,30 @@ def summarize(results: dict[Path, list[dict[str, Any] | None]]) -> dict[str, Any
             entry[f"ratio_to_{first}"] = ratios
             entry["median_ratio"] = _median(ratios)
         out[str(checkout)] = entry
+    return out
+
+
+def summarize_read_load(
+    without: dict[Path, list[dict[str, Any] | None]],
+    with_reads: dict[Path, list[dict[str, Any] | None]],
+) -> dict[str, Any]:
+    """Per checkout: the median throughput without and with the read client, and per
+    round the ratio with/without (a failed run leaves its round out)."""
+    out: dict[str, Any] = {}
+    for checkout, plain in without.items():
+        pairs = [
+            (base, loaded)
+            for base, loaded in zip(plain, with_reads[checkout], strict=True)
+            if base is not None and loaded is not None and base["ok"] and loaded["ok"]
+        ]
+        ratios = [round(loaded["events_per_s"] / base["events_per_s"], 3) for base, loaded in pairs]
+        out[str(checkout)] = {
+            "median_events_per_s_without": _median([b["events_per_s"] for b, _ in pairs]),
+            "median_events_per_s_with": _median([w["events_per_s"] for _, w in pairs]),
+            "ratio_with_over_without": ratios,
+            "median_ratio": _median(ratios),
+            "read_load": [w["read_load"] for _, w in pairs],
+        }
     return out
 
 

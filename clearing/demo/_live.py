@@ -20,7 +20,15 @@ from rich.table import Table
 from rich.text import Text
 
 from clearing.engine import EngineCore, LedgerSummary, OutputEvent
-from clearing.engine.events import BadDebt, Clawback, FundDraw, Liquidation, OracleHeld, Reject
+from clearing.engine.events import (
+    Adl,
+    BadDebt,
+    Clawback,
+    FundDraw,
+    Liquidation,
+    OracleHeld,
+    Reject,
+)
 from clearing.engine.money import E8
 from clearing.engine.state import INSURANCE_FUND
 from clearing.report import MONEY_UNIT, display_e16, parse_scaled, plural
@@ -48,6 +56,9 @@ class Tally:
     fund_draw_e16: int = 0
     clawbacks: int = 0
     clawback_e16: int = 0
+    # Rules version 2 (SPEC §9.4): deleveraged hand-overs and what they paid.
+    adls: int = 0
+    adl_e16: int = 0
     bad_debts: int = 0
     bad_debt_e16: int = 0
     held_ticks: int = 0
@@ -75,6 +86,9 @@ class Tally:
             elif kind is FundDraw:
                 self.fund_draws += 1
                 self.fund_draw_e16 += parse_scaled(event.amount, 16)
+            elif kind is Adl:
+                self.adls += 1
+                self.adl_e16 += parse_scaled(event.amount, 16)
             elif kind is Clawback:
                 self.clawbacks += 1
                 self.clawback_e16 += parse_scaled(event.amount, 16)
@@ -241,13 +255,19 @@ def _waterfall(tally: Tally) -> Table:
         "liquidations",
         f"{tally.liquidations:,}",
         display_e16(tally.liquidation_fees_e16, 0),
-        f"fees paid to the fund; {plural(tally.liquidated_accounts, 'account')}",
+        f"fees charged; {plural(tally.liquidated_accounts, 'account')}",
     )
     table.add_row(
         "fund draws",
         f"{tally.fund_draws:,}",
         display_e16(tally.fund_draw_e16, 0),
         "paid by the fund",
+    )
+    table.add_row(
+        "deleveraging",
+        f"{tally.adls:,}",
+        display_e16(tally.adl_e16, 0),
+        "ADL: paid by the most profitable opposite traders",
     )
     table.add_row(
         "clawbacks",

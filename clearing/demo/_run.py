@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -54,6 +55,10 @@ SNAPSHOT_EVERY_INPUTS: Final = 20_000
 INVARIANT_CHECK_INPUTS: Final = 10_000
 # Prometheus ledger gauges cost a pass over the positions: once a second is plenty.
 METRICS_LEDGER_EVERY_S: Final = 1.0
+# The demo's ledger runs the newest rules (SPEC §9), so it shows every rule: partial
+# liquidation, ADL, funding and the fee split in the crash market, the capped clawback
+# in the others.
+DEMO_RULES: Final = 2
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,8 @@ class DemoOptions:
 
     def sim_config(self) -> SimConfig:
         if self.events is not None:
-            return SimConfig.for_inputs(self.seed, self.accounts, self.events)
-        return SimConfig(seed=self.seed, accounts=self.accounts, duration_s=self.duration_s)
+            return SimConfig.for_inputs(self.seed, self.accounts, self.events, DEMO_RULES)
+        return SimConfig(self.seed, self.accounts, self.duration_s, rules_version=DEMO_RULES)
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,7 @@ def run_demo(
         default_snapshot_dir(journal_dir),
         snapshot_every_inputs=SNAPSHOT_EVERY_INPUTS,
         invariant_check_inputs=INVARIANT_CHECK_INPUTS,
+        rules_version=config.rules_version,
     )
     tally = Tally()
     endpoint: _MetricsEndpoint | None = None
@@ -377,10 +383,18 @@ def _summary_table(result: DemoResult, numbers: dict[str, Any]) -> Table:
         f"{liq['events']:,}",
         f"{liq['accounts']:,} accounts, {amount(liq['notional'], 0)} notional",
     )
+    v2 = numbers.get("rules_v2")
+    if v2 is None:
+        fee_detail = "liquidation fees to the fund"
+    else:
+        pool_e16 = sum(
+            parse_scaled(split["to_fee_pool"], 16) for split in v2["liquidation_fees"].values()
+        )
+        fee_detail = f"liquidation fees, {display_e16(pool_e16)} of them to the fee pool"
     table.add_row(
         "fee income",
         amount(liq["fees_charged"]),
-        f"liquidation fees to the fund; trading fees {amount(numbers['fee_pool'])}",
+        f"{fee_detail}; fee pool {amount(numbers['fee_pool'])}",
     )
     table.add_row(
         "fund draws",
@@ -398,6 +412,8 @@ def _summary_table(result: DemoResult, numbers: dict[str, Any]) -> Table:
         amount(numbers["bad_debt"]["amount"]),
         plural(numbers["bad_debt"]["events"], "event"),
     )
+    if v2 is not None:
+        _rules_v2_rows(table, v2, amount)
     ratio = numbers["fund_to_open_interest"]
     table.add_row(
         "final fund",
@@ -428,6 +444,29 @@ def _summary_table(result: DemoResult, numbers: dict[str, Any]) -> Table:
         f"{result.inputs / result.run_s:,.0f} inputs/s; report {result.report_s:.1f} s",
     )
     return table
+
+
+def _rules_v2_rows(table: Table, v2: dict[str, Any], amount: Callable[[str], str]) -> None:
+    """What only rules version 2 did (SPEC §9): ADL, partial steps, funding."""
+    adl = v2["adl"]
+    table.add_row(
+        "deleveraging",
+        amount(adl["amount"]),
+        f"{plural(adl['events'], 'ADL hand-over')} from {plural(adl['accounts'], 'account')}",
+    )
+    partial = v2["partial_steps"]
+    table.add_row(
+        "partial steps",
+        f"{partial['events']:,}",
+        f"liquidation steps that closed a part, on {plural(partial['accounts'], 'account')}",
+    )
+    paid = v2["funding_paid"]
+    total_e16 = sum(parse_scaled(value, 16) for value in paid.values())
+    table.add_row(
+        "funding",
+        display_e16(total_e16),
+        "paid by the paying side in " + ", ".join(sorted(paid)) if paid else "none",
+    )
 
 
 def demo_command(args: argparse.Namespace) -> int:

@@ -55,6 +55,11 @@ PROP_IDS: Final = ("prop-1", "prop-2", "prop-3")
 WHALE_ID: Final = "whale-1"
 BEAR_ID: Final = "bear-1"
 CRASH_MARKET: Final = "SOL-PERP"
+# The whale's second market, under the clawback policy.
+CLAWBACK_MARKET: Final = "ETH-PERP"
+# The whale's ETH long, in multiples of its deposit: small enough that it still survives
+# the first two crash ticks.
+WHALE_ETH_LEVERAGE: Final = 0.5
 
 E8: Final = 10**8
 # Taker fee and maker rebate in basis points (a negative fee is a rebate from fee-pool).
@@ -68,6 +73,9 @@ TRADE_INTERVAL_PER_TRADER_S: Final = 420.0
 # Deposits and withdrawals: one per trader every ~2 simulated hours.
 FLOW_INTERVAL_PER_TRADER_S: Final = 7200.0
 ORACLE_INTERVAL_S: Final = 2.0
+# A funding input per market every 8 simulated minutes (venues charge every 1 to 8 hours;
+# a demo hour needs several to show).
+FUNDING_INTERVAL_S: Final = 480.0
 BOOK_INTERVAL_S: Final = 3.0
 # Chance that a fill's counterparty is sought among the traders rather than the makers.
 TRADER_VS_TRADER: Final = 0.15
@@ -101,6 +109,29 @@ class MarketSpec:
     # Share of traders whose home market this is, and their chance of opening long.
     popularity: float
     long_bias: float
+    # Rules version 2 (SPEC §9). The defaults are the rules' own, under which a market
+    # behaves as in version 1: close-outs in one go, clawbacks, the whole fee to the fund.
+    liq_step: str = "1"
+    loss_policy: str = "clawback"
+    fund_share: str = "1"
+    vol_tiers: tuple[tuple[str, str], ...] = ()
+    # The funding rate each funding input charges (longs pay when positive).
+    funding_rate: str = "0"
+
+    def rules_v2_members(self) -> str:
+        """The market input's version-2 fields that differ from the defaults, as JSON
+        members each followed by a comma."""
+        members = []
+        if self.liq_step != "1":
+            members.append(f'"liq_step":"{self.liq_step}",')
+        if self.loss_policy != "clawback":
+            members.append(f'"loss_policy":"{self.loss_policy}",')
+        if self.fund_share != "1":
+            members.append(f'"fund_share":"{self.fund_share}",')
+        if self.vol_tiers:
+            tiers = ",".join(f'["{sigma}","{share}"]' for sigma, share in self.vol_tiers)
+            members.append(f'"vol_tiers":[{tiers}],')
+        return "".join(members)
 
 
 MARKETS: Final = (
@@ -117,6 +148,7 @@ MARKETS: Final = (
         level_spacing=4e-4,
         popularity=0.45,
         long_bias=0.55,
+        funding_rate="0.00005",
     ),
     MarketSpec(
         market="ETH-PERP",
@@ -131,6 +163,7 @@ MARKETS: Final = (
         level_spacing=6e-4,
         popularity=0.30,
         long_bias=0.50,
+        funding_rate="-0.00002",
     ),
     MarketSpec(
         market="SOL-PERP",
@@ -146,6 +179,15 @@ MARKETS: Final = (
         popularity=0.25,
         # The crash market's crowd is the most bullish: the crash has longs to hit.
         long_bias=0.62,
+        # Large accounts are cut a quarter at a time; a deficit the fund cannot pay is
+        # taken from the most profitable shorts (ADL) instead of clawed from everyone; a
+        # quarter of each liquidation fee goes to the fee pool in calm markets, more to
+        # the fund as the volatility estimate crosses 0.4% and then 2% per tick.
+        liq_step="0.25",
+        loss_policy="adl",
+        fund_share="0.75",
+        vol_tiers=(("0.004", "0.9"), ("0.02", "1")),
+        funding_rate="0.0001",
     ),
 )
 
@@ -158,6 +200,11 @@ class SimConfig:
     accounts: int = 5_000
     duration_s: float = 3_600.0
     max_inputs: int | None = None
+    # The clearing rules the stream is written for (SPEC §9). Version 1 is the stream as
+    # it always was, byte for byte (the version-1 tests of both cores run on it); version
+    # 2 (``clearing demo``) adds the markets' version-2 fields, funding inputs and the
+    # whale's second market, and the traders expect partial liquidation.
+    rules_version: int = 1
 
     def __post_init__(self) -> None:
         if self.accounts < 50:
@@ -166,29 +213,33 @@ class SimConfig:
             raise ValueError("duration must be at least 120 simulated seconds")
         if self.max_inputs is not None and self.max_inputs < 1:
             raise ValueError("max_inputs must be positive")
+        if self.rules_version not in (1, 2):
+            raise ValueError("rules_version must be 1 or 2")
 
     @classmethod
-    def for_inputs(cls, seed: int, accounts: int, inputs: int) -> SimConfig:
+    def for_inputs(cls, seed: int, accounts: int, inputs: int, rules_version: int = 1) -> SimConfig:
         """A config whose run produces about ``inputs`` inputs, cut at exactly that many."""
-        per_s = _inputs_per_second(accounts)
+        per_s = _inputs_per_second(accounts, rules_version)
         # A little longer than the estimate, so the cut, not the end of the simulated
         # session, is what stops the stream (the estimate runs a few percent high).
         duration_s = max(120.0, 1.08 * (inputs - _setup_inputs(accounts)) / per_s)
-        return cls(seed=seed, accounts=accounts, duration_s=duration_s, max_inputs=inputs)
+        return cls(seed, accounts, duration_s, max_inputs=inputs, rules_version=rules_version)
 
     @property
     def expected_inputs(self) -> int:
         """About how many inputs the run yields (exact when ``max_inputs`` cuts it)."""
         estimate = _setup_inputs(self.accounts) + int(
-            self.duration_s * _inputs_per_second(self.accounts)
+            self.duration_s * _inputs_per_second(self.accounts, self.rules_version)
         )
         return min(estimate, self.max_inputs) if self.max_inputs else estimate
 
 
-def _inputs_per_second(accounts: int) -> float:
+def _inputs_per_second(accounts: int, rules_version: int) -> float:
     trades = accounts / TRADE_INTERVAL_PER_TRADER_S
     flows = accounts / FLOW_INTERVAL_PER_TRADER_S
     feeds = len(MARKETS) * (1 / ORACLE_INTERVAL_S + 1 / BOOK_INTERVAL_S)
+    if rules_version >= 2:
+        feeds += len(MARKETS) / FUNDING_INTERVAL_S
     # Roughly 90% of trade decisions become a fill (the rest find nothing to do).
     return trades * 0.9 + flows + feeds
 
@@ -253,6 +304,7 @@ class Simulator:
         self.emitted = 0
         self.phase = "setup"
         self.crash_at_s = CRASH_AT_SHARE * config.duration_s
+        self._v2 = config.rules_version >= 2
         self._ts_ns = START_TS_NS
         self._fill_no = 0
         self._queue: list[tuple[float, int, Callable[[], Iterator[bytes]]]] = []
@@ -328,6 +380,8 @@ class Simulator:
         for spec in MARKETS:
             self._at(rng.uniform(0, ORACLE_INTERVAL_S), self._oracle_action(spec.market))
             self._at(rng.uniform(0, BOOK_INTERVAL_S), self._book_action(spec.market))
+            if self._v2:
+                self._at(FUNDING_INTERVAL_S, self._funding_action(spec.market))
         self._at(1.0, self._trade_action)
         self._at(2.0, self._flow_action)
         self._schedule_crash()
@@ -351,10 +405,12 @@ class Simulator:
 
     def _setup(self) -> Iterator[bytes]:
         for spec in MARKETS:
+            v2_members = spec.rules_v2_members() if self._v2 else ""
             yield (
                 f'{{"type":"market","market":"{spec.market}","imr":"{spec.imr}",'
                 f'"mmr":"{spec.mmr}","liq_fee":"{spec.liq_fee}",'
-                f'"max_oracle_move":"{spec.max_oracle_move}","ts":{self._ts()}}}'
+                f'"max_oracle_move":"{spec.max_oracle_move}",{v2_members}'
+                f'"ts":{self._ts()}}}'
             ).encode()
         yield self._deposit(FUND_ID, self.fund_deposit * 100)
         for mm in MM_IDS:
@@ -477,6 +533,26 @@ class Simulator:
             self._drift_per_s[market] *= math.exp(-dt_s / 300)
             yield self._oracle_line(market)
             self._shadow_liquidations(market)
+
+        return action
+
+    def _funding_action(self, market: str) -> Callable[[], Iterator[bytes]]:
+        spec = self.specs[market]
+        rate = float(spec.funding_rate)
+
+        def action() -> Iterator[bytes]:
+            self._at(self.now_s + FUNDING_INTERVAL_S, action)
+            if self._scripted[market]:
+                return  # no funding in the middle of the crash
+            mark = self._marks[market]
+            for trader in self._onboarded:
+                qty_e8 = trader.positions_e8.get(market)
+                if qty_e8:
+                    trader.cash -= qty_e8 / E8 * mark * rate
+            yield (
+                f'{{"type":"funding","market":"{market}","rate":"{spec.funding_rate}",'
+                f'"ts":{self._ts()}}}'
+            ).encode()
 
         return action
 
@@ -680,6 +756,25 @@ class Simulator:
                 self._liquidate(trader)
 
     def _liquidate(self, trader: _Trader) -> None:
+        """The engine's close-out as the trader sees it: a partial step (SPEC §9.2) when
+        its equity is at least half its maintenance margin in a market with
+        ``liq_step < 1``, and a full close-out if that is not enough (or not allowed)."""
+        if not self._v2:
+            self._close_out_v1(trader)
+            return
+        if 2 * self._equity(trader) >= self._requirement(trader, "mmr") and any(
+            self.specs[m].liq_step != "1" for m in trader.positions_e8
+        ):
+            self._close(trader, partial=True)
+            if self._equity(trader) >= self._requirement(trader, "mmr"):
+                self._reindex(trader)
+                return
+        self._close(trader, partial=False)
+        self._reindex(trader)
+
+    def _close_out_v1(self, trader: _Trader) -> None:
+        """Version 1's close-out as the traders have always forecast it (so the version-1
+        stream stays what it was)."""
         fee = sum(
             abs(q) / E8 * self._marks[m] * float(self.specs[m].liq_fee)
             for m, q in trader.positions_e8.items()
@@ -687,6 +782,23 @@ class Simulator:
         trader.cash = max(0.0, self._equity(trader) - fee)
         trader.positions_e8.clear()
         self._reindex(trader)
+
+    def _close(self, trader: _Trader, partial: bool) -> None:
+        """Close (a step's share of) each position at the mark, paying the fee on it."""
+        for market, qty_e8 in list(trader.positions_e8.items()):
+            spec = self.specs[market]
+            step = float(spec.liq_step) if partial else 1.0
+            closed_e8 = min(abs(qty_e8), math.ceil(abs(qty_e8) * step))
+            notional = closed_e8 / E8 * self._marks[market]
+            fee = min(max(0.0, self._equity(trader)), notional * float(spec.liq_fee))
+            trader.cash += math.copysign(notional, qty_e8) - fee
+            left_e8 = qty_e8 - int(math.copysign(closed_e8, qty_e8))
+            if left_e8:
+                trader.positions_e8[market] = left_e8
+            else:
+                del trader.positions_e8[market]
+        if not partial:
+            trader.cash = max(0.0, trader.cash)
 
     # -- the black swan ----------------------------------------------------------------
 
@@ -703,6 +815,12 @@ class Simulator:
             bear_notional = self.bear_deposit * self.bear_leverage / chunks
             self._at(at_s, self._scripted_trade(WHALE_ID, whale_notional))
             self._at(at_s + 0.5, self._scripted_trade(BEAR_ID, -bear_notional))
+            if self._v2:
+                # The whale also holds ETH on cross margin: its close-out there leaves a
+                # deficit in a market that claws back (the crash market deleverages).
+                eth_notional = self.whale_deposit * WHALE_ETH_LEVERAGE / chunks
+                eth_trade = self._scripted_trade(WHALE_ID, eth_notional, CLAWBACK_MARKET)
+                self._at(at_s + 0.25, eth_trade)
         self._at(start - 5.0, self._crash_begin)
         self._at(start, self._crash_tick(0.92))
         self._at(start + 2.0, self._crash_book)
@@ -714,11 +832,12 @@ class Simulator:
         after_s = self.config.duration_s - start
         self._at(start + min(120.0, 0.3 * after_s), self._recapitalize)
 
-    def _scripted_trade(self, account: str, notional: float) -> Callable[[], Iterator[bytes]]:
-        """``account`` takes ``notional`` (signed: > 0 buys) of the crash market from a maker."""
+    def _scripted_trade(
+        self, account: str, notional: float, market: str = CRASH_MARKET
+    ) -> Callable[[], Iterator[bytes]]:
+        """``account`` takes ``notional`` (signed: > 0 buys) of ``market`` from a maker."""
 
         def action() -> Iterator[bytes]:
-            market = CRASH_MARKET
             spec = self.specs[market]
             mark = self._marks[market]
             qty_e8 = _round_qty(abs(notional) / mark, spec.qty_places)

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from clearing.engine.events import OutputEvent
+from clearing.engine.money import E8
 
 __all__ = ["EngineCore", "LedgerFigures", "LedgerSummary", "MarketFigures", "MarketSummary"]
 
@@ -41,6 +42,11 @@ class MarketFigures(msgspec.Struct, frozen=True, gc=False):
     long_open_interest_e8: int
     mark_e8: int | None
     tick_held: bool  # an oracle tick is held back awaiting confirmation
+    # Rules version 2 (SPEC §9.3): the volatility estimate v (a variance per tick, e16)
+    # and the fund's share of a liquidation fee charged now (e8). A version-1 ledger has
+    # no estimate and gives the whole fee to the fund: the defaults, v = 0 and share = 1.
+    volatility_e16: int = 0
+    fund_share_e8: int = E8
 
 
 class LedgerFigures(msgspec.Struct, frozen=True, gc=False):
@@ -100,3 +106,23 @@ class EngineCore(Protocol):
     def summary(self) -> LedgerSummary: ...
 
     def figures(self) -> LedgerFigures: ...
+
+    # Read views for the daemon's read API (docs/read-api.yaml): canonical JSON bytes,
+    # byte-identical on both cores (tests/engine/test_views.py).
+
+    def account_view(self, account: str) -> bytes | None:
+        """One account: cash, equity, IM, MM, positions with their distance to
+        liquidation (``clearing.engine._views``); None for an unknown account. O(markets
+        it holds)."""
+        ...
+
+    def market_view(self, market: str, depth: int) -> bytes | None:
+        """One market: parameters, mark, held tick, holders, long open interest, and the
+        first ``depth`` book levels per side; None for an unknown market.
+        O(holders + depth)."""
+        ...
+
+    def rankings(self, limit: int) -> bytes:
+        """Per market the ``limit`` largest positions, and the ``limit`` accounts nearest
+        to liquidation (smallest E/MM). One pass over every account: O(accounts)."""
+        ...

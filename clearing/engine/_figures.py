@@ -9,6 +9,7 @@ from __future__ import annotations
 from clearing.engine._contract import LedgerFigures, LedgerSummary, MarketFigures, MarketSummary
 from clearing.engine.margin import equity_e16, initial_requirement_e24
 from clearing.engine.money import E8
+from clearing.engine.rules_v2 import fund_share_e8
 from clearing.engine.state import Ledger
 
 __all__ = ["ledger_figures", "ledger_summary"]
@@ -61,6 +62,9 @@ def ledger_figures(ledger: Ledger) -> LedgerFigures:
                 long_e8[market_id],
                 markets[market_id].mark_e8,
                 markets[market_id].held_e8 is not None,
+                # Under version 1 these stay at their defaults (v = 0, share = 1).
+                markets[market_id].vol_e16,
+                fund_share_e8(markets[market_id]),
             )
             for market_id in sorted(markets)
         ],

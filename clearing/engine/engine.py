@@ -12,6 +12,7 @@ from typing import Final
 
 import msgspec
 
+from clearing.engine import _views
 from clearing.engine._contract import LedgerFigures, LedgerSummary
 from clearing.engine._figures import ledger_figures, ledger_summary
 from clearing.engine.events import (
@@ -412,6 +413,18 @@ class Engine:
     def figures(self) -> LedgerFigures:
         """The ledger figures the metrics export, from one pass over the ledger."""
         return ledger_figures(self.ledger)
+
+    def account_view(self, account: str) -> bytes | None:
+        """One account for the read API (``_views``); None if unknown."""
+        return _views.account_view(self.ledger, account)
+
+    def market_view(self, market: str, depth: int) -> bytes | None:
+        """One market for the read API (``_views``); None if unknown."""
+        return _views.market_view(self.ledger, market, depth)
+
+    def rankings(self, limit: int) -> bytes:
+        """The read API's ranked lists (``_views``), ``limit`` entries each at most."""
+        return _views.rankings(self.ledger, limit)
 
 
 def _set_v2_parameters(market: MarketState, event: ParsedMarket | ParsedMarketV2) -> None:

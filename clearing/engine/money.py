@@ -18,6 +18,7 @@ __all__ = [
     "MAX_WIRE_E8",
     "format_e8",
     "format_e16",
+    "format_e24",
     "parse_wire_e8",
     "round_half_even_div",
 ]
@@ -122,6 +123,11 @@ def format_e8(value: int) -> str:
 def format_e16(value: int) -> str:
     """Plain decimal notation of an e16 integer, no trailing zeros."""
     return _format_scaled(value, 16, E16)
+
+
+def format_e24(value: int) -> str:
+    """Plain decimal notation of an e24 integer (a margin requirement), no trailing zeros."""
+    return _format_scaled(value, 24, E16 * E8)
 
 
 def round_half_even_div(numerator: int, denominator: int) -> int:

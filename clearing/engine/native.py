@@ -340,10 +340,26 @@ class NativeEngine:
             fund_equity_e16=raw["fund_equity_e16"],
             fee_pool_cash_e16=raw["fee_pool_cash_e16"],
             bad_debt_cash_e16=raw["bad_debt_cash_e16"],
+            # The native core holds version-1 ledgers only, so each market's volatility
+            # estimate and fund share are version 1's: MarketFigures' defaults. (Once it
+            # holds version 2, Core.figures adds both per market, as the Python core's
+            # _figures does, and test_contract holds them equal.)
             markets=[MarketFigures(*market) for market in raw["markets"]],
             traders=raw["traders"],
             traders_below_im=raw["below_im"],
         )
+
+    def account_view(self, account: str) -> bytes | None:
+        """One account for the read API, byte-identical to the Python core's."""
+        return self._core.account_view(account)  # type: ignore[no-any-return]
+
+    def market_view(self, market: str, depth: int) -> bytes | None:
+        """One market for the read API, byte-identical to the Python core's."""
+        return self._core.market_view(market, depth)  # type: ignore[no-any-return]
+
+    def rankings(self, limit: int) -> bytes:
+        """The read API's ranked lists, byte-identical to the Python core's."""
+        return self._core.rankings(limit)  # type: ignore[no-any-return]
 
     def summary(self) -> LedgerSummary:
         """Counts for tools and logs (the Rust core gives its big numbers as decimals)."""

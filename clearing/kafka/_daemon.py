@@ -84,6 +84,8 @@ from clearing.kafka._upkeep import Upkeep
 from clearing.ops.config import Config
 from clearing.ops.http import OpsServer
 from clearing.ops.metrics import Metrics
+from clearing.ops.read_api import ReadApi
+from clearing.ops.reads import CommittedReads
 from clearing.ops.state_hash import CommittedStateHash
 from clearing.sequencer import RecoveryError, Sequencer
 
@@ -247,7 +249,8 @@ class Daemon:
         self._admin: AIOKafkaAdminClient | None = None
         self._server: OpsServer | None = None
         self.http_port: int | None = None
-        self.state_hashes = CommittedStateHash()  # GET /state-hash
+        self.reads = CommittedReads()  # one queue: GET /state-hash and the read API /v1/
+        self.state_hashes = CommittedStateHash(self.reads)
 
     # -- control -------------------------------------------------------------------------
 
@@ -327,10 +330,21 @@ class Daemon:
                 port,
                 stall_after_s=stall_s,
                 state_hash=lambda: self.state_hashes.get(self.committed_seq),
+                read_api=ReadApi(
+                    self.reads,
+                    lambda: self.committed_seq,
+                    token=config.http.read_token.get() if config.http.read_token else None,
+                    host=host,
+                ),
             )
             await self._server.start()
             self.http_port = self._server.port
-            log.info("ops endpoint on %s (/metrics /healthz /readyz)", self._server.url)
+            log.info(
+                "ops endpoint on %s (/metrics /healthz /readyz /state-hash /v1/; read API "
+                "token %s)",
+                self._server.url,
+                "required" if config.http.read_token else "not set",
+            )
         try:  # a bounded wait, then one line (clearing/kafka/_connect.py)
             self._admin = await start_admin(config)
         except ConnectError as exc:
@@ -487,9 +501,8 @@ class Daemon:
                     await self._settle()
                     assert self._inflight is None and self._settled()
                     upkeep.start(self._journal_offset, self._positions)
-                if self.state_hashes.wanted:  # hashed only when equal to the committed state
-                    await self._settle()
-                    self.state_hashes.answer(self.engine)  # type: ignore[arg-type]
+                if self.reads.wanted:  # a batch boundary: answered once it is committed
+                    self.reads.answer(self.engine, after=self._inflight)  # type: ignore[arg-type]
                 buffered = self._buffer
                 if buffered.count < config.batch.max_records:
                     # Wait for input only when there is nothing to plan.

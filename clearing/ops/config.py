@@ -228,6 +228,16 @@ class SnapshotConfig(_Section):
 
 class HttpConfig(_Section):
     listen: Annotated[str, Meta(pattern=r"^(\S+:[0-9]{1,5})?$")] = "127.0.0.1:9464"  # "" = off
+    # The read API's bearer token (docs/read-api.yaml), or a file whose first line is it.
+    # Off a loopback address the read API answers only with one.
+    read_token: Secret | None = None
+    read_token_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.read_token is not None and self.read_token_file is not None:
+            raise ValueError("set read_token or read_token_file, not both")
+        if self.read_token is not None and not self.read_token.get().strip():
+            raise ValueError("read_token is empty")
 
 
 class LogConfig(_Section):
@@ -453,8 +463,27 @@ def _read_secret_files(config: Config, origin: str) -> Config:
             ) from None
         updates[key] = Secret(first_line)
         updates[f"{key}_file"] = None  # consumed: the secret itself is set now
-    if not updates:
+    if updates:
+        security = msgspec.structs.replace(security, **updates)
+        kafka = msgspec.structs.replace(config.kafka, security=security)
+        config = msgspec.structs.replace(config, kafka=kafka)
+    return _read_token_file(config, origin)
+
+
+def _read_token_file(config: Config, origin: str) -> Config:
+    """Replace ``http.read_token_file`` by the token its first line holds."""
+    path = config.http.read_token_file
+    if path is None:
         return config
-    security = msgspec.structs.replace(security, **updates)
-    kafka = msgspec.structs.replace(config.kafka, security=security)
-    return msgspec.structs.replace(config, kafka=kafka)
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{origin}: http.read_token_file: cannot read {path!r} ({exc}); "
+            f"expected a file whose first line is the token"
+        ) from None
+    if not token:
+        raise ConfigError(f"{origin}: http.read_token_file: {path!r} has an empty first line")
+    http = msgspec.structs.replace(config.http, read_token=Secret(token), read_token_file=None)
+    return msgspec.structs.replace(config, http=http)

@@ -13,11 +13,14 @@ one) and run on the daemon's own event loop, so a response at all proves the loo
 * ``/state-hash``: ``{"seq": N, "state_sha256": "...", "committed_seq": M}``, the hash
   of the ledger state as of committed seq N (see ``clearing.ops.state_hash``); 503
   until ready, 404 on a server without a ledger (``state_hash`` not given).
+* ``/v1/...``: the read API (``clearing.ops.read_api``, docs/read-api.yaml): JSON views
+  of the committed ledger; 503 until ready, 404 on a server without one.
 
-Bound to 127.0.0.1 by default: the endpoint has no authentication, so exposing it is a
-deliberate configuration choice (a container sets its address to 0.0.0.0). Each
-connection serves one request and closes; Prometheus and probes open a new one per
-scrape.
+Bound to 127.0.0.1 by default: the endpoint has no authentication except the read
+API's optional bearer token, so exposing it is a deliberate configuration choice (a
+container sets its address to 0.0.0.0); off loopback the read API answers only with a
+token configured. Each connection serves one request and closes, unless the request
+says ``Connection: keep-alive`` (a read-API poller): then it serves the next one too.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from typing import Final
 from prometheus_client.exposition import choose_encoder
 
 from clearing.ops.metrics import Metrics
+from clearing.ops.read_api import ReadApi, error_body
+from clearing.ops.reads import ReadAborted
 from clearing.ops.state_hash import StateHash
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "OpsServer"]
@@ -44,6 +49,9 @@ _MAX_HEADER_BYTES: Final = 16 * 1024
 # A client that has not sent its headers by then is gone or hostile (slowloris).
 _READ_TIMEOUT_S: Final = 5.0
 _WRITE_TIMEOUT_S: Final = 10.0
+# A keep-alive connection is closed after this many requests (or when idle for
+# _READ_TIMEOUT_S), so no client holds one forever.
+_MAX_REQUESTS_PER_CONNECTION: Final = 10_000
 _TEXT: Final = "text/plain; charset=utf-8"
 _JSON: Final = "application/json"
 # A state-hash request waits for the daemon's loop to reach a batch boundary; a commit
@@ -73,9 +81,11 @@ class OpsServer:
         *,
         stall_after_s: float | None = None,
         state_hash: Callable[[], Awaitable[StateHash]] | None = None,
+        read_api: ReadApi | None = None,
     ) -> None:
         self.metrics = metrics
         self._state_hash = state_hash
+        self._read_api = read_api
         self.host = host
         self._requested_port = port
         self._stall_after_s = stall_after_s
@@ -135,7 +145,11 @@ class OpsServer:
         assert task is not None
         self._handlers.add(task)
         try:
-            await self._serve_one(reader, writer)
+            # Keep-alive only when asked for: a poller of the read API saves a connection
+            # per request (most of a request's cost); probes and scrapers are unchanged.
+            for _ in range(_MAX_REQUESTS_PER_CONNECTION):
+                if not await self._serve_one(reader, writer):
+                    break
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass  # the client went away or stalled: nothing to answer
         finally:
@@ -144,24 +158,27 @@ class OpsServer:
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one request; True if the client asked to keep the connection open."""
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
+            # asyncio.timeout, not wait_for: no task per request (the read API's rate).
+            async with asyncio.timeout(_READ_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
             await _respond(writer, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, _TEXT, b"")
-            return
+            return False
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             await _respond(writer, HTTPStatus.BAD_REQUEST, _TEXT, b"bad request line\n")
-            return
+            return False
         method, target, _version = parts
         headers = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
             if sep:
                 headers[name.strip().lower()] = value.strip()
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
         if method not in ("GET", "HEAD"):
             await _respond(
                 writer,
@@ -170,12 +187,19 @@ class OpsServer:
                 b"only GET and HEAD\n",
                 extra_headers={"Allow": "GET, HEAD"},
             )
-            return
+            return False
         if path == "/state-hash":
             status, content_type, body = await self._state_hash_route()
+        elif path.startswith("/v1/"):
+            content_type = _JSON
+            status, body = await self._read_api_route(path, query, headers)
         else:
             status, content_type, body = self._route(path, headers.get("accept", ""))
-        await _respond(writer, status, content_type, body, head_only=method == "HEAD")
+        keep_alive = headers.get("connection", "").lower() == "keep-alive"
+        await _respond(
+            writer, status, content_type, body, head_only=method == "HEAD", keep_alive=keep_alive
+        )
+        return keep_alive
 
     async def _state_hash_route(self) -> tuple[HTTPStatus, str, bytes]:
         if self._state_hash is None:
@@ -188,7 +212,24 @@ class OpsServer:
         except TimeoutError:
             body = b"the daemon did not reach a batch boundary in time; retry\n"
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, body
+        except ReadAborted:
+            body = b"the batch before this read did not commit; retry\n"
+            return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, body
         return HTTPStatus.OK, _JSON, json.dumps(answer.as_json()).encode() + b"\n"
+
+    async def _read_api_route(
+        self, path: str, query: str, headers: dict[str, str]
+    ) -> tuple[HTTPStatus, bytes]:
+        api = self._read_api
+        if api is None:
+            return HTTPStatus.NOT_FOUND, error_body("no ledger on this server")
+        refused = api.authorize(headers.get("authorization", ""))
+        if refused is not None:
+            return refused
+        if not self.metrics.ready:
+            reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
+            return HTTPStatus.SERVICE_UNAVAILABLE, error_body(f"not ready: {reason}")
+        return await api.handle(path, query)
 
     def _route(self, path: str, accept: str) -> tuple[HTTPStatus, str, bytes]:
         if path == "/metrics":
@@ -206,7 +247,11 @@ class OpsServer:
             reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, f"not ready: {reason}\n".encode()
         if path == "/":
-            return HTTPStatus.OK, _TEXT, b"clearing ops: /metrics /healthz /readyz /state-hash\n"
+            return (
+                HTTPStatus.OK,
+                _TEXT,
+                b"clearing ops: /metrics /healthz /readyz /state-hash /v1/ (read API)\n",
+            )
         return (
             HTTPStatus.NOT_FOUND,
             _TEXT,
@@ -222,16 +267,18 @@ async def _respond(
     *,
     head_only: bool = False,
     extra_headers: dict[str, str] | None = None,
+    keep_alive: bool = False,
 ) -> None:
     headers = {
         "Content-Type": content_type,
         "Content-Length": str(len(body)),
         "Cache-Control": "no-store",
-        "Connection": "close",
+        "Connection": "keep-alive" if keep_alive else "close",
         **(extra_headers or {}),
     }
     head = f"HTTP/1.1 {status.value} {status.phrase}\r\n" + "".join(
         f"{name}: {value}\r\n" for name, value in headers.items()
     )
     writer.write(head.encode("latin-1") + b"\r\n" + (b"" if head_only else body))
-    await asyncio.wait_for(writer.drain(), _WRITE_TIMEOUT_S)
+    async with asyncio.timeout(_WRITE_TIMEOUT_S):
+        await writer.drain()

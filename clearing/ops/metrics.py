@@ -30,10 +30,12 @@ import math
 import time
 from collections import Counter as _Tally
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from importlib import metadata
 from typing import Any, Final
 
 import msgspec
+from msgspec import UnsetType
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -43,11 +45,19 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from clearing.engine import INPUT_KINDS, REJECT_REASONS, EngineCore, OutputEvent
+from clearing.engine import (
+    INPUT_KINDS,
+    REJECT_REASONS,
+    EngineCore,
+    MarketFigures,
+    OutputEvent,
+)
 from clearing.engine.events import (
+    Adl,
     BadDebt,
     Clawback,
     FundDraw,
+    FundingPaid,
     Liquidation,
     OracleHeld,
     Reject,
@@ -87,7 +97,9 @@ BATCH_SIZE_BUCKETS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 500
 
 # The SPEC §3 input types. Anything else counts as "unknown" and undecodable bytes as
 # "malformed", so a hostile producer cannot blow up the label set.
-INPUT_TYPES: Final = frozenset(("market", "deposit", "withdraw", "fill", "oracle", "book"))
+INPUT_TYPES: Final = frozenset(
+    ("market", "deposit", "withdraw", "fill", "oracle", "book", "funding")
+)
 UNKNOWN_TYPE: Final = "unknown"
 MALFORMED_TYPE: Final = "malformed"
 _REJECT_REASONS: Final = frozenset(REJECT_REASONS)
@@ -151,6 +163,9 @@ class Metrics:
         # (seq, account) of the last liquidation seen: one liquidated account emits one
         # liquidation event per position, consecutively (SPEC §6).
         self._last_liquidation: tuple[int, str] | None = None
+        # (seq, account, market) of the last liquidation event: a step's events come in
+        # market-id order, so a market id that does not increase starts the next step.
+        self._last_step_event: tuple[int, str, str] | None = None
         self.ready = False
         self.not_ready_reason = "starting"
 
@@ -342,7 +357,7 @@ class Metrics:
         )
         self.liquidation_fee_quote = Counter(
             "clearing_liquidation_fee_quote",
-            "Liquidation fees paid to the insurance fund by liquidated accounts.",
+            "Liquidation fees charged to liquidated accounts (the fund's and the pool's).",
             registry=reg,
         )
         self.fund_draws = Counter("clearing_fund_draws", "Insurance fund draws.", registry=reg)
@@ -362,6 +377,8 @@ class Metrics:
             "clearing_bad_debt_quote", "Amount moved to bad debt.", registry=reg
         )
 
+        self._init_rules_v2_metrics(reg)
+
         # -- health ----------------------------------------------------------------------
         self.invariant_violation = Gauge(
             "clearing_invariant_violation",
@@ -376,6 +393,79 @@ class Metrics:
         # The zero-valued counters exist from the start, so rate() sees their first step.
         for reason in REJECT_REASONS:
             self.rejects.labels(reason)
+
+    def _init_rules_v2_metrics(self, reg: CollectorRegistry) -> None:
+        """The metrics of rules version 2 (SPEC §9); a version-1 ledger leaves the
+        counters at 0 and the gauges at version 1's values (volatility 0, share 1)."""
+        self.rules_version = Gauge(
+            "clearing_rules_version",
+            "The clearing rules version of the ledger (SPEC §9 head).",
+            registry=reg,
+        )
+        self.liquidation_steps = Counter(
+            "clearing_liquidation_steps",
+            "Liquidation steps: one per liquidated account under version 1; under version "
+            "2 a partial step (liq_step < 1) and any later step of the same account count "
+            "again.",
+            registry=reg,
+        )
+        self.liquidation_fund_fee_quote = Counter(
+            "clearing_liquidation_fund_fee_quote",
+            "The insurance fund's part of liquidation fees, by market (all of it under version 1).",
+            ["market"],
+            registry=reg,
+        )
+        self.liquidation_pool_fee_quote = Counter(
+            "clearing_liquidation_pool_fee_quote",
+            "The fee pool's part of liquidation fees, by market (volatility-driven split, "
+            "SPEC §9.3; none under version 1).",
+            ["market"],
+            registry=reg,
+        )
+        self.adl = Counter(
+            "clearing_adl",
+            "Auto-deleveraging hand-overs (one per deleveraged account and market).",
+            ["market"],
+            registry=reg,
+        )
+        self.adl_quote = Counter(
+            "clearing_adl_quote",
+            "Amount deleveraged accounts paid towards liquidation deficits.",
+            ["market"],
+            registry=reg,
+        )
+        self.adl_base = Counter(
+            "clearing_adl_base",
+            "Position quantity closed by auto-deleveraging (absolute).",
+            ["market"],
+            registry=reg,
+        )
+        self.funding_inputs = Counter(
+            "clearing_funding_inputs",
+            "Accepted funding inputs, by market.",
+            ["market"],
+            registry=reg,
+        )
+        self.funding_paid_quote = Counter(
+            "clearing_funding_paid_quote",
+            "Funding paid by the paying side (the sum of positive payments), by market.",
+            ["market"],
+            registry=reg,
+        )
+        self.fund_share_ratio = Gauge(
+            "clearing_fund_share_ratio",
+            "Share of a liquidation fee charged now that goes to the insurance fund (the "
+            "rest goes to the fee pool); 1 under version 1.",
+            ["market"],
+            registry=reg,
+        )
+        self.volatility_variance = Gauge(
+            "clearing_volatility_variance",
+            "The market's volatility estimate v: an exponentially weighted mean of squared "
+            "relative mark moves per tick (sqrt(v) is the typical move); 0 under version 1.",
+            ["market"],
+            registry=reg,
+        )
 
     # -- inputs and outputs --------------------------------------------------------------
 
@@ -401,7 +491,7 @@ class Metrics:
                     self._last_liquidation = key
                     self.liquidated_accounts.inc()
                 self.liquidations.labels(event.market).inc()  # type: ignore[union-attr]
-                self.liquidation_fee_quote.inc(float(event.fee))  # type: ignore[union-attr]
+                self._observe_liquidation(event)  # type: ignore[arg-type]
             elif cls is FundDraw:
                 self.fund_draws.inc()
                 self.fund_draw_quote.inc(float(event.amount))  # type: ignore[union-attr]
@@ -411,6 +501,12 @@ class Metrics:
             elif cls is BadDebt:
                 self.bad_debts.inc()
                 self.bad_debt_quote.inc(float(event.amount))  # type: ignore[union-attr]
+            elif cls is Adl:
+                self._observe_adl(event)  # type: ignore[arg-type]
+            elif cls is FundingPaid:
+                market = event.market  # type: ignore[union-attr]
+                self.funding_inputs.labels(market).inc()
+                self.funding_paid_quote.labels(market).inc(float(event.paid))  # type: ignore[union-attr]
             elif cls is OracleHeld:
                 self.oracle_held_ticks.labels(event.market).inc()  # type: ignore[union-attr]
             elif cls is Reject:
@@ -418,6 +514,26 @@ class Metrics:
                 self.rejects.labels(reason if reason in _REJECT_REASONS else "other").inc()
         for type_name, count in by_type.items():
             self.output_events.labels(type_name).inc(count)
+
+    def _observe_liquidation(self, event: Liquidation) -> None:
+        """A liquidation's fee (and its split) and the step it belongs to."""
+        step_key = (event.seq, event.account, event.market)
+        last = self._last_step_event
+        if last is None or last[:2] != step_key[:2] or event.market <= last[2]:
+            self.liquidation_steps.inc()
+        self._last_step_event = step_key
+        self.liquidation_fee_quote.inc(float(event.fee))
+        # Version 1 events carry no fund_fee: the whole fee goes to the fund. The pool's
+        # part is the exact decimal difference, made a float only here.
+        fund_fee = event.fee if isinstance(event.fund_fee, UnsetType) else event.fund_fee
+        self.liquidation_fund_fee_quote.labels(event.market).inc(float(fund_fee))
+        pool_fee = Decimal(event.fee) - Decimal(fund_fee)
+        self.liquidation_pool_fee_quote.labels(event.market).inc(float(pool_fee))
+
+    def _observe_adl(self, event: Adl) -> None:
+        self.adl.labels(event.market).inc()
+        self.adl_quote.labels(event.market).inc(float(event.amount))
+        self.adl_base.labels(event.market).inc(abs(float(event.qty)))
 
     def observe_batch(
         self,
@@ -527,13 +643,7 @@ class Metrics:
         self.bad_debt_unrecovered_quote.set(-figures.bad_debt_cash_e16 / E16)
         total_oi_e16 = 0
         for market in figures.markets:
-            total_oi_e16 += self._set_market_gauges(
-                market.market,
-                market.long_open_interest_e8,
-                market.mark_e8,
-                market.tick_held,
-                now_ns,
-            )
+            total_oi_e16 += self._set_market_gauges(market, now_ns)
         # Exact ints divided once: Python rounds int / int correctly.
         self.fund_to_oi_ratio.set(fund_equity_e16 / total_oi_e16 if total_oi_e16 else math.nan)
         # System accounts exist from genesis, so they are always among the accounts.
@@ -541,17 +651,19 @@ class Metrics:
         self.accounts_with_positions.set(figures.traders)
         self.accounts_below_im.set(figures.traders_below_im)
         self.margin_scan_accounts.set(figures.traders)
+        self.rules_version.set(engine.rules_version)
         self._finish_ledger_update(engine.seq, now_ns, started)
 
-    def _set_market_gauges(
-        self, market_id: str, long_e8: int, mark_e8: int | None, held: bool, now_ns: int
-    ) -> int:
+    def _set_market_gauges(self, market: MarketFigures, now_ns: int) -> int:
         """One market's gauges (both cores); returns its long open interest notional e16."""
+        market_id, long_e8, mark_e8 = market.market, market.long_open_interest_e8, market.mark_e8
         notional_e16 = 0 if mark_e8 is None else long_e8 * mark_e8
         self.open_interest_base.labels(market_id).set(long_e8 / E8)
         self.open_interest_notional_quote.labels(market_id).set(notional_e16 / E16)
         self.mark_price_quote.labels(market_id).set(math.nan if mark_e8 is None else mark_e8 / E8)
-        self.oracle_held.labels(market_id).set(1 if held else 0)
+        self.fund_share_ratio.labels(market_id).set(market.fund_share_e8 / E8)
+        self.volatility_variance.labels(market_id).set(market.volatility_e16 / E16)
+        self.oracle_held.labels(market_id).set(1 if market.tick_held else 0)
         tick_ns = self._oracle_ts_ns.get(market_id, self._started_ns)
         self.oracle_age_seconds.labels(market_id).set(max(0, now_ns - tick_ns) / 1e9)
         return notional_e16

@@ -1,10 +1,9 @@
 """The daemon's state hash on ``GET /state-hash``: consistent, and bounded in cost.
 
-Consistent: the engine runs ahead of the committed journal while a batch is planned or
-in flight, so the hash is never taken on request. The request waits; the daemon's loop,
-at its next point where the engine equals the committed state (no transaction open,
-the same point where snapshots fork), calls ``answer(engine)``. The reply names the seq
-it is for: ``{"seq": N, "state_sha256": "...", "committed_seq": M}``, the hash equal to
+Consistent: the request goes through the daemon's one queue of committed reads
+(``clearing.ops.reads``), answered by its loop at the next point where the engine equals
+the committed state. The reply names the seq it is for:
+``{"seq": N, "state_sha256": "...", "committed_seq": M}``, the hash equal to
 ``clearing replay --until N`` of the journal (``clearing.engine.state_sha256``).
 
 Bounded: hashing serialises the whole state on the loop (1M accounts with a position
@@ -17,11 +16,10 @@ time goes to it. Between recomputations a request gets the last hash with its ow
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Final, NamedTuple
 
 from clearing.engine import EngineCore, state_sha256
+from clearing.ops.reads import CommittedReads, CostBoundedCache
 
 __all__ = ["CommittedStateHash", "StateHash"]
 
@@ -45,42 +43,28 @@ class StateHash(NamedTuple):
 
 
 class CommittedStateHash:
-    """Requests for the committed state's hash, answered by the daemon's loop."""
+    """Requests for the committed state's hash, answered through ``reads`` (a queue of
+    its own when not given: then ``wanted`` and ``answer`` are the loop's to call)."""
 
-    def __init__(self) -> None:
-        self._cached: StateHash | None = None
-        self._next_allowed_s = 0.0  # monotonic time before which the cache is served
-        self._waiters: list[asyncio.Future[StateHash]] = []
-        self.last_cost_s = 0.0
+    def __init__(self, reads: CommittedReads | None = None) -> None:
+        self.reads = reads if reads is not None else CommittedReads()
+        self._cache: CostBoundedCache[str] = CostBoundedCache(
+            state_sha256, _COST_FACTOR, _MIN_INTERVAL_S
+        )
+
+    @property
+    def last_cost_s(self) -> float:
+        return self._cache.last_cost_s
 
     @property
     def wanted(self) -> bool:
-        """True when a request waits: the loop should settle and call ``answer``."""
-        # A request that timed out (its future cancelled) no longer needs a hash.
-        self._waiters = [waiter for waiter in self._waiters if not waiter.done()]
-        return bool(self._waiters)
+        return self.reads.wanted
+
+    def answer(self, engine: EngineCore) -> None:
+        self.reads.answer(engine)
 
     async def get(self, committed_seq: int) -> StateHash:
         """The hash at ``committed_seq`` if known or too soon to recompute; else wait for
         the loop's next consistent point."""
-        cached = self._cached
-        if cached is not None and (
-            cached.seq == committed_seq or time.monotonic() < self._next_allowed_s
-        ):
-            return cached._replace(committed_seq=committed_seq)
-        waiter: asyncio.Future[StateHash] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        return await waiter
-
-    def answer(self, engine: EngineCore) -> None:
-        """Called by the loop while ``engine`` is exactly the committed state."""
-        seq = engine.seq
-        if self._cached is None or self._cached.seq != seq:
-            started = time.monotonic()
-            self._cached = StateHash(seq, state_sha256(engine), seq)
-            self.last_cost_s = time.monotonic() - started
-            self._next_allowed_s = started + max(_MIN_INTERVAL_S, _COST_FACTOR * self.last_cost_s)
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(self._cached._replace(committed_seq=seq))
+        seq, digest = await self._cache.get(self.reads, committed_seq)
+        return StateHash(seq, digest, max(seq, committed_seq))

@@ -18,6 +18,7 @@ from clearing.report._command import (
     write_report,
 )
 from clearing.report._figures import MONEY_UNIT
+from clearing.report._figures_v2 import FIGURE_IDS_V2
 from clearing.report._render import (
     FIGURE_IDS,
     display_e16,
@@ -29,6 +30,7 @@ from clearing.report._render import (
 
 __all__ = [
     "FIGURE_IDS",
+    "FIGURE_IDS_V2",
     "MONEY_UNIT",
     "ReportData",
     "collect_journal",

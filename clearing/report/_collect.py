@@ -30,6 +30,7 @@ import msgspec
 
 from clearing.engine import Engine, OutputEvent, state_sha256
 from clearing.engine.events import (
+    Adl,
     BadDebt,
     Clawback,
     FundDraw,
@@ -41,6 +42,7 @@ from clearing.engine.events import (
 from clearing.engine.margin import equity_e16
 from clearing.engine.state import INSURANCE_FUND, Account, Ledger
 from clearing.journal import LocalJournal, Record
+from clearing.report._collect_v2 import RulesV2Collector, RulesV2Data
 from clearing.sequencer import ReplayObserver, replay
 
 __all__ = [
@@ -58,8 +60,11 @@ __all__ = [
     "parse_scaled",
 ]
 
-# The SPEC §3 input types; inputs counted under any other name are "unknown".
-INPUT_TYPES: Final = frozenset(("market", "deposit", "withdraw", "fill", "oracle", "book"))
+# The SPEC §3 input types and version 2's ``funding`` (§9.5); inputs counted under any
+# other name are "unknown".
+INPUT_TYPES: Final = frozenset(
+    ("market", "deposit", "withdraw", "fill", "oracle", "book", "funding")
+)
 # About this many evenly spaced samples whatever the journal's length: enough for a
 # smooth line at report width, and cheap to plot for a journal of millions of inputs.
 MAX_REGULAR_SAMPLES: Final = 2_000
@@ -168,6 +173,9 @@ class ReportData:
     marks_e8: dict[str, int | None] = field(default_factory=dict)
     state_sha256: str = ""
     invariants_ok: bool = False
+    # The journal's clearing rules (SPEC §9 head), and what only version 2 has.
+    rules_version: int = 1
+    rules_v2: RulesV2Data | None = None
 
     @property
     def has_ts(self) -> bool:
@@ -252,6 +260,11 @@ class _Collector(ReplayObserver):
         self.long_oi_e8: dict[str, int] = {}
         self.fund_positions_e8: dict[str, int] = {}
         self.pending = _Pending(None, "", None, [], [], False)
+        data.rules_version = rules_version
+        self.rules_v2: RulesV2Collector | None = None
+        if rules_version >= 2:
+            self.rules_v2 = RulesV2Collector()
+            data.rules_v2 = self.rules_v2.data
 
     def before(self, record: Record) -> bool:
         """Note what the record's input is and the positions it may move, before it is
@@ -305,6 +318,8 @@ class _Collector(ReplayObserver):
         if events:
             outputs = [decode_output(event) for event in events]
             liquidated = self._events(seq, outputs, sides, fill_market)
+            if self.rules_v2 is not None:
+                self.rules_v2.observe(seq, self.ts_ns, outputs, self.engine.ledger)
         elif input_type == "deposit" and peek is not None and peek.account == INSURANCE_FUND:
             amount = msgspec.json.decode(record.payload)["amount"]
             amount_e16 = parse_scaled(str(amount), 8) * 10**8
@@ -354,6 +369,13 @@ class _Collector(ReplayObserver):
                 diffed = event.market == fill_market and event.account in sides
                 if not diffed and row.qty_e8 > 0:
                     oi[event.market] = oi.get(event.market, 0) - row.qty_e8
+            elif kind is Adl:
+                # A deleveraged long leaves OI (its short counterpart is the fund's,
+                # which the refresh diffs); a fill side was diffed already.
+                qty_e8 = parse_scaled(event.qty, 8)
+                diffed = event.market == fill_market and event.account in sides
+                if not diffed and qty_e8 > 0:
+                    oi[event.market] = oi.get(event.market, 0) - qty_e8
             elif kind is FundDraw:
                 data.fund_draws.append(
                     FundDrawRow(seq, ts_ns, event.account, parse_scaled(event.amount, 16))
@@ -394,6 +416,8 @@ class _Collector(ReplayObserver):
         for market_id in data.markets:
             data.sample_long_oi_e8[market_id].append(self.long_oi_e8.get(market_id, 0))
             data.sample_mark_e8[market_id].append(markets[market_id].mark_e8)
+        if self.rules_v2 is not None:
+            self.rules_v2.sample(data.markets, len(data.sample_seq) - 1, ledger)
 
     def finish(self, head_hash: bytes) -> None:
         data = self.data

@@ -21,6 +21,7 @@ from clearing.engine.money import format_e8, format_e16
 from clearing.report._collect import ClawbackRow, LiquidationRow, ReportData
 from clearing.report._figures import FIGURE_IDS, MONEY_UNIT, Axis, figures, png
 from clearing.report._numbers import display_e8, display_e16, plural, ratio_text
+from clearing.report._render_v2 import rules_v2_html, rules_v2_summary
 
 __all__ = ["FIGURE_IDS", "display_e16", "plural", "render_html", "summary"]
 
@@ -129,6 +130,9 @@ def summary(data: ReportData) -> dict[str, Any]:
         "open_interest_notional": format_e16(total_oi_e16),
         "fund_to_open_interest": ratio_text(data.fund_equity_e16, total_oi_e16),
         "oracle_ticks_held": len(data.held_ticks),
+        "rules_version": data.rules_version,
+        # Only for a version-2 journal (SPEC §9): ADL, partial steps, funding, fee split.
+        **({"rules_v2": v2} if (v2 := rules_v2_summary(data)) is not None else {}),
     }
 
 
@@ -429,6 +433,7 @@ def render_html(data: ReportData) -> str:
         f"{_largest_clawbacks(data, axis)}"
         "<h2>Accounts that paid the most in clawbacks</h2>"
         f"{_clawback_payers(data)}"
+        f"{rules_v2_html(data, axis)}"
         "<h2>Provenance</h2>"
         f"<p>Journal head hash <code>{data.journal_head_hex}</code><br>"
         f"Final state SHA-256 <code>{data.state_sha256}</code> (the same hash "

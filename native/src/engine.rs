@@ -43,7 +43,7 @@ struct Candidate {
     account: u32,
 }
 
-fn compare_ratio(a: (Int, Int), b: (Int, Int)) -> Ordering {
+pub(crate) fn compare_ratio(a: (Int, Int), b: (Int, Int)) -> Ordering {
     // a.0/a.1 vs b.0/b.1 with positive denominators: cross-multiply, in 256 bits when the
     // products fit and in arbitrary precision when they do not.
     match (a.0.checked_mul(b.1), b.0.checked_mul(a.1)) {

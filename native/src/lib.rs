@@ -18,6 +18,7 @@ mod ledger;
 mod num;
 mod snapshot;
 mod state;
+mod views;
 
 use engine::Engine;
 use json_in::{parse_input, FillIn, Input};
@@ -465,6 +466,22 @@ impl Core {
         out.set_item("traders", f.traders)?;
         out.set_item("below_im", f.below_im)?;
         Ok(out)
+    }
+
+    /// One account for the read API as canonical JSON bytes, None if unknown.
+    fn account_view<'py>(&self, py: Python<'py>, account: &str) -> Option<Bound<'py, PyBytes>> {
+        views::account_view(&self.engine, account).map(|bytes| PyBytes::new(py, &bytes))
+    }
+
+    /// One market for the read API (book sides cut to `depth` levels), None if unknown.
+    fn market_view<'py>(&self, py: Python<'py>, market: &str, depth: usize) -> Option<Bound<'py, PyBytes>> {
+        views::market_view(&self.engine, market, depth).map(|bytes| PyBytes::new(py, &bytes))
+    }
+
+    /// The ranked lists for the read API, `limit` entries each at most.
+    fn rankings<'py>(&self, py: Python<'py>, limit: usize) -> Bound<'py, PyBytes> {
+        let bytes = py.allow_threads(|| views::rankings(&self.engine, limit));
+        PyBytes::new(py, &bytes)
     }
 }
 

@@ -16,7 +16,7 @@ import pytest
 from clearing.audit.journal_cli import default_snapshot_dir
 from clearing.cli import main
 from clearing.demo import DemoOptions, SimConfig, Simulator, run_demo
-from clearing.demo._run import _MetricsEndpoint
+from clearing.demo._run import DEMO_RULES, _MetricsEndpoint
 from clearing.engine import state_sha256
 from clearing.journal import LocalJournal
 from clearing.sequencer import Sequencer
@@ -53,7 +53,7 @@ def test_demo_writes_journal_snapshots_and_report(demo_dir: Path) -> None:
         records = list(journal.read())
     # Every record names the simulated stream and its place in it, nothing machine-bound.
     assert [r.source for r in records[:2]] == [f"demo:seed={SEED}:1", f"demo:seed={SEED}:2"]
-    config = SimConfig(seed=SEED, accounts=ACCOUNTS, duration_s=DURATION_S)
+    config = SimConfig(SEED, ACCOUNTS, DURATION_S, rules_version=DEMO_RULES)
     assert [r.payload for r in records] == list(Simulator(config))
 
 

@@ -16,6 +16,7 @@ from clearing.demo._live import UNIT, LiveView, Tally
 from clearing.demo._pace import CRASH_WALL_SHARE, PACE_S, Pacer, should_pace
 from clearing.demo._run import DemoResult
 from clearing.engine import Engine
+from clearing.engine.events import Adl
 
 
 class FakeClock:
@@ -54,6 +55,7 @@ def test_every_number_in_the_live_view_has_a_label_and_amounts_a_unit() -> None:
     # Some of every layer, so no row is all zeros.
     tally.fund_draws, tally.fund_draw_e16 = 3, 12_345 * 10**16
     tally.clawbacks, tally.clawback_e16 = 2_000, 6_789 * 10**16
+    tally.adls, tally.adl_e16 = 42, 4_321 * 10**16
     tally.bad_debts, tally.bad_debt_e16 = 1, 555 * 10**16
     lines = _rendered_lines(tally, engine)
     text = "\n".join(lines)
@@ -71,6 +73,7 @@ def test_every_number_in_the_live_view_has_a_label_and_amounts_a_unit() -> None:
     expected = {
         "fund draws": ("3", "12,345"),
         "clawbacks": ("2,000", "6,789"),
+        "deleveraging": ("42", "4,321"),
         "bad debt": ("1", "555"),
     }
     for label, (count, amount) in expected.items():
@@ -81,6 +84,14 @@ def test_every_number_in_the_live_view_has_a_label_and_amounts_a_unit() -> None:
     assert liquidations[events_end - len(f"{tally.liquidations:,}") : events_end] == (
         f"{tally.liquidations:,}"
     )
+
+
+def test_adl_hand_overs_are_tallied_with_what_they_paid() -> None:
+    tally = Tally()
+    paid = Adl(seq=8, account="s1", market="M", qty="-6", amount="12.5", cause="a")
+    free = Adl(seq=8, account="s2", market="M", qty="-4", amount="0", cause="a")
+    tally.observe([paid, free])
+    assert (tally.adls, tally.adl_e16) == (2, 125 * 10**15)
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageChops
 
-from clearing.report import FIGURE_IDS, collect_journal, render_html
+from clearing.report import FIGURE_IDS, FIGURE_IDS_V2, collect_journal, render_html
 
 WINDOW_WIDTH_PX = 1400
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -76,12 +76,18 @@ def _chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedPr
     return done
 
 
-@pytest.fixture(scope="module")
-def rendered(journal: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The report of a small demo journal, its layout in Chromium and its screenshot."""
+@pytest.fixture(scope="module", params=["journal", "journal_v2"])
+def rendered(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The report of a small demo journal, its layout in Chromium and its screenshot: once
+    under rules version 1, once under version 2 (whose page adds its own figures)."""
     browser = _browser()
+    journal: Path = request.getfixturevalue(request.param)
     where = tmp_path_factory.mktemp("rendered")
-    page = render_html(collect_journal(str(journal)))
+    data = collect_journal(str(journal))
+    page = render_html(data)
+    figure_ids = list(FIGURE_IDS) + (list(FIGURE_IDS_V2) if data.rules_v2 is not None else [])
     report = where / "report.html"
     report.write_text(page, encoding="utf-8")
     probe = where / "probe.html"
@@ -105,7 +111,12 @@ def rendered(journal: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
             page,
         )
     }
-    return {"layout": layout, "shot": Image.open(shot).convert("RGB"), "embedded": embedded}
+    return {
+        "layout": layout,
+        "shot": Image.open(shot).convert("RGB"),
+        "embedded": embedded,
+        "figure_ids": figure_ids,
+    }
 
 
 def test_the_page_is_not_blank_and_has_the_report_colours(rendered: dict[str, Any]) -> None:
@@ -123,8 +134,9 @@ def test_the_page_is_not_blank_and_has_the_report_colours(rendered: dict[str, An
 
 def test_every_figure_is_on_screen_at_full_size(rendered: dict[str, Any]) -> None:
     rects = {r["id"]: r for r in rendered["layout"]["rects"]}
-    assert list(rects) == list(FIGURE_IDS)
-    tops = [rects[fig_id]["y"] for fig_id in FIGURE_IDS]
+    figure_ids = rendered["figure_ids"]
+    assert list(rects) == figure_ids
+    tops = [rects[fig_id]["y"] for fig_id in figure_ids]
     assert tops == sorted(tops), "figures out of order"
     for fig_id, rect in rects.items():
         # Drawn at its own size (10 in at 100 dpi), never scaled down, and not overlapping
@@ -133,7 +145,7 @@ def test_every_figure_is_on_screen_at_full_size(rendered: dict[str, Any]) -> Non
         assert rect["natural_w"] == 1000 and rect["natural_h"] >= 150, rect
         assert rect["w"] >= rect["natural_w"] and rect["h"] >= rect["natural_h"], rect
         assert rect["x"] >= 0 and rect["x"] + rect["w"] <= WINDOW_WIDTH_PX, rect
-    for upper, lower in itertools.pairwise(FIGURE_IDS):
+    for upper, lower in itertools.pairwise(figure_ids):
         assert rects[upper]["y"] + rects[upper]["h"] <= rects[lower]["y"]
 
 
