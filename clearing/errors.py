@@ -20,6 +20,7 @@ nothing of ours: every layer, the engine included, may import it.
     ├── RecoveryError           the state cannot be rebuilt safely
     │   └── OutputDivergence    a replayed record re-derived other outputs than it recorded
     ├── SequencerBroken         a journal write or invariant check failed mid-run
+    ├── ProofInvalid            a proof of liabilities does not verify (which check failed)
     └── ScenarioFailed          a stress scenario's engine run failed (in its child process)
 
 Some also derive from the built-in they stood for before the tree existed
@@ -44,6 +45,7 @@ __all__ = [
     "JournalLocked",
     "KafkaJournalError",
     "OutputDivergence",
+    "ProofInvalid",
     "RecoveryError",
     "ScenarioFailed",
     "SequencerBroken",
@@ -145,6 +147,11 @@ class OutputDivergence(RecoveryError):
 
 class SequencerBroken(ClearingError, RuntimeError):
     """A journal write or invariant check failed; restart and recover from the journal."""
+
+
+class ProofInvalid(ClearingError):
+    """A proof of liabilities does not verify; the message is the first check that failed,
+    in one line (``clearing proof verify`` prints it and exits 1)."""
 
 
 class ScenarioFailed(ClearingError):

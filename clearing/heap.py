@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_SETTLE_EVERY_INPUTS",
     "STREAMING_YOUNG_THRESHOLD",
     "HeapSettler",
+    "collector_paused",
     "settle_heap",
     "streaming_collections",
 ]
@@ -83,3 +84,20 @@ def streaming_collections(young_threshold: int = STREAMING_YOUNG_THRESHOLD) -> I
         yield
     finally:
         gc.set_threshold(*before)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic collector off while a large structure without cycles is built.
+
+    Building a million-leaf proof tree makes a few million objects that all stay alive:
+    the collector would rescan the growing heap again and again for nothing (at 200k
+    leaves one build took 2.1 s, the next 5.7 s). Reference counting frees the rest.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
