@@ -14,7 +14,10 @@ def add_risk_commands(
     cores: Sequence[str],
 ) -> None:
     """Add the two subcommands to ``commands`` (``clearing``'s subparsers)."""
-    source_help = "a journal directory (or a clearing demo DIR) or a snapshot file"
+    source_help = (
+        "a journal directory (or a clearing demo DIR), the journal topic as "
+        "kafka://HOST:PORT/TOPIC, or a snapshot file"
+    )
     stress = commands.add_parser(
         "stress",
         help="what the loss waterfall would do if marks moved now (the ledger is not changed)",
@@ -50,7 +53,10 @@ def add_risk_commands(
         ),
     )
     risk.add_argument(
-        "source", metavar="SOURCE", help="a journal directory (or a clearing demo DIR)"
+        "source",
+        metavar="SOURCE",
+        help="a journal directory (or a clearing demo DIR) or the journal topic as "
+        "kafka://HOST:PORT/TOPIC",
     )
     risk.add_argument("--horizon", required=True, metavar="DURATION", help="e.g. 30s, 5m, 1h, 1d")
     risk.add_argument(
@@ -71,6 +77,13 @@ def add_risk_commands(
     for command in (stress, risk):
         command.add_argument("--until", type=int, metavar="SEQ", help="the ledger at this seq")
         command.add_argument("--json", action="store_true", help="JSON instead of a table")
+        command.add_argument(
+            "--config",
+            metavar="FILE",
+            help="kafka:// sources: the TOML configuration of clearing run (CLEARING_* "
+            "variables override it), for the security settings and the default servers "
+            "and topic",
+        )
         command.add_argument(
             "--core",
             choices=cores,

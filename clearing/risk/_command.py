@@ -99,7 +99,7 @@ def stress_command(args: argparse.Namespace) -> int:
     if bool(args.shock) == args.grid:
         raise UserError("give one or more --shock MARKET=PCT%, or --grid (not both)")
     shocks = [parse_shock(text) for text in args.shock or ()]
-    ledger = load_ledger(args.source, args.until, args.core)
+    ledger = load_ledger(args.source, args.until, args.core, args.config)
     marks, known = _marks(ledger.engine, ledger.seq)
     if args.grid:
         try:
@@ -195,13 +195,14 @@ def risk_command(args: argparse.Namespace) -> int:
     if args.scenarios < 1:
         raise UserError(f"--scenarios {args.scenarios}: give 1 or more")
     jobs = _jobs(args.jobs)
-    ledger = load_ledger(args.source, args.until, args.core)
-    if ledger.journal_dir is None:
+    ledger = load_ledger(args.source, args.until, args.core, args.config)
+    if ledger.journal is None:
         raise UserError(
-            f"{args.source} is a snapshot: it holds no oracle history; pass the journal directory"
+            f"{args.source} is a snapshot: it holds no oracle history; pass the journal "
+            f"directory or kafka://HOST:PORT/TOPIC"
         )
     _marks(ledger.engine, ledger.seq)  # a UserError for a ledger with nothing to move
-    ticks = list(oracle_history(ledger.journal_dir, ledger.seq))
+    ticks = list(oracle_history(ledger.journal, ledger.seq, ledger.config_path))
     try:
         adequacy = assess(ledger.engine, ticks, settings, jobs)
     except ScenarioFailed as exc:

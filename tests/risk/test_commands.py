@@ -193,3 +193,14 @@ def test_grid_and_shock_together_are_refused(
     capsys.readouterr()
     assert main(["stress", str(journal), "--grid", "--shock", "BTC-PERP=-1%"]) == 2
     _one_line_error(capsys, "stress", "or --grid (not both)")
+
+
+@pytest.mark.parametrize("command", [["stress", "--grid"], ["risk", "--horizon", "5s"]])
+def test_config_is_for_kafka_sources_only(
+    journal: Path, tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "clearing.toml"
+    config.write_text("")
+    argv = [command[0], str(journal), *command[1:], "--config", str(config)]
+    assert main(argv) == 2
+    _one_line_error(capsys, command[0], "--config applies to kafka:// sources only")
