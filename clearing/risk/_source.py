@@ -97,7 +97,13 @@ def _from_journal(journal_dir: str, until_seq: int | None, core: str) -> Ledger:
         last = journal.last_seq
         if until_seq is not None and until_seq > last:
             raise UserError(f"--until {until_seq}: the journal ends at seq {last}")
-        result = recover(default_snapshot_dir(journal_dir), journal, until_seq=until_seq, core=core)
+        result = recover(
+            default_snapshot_dir(journal_dir),
+            journal,
+            until_seq=until_seq,
+            core=core,
+            rules_version=journal.rules_version,  # a version-2 ledger (the demo's) replays as one
+        )
     except CoreUnavailable as exc:
         raise UserError(str(exc)) from exc
     except (JournalError, RecoveryError) as exc:

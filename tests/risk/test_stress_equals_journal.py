@@ -122,3 +122,32 @@ def test_until_stresses_the_ledger_at_that_seq(
     head = json.loads(capsys.readouterr().out)
     assert early["seq"] == 8 and early["total"]["liquidations"] == 0
     assert head["seq"] > 8 and head["total"]["liquidations"] > 0
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_a_version_2_journal_is_stressed_under_its_own_rules(
+    tmp_path: Path, core: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ledger is rebuilt under the rules its journal recorded (SPEC §9): a version-2
+    journal's stress equals appending the shock to it, liquidations and all."""
+    inputs = tmp_path / "ledger.jsonl"
+    inputs.write_bytes(b"".join(line + b"\n" for line in ledger_inputs()))
+    journal = tmp_path / "journal"
+    argv = ["ingest", str(inputs), "--journal", str(journal), "--core", core, "--rules", "2"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    shock_inputs, events = tmp_path / "shock-inputs.jsonl", tmp_path / "shock-events.jsonl"
+    argv = ["stress", str(journal), *SHOCKS, "--json", "--core", core]
+    assert main([*argv, "--inputs", str(shock_inputs), "--events", str(events)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["total"]["liquidations"] > 0
+    appended = tmp_path / "appended"
+    shutil.copytree(journal, appended)
+    assert main(["ingest", str(shock_inputs), "--journal", str(appended), "--core", core]) == 0
+    reader = LocalJournal(str(appended), readonly=True)
+    try:
+        assert reader.rules_version == 2
+        records = list(reader.read(result["seq"] + 1))
+    finally:
+        reader.close()
+    assert b"".join(r.outputs for r in records) == events.read_bytes()
