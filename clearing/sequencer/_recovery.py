@@ -42,7 +42,7 @@ def recover(
     check_outputs: bool = True,
     observer: ReplayObserver | None = None,
     core: str = "python",
-    rules_version: int = 1,
+    rules_version: int | None = None,
 ) -> RecoveryResult:
     """Rebuild the engine at ``until_seq`` (default: the journal's last record).
 
@@ -50,9 +50,11 @@ def recover(
     stops at the first record whose re-derived outputs differ from the recorded ones
     (``OutputDivergence``) unless ``check_outputs`` is off. ``observer`` sees each
     replayed record (and makes the replay go record by record). ``core`` names the
-    engine core; ``rules_version`` is the one the journal recorded (a snapshot under
-    other rules is skipped).
+    engine core; ``rules_version`` defaults to the one the journal recorded (a snapshot
+    under other rules is skipped).
     """
+    if rules_version is None:
+        rules_version = journal.rules_version
     last_seq = journal.last_seq
     hash_at = journal.hash_at
     target = last_seq if until_seq is None else min(until_seq, last_seq)
