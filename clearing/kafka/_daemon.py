@@ -78,6 +78,7 @@ from clearing.kafka._exits import (
     DaemonExit,
 )
 from clearing.kafka._recovery import KafkaRecovery, Positions, recover_from_kafka
+from clearing.kafka._snapshot_topic import SnapshotPublisher
 from clearing.kafka._topics import describe_partitions, input_limit_warnings
 from clearing.kafka._transaction import BeforeCommit, Transactions, retrieve_fatal_error
 from clearing.kafka._upkeep import Upkeep
@@ -234,6 +235,7 @@ class Daemon:
         self.batches_committed = 0
         self._sequencer: Sequencer | None = None  # numbers, applies and chains the inputs
         self._upkeep: Upkeep | None = None  # invariant checks and snapshots
+        self._publisher: SnapshotPublisher | None = None  # snapshots to the snapshot topic
         self._transactions: Transactions | None = None  # the sink: one per batch
         self._inputs: Assignment | None = None  # the input partitions and their positions
         self._journal_offset = -1
@@ -389,7 +391,9 @@ class Daemon:
             invariant_check_inputs=config.limits.invariant_check_inputs,
             last_snapshot_seq=recovery.snapshot_seq,
         )
-        self._upkeep = Upkeep(config, self.metrics, self._sequencer)
+        if config.snapshot_dir and config.snapshot.publish:
+            self._publisher = SnapshotPublisher(config, list(recovery.topic_manifests))
+        self._upkeep = Upkeep(config, self.metrics, self._sequencer, self._publisher)
         self._journal_offset = recovery.journal_offset
         self._positions = dict(recovery.positions)
         self.committed_seq = recovery.engine.seq
@@ -400,12 +404,13 @@ class Daemon:
         self.metrics.set_invariant_ok(True)
         settle_heap()
         log.info(
-            "recovered to seq %d in %.2f s: snapshot %s (seq %d) + %d journal records "
+            "recovered to seq %d in %.2f s: snapshot %s (seq %d%s) + %d journal records "
             "replayed with outputs verified",
             recovery.engine.seq,
             recovery.seconds,
             recovery.snapshot_path or "none",
             recovery.snapshot_seq,
+            ", restored from the snapshot topic" if recovery.restored_seq else "",
             recovery.replayed,
             extra={"seq": recovery.engine.seq},
         )
@@ -449,6 +454,7 @@ class Daemon:
         producer_close_s = _STUCK_CLOSE_TIMEOUT_S if stuck else _CLOSE_TIMEOUT_S
         for closer, timeout_s in (
             (self._consumer.stop if self._consumer else None, _CLOSE_TIMEOUT_S),
+            (self._publisher.close if self._publisher else None, _CLOSE_TIMEOUT_S),
             (self._producer.stop if self._producer else None, producer_close_s),
             (self._admin.close if self._admin else None, _CLOSE_TIMEOUT_S),
             (self._server.stop if self._server else None, _CLOSE_TIMEOUT_S),
