@@ -256,6 +256,9 @@ class DaemonConfig(_Section):
     role: Literal["active", "standby"] = "active"
     # The control group's session: how long a dead active goes unnoticed (failover time).
     session_timeout_ms: Annotated[int, Meta(ge=1000)] = 10_000
+    # A standby within this many seconds of the journal's end counts as in sync
+    # (clearing_standby_in_sync; the alert when no standby is).
+    standby_sync_s: PositiveFloat = 10.0
     # SIGTERM/SIGINT: finish or abort the open transaction, snapshot and exit within this.
     shutdown_timeout_s: PositiveFloat = 30.0
     # While idle, an offsets-only transaction this often notices a fencing successor.
