@@ -71,13 +71,18 @@ async def test_a_standby_follows_and_takes_over_on_a_graceful_stop(
         await standby.wait_seq(sequenced_count(first))  # followed, not consumed
         assert not standby.daemon.ready and standby.daemon.role == "standby"
         assert standby.daemon._sequencer is None  # never planned a batch
+        metrics = standby.daemon.metrics
+        await asyncio.sleep(1.2)  # the lag is reported once a second
+        assert metrics.active._value.get() == 0 and metrics.standby_in_sync._value.get() == 1
+        assert metrics.standby_lag_offsets._value.get() == 0
+        assert active.daemon.metrics.active._value.get() == 1 and active.daemon.ready
 
         stopped_at = time.monotonic()
         assert await active.stop() == EXIT_OK
         await standby.wait_ready(timeout_s=20)
         handover_s = time.monotonic() - stopped_at
         assert standby.daemon.role == "active"
-        assert standby.daemon.metrics.failovers._value.get() == 1
+        assert metrics.failovers._value.get() == 1 and metrics.active._value.get() == 1
         recovery = standby.daemon.recovery
         assert recovery is not None and recovery.engine.seq == sequenced_count(first)
 
