@@ -286,9 +286,9 @@ class Daemon:
                 # Whatever the loop waits for (a commit, a probe), this process is no
                 # longer the elected one: never wait for it to find out by itself.
                 log.error(
-                    "this process lost the control partition (its group session ended: "
-                    "paused, partitioned or too slow); another process is or becomes the "
-                    "active one. Stopping without writing anything more."
+                    "FENCED: this process lost the control partition (another process "
+                    "started as active, or its group session ended: paused, partitioned or "
+                    "too slow). Stopping without writing anything more."
                 )
                 await self._cancel(main)
                 return EXIT_FENCED
@@ -361,13 +361,17 @@ class Daemon:
             raise DaemonExit(exc.code, exc.message) from exc
         await self._preflight()
 
-        # An active process takes over at once (its producer fences whoever wrote
-        # before); a standby follows the journal until Kafka elects it.
+        # Kafka decides who writes: an active process claims the control partition
+        # (and gets it at its first join), a standby follows the journal until elected.
         follower: JournalFollower | None = None
-        if await self._join_election() and self.role == "standby":
-            follower = await self._follow_until_elected()
+        if await self._join_election():
+            if self.role == "standby":
+                follower = await self._follow_until_elected()
+            else:
+                await self._wait_elected()
             if self._stop.is_set():
-                await follower.stop()
+                if follower is not None:
+                    await follower.stop()
                 return  # stopped before this process was ever the active one
 
         metrics.set_ready(False, "fencing older instances")
@@ -451,6 +455,20 @@ class Daemon:
                 await asyncio.wait_for(election.leave(), _CLOSE_TIMEOUT_S)
             except Exception as exc:  # the session timeout hands over instead
                 log.warning("leaving the control group failed: %r", exc)
+
+    async def _wait_elected(self) -> None:
+        """Active: wait for the group to hand over the partition (at once, unless a
+        dead holder's session must expire first)."""
+        election = self._election
+        assert election is not None
+        self.metrics.set_ready(False, "joining the control group")
+        while not (election.elected.is_set() or self._stop.is_set()):
+            if election.failure is not None:
+                raise election.failure
+            if self._server is not None:
+                self._server.beat()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(election.elected.wait(), 1.0)
 
     async def _follow_until_elected(self) -> JournalFollower:
         """Standby: recover, then apply the journal as the active commits it."""

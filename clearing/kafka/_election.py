@@ -32,7 +32,7 @@ from aiokafka.coordinator.protocol import (
 )
 from aiokafka.errors import InvalidSessionTimeoutError
 
-from clearing.kafka._clients import client_kwargs
+from clearing.kafka._clients import client_kwargs, stop_consumer
 from clearing.kafka._exits import EXIT_CONFIG, DaemonExit
 from clearing.ops.config import Config
 
@@ -199,4 +199,4 @@ class Election:
             self._poller = None
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+            await stop_consumer(consumer)

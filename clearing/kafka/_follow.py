@@ -27,7 +27,7 @@ from clearing.engine import EngineCore
 from clearing.errors import KafkaJournalError, OutputDivergence
 from clearing.journal import Record, chain_hash
 from clearing.kafka._batch import decode_journal_message, parse_source
-from clearing.kafka._clients import journal_reader_consumer
+from clearing.kafka._clients import journal_reader_consumer, stop_consumer
 from clearing.kafka._recovery import KafkaRecovery, Positions
 from clearing.ops.config import Config
 from clearing.sequencer import JournalChain, join_outputs
@@ -68,7 +68,7 @@ class JournalFollower:
     async def stop(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     async def end_offset(self) -> int:
         """The journal's last stable offset (read_committed reads stop there)."""
