@@ -36,6 +36,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import kafka_chaos  # tools/ is on sys.path: this file's directory
@@ -133,12 +135,41 @@ class Process:
         return self.proc.wait(timeout_s)
 
 
+async def feed(
+    config: Config, values: list[bytes], rate: float, stop: asyncio.Event
+) -> dict[tuple[str, int, int], bytes]:
+    """Live input: ``values`` at ``rate``/s until ``stop`` is set (or they run out)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=config.kafka.bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    acked: dict[tuple[str, int, int], bytes] = {}
+    started = time.monotonic()
+    try:
+        for sent, value in enumerate(values):
+            if stop.is_set():
+                break
+            delay = started + sent / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            topic = str(getattr(config.topics, kafka_chaos.role_of(value)))
+            meta = await producer.send_and_wait(topic, value)
+            acked[meta.topic, meta.partition, meta.offset] = value
+    finally:
+        await producer.stop()
+    return acked
+
+
 async def caught_up(config: Config, timeout_s: float = 900.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not await kafka_chaos.group_caught_up(config):
         if time.monotonic() > deadline:
             raise RuntimeError("the ledger did not catch up")
         await asyncio.sleep(0.5)
+
+
+def say(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
 
 async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str, Any]:
@@ -153,16 +184,19 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[st
     config = load_config(str(config_path), environ={})
     report = await create_topics(config)
     assert not report.problems, report.problems
-    live_n = int(args.rate * args.live_s)
+    live_n = int(args.rate * 600)  # more than the run needs: the feed stops on a signal
     total = args.accounts + args.tail + live_n
     values = list(gen_events.generate(total, args.accounts, 8, args.seed))
     upfront, live = values[: args.accounts + args.tail], values[args.accounts + args.tail :]
+    say(f"producing {len(upfront)} inputs up front ({work})")
     acked = await kafka_chaos.produce(config, upfront)
+    say("starting A")
 
     a, b = Process("a", config_path, work), Process("b", config_path, work)
     a.start()
     await a.first("ready: ledger", a.started_at)
     await caught_up(config)
+    say("A caught up; cold start of B")
     result: dict[str, Any] = {"accounts": args.accounts, "tail": args.tail,
                               "session_timeout_ms": session_ms}  # fmt: skip
 
@@ -174,8 +208,10 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[st
     restored = [line for line in b.lines() if "restored into" in line.get("msg", "")]
     result["cold_start_restored_from_topic"] = bool(restored)
 
-    feeding = asyncio.create_task(kafka_chaos.produce(config, live, rate=args.rate))
-    await asyncio.sleep(min(3.0, args.live_s / 4))
+    say("B in sync; live input, then kill -9 A")
+    stop_feed = asyncio.Event()
+    feeding = asyncio.create_task(feed(config, live, args.rate, stop_feed))
+    await asyncio.sleep(3.0)
     killed_at = time.time()
     a.signal(signal.SIGKILL)
     a.wait()
@@ -184,15 +220,19 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[st
     result["failover_promoted_s"] = round(promoted - killed_at, 2)
     result["failover_first_batch_s"] = round(first_batch - killed_at, 2)
 
+    say("B promoted; A restarts with an empty disk")
     a.start(wipe=True)  # the old machine is gone: a new one joins as the standby
     await a.first("standby: recovered", a.started_at)
     await a.in_sync()
+    say("A in sync; SIGTERM B")
     term_at = time.time()
     b.signal(signal.SIGTERM)
     first_after = await a.first("committed: seq", term_at)
     result["handover_first_batch_s"] = round(first_after - term_at, 2)
     result["handover_old_exit"] = await asyncio.to_thread(b.wait)
 
+    say("handed over; draining and verifying")
+    stop_feed.set()
     acked.update(await feeding)
     await caught_up(config)
     a.signal(signal.SIGTERM)
@@ -230,7 +270,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=200_000)
     parser.add_argument("--tail", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=2000.0, help="live inputs/s")
-    parser.add_argument("--live-s", type=float, default=20.0, help="seconds of live input")
     parser.add_argument("--session-ms", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap")

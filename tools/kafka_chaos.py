@@ -470,6 +470,20 @@ class Supervisor:
         except OSError:
             return False
 
+    def past_startup(self) -> bool:
+        """Has the current process installed its signal handlers and begun its work
+        (a standby recovered, or an active ready)? A SIGTERM before that kills it by
+        the signal's default action, before any of its work began."""
+        if self.proc is None or self.proc.returncode is not None:
+            return False
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.start_offset)
+                text = log.read()
+        except OSError:
+            return False
+        return b'"msg":"standby: recovered' in text or b'"msg":"ready: ledger' in text
+
     def log_tail(self, n: int = 15) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -712,6 +726,12 @@ async def run_standby_trial(
                 raise TrialFailed(f"no daemon caught up in {catch_up_timeout_s:.0f} s:\n"
                                   f"{sups[0].log_tail()}\n{sups[1].log_tail()}")  # fmt: skip
             await asyncio.sleep(0.5)
+        # The final SIGTERMs go to running processes (one just restarted would die of it
+        # before installing its handler); the standby first, then the active.
+        while not all(sup.past_startup() for sup in sups):
+            if time.monotonic() > deadline:
+                raise TrialFailed("a restarted process never got past its start-up")
+            await asyncio.sleep(0.2)
         # The standby first (its stop changes nothing), then the active.
         for sup in sorted(sups, key=lambda s: s.serving()):
             code = await sup.stop()

@@ -148,9 +148,12 @@ async def test_kill_9_of_the_active_and_its_disk_the_standby_takes_over_exactly_
         total = sequenced_count(items)
         logs = tmp_path / "a.log", tmp_path / "b.log"
         a = spawn(path, "active", tmp_path / "a", logs[0])
-        b = spawn(path, "standby", tmp_path / "b", logs[1])
+        b: subprocess.Popen[bytes] | None = None
         try:
+            # The standby joins once A holds the partition (a process started as active
+            # would take it over from a standby that was elected first).
             await until_log(logs[0], "ready: ledger")
+            b = spawn(path, "standby", tmp_path / "b", logs[1])
             await until_log(logs[1], "standby: recovered")
             feeding = asyncio.create_task(produce_slowly(config, items))
             await journal_until(config, total // 3, timeout_s=30)
@@ -166,7 +169,7 @@ async def test_kill_9_of_the_active_and_its_disk_the_standby_takes_over_exactly_
             assert await asyncio.to_thread(b.wait, 30) == EXIT_OK
         finally:
             for proc in (a, b):
-                if proc.poll() is None:
+                if proc is not None and proc.poll() is None:
                     proc.kill()
         # No duplicate, no gap, by seq; outputs exactly what a replay gives.
         await check_against_replay(config, tmp_path, total, cli=False)
@@ -185,9 +188,12 @@ async def test_a_paused_active_is_fenced_when_it_resumes_and_writes_nothing(
         first = flat(phases[:2])
         logs = tmp_path / "a.log", tmp_path / "b.log"
         a = spawn(path, "active", tmp_path / "a", logs[0])
-        b = spawn(path, "standby", tmp_path / "b", logs[1])
+        b: subprocess.Popen[bytes] | None = None
         try:
+            # The standby joins once A holds the partition (a process started as active
+            # would take it over from a standby that was elected first).
             await until_log(logs[0], "ready: ledger")
+            b = spawn(path, "standby", tmp_path / "b", logs[1])
             await until_log(logs[1], "standby: recovered")
             await produce(config, first)
             await journal_until(config, sequenced_count(first))
@@ -203,7 +209,7 @@ async def test_a_paused_active_is_fenced_when_it_resumes_and_writes_nothing(
             assert await asyncio.to_thread(b.wait, 30) == EXIT_OK
         finally:
             for proc in (a, b):
-                if proc.poll() is None:
+                if proc is not None and proc.poll() is None:
                     proc.kill()
         # The resumed process committed nothing (its log says so, and the journal and
         # the outputs are exactly once).
