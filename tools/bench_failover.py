@@ -160,9 +160,11 @@ async def feed(
     return acked
 
 
-async def caught_up(config: Config, timeout_s: float = 900.0) -> None:
+async def caught_up(config: Config, active: Process, timeout_s: float = 900.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not await kafka_chaos.group_caught_up(config):
+        if active.proc is not None and active.proc.poll() is not None:
+            raise RuntimeError(f"{active.name} exited {active.proc.returncode}: {active.tail()}")
         if time.monotonic() > deadline:
             raise RuntimeError("the ledger did not catch up")
         await asyncio.sleep(0.5)
@@ -195,7 +197,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[st
     a, b = Process("a", config_path, work), Process("b", config_path, work)
     a.start()
     await a.first("ready: ledger", a.started_at)
-    await caught_up(config)
+    await caught_up(config, a)
     say("A caught up; cold start of B")
     result: dict[str, Any] = {"accounts": args.accounts, "tail": args.tail,
                               "session_timeout_ms": session_ms}  # fmt: skip
@@ -234,7 +236,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[st
     say("handed over; draining and verifying")
     stop_feed.set()
     acked.update(await feeding)
-    await caught_up(config)
+    await caught_up(config, a)
     a.signal(signal.SIGTERM)
     result["final_exit"] = await asyncio.to_thread(a.wait)
     counts = await kafka_chaos.verify(config, work, acked)

@@ -538,7 +538,7 @@ class Daemon:
             last_snapshot_seq=recovery.snapshot_seq,
         )
         if config.snapshot_dir and config.snapshot.publish:
-            self._publisher = SnapshotPublisher(config, list(recovery.topic_manifests))
+            self._publisher = SnapshotPublisher(config)
         self._upkeep = Upkeep(config, self.metrics, self._sequencer, self._publisher)
         self._journal_offset = recovery.journal_offset
         self._positions = dict(recovery.positions)

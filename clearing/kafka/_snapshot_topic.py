@@ -53,6 +53,7 @@ __all__ = [
     "chunk_key",
     "encode_chunk",
     "manifest_key",
+    "read_manifests",
     "snapshot_chunks",
 ]
 
@@ -118,11 +119,9 @@ class SnapshotPublisher:
     snapshots beyond ``snapshot.topic_keep``. Failures are logged, never fatal: the
     journal is the ledger, snapshots only shorten recovery."""
 
-    def __init__(self, config: Config, known: list[Manifest] | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self._config = config
         self._producer: AIOKafkaProducer | None = None
-        # Complete snapshots in the topic, oldest first (from recovery's read, then ours).
-        self._known: list[Manifest] = sorted(known or [], key=lambda m: m.journal_seq)
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -191,14 +190,15 @@ class SnapshotPublisher:
             len(pieces),
             extra={"seq": seq},
         )
-        self._known = [m for m in self._known if m.journal_seq != seq] + [manifest]
         await self._prune()
         return manifest
 
     async def _prune(self) -> None:
-        """Tombstone the snapshots beyond topic_keep: manifest first, then chunks."""
+        """Tombstone the complete snapshots beyond topic_keep, manifest first, then its
+        chunks. The list is read from the topic each time (cheap: the manifests'
+        partition), so snapshots another process published are pruned as well."""
         keep = self._config.snapshot.topic_keep
-        old, self._known = self._known[:-keep], self._known[-keep:]
+        old = (await asyncio.to_thread(read_manifests, self._config))[keep:]
         if not old:
             return
         producer = await self._started()
@@ -216,6 +216,12 @@ class SnapshotPublisher:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
+
+
+def read_manifests(config: Config) -> list[Manifest]:
+    """The topic's complete snapshots of this ledger, newest first. Blocking."""
+    with SnapshotTopicReader(config) as reader:
+        return reader.manifests()
 
 
 def _read_file(path: str) -> bytes:

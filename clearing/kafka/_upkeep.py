@@ -44,7 +44,8 @@ class Upkeep:
     ) -> None:
         self._config = config
         self._publisher = publisher
-        self._publishing: asyncio.Task[object] | None = None
+        self._publishing: asyncio.Task[None] | None = None
+        self._next_path: str | None = None  # written, waiting to be published
         self._metrics = metrics
         self._sequencer = sequencer
         self.last_snapshot_path: str | None = None
@@ -143,15 +144,21 @@ class Upkeep:
             )
 
     def _publish(self, path: str) -> None:
-        """Publish ``path`` to the snapshot topic in the background; a publication still
-        running is left alone (the next snapshot is published after the next interval)."""
-        if self._publisher is None or (
-            self._publishing is not None and not self._publishing.done()
-        ):
+        """Publish ``path`` to the snapshot topic in the background, one publication at
+        a time; a snapshot written meanwhile is published next (only the newest one
+        waiting: an older one would be pruned at once)."""
+        if self._publisher is None:
             return
-        self._publishing = asyncio.create_task(
-            self._publisher.publish(path), name="clearing-snapshot-publish"
-        )
+        self._next_path = path
+        if self._publishing is None or self._publishing.done():
+            self._publishing = asyncio.create_task(
+                self._publish_waiting(self._publisher), name="clearing-snapshot-publish"
+            )
+
+    async def _publish_waiting(self, publisher: SnapshotPublisher) -> None:
+        while self._next_path is not None:
+            path, self._next_path = self._next_path, None
+            await publisher.publish(path)
 
     async def published(self) -> None:
         """Wait for the running publication, if any (it logs its own failure)."""
@@ -222,6 +229,5 @@ class Upkeep:
             path,
             extra={"seq": engine.seq},
         )
-        if self._publisher is not None:
-            await self.published()
-            await self._publisher.publish(path)
+        self._publish(path)
+        await self.published()
