@@ -178,7 +178,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[st
     session_ms = args.session_ms
     config_path = kafka_chaos.write_config(
         work, bootstrap, "failover", input_partitions=1,
-        batch={"max_records": 10_000, "poll_timeout_ms": 50},
+        batch={"max_records": args.batch, "poll_timeout_ms": 50},
         snapshot={"dir": str(work / "unused"), "every_inputs": args.accounts, "keep": 2},
         daemon={"shutdown_timeout_s": 60.0, "fence_probe_interval_s": 2.0,
                 "role": "standby", "session_timeout_ms": session_ms},
@@ -200,7 +200,8 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[st
     await caught_up(config, a)
     say("A caught up; cold start of B")
     result: dict[str, Any] = {"accounts": args.accounts, "tail": args.tail,
-                              "session_timeout_ms": session_ms}  # fmt: skip
+                              "session_timeout_ms": session_ms,
+                              "batch_max_records": args.batch}  # fmt: skip
 
     # Cold start of a new machine: empty directory, snapshot from the topic + the tail.
     b.start(wipe=True)
@@ -273,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tail", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=2000.0, help="live inputs/s")
     parser.add_argument("--session-ms", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=10_000, help="batch.max_records")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap")
     parser.add_argument("--broker-heap", default="1g")
