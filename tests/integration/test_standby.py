@@ -225,3 +225,31 @@ async def assert_final_snapshot_is_the_replay(config: Config, directory: Path, s
     snapshot = read_snapshot(list_snapshots(str(directory))[-1].path)
     assert snapshot.journal_seq == seq
     assert snapshot.state == await asyncio.to_thread(replayed_state, config)
+
+
+async def test_a_new_standby_with_an_empty_disk_starts_from_the_snapshot_topic(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        config = await setup_ledger(tmp_path, kafka_bootstrap, "newdisk")
+        phases = scenario(seed=51, groups=10)
+        first = flat(phases[:2])
+        await produce(config, first)
+        # A clean stop and restart of the active: its shutdown snapshot is published.
+        once = Running(as_role(config, "active", tmp_path / "a"))
+        await once.wait_seq(sequenced_count(first))
+        assert await once.stop() == EXIT_OK
+        active = Running(as_role(config, "active", tmp_path / "a"))
+        await active.wait_ready()
+        await produce(config, flat(phases[2:]))
+        total = sequenced_count(flat(phases))
+
+        standby = Running(as_role(config, "standby", tmp_path / "new"))  # empty disk
+        await standby.wait_seq(total)
+        recovery = standby.daemon._follower.base  # type: ignore[union-attr]
+        assert recovery.restored_seq == sequenced_count(first) > 0
+        assert list_snapshots(str(tmp_path / "new"))  # the cache is filled
+        state = dump_state(standby.daemon.engine)  # type: ignore[arg-type]
+        assert state == await asyncio.to_thread(replayed_state, config)
+        assert await standby.stop() == EXIT_OK
+        assert await active.stop() == EXIT_OK
