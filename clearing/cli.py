@@ -215,6 +215,14 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--config", metavar="FILE", help="TOML configuration (CLEARING_* variables override it)"
     )
+    run.add_argument(
+        "--role",
+        choices=("active", "standby"),
+        default=None,
+        help="active: take over now (fences the previous writer); standby: follow the "
+        "journal with a warm engine and take over when Kafka's control group elects this "
+        "process (default: daemon.role of the configuration)",
+    )
 
     topics = commands.add_parser(
         "topics", help="manage the ledger's Kafka topics", description="Kafka topic tools."

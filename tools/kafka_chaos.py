@@ -24,10 +24,16 @@ One trial:
    once each, ``clearing replay`` of the journal's payloads; each journal record's
    recorded outputs are those bytes; every DLQ record is a distinct input.
 
+``--mode standby`` runs two processes of the ledger instead (both ``--role standby``,
+each under its own supervisor, each with its own snapshot directory): the faults
+(``kill``, ``term``) hit either at random, and some kills also delete that process's
+snapshot directory before it restarts. The checks are the same.
+
 Prints one JSON line per trial and a summary line:
 
     python tools/kafka_chaos.py --trials 100 --events 50000 --seed 1
     python tools/kafka_chaos.py --trials 5 --faults kill,term,broker-restart,broker-outage
+    python tools/kafka_chaos.py --mode standby --trials 50 --events 20000 --faults kill,term
 
 The broker faults need the tool's own broker (no --bootstrap). Exit status 0 iff every
 trial passed. Trial directories (daemon logs, config) are kept under --work for failed
@@ -119,7 +125,17 @@ def write_config(
         "topics": {
             **{
                 role: f"{prefix}.{role}"
-                for role in ("admin", "oracle", "book", "fills", "events", "journal", "dlq")
+                for role in (
+                    "admin",
+                    "oracle",
+                    "book",
+                    "fills",
+                    "events",
+                    "journal",
+                    "dlq",
+                    "snapshots",
+                    "control",
+                )
             },
             "replication_factor": 1,
             "input_partitions": input_partitions,
@@ -387,7 +403,7 @@ async def delete_trial_topics(config: Config) -> None:
     await admin.start()
     try:
         t = config.topics
-        await admin.delete_topics([*t.inputs, t.events, t.journal, t.dlq])
+        await admin.delete_topics([*t.inputs, t.events, t.journal, t.dlq, t.snapshots, t.control])
     finally:
         await admin.close()
 
@@ -409,6 +425,11 @@ class Supervisor:
     stopping: bool = False
     refused: str | None = None
     start_offset: int = 0
+    # Standby mode: this process's own snapshot directory, deleted before the next start
+    # when ``wipe_next`` is set (the machine's disk was lost with the process).
+    snapshot_dir: Path | None = None
+    wipe_next: bool = False
+    wipes: int = 0
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -416,6 +437,10 @@ class Supervisor:
 
     async def _loop(self) -> None:
         while not self.stopping:
+            if self.wipe_next and self.snapshot_dir is not None:
+                shutil.rmtree(self.snapshot_dir, ignore_errors=True)
+                self.wipe_next = False
+                self.wipes += 1
             with open(self.log_path, "ab") as log:
                 self.starts += 1
                 self.start_offset = log.tell()
@@ -445,6 +470,20 @@ class Supervisor:
                 return b'"msg":"ready: ledger' in log.read()
         except OSError:
             return False
+
+    def past_startup(self) -> bool:
+        """Has the current process installed its signal handlers and begun its work
+        (a standby recovered, or an active ready)? A SIGTERM before that kills it by
+        the signal's default action, before any of its work began."""
+        if self.proc is None or self.proc.returncode is not None:
+            return False
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.start_offset)
+                text = log.read()
+        except OSError:
+            return False
+        return b'"msg":"standby: recovered' in text or b'"msg":"ready: ledger' in text
 
     def log_tail(self, n: int = 15) -> str:
         try:
@@ -609,11 +648,133 @@ async def run_trial(
     return result
 
 
+STANDBY_SESSION_MS = 3000
+
+
+async def run_standby_trial(
+    bootstrap: str,
+    *,
+    trial: int = 0,
+    events: int = 50_000,
+    seed: int = 1,
+    rate: float | None = 5000.0,
+    faults: Sequence[str] = ("kill",),
+    max_gap_s: float = 3.0,
+    wipe_probability: float = 0.4,
+    work_root: Path | None = None,
+    keep: bool = False,
+    catch_up_timeout_s: float = 600.0,
+    log: Callable[[str], None] | None = None,
+) -> TrialResult:
+    """``--mode standby``: two processes of one ledger, both ``--role standby`` (Kafka's
+    control group elects the active one), each restarted by its own supervisor. The
+    chaos loop kills (or SIGTERMs) either one at random, and on some kills deletes that
+    process's snapshot directory before it restarts (its machine's disk is gone, so it
+    restores from the snapshot topic). Same checks as a single-process trial."""
+    rng = random.Random(seed * 1_000_003 + trial)
+    work = Path(tempfile.mkdtemp(prefix=f"chaos-standby-{trial}-", dir=work_root))
+    started = time.monotonic()
+    say = log or (lambda _msg: None)
+    fault_counts: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    error: str | None = None
+    config_path = write_config(
+        work, bootstrap, daemon={"shutdown_timeout_s": 20.0, "fence_probe_interval_s": 2.0,
+                                 "role": "standby", "session_timeout_ms": STANDBY_SESSION_MS}
+    )  # fmt: skip
+    config = load_config(str(config_path), environ={})
+    sups = []
+    for name in ("a", "b"):
+        snapshots = work / f"snapshots-{name}"
+        env = {**os.environ, "CLEARING_SNAPSHOT_DIR": str(snapshots)}
+        sups.append(Supervisor(config_path, work / f"daemon-{name}.log", env=env,
+                               snapshot_dir=snapshots))  # fmt: skip
+    try:
+        report = await create_topics(config)
+        if report.problems:
+            raise TrialFailed(f"topics: {report.problems}")
+        values = input_stream(events, seed=seed + trial)
+        for sup in sups:
+            sup.start()
+        producing = asyncio.create_task(produce(config, values, rate=rate))
+        extra = 3
+        while not producing.done() or extra > 0:
+            await asyncio.sleep(rng.uniform(0.1, max_gap_s))
+            for sup in sups:
+                if sup.refused:
+                    raise TrialFailed(sup.refused)
+            if producing.done():
+                extra -= 1
+            target = rng.choice(sups)
+            fault = rng.choice(list(faults))
+            wipe = fault == "kill" and rng.random() < wipe_probability
+            key = f"{fault}+wipe" if wipe else fault
+            fault_counts[key] = fault_counts.get(key, 0) + 1
+            role = "active" if target.serving() else "standby"
+            say(f"trial {trial}: {key} of {target.log_path.name} ({role})")
+            target.wipe_next = wipe
+            await _apply_fault(fault, target, None, 0.0, rng)
+        acked = await producing
+        deadline = time.monotonic() + catch_up_timeout_s
+        while True:
+            for sup in sups:
+                if sup.refused:
+                    raise TrialFailed(sup.refused)
+            with contextlib.suppress(Exception):
+                if any(sup.serving() for sup in sups) and await group_caught_up(config):
+                    break
+            if time.monotonic() > deadline:
+                raise TrialFailed(f"no daemon caught up in {catch_up_timeout_s:.0f} s:\n"
+                                  f"{sups[0].log_tail()}\n{sups[1].log_tail()}")  # fmt: skip
+            await asyncio.sleep(0.5)
+        # The final SIGTERMs go to running processes (one just restarted would die of it
+        # before installing its handler); the standby first, then the active.
+        while not all(sup.past_startup() for sup in sups):
+            if time.monotonic() > deadline:
+                raise TrialFailed("a restarted process never got past its start-up")
+            await asyncio.sleep(0.2)
+        # The standby first (its stop changes nothing), then the active.
+        for sup in sorted(sups, key=lambda s: s.serving()):
+            code = await sup.stop()
+            if code != EXIT_OK:
+                raise TrialFailed(f"final SIGTERM of {sup.log_path.name}: exit {code}:\n"
+                                  f"{sup.log_tail()}")  # fmt: skip
+        counts = await verify(config, work, acked)
+        counts["wipes"] = sum(sup.wipes for sup in sups)
+        if len(acked) != events:
+            raise TrialFailed(f"{len(acked)} of {events} inputs acknowledged")
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        for sup in sups:
+            if not sup.stopping and sup._task is not None:
+                await sup.stop()
+    exit_codes: dict[str, int] = {}
+    for sup in sups:
+        for code in sup.exits:
+            exit_codes[str(code)] = exit_codes.get(str(code), 0) + 1
+    result = TrialResult(
+        trial=trial, seed=seed, ok=error is None, seconds=round(time.monotonic() - started, 1),
+        faults=fault_counts, daemon_starts=sum(sup.starts for sup in sups),
+        exit_codes=exit_codes, counts=counts, error=error,
+        work=str(work) if error or keep else None,
+    )  # fmt: skip
+    if error is None:
+        with contextlib.suppress(Exception):
+            await delete_trial_topics(config)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
 async def _main(args: argparse.Namespace) -> int:
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
     unknown = set(faults) - set(FAULTS)
     if unknown:
         print(f"unknown faults {sorted(unknown)}; choose from {FAULTS}", file=sys.stderr)
+        return 2
+    if args.mode == "standby" and set(faults) - {"kill", "term"}:
+        print("--mode standby takes the faults kill and term", file=sys.stderr)
         return 2
     broker = None
     bootstrap = args.bootstrap
@@ -631,6 +792,19 @@ async def _main(args: argparse.Namespace) -> int:
     seconds: list[float] = []
     try:
         for trial in range(args.trials):
+            if args.mode == "standby":
+                result = await run_standby_trial(
+                    bootstrap, trial=trial, events=args.events, seed=args.seed,
+                    rate=args.rate, faults=faults, max_gap_s=args.max_gap,
+                    work_root=work_root, keep=args.keep,
+                    log=(lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None,
+                )  # fmt: skip
+                print(result.as_json(), flush=True)
+                passed += result.ok
+                seconds.append(result.seconds)
+                if not result.ok and args.stop_on_failure:
+                    break
+                continue
             result = await run_trial(
                 bootstrap, trial=trial, events=args.events, seed=args.seed, rate=args.rate,
                 faults=faults, max_gap_s=args.max_gap, outage_s=args.outage_s, broker=broker,
@@ -646,6 +820,7 @@ async def _main(args: argparse.Namespace) -> int:
         if broker is not None:
             await asyncio.to_thread(broker.close)
     summary = {
+        "mode": args.mode,
         "trials": len(seconds), "passed": passed, "events": args.events, "faults": faults,
         "seconds_per_trial": round(sum(seconds) / max(1, len(seconds)), 1),
     }  # fmt: skip
@@ -656,6 +831,13 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1)
+    parser.add_argument(
+        "--mode",
+        choices=("single", "standby"),
+        default="single",
+        help="single: one daemon; standby: two processes (Kafka elects the active), "
+        "faults hit either, some kills delete that process's snapshot directory",
+    )
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rate", type=float, default=5000.0, help="inputs/s; 0 = unthrottled")

@@ -524,6 +524,9 @@ class LocalKafka:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # The standby tests use a short control-group session (the default minimum
+            # is 6 s); production keeps the broker's bounds.
+            "group.min.session.timeout.ms": "1000",
             # Topics must be created explicitly (like production): typos fail loudly.
             "auto.create.topics.enable": "false",
             # After a kill() the restarted broker cannot register until the controller

@@ -37,6 +37,7 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "probe_authentication",
+    "stop_consumer",
 ]
 
 # Authentication and authorization failures: the credentials or the ACLs are wrong, and a
@@ -147,6 +148,18 @@ def journal_reader_consumer(config: Config) -> AIOKafkaConsumer:
         fetch_max_bytes=per_partition,
         fetch_max_wait_ms=100,
     )
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, minus an aiokafka quirk: stopped right after it started, a
+    consumer raises the cancellation of an internal task of its own that never ran.
+    Only a cancellation of the calling task is passed on."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 def admin_client(config: Config) -> AIOKafkaAdminClient:

@@ -10,6 +10,8 @@ import logging
 import signal
 import sys
 
+import msgspec
+
 from clearing.kafka._clients import ACCESS_ERRORS, access_error_message
 from clearing.kafka._connect import ConnectError
 from clearing.kafka._daemon import Daemon
@@ -66,6 +68,11 @@ def run_command(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return _EXIT_USAGE
+    role = getattr(args, "role", None)
+    if role is not None:  # the command line wins over the file and the environment
+        config = msgspec.structs.replace(
+            config, daemon=msgspec.structs.replace(config.daemon, role=role)
+        )
     _configure_logging(config)
     log.info("configuration: %s", config.redacted())
     return asyncio.run(run_daemon(config))

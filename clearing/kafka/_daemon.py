@@ -69,6 +69,7 @@ from clearing.kafka._clients import (
 )
 from clearing.kafka._connect import ConnectError, start_admin
 from clearing.kafka._dead_letters import DeadLetterLog
+from clearing.kafka._election import Election
 from clearing.kafka._exits import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -78,8 +79,10 @@ from clearing.kafka._exits import (
     EXIT_SHUTDOWN_TIMEOUT,
     DaemonExit,
 )
+from clearing.kafka._follow import JournalFollower
 from clearing.kafka._fund_risk import FundRisk
 from clearing.kafka._recovery import KafkaRecovery, Positions, recover_from_kafka
+from clearing.kafka._snapshot_topic import SnapshotPublisher
 from clearing.kafka._topics import describe_partitions, input_limit_warnings
 from clearing.kafka._transaction import BeforeCommit, Transactions, retrieve_fatal_error
 from clearing.kafka._upkeep import Upkeep
@@ -231,6 +234,7 @@ class Daemon:
         self.metrics = metrics if metrics is not None else Metrics()
         self._before_commit = before_commit
         self._stop = asyncio.Event()
+        self._lost = asyncio.Event()  # the control partition went to another process
         self._rank = {topic: rank for rank, topic in enumerate(config.topics.inputs)}
         self.engine: EngineCore | None = None
         self.recovery: KafkaRecovery | None = None
@@ -239,6 +243,10 @@ class Daemon:
         self._sequencer: Sequencer | None = None  # numbers, applies and chains the inputs
         self._upkeep: Upkeep | None = None  # invariant checks and snapshots
         self._fund_risk: FundRisk | None = None  # fund adequacy, when risk.interval_s > 0
+        self._publisher: SnapshotPublisher | None = None  # snapshots to the snapshot topic
+        self._election: Election | None = None  # the control group: who is active
+        self._follower: JournalFollower | None = None  # standby: the journal follower
+        self.role = config.daemon.role  # what this process does now
         self._transactions: Transactions | None = None  # the sink: one per batch
         self._inputs: Assignment | None = None  # the input partitions and their positions
         self._journal_offset = -1
@@ -277,8 +285,19 @@ class Daemon:
         """Serve until stopped or failed; returns the process exit code."""
         main = asyncio.create_task(self._main(), name="clearing-daemon")
         stopping = asyncio.create_task(self._stop.wait())
+        lost = asyncio.create_task(self._lost.wait())
         try:
-            await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({main, stopping, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if not main.done() and lost.done():
+                # Whatever the loop waits for (a commit, a probe), this process is no
+                # longer the elected one: never wait for it to find out by itself.
+                log.error(
+                    "FENCED: this process lost the control partition (another process "
+                    "started as active, or its group session ended: paused, partitioned or "
+                    "too slow). Stopping without writing anything more."
+                )
+                await self._cancel(main)
+                return EXIT_FENCED
             if not main.done():
                 bound_s = self.config.daemon.shutdown_timeout_s
                 try:
@@ -288,13 +307,18 @@ class Daemon:
                         "shutdown did not finish within %.1f s: aborting the open transaction",
                         bound_s,
                     )
-                    main.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await main
+                    await self._cancel(main)
                     return EXIT_SHUTDOWN_TIMEOUT
             return main.result()
         finally:
             stopping.cancel()
+            lost.cancel()
+
+    @staticmethod
+    async def _cancel(main: asyncio.Task[int]) -> None:
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await main
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -354,6 +378,19 @@ class Daemon:
             raise DaemonExit(exc.code, exc.message) from exc
         await self._preflight()
 
+        # Kafka decides who writes: an active process claims the control partition
+        # (and gets it at its first join), a standby follows the journal until elected.
+        follower: JournalFollower | None = None
+        if await self._join_election():
+            if self.role == "standby":
+                follower = await self._follow_until_elected()
+            else:
+                await self._wait_elected()
+            if self._stop.is_set():
+                if follower is not None:
+                    await follower.stop()
+                return  # stopped before this process was ever the active one
+
         metrics.set_ready(False, "fencing older instances")
         self._producer = make_producer(config)
         await self._producer.start()
@@ -366,12 +403,11 @@ class Daemon:
             config.ledger_id,
         )
 
-        metrics.set_ready(False, "recovering from the journal")
-        beating = asyncio.create_task(self._beat_while_recovering())
-        try:
-            recovery = await _in_daemon_thread(recover_from_kafka, config)
-        finally:
-            beating.cancel()
+        if follower is not None:
+            recovery = await self._promote(follower)
+        else:
+            metrics.set_ready(False, "recovering from the journal")
+            recovery = await self._recover()
         self._adopt(recovery)
 
         self._consumer = make_consumer(config)
@@ -390,10 +426,122 @@ class Daemon:
         )
         with streaming_collections():
             await self._consume()
+        # Hand over at once: a standby may promote while the last snapshot is written.
+        await self._leave_election()
         assert self._upkeep is not None
         await self._upkeep.finish()
         if config.snapshot_dir and config.snapshot.on_shutdown and self._settled():
             await self._upkeep.snapshot_now(self._journal_offset, self._positions)
+
+    # -- active or standby ------------------------------------------------------------------
+
+    async def _recover(self) -> KafkaRecovery:
+        beating = asyncio.create_task(self._beat_while_recovering())
+        try:
+            return await _in_daemon_thread(recover_from_kafka, self.config)
+        finally:
+            beating.cancel()
+
+    async def _join_election(self) -> bool:
+        """Join the control group; False when there is none (no control topic: an active
+        process then runs unelected, as before standbys existed)."""
+        control = self.config.topics.control
+        assert self._admin is not None
+        if (await describe_partitions(self._admin, [control])).get(control) is None:
+            if self.role == "standby":
+                raise DaemonExit(
+                    EXIT_RECOVERY,
+                    f"refusing to start as a standby: control topic {control!r} does not "
+                    f"exist. Create it with `clearing topics create --config FILE`.",
+                )
+            log.warning(
+                "control topic %r does not exist: running without an election (no standby "
+                "can take over); create it with `clearing topics create`",
+                control,
+            )
+            return False
+        self._election = Election(self.config, on_lost=self._lost.set)
+        await self._election.join()
+        self.metrics.set_role(self.role)
+        return True
+
+    async def _leave_election(self) -> None:
+        if self._election is not None:
+            election, self._election = self._election, None
+            try:
+                await asyncio.wait_for(election.leave(), _CLOSE_TIMEOUT_S)
+            except Exception as exc:  # the session timeout hands over instead
+                log.warning("leaving the control group failed: %r", exc)
+
+    async def _wait_elected(self) -> None:
+        """Active: wait for the group to hand over the partition (at once, unless a
+        dead holder's session must expire first)."""
+        election = self._election
+        assert election is not None
+        self.metrics.set_ready(False, "joining the control group")
+        while not (election.elected.is_set() or self._stop.is_set()):
+            if election.failure is not None:
+                raise election.failure
+            if self._server is not None:
+                self._server.beat()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(election.elected.wait(), 1.0)
+
+    async def _follow_until_elected(self) -> JournalFollower:
+        """Standby: recover, then apply the journal as the active commits it."""
+        election, metrics = self._election, self.metrics
+        assert election is not None
+        metrics.set_ready(False, "standby: recovering")
+        recovery = await self._recover()
+        follower = self._follower = JournalFollower(self.config, recovery)
+        await follower.start()
+        self.engine = follower.engine
+        metrics.set_ready(False, "standby: following the journal")
+        log.info(
+            "standby: recovered to seq %d in %.2f s; following %s",
+            recovery.engine.seq,
+            recovery.seconds,
+            self.config.topics.journal,
+        )
+        loop = asyncio.get_running_loop()
+        last_report = 0.0
+        while not (election.elected.is_set() or self._stop.is_set()):
+            if election.failure is not None:
+                raise election.failure
+            if self._server is not None:
+                self._server.beat()
+            await follower.poll()
+            self.committed_seq = follower.chain.last_seq
+            if loop.time() - last_report >= 1.0:
+                await self._report_lag(follower)
+                last_report = loop.time()
+        return follower
+
+    async def _report_lag(self, follower: JournalFollower) -> None:
+        behind = max(0, await follower.end_offset() - await follower.position())
+        lag_s = follower.lag_seconds() if behind else 0.0
+        in_sync = lag_s <= self.config.daemon.standby_sync_s
+        self.metrics.set_standby_lag(behind, lag_s, in_sync)
+        self.metrics.set_journal_seq(follower.chain.last_seq)
+
+    async def _promote(self, follower: JournalFollower) -> KafkaRecovery:
+        """Elected standby: the producer has fenced the old active (its open transaction
+        is aborted), so the journal's end is final: apply up to it, then serve."""
+        started = time.perf_counter()
+        self.metrics.set_ready(False, "promoting: catching up with the journal")
+        await follower.catch_up()
+        await follower.stop()
+        self._follower = None
+        self.role = "active"
+        self.metrics.set_role("active")
+        self.metrics.failovers.inc()
+        log.warning(
+            "promoted to active at seq %d: caught up in %.3f s",
+            follower.chain.last_seq,
+            time.perf_counter() - started,
+            extra={"seq": follower.chain.last_seq},
+        )
+        return follower.as_recovery(started)
 
     def _adopt(self, recovery: KafkaRecovery) -> None:
         self.recovery = recovery
@@ -406,7 +554,9 @@ class Daemon:
             invariant_check_inputs=config.limits.invariant_check_inputs,
             last_snapshot_seq=recovery.snapshot_seq,
         )
-        self._upkeep = Upkeep(config, self.metrics, self._sequencer)
+        if config.snapshot_dir and config.snapshot.publish:
+            self._publisher = SnapshotPublisher(config)
+        self._upkeep = Upkeep(config, self.metrics, self._sequencer, self._publisher)
         if config.risk.interval_s > 0:
             fund_metrics = self.metrics.enable_fund_risk(config.risk.interval_s)
             self._fund_risk = FundRisk(
@@ -422,12 +572,13 @@ class Daemon:
         self.metrics.set_invariant_ok(True)
         settle_heap()
         log.info(
-            "recovered to seq %d in %.2f s: snapshot %s (seq %d) + %d journal records "
+            "recovered to seq %d in %.2f s: snapshot %s (seq %d%s) + %d journal records "
             "replayed with outputs verified",
             recovery.engine.seq,
             recovery.seconds,
             recovery.snapshot_path or "none",
             recovery.snapshot_seq,
+            ", restored from the snapshot topic" if recovery.restored_seq else "",
             recovery.replayed,
             extra={"seq": recovery.engine.seq},
         )
@@ -471,8 +622,11 @@ class Daemon:
         # producer.stop() flushes the pending sends first: hopeless after a stuck batch.
         stuck = self._transactions is not None and self._transactions.stuck
         producer_close_s = _STUCK_CLOSE_TIMEOUT_S if stuck else _CLOSE_TIMEOUT_S
+        await self._leave_election()
         for closer, timeout_s in (
+            (self._follower.stop if self._follower else None, _CLOSE_TIMEOUT_S),
             (self._consumer.stop if self._consumer else None, _CLOSE_TIMEOUT_S),
+            (self._publisher.close if self._publisher else None, _CLOSE_TIMEOUT_S),
             (self._producer.stop if self._producer else None, producer_close_s),
             (self._admin.close if self._admin else None, _CLOSE_TIMEOUT_S),
             (self._server.stop if self._server else None, _CLOSE_TIMEOUT_S),
@@ -484,6 +638,7 @@ class Daemon:
             except Exception as exc:  # on the way out: report, keep closing the rest
                 log.warning("closing a Kafka client failed: %r", exc)
         self._consumer = self._producer = self._admin = self._server = None
+        self._follower = None
 
     # -- assignment ----------------------------------------------------------------------
 
@@ -504,6 +659,8 @@ class Daemon:
             while not self._stop.is_set():
                 if upkeep.failure is not None:
                     raise upkeep.failure
+                if self._election is not None and self._election.failure is not None:
+                    raise self._election.failure
                 if self._server is not None:
                     self._server.beat()
                 if upkeep.due():

@@ -25,6 +25,7 @@ from clearing.engine import EngineCore, InvariantViolation
 from clearing.journal import Record
 from clearing.kafka._batch import parse_source
 from clearing.kafka._journal import KafkaJournalReader
+from clearing.kafka._snapshot_topic import Manifest, SnapshotTopicReader
 from clearing.ops.config import Config
 from clearing.risk import OracleHistory
 from clearing.sequencer import (
@@ -34,7 +35,7 @@ from clearing.sequencer import (
     ReplayObserver,
     recover,
 )
-from clearing.snapshot import list_snapshots, prune, write_snapshot
+from clearing.snapshot import SnapshotError, install_snapshot, list_snapshots, prune, write_snapshot
 
 __all__ = [
     "KafkaRecovery",
@@ -62,6 +63,10 @@ class KafkaRecovery(NamedTuple):
     seconds: float
     # The replayed tail's oracle ticks, within risk.window_s (only when risk is on).
     oracle_history: OracleHistory | None = None
+    # The complete snapshots found in the snapshot topic (newest first), and the seq of
+    # the one restored from it into the empty or older local cache (0: none).
+    topic_manifests: tuple[Manifest, ...] = ()
+    restored_seq: int = 0
 
 
 def snapshot_meta(
@@ -148,6 +153,10 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
     directory = config.snapshot_dir
     with KafkaJournalReader(config) as reader:
         tail = reader.tail()
+        manifests: list[Manifest] = []
+        restored_seq = 0
+        if directory and config.snapshot.publish:
+            manifests, restored_seq = _restore_from_topic(config, reader, directory)
         metas: dict[str, dict[str, Any]] = {}
         if directory and os.path.isdir(directory):
             for info in list_snapshots(directory):
@@ -195,4 +204,58 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
             replayed=result.replayed,
             seconds=time.perf_counter() - started,
             oracle_history=history,
+            topic_manifests=tuple(manifests),
+            restored_seq=restored_seq,
         )
+
+
+def _newest_local_seq(directory: str, journal_topic: str, last_seq: int) -> int:
+    if not os.path.isdir(directory):
+        return 0
+    seqs = [
+        info.journal_seq
+        for info in list_snapshots(directory)
+        if info.problem is None
+        and info.meta.get("journal_topic") == journal_topic
+        and info.journal_seq <= last_seq
+    ]
+    return max(seqs, default=0)
+
+
+def _restore_from_topic(
+    config: Config, reader: KafkaJournalReader, directory: str
+) -> tuple[list[Manifest], int]:
+    """Copy the newest complete snapshot of the snapshot topic into the local cache when
+    it is newer than every local one (an empty disk: a new machine). One that is
+    damaged, partial or not of this journal's history is skipped with a log line and the
+    previous one tried. Returns the manifests found and the restored seq (0: none)."""
+    last_seq = reader.last_seq
+    local_seq = _newest_local_seq(directory, reader.topic, last_seq)
+    with SnapshotTopicReader(config) as topic:
+        manifests = topic.manifests()
+        for manifest in manifests:
+            seq = manifest.journal_seq
+            if seq <= local_seq:
+                break  # the local cache is as new: nothing to fetch
+            where = f"snapshot at seq {seq} in topic {topic.topic!r}"
+            if seq > last_seq:
+                log.warning("%s is ahead of the journal (seq %d): skipped", where, last_seq)
+                continue
+            try:
+                if manifest.journal_offset >= 0:
+                    reader.anchor(seq, manifest.journal_offset)
+                if reader.hash_at(seq).hex() != manifest.journal_hash:
+                    raise ValueError("its chain hash is not the journal's at that seq")
+                data = topic.fetch(manifest)
+                installed = install_snapshot(directory, data)
+            except (ValueError, SnapshotError, OSError) as exc:
+                log.warning("%s is unusable (%s): trying the previous one", where, exc)
+                continue
+            held = (installed.journal_seq, installed.journal_hash.hex())
+            if held != (seq, manifest.journal_hash):
+                log.warning("%s does not hold what its manifest says: skipped", where)
+                os.unlink(installed.path)
+                continue
+            log.info("%s restored into %s", where, installed.path, extra={"seq": seq})
+            return manifests, seq
+    return manifests, 0

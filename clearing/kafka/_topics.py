@@ -10,6 +10,13 @@ Why these settings:
 * events: partitioned by key (account, or market for ``oracle_held``) so consumers scale
   out and each account's events stay ordered; ordinary retention.
 * dlq: raw rejected inputs for people to look at; long retention.
+* snapshots: the published snapshots (``_snapshot_topic``): compacted (keys are unique
+  per snapshot and old ones are tombstoned by the writer, so compaction never removes
+  the newest complete one), two partitions (manifests, chunks), messages up to
+  ``snapshot.chunk_bytes`` plus framing. A delete policy would let retention remove the
+  only complete snapshot: reported as a problem.
+* control: one partition, never written; the consumer group on it elects the active
+  daemon (the member assigned the partition), see ``_election``.
 * inputs: created only if missing, for local runs; in production they belong to their
   producers (matching engine, oracle, ...). Their ``max.message.bytes`` is
   ``limits.max_message_bytes`` plus framing, so the broker accepts every input the
@@ -53,6 +60,12 @@ _FRAMING_BYTES: Final = 64 * 1024
 # bytes), the record's own (~20) and a key and headers of modest size.
 _MIN_INPUT_FRAMING_BYTES: Final = 1024
 _MAX_MESSAGE_BYTES: Final = "max.message.bytes"
+
+
+_WHY_REQUIRED: Final = {
+    "journal": "the journal must never lose records",
+    "snapshots": "retention could delete the only complete snapshot",
+}
 
 
 class TopicSpec(NamedTuple):
@@ -106,6 +119,19 @@ def topic_specs(config: Config) -> list[TopicSpec]:
         ),
         TopicSpec("events", topics.events, topics.events_partitions, rf, events, frozenset()),
         TopicSpec("dlq", topics.dlq, topics.dlq_partitions, rf, dlq, frozenset()),
+        TopicSpec(
+            "snapshots",
+            topics.snapshots,
+            2,
+            rf,
+            {
+                **safe,
+                "cleanup.policy": "compact",
+                _MAX_MESSAGE_BYTES: str(config.snapshot.chunk_bytes + _FRAMING_BYTES),
+            },
+            frozenset(("cleanup.policy",)),
+        ),
+        TopicSpec("control", topics.control, 1, rf, dict(safe), frozenset()),
     ]
     for role, name in (
         ("admin", topics.admin),
@@ -190,10 +216,10 @@ async def _check_existing(
         if partitions is not None:
             break
         await asyncio.sleep(0.1)
-    if spec.role == "journal" and partitions != 1:
+    if spec.role in ("journal", "control", "snapshots") and partitions != spec.partitions:
         report.problems.append(
-            f"journal topic {spec.name!r} exists with {partitions} partitions; it must have "
-            f"exactly 1"
+            f"{spec.role} topic {spec.name!r} exists with {partitions} partitions; it must "
+            f"have exactly {spec.partitions}"
         )
     elif partitions is not None and partitions != spec.partitions:
         report.warnings.append(
@@ -208,7 +234,7 @@ async def _check_existing(
         text = f"{spec.role} topic {spec.name!r}: {key}={have} (wanted {wanted})"
         if key in spec.required:
             report.problems.append(
-                f"{text}: the journal must never lose records. Fix it with kafka-configs "
+                f"{text}: {_WHY_REQUIRED[spec.role]}. Fix it with kafka-configs "
                 f"--alter --entity-type topics --entity-name {spec.name} "
                 f"--add-config {key}={wanted}"
             )

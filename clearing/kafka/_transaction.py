@@ -233,11 +233,21 @@ class Transactions:
         producer = self._producer
         offsets = {TopicPartition(t, p): o for (t, p), o in positions.items()}
         try:
-            await producer.begin_transaction()
-            await producer.send_offsets_to_transaction(offsets, self._config.group_id)
-            await producer.commit_transaction()
+            # Bounded like a batch: a probe sent by a process that was paused can meet
+            # a coordinator that has moved on.
+            async with self._bounded("an idle fencing probe"):
+                await producer.begin_transaction()
+                await producer.send_offsets_to_transaction(offsets, self._config.group_id)
+                await producer.commit_transaction()
         except _FENCED_ERRORS as exc:
             raise self.fenced("an idle fencing probe", exc) from exc
+        except _Stuck as exc:
+            self.stuck = True
+            raise DaemonExit(
+                EXIT_FAILURE,
+                f"idle fencing probe did not complete within {self.stuck_after_s:.1f} s; "
+                f"exiting so that recovery rebuilds the state from the journal",
+            ) from exc
         except Exception as exc:
             await self.abort()
             raise DaemonExit(EXIT_FAILURE, f"idle fencing probe failed: {exc!r}") from exc

@@ -5,7 +5,9 @@ While serving, the work runs in a forked child (``_background``) on a copy-on-wr
 image of the state as of the last committed batch, so consumption never stalls for it;
 the child's verdict comes back to the loop as a ``DaemonExit`` to raise (a violation) or
 a log line (a failed snapshot: snapshots only shorten recovery). At shutdown the last
-snapshot is written in place, after a check on the loop.
+snapshot is written in place, after a check on the loop. Each snapshot written is then
+published to the snapshot topic (``_snapshot_topic``) on the loop, one at a time; a
+failed publication is a log line, like a failed snapshot.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from clearing.engine.persist import dump_state
 from clearing.kafka._background import BackgroundJob, start_background_job
 from clearing.kafka._exits import EXIT_FAILURE, DaemonExit
 from clearing.kafka._recovery import Positions, write_kafka_snapshot
+from clearing.kafka._snapshot_topic import SnapshotPublisher
 from clearing.ops.config import Config
 from clearing.ops.metrics import Metrics
 from clearing.sequencer import Sequencer
@@ -32,8 +35,17 @@ log = logging.getLogger("clearing.kafka")
 class Upkeep:
     """Runs the due checks and snapshots of ``sequencer``'s engine, one child at a time."""
 
-    def __init__(self, config: Config, metrics: Metrics, sequencer: Sequencer) -> None:
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        sequencer: Sequencer,
+        publisher: SnapshotPublisher | None = None,
+    ) -> None:
         self._config = config
+        self._publisher = publisher
+        self._publishing: asyncio.Task[None] | None = None
+        self._next_path: str | None = None  # written, waiting to be published
         self._metrics = metrics
         self._sequencer = sequencer
         self.last_snapshot_path: str | None = None
@@ -120,6 +132,7 @@ class Upkeep:
             )
         elif result.snapshot_path is not None:
             self.last_snapshot_path = result.snapshot_path
+            self._publish(result.snapshot_path)
             self._metrics.set_snapshot_time(time.time_ns())
             self._metrics.snapshot_seconds.observe(result.seconds)
             log.info(
@@ -130,11 +143,34 @@ class Upkeep:
                 extra={"seq": seq},
             )
 
+    def _publish(self, path: str) -> None:
+        """Publish ``path`` to the snapshot topic in the background, one publication at
+        a time; a snapshot written meanwhile is published next (only the newest one
+        waiting: an older one would be pruned at once)."""
+        if self._publisher is None:
+            return
+        self._next_path = path
+        if self._publishing is None or self._publishing.done():
+            self._publishing = asyncio.create_task(
+                self._publish_waiting(self._publisher), name="clearing-snapshot-publish"
+            )
+
+    async def _publish_waiting(self, publisher: SnapshotPublisher) -> None:
+        while self._next_path is not None:
+            path, self._next_path = self._next_path, None
+            await publisher.publish(path)
+
+    async def published(self) -> None:
+        """Wait for the running publication, if any (it logs its own failure)."""
+        if self._publishing is not None:
+            await asyncio.shield(self._publishing)
+
     async def finish(self) -> None:
         """Let a running child finish (shutdown), then report what it found."""
         if self._job_task is not None:
             await asyncio.shield(self._job_task)
             self._job_task = None
+        await self.published()
         if self.failure is not None:
             raise self.failure
 
@@ -145,6 +181,8 @@ class Upkeep:
             self._job = None
         if self._job_task is not None:
             self._job_task.cancel()
+        if self._publishing is not None:
+            self._publishing.cancel()
 
     async def snapshot_now(self, journal_offset: int, positions: Positions) -> None:
         """Check and snapshot the committed state in place (only between batches)."""
@@ -191,3 +229,5 @@ class Upkeep:
             path,
             extra={"seq": engine.seq},
         )
+        self._publish(path)
+        await self.published()

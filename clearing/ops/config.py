@@ -143,6 +143,11 @@ class TopicsConfig(_Section):
     events: TopicName = "clearing.events"
     journal: TopicName = "clearing.journal"
     dlq: TopicName = "clearing.dlq"
+    # Compacted: every snapshot the daemon writes, in checksummed chunks plus a manifest,
+    # so that a machine with an empty disk recovers without replaying the whole journal.
+    snapshots: TopicName = "clearing.snapshots"
+    # One partition: the consumer group member assigned it is the active daemon.
+    control: TopicName = "clearing.control"
     replication_factor: PositiveInt = 3
     # None: replication_factor - 1 (at least 1), so one broker may be down without
     # blocking writes while every commit is still on two replicas.
@@ -155,9 +160,9 @@ class TopicsConfig(_Section):
 
     def __post_init__(self) -> None:
         names = [self.fills, self.oracle, self.book, self.admin, self.events, self.journal]
-        names.append(self.dlq)
+        names.extend((self.dlq, self.snapshots, self.control))
         if len(set(names)) != len(names):
-            raise ValueError("the seven topic names must all be different")
+            raise ValueError("the nine topic names must all be different")
         if self.min_insync_replicas is not None and (
             self.min_insync_replicas > self.replication_factor
         ):
@@ -225,6 +230,15 @@ class SnapshotConfig(_Section):
     every_inputs: PositiveInt = 1_000_000
     keep: PositiveInt = 3
     on_shutdown: bool = True
+    # Each snapshot is also published to topics.snapshots (needs dir: the local copy is
+    # what is published, and the cache a restore writes to).
+    publish: bool = True
+    # One chunk per Kafka message; the snapshot topic's max.message.bytes is this plus
+    # framing. Each chunk carries its own CRC32C.
+    chunk_bytes: Annotated[int, Meta(ge=1024, le=64 * _MiB)] = 512 * 1024
+    # Snapshots kept in the topic (older ones are deleted with tombstones once a newer
+    # one is complete; compaction then drops them).
+    topic_keep: PositiveInt = 2
 
 
 class HttpConfig(_Section):
@@ -247,6 +261,15 @@ class LogConfig(_Section):
 
 
 class DaemonConfig(_Section):
+    # active: consume inputs and write the journal (one per ledger at a time, decided by
+    # Kafka's group coordinator on topics.control). standby: follow the journal with a
+    # warm engine and take over when the active's group membership ends.
+    role: Literal["active", "standby"] = "active"
+    # The control group's session: how long a dead active goes unnoticed (failover time).
+    session_timeout_ms: Annotated[int, Meta(ge=1000)] = 10_000
+    # A standby within this many seconds of the journal's end counts as in sync
+    # (clearing_standby_in_sync; the alert when no standby is).
+    standby_sync_s: PositiveFloat = 10.0
     # SIGTERM/SIGINT: finish or abort the open transaction, snapshot and exit within this.
     shutdown_timeout_s: PositiveFloat = 30.0
     # While idle, an offsets-only transaction this often notices a fencing successor.

@@ -392,6 +392,36 @@ class Metrics:
             "1 once recovery has caught up and the daemon serves, else 0.",
             registry=reg,
         )
+        # -- active / standby (docs/operations.md, "Standby") ----------------------------
+        self.active = Gauge(
+            "clearing_active",
+            "1 while this process is the ledger's active one (writes the journal), 0 "
+            "while it is a standby (follows the journal).",
+            registry=reg,
+        )
+        self.standby_lag_offsets = Gauge(
+            "clearing_standby_lag_offsets",
+            "Standby only: journal topic offsets committed but not applied yet "
+            "(records in blocks and transaction markers; 0 when caught up).",
+            registry=reg,
+        )
+        self.standby_lag_seconds = Gauge(
+            "clearing_standby_lag_seconds",
+            "Standby only: age of the newest applied journal message while behind, 0 when "
+            "caught up with the journal's end.",
+            registry=reg,
+        )
+        self.standby_in_sync = Gauge(
+            "clearing_standby_in_sync",
+            "Standby only: 1 while following the journal within daemon.standby_sync_s.",
+            registry=reg,
+        )
+        self.failovers = Counter(
+            "clearing_failovers",
+            "Times this process was promoted from standby to active.",
+            registry=reg,
+        )
+        self.set_role("active")
         # The zero-valued counters exist from the start, so rate() sees their first step.
         for reason in REJECT_REASONS:
             self.rejects.labels(reason)
@@ -623,6 +653,18 @@ class Metrics:
 
     def set_invariant_ok(self, ok: bool) -> None:
         self.invariant_violation.set(0 if ok else 1)
+
+    def set_role(self, role: str) -> None:
+        self.active.set(1 if role == "active" else 0)
+        if role == "active":
+            self.standby_in_sync.set(0)
+            self.standby_lag_offsets.set(0)
+            self.standby_lag_seconds.set(0)
+
+    def set_standby_lag(self, offsets: int, seconds: float, in_sync: bool) -> None:
+        self.standby_lag_offsets.set(offsets)
+        self.standby_lag_seconds.set(seconds)
+        self.standby_in_sync.set(1 if in_sync else 0)
 
     def set_ready(self, ready: bool, reason: str = "") -> None:
         """Readiness, shown by ``clearing_ready`` and ``/readyz`` (reason when not ready)."""

@@ -65,8 +65,10 @@ __all__ = [
     "SnapshotError",
     "SnapshotInfo",
     "default_snapshot_dir",
+    "install_snapshot",
     "list_snapshots",
     "load_latest",
+    "parse_snapshot_header",
     "prune",
     "read_snapshot",
     "snapshot_name",
@@ -298,6 +300,46 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
         meta=meta,
         state=state,
     )
+
+
+def parse_snapshot_header(data: bytes) -> tuple[int, bytes, dict[str, Any]]:
+    """``(journal_seq, journal_hash, meta)`` from a snapshot file's bytes (header and
+    metadata checked; the state is not)."""
+    header = _parse_header(data[:HEADER_BYTES])
+    meta = _decode_meta(data[HEADER_BYTES : HEADER_BYTES + header.meta_len], header)
+    return header.journal_seq, header.journal_hash, meta
+
+
+def install_snapshot(directory: str | os.PathLike[str], data: bytes) -> Snapshot:
+    """Write a whole snapshot file received as bytes (e.g. from Kafka) into ``directory``
+    under its proper name, atomically, and read it back fully validated. A file that
+    fails validation is removed again and ``SnapshotError`` raised."""
+    d = os.fspath(directory)
+    seq, _hash, _meta = parse_snapshot_header(data)
+    if not os.path.isdir(d):
+        os.makedirs(d, mode=DIR_MODE, exist_ok=True)
+        os.chmod(d, DIR_MODE)
+    final = os.path.join(d, snapshot_name(seq))
+    tmp = os.path.join(d, f".{snapshot_name(seq)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(d)
+    try:
+        return read_snapshot(final)
+    except SnapshotError:
+        with contextlib.suppress(OSError):
+            os.unlink(final)
+        raise
 
 
 def _snapshot_files(directory: str) -> list[tuple[int, str]]:

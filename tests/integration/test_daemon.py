@@ -87,6 +87,8 @@ def write_config(tmp_path: Path, bootstrap: str, name: str = "t", **sections: An
             "events": f"{name}-{suffix}.events",
             "journal": f"{name}-{suffix}.journal",
             "dlq": f"{name}-{suffix}.dlq",
+            "snapshots": f"{name}-{suffix}.snapshots",
+            "control": f"{name}-{suffix}.control",
             "replication_factor": 1,
             "events_partitions": 3,
         },
@@ -111,7 +113,7 @@ async def setup_ledger(tmp_path: Path, bootstrap: str, name: str = "t", **sectio
     config = load_config(str(write_config(tmp_path, bootstrap, name, **sections)), environ={})
     report = await create_topics(config)
     assert not report.problems, report.problems
-    assert len(report.created) == 7
+    assert len(report.created) == 9
     return config
 
 
@@ -533,7 +535,7 @@ async def test_topics_create_is_idempotent_and_guards_the_journal(
     async with asyncio.timeout(TEST_TIMEOUT_S):
         config = await setup_ledger(tmp_path, kafka_bootstrap, "topics")
         again = await create_topics(config)
-        assert again.created == [] and len(again.existing) == 7 and not again.problems
+        assert again.created == [] and len(again.existing) == 9 and not again.problems
         # A journal topic made by hand with finite retention and 2 partitions is refused.
         bad = msgspec.structs.replace(
             config, topics=msgspec.structs.replace(config.topics, journal=uniq("badjournal"))
@@ -555,7 +557,19 @@ async def test_topics_create_is_idempotent_and_guards_the_journal(
             capture_output=True, text=True, cwd=REPO, check=False,
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr
-        assert cli.stdout.count("created") == 7
+        assert cli.stdout.count("created") == 9
+        # A snapshot topic that retention could empty (delete policy) is refused too.
+        bad_snapshots = msgspec.structs.replace(
+            config, topics=msgspec.structs.replace(config.topics, snapshots=uniq("badsnaps"))
+        )
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(bad_snapshots.topics.snapshots, 1, 1)])
+        finally:
+            await admin.close()
+        problems = " ".join((await create_topics(bad_snapshots)).problems)
+        assert "1 partitions" in problems and "cleanup.policy=delete" in problems
 
 
 async def test_a_large_journal_record_fits_and_reads_back(
@@ -888,9 +902,11 @@ async def test_restart_resumes_without_loss_or_duplication(
         assert await rerun.stop() == EXIT_OK
 
         # A restart after deleting the newest snapshots replays the journal tail instead.
+        # (The snapshot topic would restore the newest: this restart does without it.)
         for info in list_snapshots(str(tmp_path / "snapshots"))[1:]:
             os.unlink(info.path)
-        third = Running(config)
+        local_only = msgspec.structs.replace(config.snapshot, publish=False)
+        third = Running(msgspec.structs.replace(config, snapshot=local_only))
         await third.wait_ready()
         assert third.daemon.recovery is not None
         assert third.daemon.recovery.replayed == total - third.daemon.recovery.snapshot_seq > 0
