@@ -72,12 +72,12 @@ def verify_proof(proof: Proof, statement: Statement) -> Verified:
     if node.hex() != statement.root_hash:
         raise ProofInvalid(
             f"the path does not lead to the statement's root: it gives {node.hex()}, the "
-            f"statement has {statement.root_hash}"
+            f"statement has {statement.root_hash[:80]!r}"
         )
     statement_total = _amount(statement.total_liabilities_e16, "the statement's total")
     if total_e16 != statement_total:
         raise ProofInvalid(
-            f"the path sums to {total_e16} e16 but the statement's total is {statement_total}"
+            f"the path sums to {total_e16} e16 but the statement's total is {statement_total!r:.80}"
         )
     return Verified(proof.account, liability_e16, statement.root_hash, total_e16, statement.seq)
 
@@ -93,9 +93,11 @@ def _check_same_statement(proof: Proof, statement: Statement) -> None:
     for field in ("seq", "journal_chain_hash", "account_count", "root_hash"):
         mine, theirs = getattr(proof, field), getattr(statement, field)
         if mine != theirs:
+            # repr: a value read from a file may hold anything, newlines included, and
+            # the verdict stays one line
             raise ProofInvalid(
-                f"the proof is for another statement: its {field} is {mine}, the "
-                f"statement's is {theirs}"
+                f"the proof is for another statement: its {field} is {mine!r:.80}, the "
+                f"statement's is {theirs!r:.80}"
             )
     if not 1 <= statement.account_count <= MAX_LEAVES:
         raise ProofInvalid(

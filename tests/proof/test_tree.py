@@ -331,3 +331,13 @@ def test_the_verifier_raises_the_error_tree_s_class() -> None:
 
     assert clearing.proof.ProofInvalid is clearing.errors.ProofInvalid
     assert issubclass(ProofInvalid, clearing.errors.ClearingError)
+
+
+@pytest.mark.parametrize("field", ["journal_chain_hash", "root_hash"])
+def test_a_newline_in_a_compared_field_still_gives_one_line(tree: SumTree, field: str) -> None:
+    """A verdict quotes the mismatching values; a file may put anything there (the
+    hypothesis test above found a bare newline in ``journal_chain_hash``)."""
+    statement = _statement(tree)
+    proof = msgspec.structs.replace(_proof_of(tree, statement, "acct-1"), **{field: "\n"})
+    message = _failure(proof, statement)
+    assert "another statement" in message and "\n" not in message
