@@ -45,6 +45,7 @@ import importlib.util
 import json
 import os
 import pstats
+import re
 import signal
 import statistics
 import subprocess
@@ -392,7 +393,8 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
         cmd = [sys.executable]
         if args.profile:
             cmd += ["-m", "cProfile", "-o", str(prof)]
-        cmd += ["-m", "clearing.cli", "run", "--config", str(path)]
+        daemon_path = config_for_checkout(path, args.daemon_checkout)
+        cmd += ["-m", "clearing.cli", "run", "--config", str(daemon_path)]
         log_path = work / "daemon.log"
         broker_pid = broker.proc.pid if broker is not None and broker.proc else None
         broker_cpu_before = cpu_seconds(broker_pid)
@@ -624,6 +626,44 @@ def default_max_records(checkout: Path) -> int:
     out = subprocess.run([sys.executable, "-c", code], cwd=checkout, capture_output=True,
                          text=True, check=True)  # fmt: skip
     return int(out.stdout)
+
+
+_UNKNOWN_KEY = re.compile(r"unknown key '([a-z_]+)\.([a-z_]+)'")
+
+
+def config_for_checkout(path: Path, checkout: Path) -> Path:
+    """``path`` as the daemon of ``checkout`` accepts it: an older checkout refuses keys
+    added after it (e.g. ``topics.snapshots``), so each key its own loader names unknown
+    is dropped, one at a time, into a copy. Those keys only name topics and settings the
+    older code has no use for."""
+    text = path.read_text()
+    check = (
+        "import sys; from clearing.ops.config import load_config; "
+        "load_config(sys.argv[1], environ={})"
+    )
+    for _ in range(20):
+        trial = path.with_suffix(".checkout.toml")
+        trial.write_text(text)
+        done = subprocess.run([sys.executable, "-c", check, str(trial)], cwd=checkout,
+                              capture_output=True, text=True)  # fmt: skip
+        unknown = _UNKNOWN_KEY.search(done.stderr)
+        if done.returncode == 0 or unknown is None:
+            return trial
+        section, key = unknown.groups()
+        text = _drop_key(text, section, key)
+    return trial
+
+
+def _drop_key(text: str, section: str, key: str) -> str:
+    out, current = [], None
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            current = stripped.strip("[]")
+        elif current == section and stripped.split("=")[0].strip() == key:
+            continue
+        out.append(line)
+    return "".join(out)
 
 
 def checkout_commit(checkout: Path) -> str:
