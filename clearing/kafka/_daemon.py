@@ -86,7 +86,7 @@ from clearing.kafka._snapshot_topic import SnapshotPublisher
 from clearing.kafka._topics import describe_partitions, input_limit_warnings
 from clearing.kafka._transaction import BeforeCommit, Transactions, retrieve_fatal_error
 from clearing.kafka._upkeep import Upkeep
-from clearing.ops.config import Config
+from clearing.ops.config import Config, ConfigError
 from clearing.ops.http import OpsServer
 from clearing.ops.metrics import Metrics
 from clearing.ops.read_api import ReadApi
@@ -333,6 +333,9 @@ class Daemon:
         except (RecoveryError, JournalError) as exc:
             log.critical("refusing to start: %s", exc)
             return EXIT_RECOVERY
+        except ConfigError as exc:  # found only against the topics (engine.rules_version)
+            log.critical("refusing to start: %s", exc)
+            return EXIT_CONFIG
         except ACCESS_ERRORS as exc:
             log.critical("%s", access_error_message(self.config, exc))
             return EXIT_CONFIG
