@@ -41,6 +41,7 @@ from clearing.snapshot import SnapshotError, install_snapshot, list_snapshots, p
 __all__ = [
     "KafkaRecovery",
     "Positions",
+    "check_rules_version",
     "ledger_rules_version",
     "recover_from_kafka",
     "snapshot_meta",
@@ -159,6 +160,13 @@ def ledger_rules_version(config: Config, journal_topic: str, recorded: int | Non
             f"engine.rules_version = {recorded} or remove the key"
         )
     return recorded
+
+
+def check_rules_version(config: Config) -> None:
+    """``ledger_rules_version``'s refusal, from the journal topic's tail alone: cheap
+    enough to run before a process fences the running active (blocking: in a thread)."""
+    with KafkaJournalReader(config) as reader:
+        ledger_rules_version(config, reader.topic, reader.tail().rules_version)
 
 
 def recover_from_kafka(config: Config) -> KafkaRecovery:
