@@ -23,6 +23,7 @@ from clearing.cli import main
 from clearing.journal import LocalJournal, Record
 from clearing.kafka import (
     EXIT_CONFIG,
+    EXIT_FAILURE,
     EXIT_OK,
     HEADER_RULES,
     KafkaJournalReader,
@@ -42,6 +43,7 @@ from tests.integration.test_daemon import (
     write_config,
 )
 from tests.integration.test_journal_audit import append_to_journal, run_cli
+from tests.integration.test_standby import as_role
 
 pytestmark = pytest.mark.kafka
 
@@ -325,3 +327,39 @@ async def test_audit_commands_on_the_topic_replay_under_its_recorded_version(
         mixed = await run_cli("journal", "verify", topic)
         assert mixed.returncode == 1, (mixed.stdout, mixed.stderr)
         assert "records rules version 1" in mixed.stdout + mixed.stderr
+
+
+async def test_a_standby_follows_a_version_2_ledger_and_writes_version_2_after_takeover(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(4 * TEST_TIMEOUT_S):
+        path = write_config(tmp_path, kafka_bootstrap, "standbyv2", engine={"rules_version": 2})
+        config = load_config(str(path), environ={})
+        assert not (await create_topics(config)).problems
+        unset = with_rules(config, None)
+        active = Running(as_role(config, "active", tmp_path / "a"))
+        await active.wait_ready()
+        # A standby that recovers from the still empty topic without the key starts a
+        # version-1 engine; the active's first version-2 record makes it exit (1: the
+        # restart takes the topic's version) instead of following under other rules.
+        early = Running(as_role(unset, "standby", tmp_path / "early"))
+        await early._until(lambda: early.daemon._follower is not None, 30.0, "following")
+        first, second = v2_phases()
+        await produce(config, as_admin(first))
+        await active.wait_seq(len(first))
+        assert await early.exit_code() == EXIT_FAILURE
+        # Started on the non-empty topic, a standby follows it under version 2 ...
+        standby = Running(as_role(unset, "standby", tmp_path / "b"))
+        await standby.wait_seq(len(first))
+        assert standby.daemon.engine is not None and standby.daemon.engine.rules_version == 2
+        assert await active.stop() == EXIT_OK
+        # ... and, promoted, goes on writing version-2 records.
+        await standby.wait_ready()
+        await produce(config, as_admin(second))
+        await standby.wait_seq(len(first) + len(second))
+        assert await standby.stop() == EXIT_OK
+        messages = await read_all(config, config.topics.journal)
+        assert messages and all(header(m, HEADER_RULES) == b"2" for m in messages)
+        topic = f"kafka://{kafka_bootstrap}/{config.topics.journal}"
+        replayed = await run_cli("replay", topic, "--quiet")
+        assert replayed.returncode == 0, replayed.stderr
