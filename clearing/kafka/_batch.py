@@ -37,6 +37,7 @@ import msgspec
 
 from clearing.engine import EngineCore, OutputEvent
 from clearing.engine.events import OracleHeld, Reject, decode_output
+from clearing.engine.rules_v2 import RULES_VERSIONS
 from clearing.journal import Record
 from clearing.sequencer import JournalChain, Sequencer, encode_record
 
@@ -114,6 +115,11 @@ def journal_rules_version(headers: Sequence[tuple[str, bytes]] | None) -> int:
         if name == HEADER_RULES:
             if not (value and value.isdigit() and len(value) <= 3 and int(value) >= 1):
                 raise ValueError(f"header {HEADER_RULES} is {value!r}, not a rules version")
+            if int(value) not in RULES_VERSIONS:
+                raise ValueError(
+                    f"rules version {int(value)} (header {HEADER_RULES}) is not one this "
+                    f"build implements ({', '.join(map(str, RULES_VERSIONS))}): upgrade"
+                )
             return int(value)
     return 1
 

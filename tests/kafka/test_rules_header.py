@@ -70,7 +70,7 @@ def test_the_rules_header_reads_back(headers: list | None, version: int) -> None
     assert journal_rules_version(headers) == version
 
 
-@pytest.mark.parametrize("value", [b"", b"0", b"two", b"-2", b"2.0", b"12345", None])
+@pytest.mark.parametrize("value", [b"", b"0", b"two", b"-2", b"2.0", b"12345", b"3", None])
 def test_a_rules_header_that_is_not_a_version_is_refused(value: bytes | None) -> None:
     with pytest.raises(ValueError, match=HEADER_RULES):
         journal_rules_version([(HEADER_RULES, value)])  # type: ignore[list-item]
