@@ -178,6 +178,9 @@ async def test_a_version_2_ledger_runs_recovers_and_replays_under_version_2(
         )
         config = load_config(str(config_path), environ={})
         assert not (await create_topics(config)).problems
+        topic = f"kafka://{kafka_bootstrap}/{config.topics.journal}"
+        info = await run_cli("journal", "info", topic)
+        assert info.returncode == 0 and "rules version: none yet" in info.stdout, info.stdout
         first, second = v2_phases()
         await produce(config, as_admin(first))
         run = Running(config)
@@ -251,6 +254,9 @@ async def test_a_topic_without_the_header_is_a_version_1_ledger(
         messages = await read_all(config, config.topics.journal)
         assert messages and all(header(m, HEADER_RULES) is None for m in messages)
         assert await asyncio.to_thread(topic_rules, config) == 1
+        topic = f"kafka://{kafka_bootstrap}/{config.topics.journal}"
+        info = await run_cli("journal", "info", topic)
+        assert info.returncode == 0 and "rules version 1" in info.stdout, info.stdout
         events = await events_in_order(config, 1)
         assert any(json.loads(e)["type"] == "clawback" for e in events)  # v1's answer
         refused = Running(with_rules(config, 2))
