@@ -229,5 +229,9 @@ def _info_topic(reader: KafkaJournalReader, config: Config) -> int:
         f"{tail.begin_offset}..{tail.end_offset} (last record at {tail.last_offset})"
     )
     print(f"  head hash {_hex(reader.head_hash)} (as stored; verify checks the chain)")
+    if tail.rules_version is None:
+        print("  rules version: none yet (the first daemon sets it from engine.rules_version)")
+    else:
+        print(f"  rules version {tail.rules_version} (as the newest record carries it)")
     _print_snapshots(config.snapshot_dir)
     return EXIT_OK

@@ -9,6 +9,7 @@ documents the message layout of the journal, events and DLQ topics.
 
 from clearing.kafka._batch import (
     HEADER_INDEX,
+    HEADER_RULES,
     HEADER_SEQ,
     OVERSIZED,
     BatchPlan,
@@ -21,6 +22,7 @@ from clearing.kafka._batch import (
     decode_journal_value,
     encode_journal_block,
     encode_journal_value,
+    journal_rules_version,
     order_records,
     parse_source,
     plan_batch,
@@ -52,6 +54,7 @@ __all__ = [
     "EXIT_SHUTDOWN_TIMEOUT",
     "EXIT_UNREACHABLE",
     "HEADER_INDEX",
+    "HEADER_RULES",
     "HEADER_SEQ",
     "OVERSIZED",
     "BatchPlan",
@@ -74,6 +77,7 @@ __all__ = [
     "decode_journal_value",
     "encode_journal_block",
     "encode_journal_value",
+    "journal_rules_version",
     "order_records",
     "parse_source",
     "plan_batch",

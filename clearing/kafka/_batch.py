@@ -11,6 +11,10 @@ Message layout (the contract with downstream consumers):
   ``outputs`` = the input's output events as JSON lines. A block holds records up to
   ``JOURNAL_BLOCK_BYTES`` of payload and outputs (a larger record is a block of its own).
   Messages without the header are single records, the format before blocks (read still).
+  Header ``clearing.rules`` = the ledger's clearing rules version (ASCII decimal, SPEC §9)
+  on every message of a ledger under version 2 or later; a message without it is under
+  version 1, so version-1 ledgers write exactly the messages they wrote before versions
+  existed. Every message of one journal topic carries the same version.
 * events topic: value = the exact ``encode_output`` bytes of one output event; key = its
   ``account`` (``market`` for ``oracle_held``; a reject that names neither is keyed by its
   source ``<topic>:<partition>``), so one account's events stay in one partition, in order;
@@ -33,12 +37,14 @@ import msgspec
 
 from clearing.engine import EngineCore, OutputEvent
 from clearing.engine.events import OracleHeld, Reject, decode_output
+from clearing.engine.rules_v2 import RULES_VERSIONS
 from clearing.journal import Record
 from clearing.sequencer import JournalChain, Sequencer, encode_record
 
 __all__ = [
     "HEADER_BLOCK",
     "HEADER_INDEX",
+    "HEADER_RULES",
     "HEADER_SEQ",
     "JOURNAL_BLOCK_BYTES",
     "OVERSIZED",
@@ -53,6 +59,7 @@ __all__ = [
     "decode_journal_value",
     "encode_journal_block",
     "encode_journal_value",
+    "journal_rules_version",
     "order_records",
     "parse_source",
     "plan_batch",
@@ -62,6 +69,7 @@ __all__ = [
 HEADER_SEQ: Final = "clearing.seq"
 HEADER_BLOCK: Final = "clearing.block"
 HEADER_INDEX: Final = "clearing.index"
+HEADER_RULES: Final = "clearing.rules"
 HEADER_LEDGER: Final = "clearing.ledger"
 HEADER_SOURCE_TOPIC: Final = "clearing.source.topic"
 HEADER_SOURCE_PARTITION: Final = "clearing.source.partition"
@@ -93,12 +101,32 @@ def decode_journal_value(value: bytes) -> Record:
     return _record_decoder.decode(value)
 
 
-def encode_journal_block(topic: str, records: Sequence[Record]) -> OutMessage:
+def encode_journal_block(
+    topic: str, records: Sequence[Record], rules_version: int = 1
+) -> OutMessage:
     """The journal message of ``records`` (consecutive seqs, at least one)."""
-    return _block_message(topic, records[0].seq, [encode_record(r) for r in records])
+    return _block_message(topic, records[0].seq, [encode_record(r) for r in records], rules_version)
 
 
-def _block_message(topic: str, first_seq: int, encoded: Sequence[bytes]) -> OutMessage:
+def journal_rules_version(headers: Sequence[tuple[str, bytes]] | None) -> int:
+    """The rules version a journal message records (1 without the header); ValueError
+    on a header that is not a version number."""
+    for name, value in headers or ():
+        if name == HEADER_RULES:
+            if not (value and value.isdigit() and len(value) <= 3 and int(value) >= 1):
+                raise ValueError(f"header {HEADER_RULES} is {value!r}, not a rules version")
+            if int(value) not in RULES_VERSIONS:
+                raise ValueError(
+                    f"rules version {int(value)} (header {HEADER_RULES}) is not one this "
+                    f"build implements ({', '.join(map(str, RULES_VERSIONS))}): upgrade"
+                )
+            return int(value)
+    return 1
+
+
+def _block_message(
+    topic: str, first_seq: int, encoded: Sequence[bytes], rules_version: int = 1
+) -> OutMessage:
     """A block from records already encoded: a MessagePack array is its header followed by
     its items, so this is byte for byte ``msgspec.msgpack.encode(list_of_records)``."""
     n = len(encoded)
@@ -113,12 +141,23 @@ def _block_message(topic: str, first_seq: int, encoded: Sequence[bytes]) -> OutM
         0,
         str(first_seq).encode(),
         header + b"".join(encoded),
-        [(HEADER_BLOCK, str(n).encode())],
+        _journal_headers(n, rules_version),
     )
 
 
+def _journal_headers(records: int, rules_version: int) -> list[tuple[str, bytes]]:
+    headers = [(HEADER_BLOCK, str(records).encode())]
+    if rules_version != 1:  # version 1 writes no header: its messages stay as they were
+        headers.append((HEADER_RULES, str(rules_version).encode()))
+    return headers
+
+
 def _blocks(
-    topic: str, first_seq: int, encoded: Sequence[bytes], max_bytes: int | None = None
+    topic: str,
+    first_seq: int,
+    encoded: Sequence[bytes],
+    max_bytes: int | None = None,
+    rules_version: int = 1,
 ) -> list[OutMessage]:
     """Consecutive encoded records (seqs from ``first_seq``) cut into blocks of at most
     ``max_bytes`` (``JOURNAL_BLOCK_BYTES`` if None or larger; a larger record is a block
@@ -129,11 +168,13 @@ def _blocks(
     for i, record in enumerate(encoded):
         n = len(record)
         if i > begin and size + n > limit:
-            messages.append(_block_message(topic, first_seq + begin, encoded[begin:i]))
+            messages.append(
+                _block_message(topic, first_seq + begin, encoded[begin:i], rules_version)
+            )
             begin, size = i, 0
         size += n
     if encoded:
-        messages.append(_block_message(topic, first_seq + begin, encoded[begin:]))
+        messages.append(_block_message(topic, first_seq + begin, encoded[begin:], rules_version))
     return messages
 
 
@@ -390,6 +431,8 @@ class BatchPlanner:
         self._ledger = ledger_id.encode()
         self._max_message_bytes = max_message_bytes
         self._block_bytes = journal_block_bytes
+        # The ledger's rules, recorded on every journal message (HEADER_RULES).
+        self._rules_version = sequencer.engine.rules_version
         self._first_seq = sequencer.chain.last_seq + 1
         self._records: list[bytes] = []
         self._events: list[OutMessage] = []
@@ -501,7 +544,13 @@ class BatchPlanner:
 
     def finish(self) -> BatchPlan:
         return BatchPlan(
-            journal=_blocks(self._journal_topic, self._first_seq, self._records, self._block_bytes),
+            journal=_blocks(
+                self._journal_topic,
+                self._first_seq,
+                self._records,
+                self._block_bytes,
+                self._rules_version,
+            ),
             events=self._events,
             dlq=self._oversized_dlq + self._dlq,
             offsets=self._offsets,

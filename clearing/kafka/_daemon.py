@@ -81,12 +81,17 @@ from clearing.kafka._exits import (
 )
 from clearing.kafka._follow import JournalFollower
 from clearing.kafka._fund_risk import FundRisk
-from clearing.kafka._recovery import KafkaRecovery, Positions, recover_from_kafka
+from clearing.kafka._recovery import (
+    KafkaRecovery,
+    Positions,
+    check_rules_version,
+    recover_from_kafka,
+)
 from clearing.kafka._snapshot_topic import SnapshotPublisher
 from clearing.kafka._topics import describe_partitions, input_limit_warnings
 from clearing.kafka._transaction import BeforeCommit, Transactions, retrieve_fatal_error
 from clearing.kafka._upkeep import Upkeep
-from clearing.ops.config import Config
+from clearing.ops.config import Config, ConfigError
 from clearing.ops.http import OpsServer
 from clearing.ops.metrics import Metrics
 from clearing.ops.read_api import ReadApi
@@ -333,6 +338,9 @@ class Daemon:
         except (RecoveryError, JournalError) as exc:
             log.critical("refusing to start: %s", exc)
             return EXIT_RECOVERY
+        except ConfigError as exc:  # found only against the topics (engine.rules_version)
+            log.critical("refusing to start: %s", exc)
+            return EXIT_CONFIG
         except ACCESS_ERRORS as exc:
             log.critical("%s", access_error_message(self.config, exc))
             return EXIT_CONFIG
@@ -377,6 +385,10 @@ class Daemon:
         except ConnectError as exc:
             raise DaemonExit(exc.code, exc.message) from exc
         await self._preflight()
+        if config.engine.rules_version is not None:
+            # A version the topic did not record stops here, before this process can
+            # fence the running active; recovery checks again (the topic may be empty).
+            await _in_daemon_thread(check_rules_version, config)
 
         # Kafka decides who writes: an active process claims the control partition
         # (and gets it at its first join), a standby follows the journal until elected.

@@ -26,8 +26,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from clearing.engine import EngineCore
 from clearing.errors import KafkaJournalError, OutputDivergence
 from clearing.journal import Record, chain_hash
-from clearing.kafka._batch import decode_journal_message, parse_source
+from clearing.kafka._batch import decode_journal_message, journal_rules_version, parse_source
 from clearing.kafka._clients import journal_reader_consumer, stop_consumer
+from clearing.kafka._exits import EXIT_FAILURE, DaemonExit
 from clearing.kafka._recovery import KafkaRecovery, Positions
 from clearing.ops.config import Config
 from clearing.sequencer import JournalChain, join_outputs
@@ -106,11 +107,22 @@ class JournalFollower:
         self, offset: int, value: bytes | None, headers: Sequence[tuple[str, bytes]]
     ) -> list[Record]:
         try:
-            return decode_journal_message(value, headers)
+            records = decode_journal_message(value, headers)
+            rules = journal_rules_version(headers)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             raise KafkaJournalError(
                 f"journal topic {self._tp.topic!r} offset {offset}: not a journal record ({exc})"
             ) from None
+        if rules != self.engine.rules_version:
+            # Only when this standby recovered from an empty topic under another
+            # engine.rules_version than the active's: a restart takes the topic's version.
+            raise DaemonExit(
+                EXIT_FAILURE,
+                f"standby: journal topic {self._tp.topic!r} offset {offset} records rules "
+                f"version {rules}, this standby started a version {self.engine.rules_version} "
+                f"ledger on the empty topic: exiting so that a restart follows the topic's",
+            )
+        return records
 
     def apply(self, records: list[Record]) -> None:
         """Apply consecutive records, checking seq, chain hash and recorded outputs."""

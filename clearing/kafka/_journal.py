@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from clearing.errors import KafkaJournalError
 from clearing.journal import GENESIS_HASH, Record, chain_hash
-from clearing.kafka._batch import decode_journal_message
+from clearing.kafka._batch import decode_journal_message, journal_rules_version
 from clearing.kafka._clients import admin_client, journal_reader_consumer
 from clearing.kafka._topics import describe_partitions
 from clearing.ops.config import Config
@@ -48,6 +48,9 @@ class JournalTail(NamedTuple):
     end_offset: int  # last stable offset: read_committed reads stop here
     last: Record | None  # newest committed record (chain hash as stored)
     last_offset: int  # its offset; -1 when the journal is empty
+    # The rules version the topic's records carry (header clearing.rules, absent = 1);
+    # None when the journal is empty (a new ledger: its first writer decides).
+    rules_version: int | None = None
 
 
 class KafkaJournalReader:
@@ -66,6 +69,7 @@ class KafkaJournalReader:
         self._consumer: AIOKafkaConsumer | None = None
         self._tail: JournalTail | None = None
         self._anchors: dict[int, int] = {}  # seq -> offset
+        self._rules: int | None = None  # of the first message read: every other agrees
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -157,10 +161,19 @@ class KafkaJournalReader:
     ) -> list[Record]:
         try:
             records = decode_journal_message(value, headers)
+            rules = journal_rules_version(headers)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             raise KafkaJournalError(
                 f"journal topic {self.topic!r} offset {offset}: not a journal record ({exc})"
             ) from None
+        if self._rules is None:
+            self._rules = rules
+        elif rules != self._rules:
+            raise KafkaJournalError(
+                f"journal topic {self.topic!r} offset {offset}: records rules version "
+                f"{rules}, other records of the topic {self._rules}: one ledger runs one "
+                f"version, so this topic holds records of another ledger"
+            )
         anchors = self._anchors
         for record in records:
             if len(record.chain_hash) != len(GENESIS_HASH):
@@ -188,7 +201,7 @@ class KafkaJournalReader:
         if last is None:
             self._tail = JournalTail(begin, end, None, -1)
         else:
-            self._tail = JournalTail(begin, end, last[1], last[0])
+            self._tail = JournalTail(begin, end, last[1], last[0], self._rules)
         return self._tail
 
     # -- the read half of clearing.journal.Journal ----------------------------------------
@@ -200,9 +213,10 @@ class KafkaJournalReader:
 
     @property
     def rules_version(self) -> int:
-        """Rules version 1: the journal topic has no header to record another, so the
-        Kafka daemon runs version-1 ledgers only (docs/clearing-rules.md)."""
-        return 1
+        """The rules version the topic's records carry (1 for an empty topic; a new
+        ledger's version comes from the daemon's configuration, not from here)."""
+        recorded = self.tail().rules_version
+        return 1 if recorded is None else recorded
 
     @property
     def head_hash(self) -> bytes:

@@ -22,6 +22,7 @@ import time
 from typing import Any, Final, NamedTuple
 
 from clearing.engine import EngineCore, InvariantViolation
+from clearing.errors import ConfigError
 from clearing.journal import Record
 from clearing.kafka._batch import parse_source
 from clearing.kafka._journal import KafkaJournalReader
@@ -40,6 +41,8 @@ from clearing.snapshot import SnapshotError, install_snapshot, list_snapshots, p
 __all__ = [
     "KafkaRecovery",
     "Positions",
+    "check_rules_version",
+    "ledger_rules_version",
     "recover_from_kafka",
     "snapshot_meta",
     "write_kafka_snapshot",
@@ -142,6 +145,30 @@ class _TailPositions(ReplayObserver):
             self.positions[where[0], where[1]] = where[2] + 1
 
 
+def ledger_rules_version(config: Config, journal_topic: str, recorded: int | None) -> int:
+    """The rules version the ledger runs: the one its journal topic recorded, or for an
+    empty topic (a new ledger) ``engine.rules_version`` (unset: 1). Raises
+    ``ConfigError`` when the configuration names another version than the topic's: a
+    ledger's rules never change, and replaying it under others would diverge."""
+    wanted = config.engine.rules_version
+    if recorded is None:
+        return 1 if wanted is None else wanted
+    if wanted is not None and wanted != recorded:
+        raise ConfigError(
+            f"engine.rules_version is {wanted} but journal topic {journal_topic!r} records "
+            f"rules version {recorded}, and a ledger's rules cannot change: set "
+            f"engine.rules_version = {recorded} or remove the key"
+        )
+    return recorded
+
+
+def check_rules_version(config: Config) -> None:
+    """``ledger_rules_version``'s refusal, from the journal topic's tail alone: cheap
+    enough to run before a process fences the running active (blocking: in a thread)."""
+    with KafkaJournalReader(config) as reader:
+        ledger_rules_version(config, reader.topic, reader.tail().rules_version)
+
+
 def recover_from_kafka(config: Config) -> KafkaRecovery:
     """Rebuild the engine from the newest matching snapshot plus the journal topic.
 
@@ -176,7 +203,10 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
         risk = config.risk
         history = OracleHistory(risk.window_s * 10**9) if risk.interval_s > 0 else None
         replayed = _TailPositions(history)
-        result = recover(directory, reader, observer=replayed, core=config.engine.core)
+        rules = ledger_rules_version(config, reader.topic, tail.rules_version)
+        result = recover(
+            directory, reader, observer=replayed, core=config.engine.core, rules_version=rules
+        )
         if result.engine.seq != reader.last_seq:
             raise RecoveryError(
                 f"recovered to seq {result.engine.seq} but the journal ends at seq "

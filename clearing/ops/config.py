@@ -214,10 +214,21 @@ class EngineConfig(_Section):
     # native: the Rust core (pip install ./native); python: the reference core; auto:
     # native when installed. Both give the same outputs, state and snapshots.
     core: Literal["auto", "native", "python"] = "auto"
+    # The clearing rules (SPEC §9) of a NEW ledger, i.e. when the journal topic is empty;
+    # unset means 1. An existing ledger keeps the version its journal topic recorded: a
+    # value here that differs from it stops the daemon at start (exit 2).
+    rules_version: int | None = None
 
     def __post_init__(self) -> None:
         from clearing.engine import native_available
+        from clearing.engine.rules_v2 import RULES_VERSIONS
 
+        if self.rules_version is not None and self.rules_version not in RULES_VERSIONS:
+            known = " or ".join(map(str, RULES_VERSIONS))
+            raise ValueError(
+                f"rules_version = {self.rules_version}: this build knows rules versions "
+                f"{known} (leave it unset for version 1)"
+            )
         if self.core == "native" and not native_available():
             raise ValueError(
                 "core = 'native' but the native engine core is not installed: build it with "
