@@ -1,4 +1,5 @@
-"""Fixtures for tests against a real single-node Apache Kafka (KRaft) broker.
+"""Fixtures for tests against a real single-node Apache Kafka (KRaft) broker, and the
+scaffolding of the tests that run a daemon on it.
 
 The broker comes from tools/kafka_local.py (jars fetched once with mvn and cached).
 A broker that cannot start is a test ERROR, never a skip: CI must not go green
@@ -7,14 +8,21 @@ without having talked to Kafka. Deselect with `-m "not kafka"` if you must.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+
+from clearing.ops.config import Config
 
 _HERE = Path(__file__).resolve().parent
 _TOOL = _HERE.parents[1] / "tools" / "kafka_local.py"
@@ -70,3 +78,65 @@ def kafka_broker() -> Iterator[kafka_local.LocalKafka]:
 def kafka_bootstrap(kafka_broker: kafka_local.LocalKafka) -> str:
     """The session broker's bootstrap string, "127.0.0.1:PORT"."""
     return str(kafka_broker.bootstrap)
+
+
+# ------------------------------------------------------------ running a daemon in a test
+# The helpers import the test modules they build on when called: those read kafka_local
+# from sys.modules, registered above only once this module has loaded.
+
+REPO = _HERE.parents[1]
+
+
+def own_broker(what: str, **options: Any) -> Iterator[kafka_local.LocalKafka]:
+    """A broker of a module's own (LocalKafka ``options``: listeners, users), closed when
+    done; one that cannot start fails the test, naming ``what`` it was to be."""
+    broker = kafka_local.LocalKafka(**options)
+    try:
+        broker.start()
+    except kafka_local.KafkaLocalError as exc:
+        broker.close()
+        pytest.fail(f"{what} broker failed to start:\n{exc}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+async def run_until_caught_up(
+    config_path: Path,
+    config: Config,
+    *,
+    env: dict[str, str],
+    kwargs: dict[str, Any],
+    timeout_s: float,
+) -> tuple[int, str]:
+    """Run ``clearing run`` on ``config_path`` (a subprocess with ``env``, its output in
+    daemon.log beside the config) until the ledger's consumer group has committed every
+    input produced so far, then stop it with SIGTERM: its exit code and its log. Fails
+    with the log's tail if it exits first or is not caught up within ``timeout_s``."""
+    from tests.integration.test_chaos import chaos
+
+    log_path = config_path.parent / "daemon.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clearing.cli", "run", "--config", str(config_path)],
+            cwd=REPO, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    if await chaos.group_caught_up(config, kwargs=kwargs):
+                        break
+                except Exception:  # coordinator still loading
+                    pass
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                await asyncio.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return code, log_path.read_text()
