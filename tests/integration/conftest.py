@@ -16,13 +16,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from clearing.ops.config import Config
+from clearing.journal import Record
+from clearing.kafka import EXIT_OK, create_topics
+from clearing.ops.config import Config, load_config
+
+if TYPE_CHECKING:
+    from tests.integration.test_daemon import Running
 
 _HERE = Path(__file__).resolve().parent
 _TOOL = _HERE.parents[1] / "tools" / "kafka_local.py"
@@ -140,3 +146,46 @@ async def run_until_caught_up(
                 proc.kill()
                 proc.wait()
     return code, log_path.read_text()
+
+
+@dataclass
+class Serving:
+    """An in-process daemon on a fresh ledger (its topics created), ready, its HTTP
+    server on ``port``."""
+
+    config_path: Path
+    config: Config
+    run: Running
+    port: int
+
+    async def stop_at(self, last_seq: int) -> list[Record]:
+        """Once ``last_seq`` is committed: stop the daemon (exit 0); the journal."""
+        from tests.integration.test_daemon import journal_until
+
+        await self.run.wait_seq(last_seq)
+        assert await self.run.stop() == EXIT_OK
+        return await journal_until(self.config, last_seq)
+
+
+async def serve(tmp_path: Path, bootstrap: str, name: str) -> Serving:
+    """A new ledger ``name`` and a daemon running it in this process (see Serving)."""
+    from tests.integration.test_daemon import Running, write_config
+
+    config_path = write_config(tmp_path, bootstrap, name, http={"listen": "127.0.0.1:0"})
+    config = load_config(str(config_path), environ={})
+    assert not (await create_topics(config)).problems
+    run = Running(config)
+    await run.wait_ready()
+    port = run.daemon.http_port
+    assert port is not None
+    return Serving(config_path, config, run, port)
+
+
+async def feed_slowly(config: Config, items: list[tuple[str, bytes, bytes | None]]) -> None:
+    """Produce ``items`` 15 at a time with a short pause between: reads made meanwhile
+    meet many committed seqs."""
+    from tests.integration.test_daemon import produce
+
+    for start in range(0, len(items), 15):
+        await produce(config, items[start : start + 15])
+        await asyncio.sleep(0.02)
