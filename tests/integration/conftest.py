@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -189,3 +190,83 @@ async def feed_slowly(config: Config, items: list[tuple[str, bytes, bytes | None
     for start in range(0, len(items), 15):
         await produce(config, items[start : start + 15])
         await asyncio.sleep(0.02)
+
+
+@dataclass
+class DaemonProcess:
+    """``clearing run`` as a subprocess on a fresh ledger (its topics created), ready,
+    its HTTP server (metrics) on ``port``."""
+
+    config: Config
+    port: int
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def run_daemon(
+    kafka_bootstrap: str, tmp_path: Path
+) -> Iterator[Callable[..., Awaitable[DaemonProcess]]]:
+    """``await run_daemon(name, **sections)``: a new ledger ``name`` (``sections`` added
+    to its config) and a daemon running it (see DaemonProcess), stopped at teardown."""
+    from tests.integration.test_daemon import wait_http, write_config
+    from tests.ops.test_prometheus_real import _free_port
+
+    started: list[subprocess.Popen[bytes]] = []
+
+    async def start(name: str, **sections: Any) -> DaemonProcess:
+        port = _free_port()
+        config_path = write_config(
+            tmp_path, kafka_bootstrap, name, http={"listen": f"127.0.0.1:{port}"}, **sections
+        )
+        config = load_config(str(config_path), environ={})
+        assert not (await create_topics(config)).problems
+        process = subprocess.Popen(
+            [sys.executable, "-m", "clearing.cli", "run", "--config", str(config_path)],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        started.append(process)
+        await wait_http(f"http://127.0.0.1:{port}/readyz", 200, process)
+        return DaemonProcess(config, port, process)
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+
+
+async def commit(config: Config, items: list[tuple[str, bytes, bytes | None]]) -> list[Record]:
+    """Produce ``items``; the journal once it holds every one of them the daemon sequences."""
+    from tests.integration.test_daemon import journal_until, produce, sequenced_count
+
+    await produce(config, items)
+    return await journal_until(config, sequenced_count(items))
+
+
+async def start_prometheus(
+    tmp_path: Path, target_port: int
+) -> tuple[asyncio.subprocess.Process, str]:
+    """A Prometheus scraping 127.0.0.1:``target_port`` every second (its log in
+    prometheus.log): the process and its base URL."""
+    from tests.ops.test_prometheus_real import _free_port
+    from tests.ops.tools import require_binary
+
+    prom_port = _free_port()
+    prom_config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {"job_name": "clearing", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(json.dumps(prom_config))
+    with (tmp_path / "prometheus.log").open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            require_binary("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+        )
+    return process, f"http://127.0.0.1:{prom_port}"
