@@ -1,5 +1,5 @@
 """Journals for the report tests (written through the real sequencer), and a page as
-headless Chromium renders it."""
+headless Chromium renders it, with the check that a figure is painted as embedded."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import base64
 import dataclasses
 import io
 import json
+import math
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from clearing.demo import SimConfig, Simulator
 from clearing.sequencer import Sequencer
@@ -124,3 +126,26 @@ def render_in_chromium(page: str, where: Path) -> dict[str, Any]:
         )
     }
     return {"layout": layout, "shot": Image.open(shot).convert("RGB"), "embedded": embedded}
+
+
+def assert_painted(shot: Image.Image, rect: dict[str, Any], embedded: Image.Image) -> None:
+    """The figure at ``rect`` (its probed layout) shows ``embedded`` on ``shot``, and what
+    it shows is a plot: lines, fills and text, not a flat area."""
+    # Inside the 1 px border: the plot as the browser painted it. Layout positions are
+    # fractional and the browser snaps them to pixels: allow one either way.
+    left = rect["x"] + (rect["w"] - embedded.width) / 2
+    top = rect["y"] + (rect["h"] - embedded.height) / 2
+    off = min(
+        _differing_share(shot, embedded, math.floor(left) + dx, math.floor(top) + dy)
+        for dx in (0, 1)
+        for dy in (0, 1)
+    )
+    assert off < 0.01, f"{rect['id']}: {off:.1%} of the plot differs on screen"
+    colours = embedded.getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) >= 8, f"{rect['id']}: a nearly flat picture"
+
+
+def _differing_share(shot: Image.Image, embedded: Image.Image, left: int, top: int) -> float:
+    painted = shot.crop((left, top, left + embedded.width, top + embedded.height))
+    difference = np.asarray(ImageChops.difference(painted, embedded).convert("L"))
+    return float((difference >= 16).mean())

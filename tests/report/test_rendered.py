@@ -13,17 +13,16 @@ skipped: without a browser it fails and says how to get one.
 from __future__ import annotations
 
 import itertools
-import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageChops
+from PIL import Image
 
 from clearing.report import FIGURE_IDS, FIGURE_IDS_V2, collect_journal, render_html
-from tests.report.conftest import WINDOW_WIDTH_PX, render_in_chromium
+from tests.report.conftest import WINDOW_WIDTH_PX, assert_painted, render_in_chromium
 
 # The report's own colours: market lines, the fund, clawbacks, bad debt.
 REPORT_COLOURS = {
@@ -78,26 +77,7 @@ def test_every_figure_is_on_screen_at_full_size(rendered: dict[str, Any]) -> Non
         assert rects[upper]["y"] + rects[upper]["h"] <= rects[lower]["y"]
 
 
-def _differing_share(shot: Image.Image, embedded: Image.Image, left: int, top: int) -> float:
-    painted = shot.crop((left, top, left + embedded.width, top + embedded.height))
-    difference = np.asarray(ImageChops.difference(painted, embedded).convert("L"))
-    return float((difference >= 16).mean())
-
-
 def test_the_screen_shows_the_embedded_plots(rendered: dict[str, Any]) -> None:
     shot: Image.Image = rendered["shot"]
     for rect in rendered["layout"]["rects"]:
-        embedded: Image.Image = rendered["embedded"][rect["id"]]
-        # Inside the 1 px border: the plot as the browser painted it. Layout positions are
-        # fractional and the browser snaps them to pixels: allow one either way.
-        left = rect["x"] + (rect["w"] - embedded.width) / 2
-        top = rect["y"] + (rect["h"] - embedded.height) / 2
-        off = min(
-            _differing_share(shot, embedded, math.floor(left) + dx, math.floor(top) + dy)
-            for dx in (0, 1)
-            for dy in (0, 1)
-        )
-        assert off < 0.01, f"{rect['id']}: {off:.1%} of the plot differs on screen"
-        # What it shows is a plot: lines, fills and text, not a flat area.
-        colours = embedded.getcolors(maxcolors=1 << 16)
-        assert colours is None or len(colours) >= 8, f"{rect['id']}: a nearly flat picture"
+        assert_painted(shot, rect, rendered["embedded"][rect["id"]])

@@ -6,7 +6,6 @@ figures)."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,7 @@ from clearing.report import FIGURE_IDS, collect_journal, render_html
 from clearing.report._risk import RiskSection, collect_risk, round_duration_ns
 from clearing.report._risk_html import RISK_FIGURE_IDS, ratio
 from clearing.risk._render import ratio_text
-from tests.report.conftest import WINDOW_WIDTH_PX, render_in_chromium
-from tests.report.test_rendered import _differing_share
+from tests.report.conftest import WINDOW_WIDTH_PX, assert_painted, render_in_chromium
 
 CHECKPOINTS = 4
 S = 10**9
@@ -120,16 +118,7 @@ def test_the_section_renders_its_plots_on_screen(rendered: dict[str, Any]) -> No
         assert (rect["natural_w"], rect["natural_h"]) == embedded.size
         assert rect["natural_w"] == 1000 and rect["natural_h"] >= 300, rect
         assert rect["w"] >= rect["natural_w"] and rect["x"] + rect["w"] <= WINDOW_WIDTH_PX
-        left = rect["x"] + (rect["w"] - embedded.width) / 2
-        top = rect["y"] + (rect["h"] - embedded.height) / 2
-        off = min(
-            _differing_share(shot, embedded, math.floor(left) + dx, math.floor(top) + dy)
-            for dx in (0, 1)
-            for dy in (0, 1)
-        )
-        assert off < 0.01, f"{fig_id}: {off:.1%} of the plot differs on screen"
-        colours = embedded.getcolors(maxcolors=1 << 16)
-        assert colours is None or len(colours) >= 8, f"{fig_id}: a nearly flat picture"
+        assert_painted(shot, rect, embedded)
 
 
 def test_a_failed_scenario_is_one_line_and_no_report(
