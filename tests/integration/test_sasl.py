@@ -22,14 +22,12 @@ import pytest
 from clearing.kafka import EXIT_CONFIG
 from clearing.ops.config import load_config
 from tests.integration.conftest import own_broker, run_until_caught_up
+from tests.integration.test_chaos import chaos  # tools/kafka_chaos.py, loaded by path
 
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
 kafka_local = sys.modules["kafka_local"]  # loaded by conftest.py
-chaos = sys.modules.get("kafka_chaos")
-if chaos is None:  # test_chaos.py loads it by path; do the same when run alone
-    from tests.integration.test_chaos import chaos
 
 USER = "clearing"
 PASSWORD = "s3cret-Pa55-do-not-log"

@@ -24,14 +24,12 @@ from clearing.kafka import EXIT_CONFIG, EXIT_UNREACHABLE
 from clearing.kafka._connect import ConnectError, wait_for_cluster
 from clearing.ops.config import Config, KafkaConfig, KafkaSecurity, load_config
 from tests.integration.conftest import own_broker, run_until_caught_up
+from tests.integration.test_chaos import chaos  # tools/kafka_chaos.py, loaded by path
 
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
 kafka_local = sys.modules["kafka_local"]  # loaded by conftest.py
-chaos = sys.modules.get("kafka_chaos")
-if chaos is None:  # test_chaos.py loads it by path; do the same when run alone
-    from tests.integration.test_chaos import chaos
 
 USER = "clearing"
 PASSWORD = "tls-Pa55-do-not-log"
