@@ -21,7 +21,7 @@ from clearing.engine.margin import equity_e16, liquidation_key
 from clearing.engine.money import CASH_PER_E8, E16, format_e8, format_e16, round_half_even_div
 from clearing.engine.state import Account, Ledger
 
-__all__ = ["resolve_accounts"]
+__all__ = ["resolve_accounts", "split_largest_remainder"]
 
 
 def resolve_accounts(
@@ -155,7 +155,7 @@ def _cover_deficit(
     if taken_e16 == total_base_e16:
         parts = bases
     else:
-        parts = _split_largest_remainder(taken_e16, bases, total_base_e16)
+        parts = split_largest_remainder(taken_e16, bases, total_base_e16)
     for payer_id in sorted(parts):
         amount_e16 = parts[payer_id]
         if amount_e16 == 0:
@@ -175,9 +175,7 @@ def _cover_deficit(
     assert account.cash_e16 == 0
 
 
-def _split_largest_remainder(
-    total: int, weights: dict[str, int], weight_sum: int
-) -> dict[str, int]:
+def split_largest_remainder(total: int, weights: dict[str, int], weight_sum: int) -> dict[str, int]:
     """Split ``total`` pro rata to ``weights`` in whole units; parts sum exactly to it.
 
     Leftover units go to the largest remainders; ties go to the smaller id.

@@ -21,7 +21,7 @@ from clearing.engine.margin import equity_e16, liquidation_key, maintenance_requ
 from clearing.engine.money import CASH_PER_E8, E8, E16, format_e8, format_e16, round_half_even_div
 from clearing.engine.rules_v2 import ceil8_fraction, fund_share_e8, pool_part_e16
 from clearing.engine.state import Account, Ledger, MarketState
-from clearing.engine.waterfall import _split_largest_remainder
+from clearing.engine.waterfall import split_largest_remainder
 
 __all__ = ["resolve_accounts_v2"]
 
@@ -324,7 +324,7 @@ def _claw_back(
     total_e16 = sum(bases.values())
     taken_e16 = min(rest_e16, total_e16)
     parts = (
-        bases if taken_e16 == total_e16 else _split_largest_remainder(taken_e16, bases, total_e16)
+        bases if taken_e16 == total_e16 else split_largest_remainder(taken_e16, bases, total_e16)
     )
     for payer_id in sorted(parts):
         amount_e16 = parts[payer_id]
@@ -332,7 +332,7 @@ def _claw_back(
             continue
         payer = payers[payer_id]
         by_market = profits[payer_id]
-        split = _split_largest_remainder(amount_e16, by_market, sum(by_market.values()))
+        split = split_largest_remainder(amount_e16, by_market, sum(by_market.values()))
         for market_id, part_e16 in split.items():
             payer.positions[market_id].k_e16 -= part_e16
         payer.cash_e16 -= amount_e16

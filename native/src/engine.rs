@@ -41,6 +41,13 @@ pub struct Engine {
 /// The rules versions this core implements (`clearing.engine.native.NATIVE_RULES_VERSIONS`).
 pub const RULES_VERSIONS: [u8; 2] = [1, 2];
 
+/// The liquidation queue of a resolve loop: the heap of candidates and how many were
+/// pushed (a push's number breaks the last ties, oldest first).
+pub(crate) struct Queue {
+    heap: BinaryHeap<Candidate>,
+    pushes: u64,
+}
+
 /// A liquidation's priority: E/MM as an exact fraction (MM > 0), then the account id.
 pub(crate) struct Candidate {
     pub(crate) equity: Int,
@@ -415,52 +422,75 @@ impl Engine {
 
     /// Settle every checked account that is bankrupt or liquidatable, in SPEC §4 order.
     fn resolve_v1(&mut self, checked: Vec<u32>, bankrupt_market: Option<u32>, out: &mut Vec<Vec<u8>>) {
-        let mut candidates: Vec<u32> = Vec::with_capacity(checked.len());
-        let mut unique = rustc_hash::FxHashSet::default();
-        for account in checked {
-            if !self.ledger.accounts[account as usize].is_system && unique.insert(account) {
-                candidates.push(account);
-            }
-        }
+        let (mut candidates, bankrupt) = self.gather_candidates(checked, bankrupt_market.is_some());
         if let Some(market) = bankrupt_market {
-            let accounts = &self.ledger.accounts;
-            let mut bankrupt: Vec<u32> = candidates
-                .iter()
-                .copied()
-                .filter(|&a| accounts[a as usize].positions.is_empty() && accounts[a as usize].cash < ZERO)
-                .collect();
-            bankrupt.sort_by(|a, b| accounts[*a as usize].id.cmp(&accounts[*b as usize].id));
             for account in bankrupt {
                 // Clawback payers join the candidates (they were debited).
                 self.cover_deficit(account, &[market], out, &mut candidates);
             }
         }
-        let mut heap = BinaryHeap::new();
-        let mut pushes = 0u64;
-        let mut seen = rustc_hash::FxHashSet::default();
-        for &account in &candidates {
-            if seen.insert(account) {
-                if let Some((equity, maintenance)) = self.ledger.liquidation_key(account) {
-                    pushes += 1;
-                    heap.push(self.candidate(account, equity, maintenance, pushes));
-                }
+        let mut queue = self.liquidation_queue(&candidates);
+        while let Some(account) = self.next_liquidatable(&mut queue) {
+            let mut debited = Vec::new();
+            self.liquidate(account, out, &mut debited);
+            self.enqueue(&mut queue, debited);
+        }
+    }
+
+    /// The accounts a resolve loop settles: the checked non-system ones, each once, in the
+    /// order checked; and, when a fill was applied (`after_fill`), those of them it left
+    /// bankrupt (flat with negative cash), by account id: they are settled first.
+    pub(crate) fn gather_candidates(&self, checked: Vec<u32>, after_fill: bool) -> (Vec<u32>, Vec<u32>) {
+        let accounts = &self.ledger.accounts;
+        let mut candidates: Vec<u32> = Vec::with_capacity(checked.len());
+        let mut unique = rustc_hash::FxHashSet::default();
+        for account in checked {
+            if !accounts[account as usize].is_system && unique.insert(account) {
+                candidates.push(account);
             }
         }
-        while let Some(top) = heap.pop() {
-            let current = self.ledger.liquidation_key(top.account);
-            match current {
-                Some(key) if compare_ratio(key, (top.equity, top.maintenance)) == Ordering::Equal => {}
+        let mut bankrupt: Vec<u32> = Vec::new();
+        if after_fill {
+            bankrupt = candidates
+                .iter()
+                .copied()
+                .filter(|&a| accounts[a as usize].positions.is_empty() && accounts[a as usize].cash < ZERO)
+                .collect();
+            bankrupt.sort_by(|a, b| accounts[*a as usize].id.cmp(&accounts[*b as usize].id));
+        }
+        (candidates, bankrupt)
+    }
+
+    /// The queue of the liquidatable accounts among `candidates` (each queued once).
+    pub(crate) fn liquidation_queue(&self, candidates: &[u32]) -> Queue {
+        let mut queue = Queue { heap: BinaryHeap::new(), pushes: 0 };
+        let mut seen = rustc_hash::FxHashSet::default();
+        self.enqueue(&mut queue, candidates.iter().copied().filter(|&account| seen.insert(account)));
+        queue
+    }
+
+    /// Queue each of `accounts` that is liquidatable now, under its current key.
+    pub(crate) fn enqueue(&self, queue: &mut Queue, accounts: impl IntoIterator<Item = u32>) {
+        for account in accounts {
+            if let Some((equity, maintenance)) = self.ledger.liquidation_key(account) {
+                queue.pushes += 1;
+                queue.heap.push(self.candidate(account, equity, maintenance, queue.pushes));
+            }
+        }
+    }
+
+    /// The next account to liquidate: the queue's first entry whose key is still current
+    /// (an account whose key changed was queued again under the new one, or is safe now).
+    pub(crate) fn next_liquidatable(&self, queue: &mut Queue) -> Option<u32> {
+        while let Some(top) = queue.heap.pop() {
+            match self.ledger.liquidation_key(top.account) {
+                Some(key) if compare_ratio(key, (top.equity, top.maintenance)) == Ordering::Equal => {
+                    return Some(top.account)
+                }
                 _ => continue,
             }
-            let mut debited = Vec::new();
-            self.liquidate(top.account, out, &mut debited);
-            for other in debited {
-                if let Some((equity, maintenance)) = self.ledger.liquidation_key(other) {
-                    pushes += 1;
-                    heap.push(self.candidate(other, equity, maintenance, pushes));
-                }
-            }
         }
+        None
     }
 
     pub(crate) fn candidate(&self, account: u32, equity: Int, maintenance: Int, push: u64) -> Candidate {
@@ -468,40 +498,23 @@ impl Engine {
     }
 
     fn liquidate(&mut self, account: u32, out: &mut Vec<Vec<u8>>, debited: &mut Vec<u32>) {
-        let ledger = &mut self.ledger;
+        let ledger = &self.ledger;
         let mut held: Vec<u32> = ledger.accounts[account as usize].positions.iter().map(|p| p.market).collect();
         held.sort_by(|a, b| ledger.markets[*a as usize].id.cmp(&ledger.markets[*b as usize].id));
         // market, qty, proceeds, mark, fee (e16)
         let mut closed: Vec<(u32, Int, Int, Int, Int)> = Vec::with_capacity(held.len());
         for &market in &held {
-            let qty = ledger.accounts[account as usize].position(market).unwrap().qty;
-            let mkt = &mut ledger.markets[market as usize];
-            let mark = mkt.mark();
-            let proceeds = mkt.book.close_out(qty, mark);
-            let liq_fee = mkt.liq_fee;
-            ledger.move_cash(account, proceeds);
-            ledger.move_cash(FUND, -proceeds);
-            ledger.set_position(account, market, ZERO, ZERO);
-            let fund_qty = ledger.accounts[FUND as usize].position(market).map_or(ZERO, |p| p.qty) + qty;
-            // K of system accounts is never read (clawbacks skip them), so it stays 0.
-            ledger.set_position(FUND, market, fund_qty, ZERO);
-            let fee = round_half_even_div(liq_fee * proceeds.abs(), E16);
-            closed.push((market, qty, proceeds, mark, fee * CASH_PER_E8));
+            let qty = self.ledger.accounts[account as usize].position(market).unwrap().qty;
+            let (proceeds, mark, fee) = self.close_to_fund(account, market, qty);
+            closed.push((market, qty, proceeds, mark, fee));
         }
-        let mut cash_left = ledger.accounts[account as usize].cash.max(ZERO);
+        let mut cash_left = self.ledger.accounts[account as usize].cash.max(ZERO);
         for (market, qty, proceeds, mark, fee) in closed {
             let charged = fee.min(cash_left);
             cash_left -= charged;
             self.ledger.move_cash(account, -charged);
             self.ledger.move_cash(FUND, charged);
-            let mut event = self.event_head("liquidation");
-            field_str(&mut event, "account", &self.ledger.accounts[account as usize].id);
-            field_str(&mut event, "market", &self.ledger.markets[market as usize].id);
-            field_num(&mut event, "qty", qty, write_e8);
-            field_num(&mut event, "proceeds", proceeds, write_e16);
-            field_num(&mut event, "mark", mark, write_e8);
-            field_num(&mut event, "fee", charged, write_e16);
-            out.push(finish(event));
+            out.push(finish(self.liquidation_event(account, market, qty, proceeds, mark, charged)));
         }
         if self.ledger.accounts[account as usize].cash < ZERO {
             self.cover_deficit(account, &held, out, debited);
@@ -509,11 +522,73 @@ impl Engine {
         self.ledger.reindex(account);
     }
 
+    /// Close `qty` (signed) of `account`'s position in `market` against the book at the
+    /// mark, the fund taking it over; the rest keeps its K moved by the proceeds (the
+    /// trade rule), a flat position K = 0. Returns (proceeds, mark, liquidation fee), e16.
+    pub(crate) fn close_to_fund(&mut self, account: u32, market: u32, qty: Int) -> (Int, Int, Int) {
+        let ledger = &mut self.ledger;
+        let position = ledger.accounts[account as usize].position(market).unwrap();
+        let (held, k) = (position.qty, position.k);
+        let mkt = &mut ledger.markets[market as usize];
+        let mark = mkt.mark();
+        let proceeds = mkt.book.close_out(qty, mark);
+        let liq_fee = mkt.liq_fee;
+        ledger.move_cash(account, proceeds);
+        ledger.move_cash(FUND, -proceeds);
+        let left = held - qty;
+        ledger.set_position(account, market, left, if left != ZERO { k + proceeds } else { ZERO });
+        let fund_qty = ledger.accounts[FUND as usize].position(market).map_or(ZERO, |p| p.qty) + qty;
+        // K of system accounts is never read (clawbacks skip them), so it stays 0.
+        ledger.set_position(FUND, market, fund_qty, ZERO);
+        let fee = round_half_even_div(liq_fee * proceeds.abs(), E16);
+        (proceeds, mark, fee * CASH_PER_E8)
+    }
+
+    /// A `liquidation` event's shared fields, left open for a version's own ones.
+    pub(crate) fn liquidation_event(
+        &self,
+        account: u32,
+        market: u32,
+        qty: Int,
+        proceeds: Int,
+        mark: Int,
+        fee: Int,
+    ) -> Vec<u8> {
+        let mut event = self.event_head("liquidation");
+        field_str(&mut event, "account", &self.ledger.accounts[account as usize].id);
+        field_str(&mut event, "market", &self.ledger.markets[market as usize].id);
+        field_num(&mut event, "qty", qty, write_e8);
+        field_num(&mut event, "proceeds", proceeds, write_e16);
+        field_num(&mut event, "mark", mark, write_e8);
+        field_num(&mut event, "fee", fee, write_e16);
+        event
+    }
+
     /// Steps 3-5: fund draw, clawback, bad debt. Leaves the account at exactly 0 cash.
     fn cover_deficit(&mut self, account: u32, held: &[u32], out: &mut Vec<Vec<u8>>, debited: &mut Vec<u32>) {
+        let rest = self.draw_fund(account, out);
+        if rest == ZERO {
+            return;
+        }
+        // Profit bases, summed over the markets the account held.
+        let mut bases: rustc_hash::FxHashMap<u32, Int> = rustc_hash::FxHashMap::default();
+        self.ledger.for_each_profit(account, held, |holder, _, base| *bases.entry(holder).or_insert(ZERO) += base);
+        let total = bases.values().fold(ZERO, |sum, b| sum + *b);
+        let taken = rest.min(total);
+        let mut parts: Vec<(u32, Int)> = bases.into_iter().collect();
+        self.split_by_id(taken, total, &mut parts);
+        for (payer, amount) in parts {
+            if amount != ZERO {
+                self.pay_clawback(payer, account, amount, out, debited);
+            }
+        }
+        self.book_bad_debt(account, rest - taken, out);
+    }
+
+    /// Step 3: the fund covers what it can of `account`'s deficit. Returns what is left.
+    pub(crate) fn draw_fund(&mut self, account: u32, out: &mut Vec<Vec<u8>>) -> Int {
         let deficit = -self.ledger.accounts[account as usize].cash;
-        let available = self.ledger.equity(FUND).max(ZERO);
-        let draw = deficit.min(available);
+        let draw = deficit.min(self.ledger.equity(FUND).max(ZERO));
         if draw != ZERO {
             self.ledger.move_cash(FUND, -draw);
             self.ledger.move_cash(account, draw);
@@ -522,56 +597,47 @@ impl Engine {
             field_num(&mut event, "amount", draw, write_e16);
             out.push(finish(event));
         }
-        let rest = deficit - draw;
-        if rest == ZERO {
-            return;
-        }
-        // Profit bases, summed over the markets the account held.
-        let mut bases: rustc_hash::FxHashMap<u32, Int> = rustc_hash::FxHashMap::default();
-        for &market in held {
-            let mkt = &self.ledger.markets[market as usize];
-            let mark = mkt.mark();
-            for &holder in &mkt.holders {
-                let acct = &self.ledger.accounts[holder as usize];
-                if acct.is_system || holder == account {
-                    continue;
-                }
-                let position = acct.position(market).unwrap();
-                let base = position.qty * mark + position.k;
-                if base > ZERO {
-                    *bases.entry(holder).or_insert(ZERO) += base;
-                }
-            }
-        }
-        let total = bases.values().fold(ZERO, |sum, b| sum + *b);
-        let taken = rest.min(total);
-        let mut parts: Vec<(u32, Int)> = bases.into_iter().collect();
+        deficit - draw
+    }
+
+    /// Sort `parts` (payer, base) by account id and scale the bases down to `taken` of
+    /// their `total` by largest remainder (nothing to scale when all is taken).
+    pub(crate) fn split_by_id(&self, taken: Int, total: Int, parts: &mut [(u32, Int)]) {
         let accounts = &self.ledger.accounts;
         parts.sort_by(|a, b| accounts[a.0 as usize].id.cmp(&accounts[b.0 as usize].id));
         if taken != total {
-            split_largest_remainder(taken, total, &mut parts);
+            split_largest_remainder(taken, total, parts);
         }
-        for (payer, amount) in parts {
-            if amount == ZERO {
-                continue;
-            }
-            self.ledger.move_cash(payer, -amount);
+    }
+
+    /// Step 4's payment: `payer` gives `amount` to `account`, and is re-examined.
+    pub(crate) fn pay_clawback(
+        &mut self,
+        payer: u32,
+        account: u32,
+        amount: Int,
+        out: &mut Vec<Vec<u8>>,
+        debited: &mut Vec<u32>,
+    ) {
+        self.ledger.move_cash(payer, -amount);
+        self.ledger.move_cash(account, amount);
+        self.ledger.reindex_cash(payer);
+        debited.push(payer);
+        let mut event = self.event_head("clawback");
+        field_str(&mut event, "account", &self.ledger.accounts[payer as usize].id);
+        field_num(&mut event, "amount", amount, write_e16);
+        field_str(&mut event, "cause", &self.ledger.accounts[account as usize].id);
+        out.push(finish(event));
+    }
+
+    /// Step 5: what no one covered is bad debt, leaving `account` at exactly 0 cash.
+    pub(crate) fn book_bad_debt(&mut self, account: u32, amount: Int, out: &mut Vec<Vec<u8>>) {
+        if amount != ZERO {
+            self.ledger.move_cash(DEBT, -amount);
             self.ledger.move_cash(account, amount);
-            self.ledger.reindex_cash(payer);
-            debited.push(payer);
-            let mut event = self.event_head("clawback");
-            field_str(&mut event, "account", &self.ledger.accounts[payer as usize].id);
-            field_num(&mut event, "amount", amount, write_e16);
-            field_str(&mut event, "cause", &self.ledger.accounts[account as usize].id);
-            out.push(finish(event));
-        }
-        let bad_debt = rest - taken;
-        if bad_debt != ZERO {
-            self.ledger.move_cash(DEBT, -bad_debt);
-            self.ledger.move_cash(account, bad_debt);
             let mut event = self.event_head("bad_debt");
             field_str(&mut event, "account", &self.ledger.accounts[account as usize].id);
-            field_num(&mut event, "amount", bad_debt, write_e16);
+            field_num(&mut event, "amount", amount, write_e16);
             out.push(finish(event));
         }
         assert!(self.ledger.accounts[account as usize].cash == ZERO, "a covered deficit leaves 0 cash");

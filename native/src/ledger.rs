@@ -442,6 +442,27 @@ impl Ledger {
             None
         }
     }
+
+    /// A clawback's payers: each non-system holder other than `account` with a profit
+    /// `q*m + K > 0` in one of `markets`, as `each(holder, market, profit)` (e16), market
+    /// by market in the order given.
+    pub fn for_each_profit(&self, account: u32, markets: &[u32], mut each: impl FnMut(u32, u32, Int)) {
+        for &market in markets {
+            let mkt = &self.markets[market as usize];
+            let mark = mkt.mark();
+            for &holder in &mkt.holders {
+                let acct = &self.accounts[holder as usize];
+                if acct.is_system || holder == account {
+                    continue;
+                }
+                let position = acct.position(market).unwrap();
+                let profit = position.qty * mark + position.k;
+                if profit > ZERO {
+                    each(holder, market, profit);
+                }
+            }
+        }
+    }
 }
 
 impl Ledger {

@@ -3,14 +3,13 @@
 //! (§9.2), charged fees split between the fund and the fee pool by volatility (§9.3), a
 //! deficit left after the fund draw handed first to auto-deleveraging in `adl` markets
 //! (§9.4), then to clawbacks that take only real, remaining profit and lower K (§9.1),
-//! then to bad debt. Version 1's waterfall (`engine.rs`) is untouched.
+//! then to bad debt. Version 1's waterfall is in `engine.rs`, with the steps the two share.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 
 use crate::engine::{compare_ratio, field_num, field_str, finish, split_largest_remainder, Engine};
-use crate::ledger::{DEBT, FEES, FUND};
-use crate::num::{round_half_even_div, write_e16, write_e8, Int, CASH_PER_E8, E16, E8, ZERO};
+use crate::ledger::{FEES, FUND};
+use crate::num::{write_e16, write_e8, Int, E8, ZERO};
 use crate::rules_v2::{ceil8_fraction, floor16, fund_share, mul_div_floor, pool_part};
 
 /// One position a step closed: market, signed qty closed, proceeds, fee (e16).
@@ -38,59 +37,27 @@ impl Engine {
     /// (their caps keep a payer at or above its requirement), so settling the fill's
     /// bankrupt accounts first is "before each step".
     pub(crate) fn resolve_v2(&mut self, checked: Vec<u32>, bankrupt_market: Option<u32>, out: &mut Vec<Vec<u8>>) {
-        let mut candidates: Vec<u32> = Vec::with_capacity(checked.len());
-        let mut unique = rustc_hash::FxHashSet::default();
-        for account in checked {
-            if !self.ledger.accounts[account as usize].is_system && unique.insert(account) {
-                candidates.push(account);
-            }
-        }
+        let (mut candidates, bankrupt) = self.gather_candidates(checked, bankrupt_market.is_some());
         if let Some(market) = bankrupt_market {
-            let accounts = &self.ledger.accounts;
-            let mut bankrupt: Vec<u32> = candidates
-                .iter()
-                .copied()
-                .filter(|&a| accounts[a as usize].positions.is_empty() && accounts[a as usize].cash < ZERO)
-                .collect();
-            bankrupt.sort_by(|a, b| accounts[*a as usize].id.cmp(&accounts[*b as usize].id));
             for account in bankrupt {
                 self.cover_deficit_v2(account, &[(market, ZERO)], true, out, &mut candidates);
             }
         }
-        let mut heap = BinaryHeap::new();
-        let mut pushes = 0u64;
-        let mut seen = rustc_hash::FxHashSet::default();
-        for &account in &candidates {
-            if seen.insert(account) {
-                if let Some((equity, maintenance)) = self.ledger.liquidation_key(account) {
-                    pushes += 1;
-                    heap.push(self.candidate(account, equity, maintenance, pushes));
-                }
-            }
-        }
+        let mut queue = self.liquidation_queue(&candidates);
         // Accounts that took a partial step in this input: their next step is a full one.
         let mut stepped = rustc_hash::FxHashSet::default();
-        while let Some(top) = heap.pop() {
-            match self.ledger.liquidation_key(top.account) {
-                Some(key) if compare_ratio(key, (top.equity, top.maintenance)) == Ordering::Equal => {}
-                _ => continue,
+        while let Some(account) = self.next_liquidatable(&mut queue) {
+            let mut debited = vec![account];
+            if self.step(account, stepped.contains(&account), out, &mut debited) {
+                stepped.insert(account);
             }
-            let mut debited = vec![top.account];
-            if self.step(top.account, stepped.contains(&top.account), out, &mut debited) {
-                stepped.insert(top.account);
-            }
-            for other in debited {
-                if let Some((equity, maintenance)) = self.ledger.liquidation_key(other) {
-                    pushes += 1;
-                    heap.push(self.candidate(other, equity, maintenance, pushes));
-                }
-            }
+            self.enqueue(&mut queue, debited);
         }
     }
 
     /// One liquidation step of a liquidatable account; true if it was a partial one.
     fn step(&mut self, account: u32, stepped_before: bool, out: &mut Vec<Vec<u8>>, debited: &mut Vec<u32>) -> bool {
-        let ledger = &mut self.ledger;
+        let ledger = &self.ledger;
         let mut held: Vec<u32> = ledger.accounts[account as usize].positions.iter().map(|p| p.market).collect();
         held.sort_by(|a, b| ledger.markets[*a as usize].id.cmp(&ledger.markets[*b as usize].id));
         let partial = !(stepped_before
@@ -98,27 +65,14 @@ impl Engine {
             || held.iter().all(|&m| ledger.markets[m as usize].v2.liq_step == E8));
         let mut closed: Vec<Closed> = Vec::with_capacity(held.len());
         for &market in &held {
-            let position = ledger.accounts[account as usize].position(market).unwrap();
-            let (qty, k) = (position.qty, position.k);
+            let qty = self.ledger.accounts[account as usize].position(market).unwrap().qty;
             let mut size = qty.abs();
-            let mkt = &mut ledger.markets[market as usize];
             if partial {
-                size = size.min(ceil8_fraction(size, mkt.v2.liq_step));
+                size = size.min(ceil8_fraction(size, self.ledger.markets[market as usize].v2.liq_step));
             }
             let closed_qty = if qty > ZERO { size } else { -size };
-            let mark = mkt.mark();
-            let proceeds = mkt.book.close_out(closed_qty, mark);
-            let liq_fee = mkt.liq_fee;
-            ledger.move_cash(account, proceeds);
-            ledger.move_cash(FUND, -proceeds);
-            let left = qty - closed_qty;
-            // The trade rule with the proceeds as the cash flow; K = 0 once flat.
-            let k = if left != ZERO { k + proceeds } else { ZERO };
-            ledger.set_position(account, market, left, k);
-            let fund_qty = ledger.accounts[FUND as usize].position(market).map_or(ZERO, |p| p.qty) + closed_qty;
-            ledger.set_position(FUND, market, fund_qty, ZERO); // a system account's K is unread
-            let fee = round_half_even_div(liq_fee * proceeds.abs(), E16);
-            closed.push(Closed { market, qty: closed_qty, proceeds, fee: fee * CASH_PER_E8 });
+            let (proceeds, _, fee) = self.close_to_fund(account, market, closed_qty);
+            closed.push(Closed { market, qty: closed_qty, proceeds, fee });
         }
         // Fees are charged up to max(0, E) after the close-outs (= max(0, C) once flat).
         let mut cash_left = self.ledger.equity(account).max(ZERO);
@@ -131,13 +85,7 @@ impl Engine {
             self.ledger.move_cash(account, -charged);
             self.ledger.move_cash(FEES, pool);
             self.ledger.move_cash(FUND, charged - pool);
-            let mut event = self.event_head("liquidation");
-            field_str(&mut event, "account", &self.ledger.accounts[account as usize].id);
-            field_str(&mut event, "market", &self.ledger.markets[c.market as usize].id);
-            field_num(&mut event, "qty", c.qty, write_e8);
-            field_num(&mut event, "proceeds", c.proceeds, write_e16);
-            field_num(&mut event, "mark", mark, write_e8);
-            field_num(&mut event, "fee", charged, write_e16);
+            let mut event = self.liquidation_event(account, c.market, c.qty, c.proceeds, mark, charged);
             field_num(&mut event, "fund_fee", charged - pool, write_e16);
             out.push(finish(event));
         }
@@ -161,17 +109,7 @@ impl Engine {
         out: &mut Vec<Vec<u8>>,
         debited: &mut Vec<u32>,
     ) {
-        let deficit = -self.ledger.accounts[account as usize].cash;
-        let draw = deficit.min(self.ledger.equity(FUND).max(ZERO));
-        if draw != ZERO {
-            self.ledger.move_cash(FUND, -draw);
-            self.ledger.move_cash(account, draw);
-            let mut event = self.event_head("fund_draw");
-            field_str(&mut event, "account", &self.ledger.accounts[account as usize].id);
-            field_num(&mut event, "amount", draw, write_e16);
-            out.push(finish(event));
-        }
-        let mut rest = deficit - draw;
+        let mut rest = self.draw_fund(account, out);
         if rest == ZERO {
             return;
         }
@@ -186,15 +124,7 @@ impl Engine {
         if rest > ZERO && !claw_markets.is_empty() {
             rest -= self.claw_back_v2(account, &claw_markets, rest, out, debited);
         }
-        if rest != ZERO {
-            self.ledger.move_cash(DEBT, -rest);
-            self.ledger.move_cash(account, rest);
-            let mut event = self.event_head("bad_debt");
-            field_str(&mut event, "account", &self.ledger.accounts[account as usize].id);
-            field_num(&mut event, "amount", rest, write_e16);
-            out.push(finish(event));
-        }
-        assert!(self.ledger.accounts[account as usize].cash == ZERO, "a covered deficit leaves 0 cash");
+        self.book_bad_debt(account, rest, out);
     }
 
     /// One ADL pass (SPEC §9.4) over `market`; returns the deficit `R` left. Every
@@ -283,21 +213,9 @@ impl Engine {
         let ledger = &self.ledger;
         // payer -> [(market, max(0, q*m + K) > 0)]
         let mut profits: rustc_hash::FxHashMap<u32, Vec<(u32, Int)>> = rustc_hash::FxHashMap::default();
-        for &market in markets {
-            let mkt = &ledger.markets[market as usize];
-            let mark = mkt.mark();
-            for &holder in &mkt.holders {
-                let acct = &ledger.accounts[holder as usize];
-                if acct.is_system || holder == account {
-                    continue;
-                }
-                let position = acct.position(market).unwrap();
-                let profit = position.qty * mark + position.k;
-                if profit > ZERO {
-                    profits.entry(holder).or_default().push((market, profit));
-                }
-            }
-        }
+        ledger.for_each_profit(account, markets, |holder, market, profit| {
+            profits.entry(holder).or_default().push((market, profit));
+        });
         let mut bases: Vec<(u32, Int)> = Vec::with_capacity(profits.len());
         for (&holder, by_market) in &profits {
             let room = ledger.equity(holder) * E8 - ledger.maintenance_requirement(holder);
@@ -309,10 +227,7 @@ impl Engine {
         }
         let total = bases.iter().fold(ZERO, |sum, b| sum + b.1);
         let taken = rest.min(total);
-        bases.sort_by(|a, b| ledger.accounts[a.0 as usize].id.cmp(&ledger.accounts[b.0 as usize].id));
-        if taken != total {
-            split_largest_remainder(taken, total, &mut bases);
-        }
+        self.split_by_id(taken, total, &mut bases);
         for (payer, amount) in bases {
             if amount == ZERO {
                 continue;
@@ -327,15 +242,7 @@ impl Engine {
                 let at = acct.position_at(market).unwrap();
                 acct.positions[at].k -= part;
             }
-            self.ledger.move_cash(payer, -amount);
-            self.ledger.move_cash(account, amount);
-            self.ledger.reindex_cash(payer);
-            debited.push(payer);
-            let mut event = self.event_head("clawback");
-            field_str(&mut event, "account", &self.ledger.accounts[payer as usize].id);
-            field_num(&mut event, "amount", amount, write_e16);
-            field_str(&mut event, "cause", &self.ledger.accounts[account as usize].id);
-            out.push(finish(event));
+            self.pay_clawback(payer, account, amount, out, debited);
         }
         taken
     }

@@ -96,8 +96,15 @@ def _two_bankruptcies() -> list[Rec]:
     # Seq 10: a1 buys 10 from a2 @97, fees 200 each: both go flat with negative cash,
     # a1 C = 1100 - 970 - 200 = -70, a2 C = -900 + 970 - 200 = -130: two bankruptcies.
     # The fund's equity is 0: no draw; R = D.
+    return _losers_flat_after_fees(market("M"))
+
+
+def _losers_flat_after_fees(first: Rec, *before_last: Rec) -> list[Rec]:
+    """``first`` (market M); a1, a2, w, v deposit; at mark 100 a2 buys 10 from w and v 10
+    from a1; the oracle ticks to 97; ``before_last``; then a1 buys 10 from a2 @97, fees
+    200 each: both go flat with negative cash (the comments around work it through)."""
     return [
-        market("M"),
+        first,
         dep("a1", "100"),
         dep("a2", "100"),
         dep("w", "1000"),
@@ -106,6 +113,7 @@ def _two_bankruptcies() -> list[Rec]:
         fill("f1", "M", "100", "10", "a2", "w"),
         fill("f2", "M", "100", "10", "v", "a1"),
         oracle("M", "97"),
+        *before_last,
         fill("f3", "M", "97", "10", "a1", "a2", buyer_fee="200", seller_fee="200"),
     ]
 
@@ -147,19 +155,8 @@ def _winner_without_free_equity() -> list[Rec]:
     # 10 from a1 @100 (a1 C 1100, q -10). Oracle 97 (seq 9): w E = 2000 - 970 = 1030, u = 30.
     # Seq 10: w withdraws 981.5: E - 981.5 = 48.5 >= IM = 48.5: accepted; now E = MM.
     # Seq 11: a1 buys 10 from a2 @97, fees 200 each: a1 C = -70, a2 C = -130, both flat.
-    return [
-        {**market("M"), "imr": "0.05"},
-        dep("a1", "100"),
-        dep("a2", "100"),
-        dep("w", "1000"),
-        dep("v", "1000"),
-        oracle("M", "100"),
-        fill("f1", "M", "100", "10", "a2", "w"),
-        fill("f2", "M", "100", "10", "v", "a1"),
-        oracle("M", "97"),
-        {"type": "withdraw", "account": "w", "amount": "981.5"},
-        fill("f3", "M", "97", "10", "a1", "a2", buyer_fee="200", seller_fee="200"),
-    ]
+    withdrawal = {"type": "withdraw", "account": "w", "amount": "981.5"}
+    return _losers_flat_after_fees({**market("M"), "imr": "0.05"}, withdrawal)
 
 
 def test_v1_clawback_can_make_a_solvent_winner_liquidatable() -> None:
@@ -240,6 +237,24 @@ def test_partial_liquidation_one_step_restores_margin() -> None:
 # --------------------------------------------------------------------------- 9.4
 
 
+def _long_against_two_shorts(
+    deposits: tuple[str, str, str], f1: tuple[str, str], f2: tuple[str, str], tick: str
+) -> list[Rec]:
+    """An `adl` market without a fund: a, s1, s2 deposit; at mark 100 a buys (price,
+    qty) ``f1`` from s1 and ``f2`` from s2 (seq 6, 7); the oracle then ticks (seq 8)."""
+    a_cash, s1_cash, s2_cash = deposits
+    return [
+        market("M", loss_policy="adl"),
+        dep("a", a_cash),
+        dep("s1", s1_cash),
+        dep("s2", s2_cash),
+        oracle("M", "100"),
+        fill("f1", "M", *f1, "a", "s1"),
+        fill("f2", "M", *f2, "a", "s2"),
+        oracle("M", tick),
+    ]
+
+
 def test_adl_two_ranked_candidates_first_capped() -> None:
     # loss_policy adl, no fund. Deposits a 100, s1 200, s2 2000; oracle 100 (seq 5).
     # Seq 6: a buys 6 from s1 @74: a C = -344; s1 C = 644, q = -6, K = 444 (E = 44 >= 30).
@@ -252,16 +267,7 @@ def test_adl_two_ranked_candidates_first_capped() -> None:
     # pays min(24, 12, 14.4) = 12 (capped). Buys back 6 @72: flat, C = 212 - 12 = 200.
     # s2: x = 4 = U, so share = R = 12; cap = min(112, 2097.6) = 112: pays 12, flat,
     # C = 2400 - 288 - 12 = 2100. R = 0: no clawback, no bad debt. Fund: q 0, C 0.
-    inputs = [
-        market("M", loss_policy="adl"),
-        dep("a", "100"),
-        dep("s1", "200"),
-        dep("s2", "2000"),
-        oracle("M", "100"),
-        fill("f1", "M", "74", "6", "a", "s1"),
-        fill("f2", "M", "100", "4", "a", "s2"),
-        oracle("M", "72"),
-    ]
+    inputs = _long_against_two_shorts(("100", "200", "2000"), ("74", "6"), ("100", "4"), "72")
     events, state = run_both(inputs, rules=2)
     adl = {"type": "adl", "seq": 8, "market": "M", "cause": "a"}
     assert events == [
@@ -283,16 +289,8 @@ def test_adl_candidate_whose_share_rounds_to_zero_still_trades() -> None:
     # 0.50000001 * 10.00000001 = 5.0000001050000001. u/(1000 + u) grows with u: s2 first.
     # s2: x = 0.50000001 < U; share = floor16(0.50000001 * 1e-16 / 1.00000001) = 0: pays
     # 0 but still buys back at the mark. s1 takes the last 0.5: share = R = 1e-16, paid.
-    inputs = [
-        market("M", loss_policy="adl"),
-        dep("a", "10.00000011"),
-        dep("s1", "1000"),
-        dep("s2", "1000"),
-        oracle("M", "100"),
-        fill("f1", "M", "100", "0.5", "a", "s1"),
-        fill("f2", "M", "100", "0.50000001", "a", "s2"),
-        oracle("M", "89.99999999"),
-    ]
+    fills = ("100", "0.5"), ("100", "0.50000001")
+    inputs = _long_against_two_shorts(("10.00000011", "1000", "1000"), *fills, "89.99999999")
     events, state = run_both(inputs, rules=2)
     adl = {"type": "adl", "seq": 8, "market": "M", "cause": "a"}
     assert events == [

@@ -4,10 +4,8 @@ for the same committed ledger (the same inputs, in the same order, ingested loca
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import sys
+from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,13 +13,10 @@ import pytest
 
 from clearing.cli import main
 from clearing.engine.money import E16
-from clearing.ops.config import load_config
-from tests.integration import test_daemon as daemon_helpers
-from tests.ops.test_prometheus_real import _free_port, _query, _until
-from tests.ops.tools import require_binary
+from tests.integration.conftest import DaemonProcess, commit, start_prometheus
+from tests.ops.test_prometheus_real import _query, _until
 from tests.risk.ledger import ledger_inputs
 
-REPO = Path(__file__).resolve().parents[2]
 RISK = {"interval_s": 1, "horizon_s": 4, "step_s": 1, "window_s": 3600, "scale": "12"}
 
 
@@ -37,52 +32,20 @@ def clearing_risk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[st
     return report
 
 
-async def start_prometheus(
-    tmp_path: Path, target_port: int
-) -> tuple[asyncio.subprocess.Process, str]:
-    prom_port = _free_port()
-    prom_config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": "clearing", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(json.dumps(prom_config))
-    with (tmp_path / "prometheus.log").open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            require_binary("prometheus"),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-        )
-    return process, f"http://127.0.0.1:{prom_port}"
-
-
 async def test_the_daemon_exports_what_clearing_risk_says(
-    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    run_daemon: Callable[..., Awaitable[DaemonProcess]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     report = clearing_risk(tmp_path, capsys)
     assert report["scenarios"] > 0 and report["coverage_ratio"] is not None  # type: ignore[operator]
-    metrics_port = _free_port()
-    config_path = daemon_helpers.write_config(
-        tmp_path, kafka_bootstrap, "risk", http={"listen": f"127.0.0.1:{metrics_port}"}, risk=RISK
-    )
-    config = load_config(str(config_path), environ={})
-    assert not (await daemon_helpers.create_topics(config)).problems
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "clearing.cli", "run", "--config", str(config_path)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    daemon = await run_daemon("risk", risk=RISK)
+    metrics_port = daemon.port
     prometheus = None
     try:
-        await daemon_helpers.wait_http(f"http://127.0.0.1:{metrics_port}/readyz", 200, daemon)
         payloads = list(ledger_inputs())
         # One input topic: the journal holds them in exactly this order.
-        await daemon_helpers.produce(config, [("fills", raw, None) for raw in payloads])
-        journal = await daemon_helpers.journal_until(config, len(payloads))
+        journal = await commit(daemon.config, [("fills", raw, None) for raw in payloads])
         assert [record.payload for record in journal] == payloads
         assert report["seq"] == len(payloads)
 
@@ -112,6 +75,3 @@ async def test_the_daemon_exports_what_clearing_risk_says(
         if prometheus is not None and prometheus.returncode is None:
             prometheus.terminate()
             await prometheus.wait()
-        if daemon.poll() is None:
-            daemon.terminate()
-            daemon.wait(30)

@@ -22,14 +22,13 @@ from aiokafka import AIOKafkaProducer
 
 from clearing.engine import Engine
 from clearing.journal import Record
-from clearing.kafka import EXIT_OK, JournalChain, create_topics, encode_journal_value
+from clearing.kafka import JournalChain, create_topics, encode_journal_value
 from clearing.ops.config import Config, load_config
 from clearing.sequencer import encode_outputs
+from tests.integration.conftest import feed_slowly, serve
 from tests.integration.test_daemon import (
     TEST_TIMEOUT_S,
-    Running,
     flat,
-    journal_until,
     produce,
     scenario,
     sequenced_count,
@@ -76,25 +75,17 @@ async def test_journal_topic_verify_info_export_replay_and_forgery(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     async with asyncio.timeout(4 * TEST_TIMEOUT_S):
-        config_path = write_config(
-            tmp_path, kafka_bootstrap, "audit", http={"listen": "127.0.0.1:0"}
-        )
-        config = load_config(str(config_path), environ={})
-        assert not (await create_topics(config)).problems
+        daemon = await serve(tmp_path, kafka_bootstrap, "audit")
+        config_path, config = daemon.config_path, daemon.config
         items = flat(scenario(groups=6, trades=80))
-        run = Running(config)
-        await run.wait_ready()
         await produce(config, items)
         last_seq = sequenced_count(items)
-        await run.wait_seq(last_seq)
-        port = run.daemon.http_port
-        assert port is not None
-        response = await request(port, "/state-hash", timeout_s=30.0)
+        await daemon.run.wait_seq(last_seq)
+        response = await request(daemon.port, "/state-hash", timeout_s=30.0)
         assert response.status == 200, response.body
         served = json.loads(response.body)
         assert served["seq"] == served["committed_seq"] == last_seq
-        assert await run.stop() == EXIT_OK
-        journal = await journal_until(config, last_seq)
+        journal = await daemon.stop_at(last_seq)
         assert len(journal) == last_seq
 
         topic = f"kafka://{kafka_bootstrap}/{config.topics.journal}"
@@ -221,35 +212,19 @@ async def test_state_hash_under_load_is_always_a_committed_seqs(
 
     monkeypatch.setattr(state_hash, "_MIN_INTERVAL_S", 0.0)  # recompute on every request
     async with asyncio.timeout(4 * TEST_TIMEOUT_S):
-        config_path = write_config(
-            tmp_path, kafka_bootstrap, "load", http={"listen": "127.0.0.1:0"}
-        )
-        config = load_config(str(config_path), environ={})
-        assert not (await create_topics(config)).problems
+        daemon = await serve(tmp_path, kafka_bootstrap, "load")
         items = flat(scenario(groups=8, trades=200))
-        run = Running(config)
-        await run.wait_ready()
-        port = run.daemon.http_port
-        assert port is not None
-
-        async def feed() -> None:
-            for start in range(0, len(items), 15):
-                await produce(config, items[start : start + 15])
-                await asyncio.sleep(0.02)
-
-        feeding = asyncio.create_task(feed())
+        feeding = asyncio.create_task(feed_slowly(daemon.config, items))
         answers: dict[int, str] = {}
         while not feeding.done() or len(answers) < 3:
-            response = await request(port, "/state-hash", timeout_s=30.0)
+            response = await request(daemon.port, "/state-hash", timeout_s=30.0)
             assert response.status == 200, response.body
             served = json.loads(response.body)
             assert served["seq"] <= served["committed_seq"]
             answers[served["seq"]] = served["state_sha256"]
         await feeding
         last_seq = sequenced_count(items)
-        await run.wait_seq(last_seq)
-        assert await run.stop() == EXIT_OK
-        journal = await journal_until(config, last_seq)
+        journal = await daemon.stop_at(last_seq)
         print(f"\nstate-hash answers at seqs {sorted(answers)} of {last_seq}")
         assert len(answers) >= 3, answers
         engine = Engine()

@@ -7,65 +7,30 @@ ledger implies once inputs have flowed through.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import subprocess
-import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from clearing.ops.config import load_config
 from tests.integration import test_daemon as daemon_helpers
-from tests.ops.test_prometheus_real import _free_port, _query, _until
+from tests.integration.conftest import DaemonProcess, commit, start_prometheus
+from tests.ops.test_prometheus_real import _query, _until
 from tests.ops.tools import require_binary
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-async def test_prometheus_scrapes_a_running_daemon(kafka_bootstrap: str, tmp_path: Path) -> None:
-    binary = require_binary("prometheus")
-    metrics_port = _free_port()
-    config_path = daemon_helpers.write_config(
-        tmp_path, kafka_bootstrap, "prom", http={"listen": f"127.0.0.1:{metrics_port}"}
-    )
-    config = load_config(str(config_path), environ={})
-    assert not (await daemon_helpers.create_topics(config)).problems
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "clearing.cli", "run", "--config", str(config_path)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+async def test_prometheus_scrapes_a_running_daemon(
+    run_daemon: Callable[..., Awaitable[DaemonProcess]], tmp_path: Path
+) -> None:
+    require_binary("prometheus")  # before the daemon: without it, fail at once
+    daemon = await run_daemon("prom")
     prometheus = None
     try:
-        await daemon_helpers.wait_http(f"http://127.0.0.1:{metrics_port}/readyz", 200, daemon)
         items = daemon_helpers.flat(daemon_helpers.scenario(seed=5, groups=4))
-        await daemon_helpers.produce(config, items)
+        journal = await commit(daemon.config, items)
         total = daemon_helpers.sequenced_count(items)
-        journal = await daemon_helpers.journal_until(config, total)
         liquidations = sum(record.outputs.count(b'"type":"liquidation"') for record in journal)
         assert liquidations > 0
 
-        prom_port = _free_port()
-        prom_config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {
-                    "job_name": "clearing",
-                    "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
-                }
-            ],
-        }
-        (tmp_path / "prometheus.yml").write_text(json.dumps(prom_config))
+        prometheus, base = await start_prometheus(tmp_path, daemon.port)
         log = tmp_path / "prometheus.log"
-        with log.open("wb") as log_file:
-            prometheus = await asyncio.create_subprocess_exec(
-                binary,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-            )
-        base = f"http://127.0.0.1:{prom_port}"
 
         async def value(promql: str) -> float | None:
             result = await _query(base, promql)
@@ -86,6 +51,3 @@ async def test_prometheus_scrapes_a_running_daemon(kafka_bootstrap: str, tmp_pat
         if prometheus is not None and prometheus.returncode is None:
             prometheus.terminate()
             await prometheus.wait()
-        if daemon.poll() is None:
-            daemon.terminate()
-            daemon.wait(30)

@@ -13,18 +13,13 @@ import msgspec
 import pytest
 
 from clearing.engine import Engine
-from clearing.kafka import EXIT_OK, create_topics
-from clearing.ops.config import load_config
 from clearing.ops.read_api import MAX_LIMIT
+from tests.integration.conftest import feed_slowly, serve
 from tests.integration.test_daemon import (
     TEST_TIMEOUT_S,
-    Running,
     flat,
-    journal_until,
-    produce,
     scenario,
     sequenced_count,
-    write_config,
 )
 from tests.ops.http_client import request
 
@@ -56,23 +51,10 @@ async def test_answers_under_load_equal_a_replay_at_their_seq(
 
     monkeypatch.setattr(read_api, "_RANKINGS_MIN_INTERVAL_S", 0.0)  # recompute when asked
     async with asyncio.timeout(4 * TEST_TIMEOUT_S):
-        config_path = write_config(
-            tmp_path, kafka_bootstrap, "reads", http={"listen": "127.0.0.1:0"}
-        )
-        config = load_config(str(config_path), environ={})
-        assert not (await create_topics(config)).problems
+        daemon = await serve(tmp_path, kafka_bootstrap, "reads")
+        run, port = daemon.run, daemon.port
         items = flat(scenario(groups=8, trades=200))
-        run = Running(config)
-        await run.wait_ready()
-        port = run.daemon.http_port
-        assert port is not None
-
-        async def feed() -> None:
-            for start in range(0, len(items), 15):
-                await produce(config, items[start : start + 15])
-                await asyncio.sleep(0.02)
-
-        feeding = asyncio.create_task(feed())
+        feeding = asyncio.create_task(feed_slowly(daemon.config, items))
         answers: list[tuple[str, dict[str, Any]]] = []
         turn = 0
         while not feeding.done() or len(answers) < 3 * len(_ROUTES):
@@ -88,9 +70,7 @@ async def test_answers_under_load_equal_a_replay_at_their_seq(
             answers.append((path, served))
         await feeding
         last_seq = sequenced_count(items)
-        await run.wait_seq(last_seq)
-        assert await run.stop() == EXIT_OK
-        journal = await journal_until(config, last_seq)
+        journal = await daemon.stop_at(last_seq)
 
     seqs = sorted({served["seq"] for _, served in answers})
     print(f"\nread API answers at {len(seqs)} seqs of {last_seq}")

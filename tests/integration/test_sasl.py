@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,14 +21,13 @@ import pytest
 
 from clearing.kafka import EXIT_CONFIG
 from clearing.ops.config import load_config
+from tests.integration.conftest import own_broker, run_until_caught_up
+from tests.integration.test_chaos import chaos  # tools/kafka_chaos.py, loaded by path
 
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
 kafka_local = sys.modules["kafka_local"]  # loaded by conftest.py
-chaos = sys.modules.get("kafka_chaos")
-if chaos is None:  # test_chaos.py loads it by path; do the same when run alone
-    from tests.integration.test_chaos import chaos
 
 USER = "clearing"
 PASSWORD = "s3cret-Pa55-do-not-log"
@@ -38,16 +35,7 @@ PASSWORD = "s3cret-Pa55-do-not-log"
 
 @pytest.fixture(scope="module")
 def sasl_broker() -> Iterator[Any]:
-    broker = kafka_local.LocalKafka(sasl_plain_users={USER: PASSWORD, "admin": "admin-pw"})
-    try:
-        broker.start()
-    except kafka_local.KafkaLocalError as exc:
-        broker.close()
-        pytest.fail(f"SASL broker failed to start:\n{exc}", pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.close()
+    yield from own_broker("SASL", sasl_plain_users={USER: PASSWORD, "admin": "admin-pw"})
 
 
 def sasl_kwargs(bootstrap: str, password: str = PASSWORD) -> dict[str, Any]:
@@ -87,30 +75,7 @@ async def test_daemon_authenticates_with_sasl_plain_and_never_logs_the_password(
     assert PASSWORD not in topics.stdout + topics.stderr
     acked = await chaos.produce(config, chaos.input_stream(1500, seed=21, accounts=50),
                                 kwargs=kwargs)  # fmt: skip
-    log_path = tmp_path / "daemon.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clearing.cli", "run", "--config", str(path)],
-            cwd=REPO, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                try:
-                    if await chaos.group_caught_up(config, kwargs=kwargs):
-                        break
-                except Exception:  # coordinator still loading
-                    pass
-                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-                await asyncio.sleep(0.3)
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(proc.wait, 30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    text = log_path.read_text()
+    code, text = await run_until_caught_up(path, config, env=env, kwargs=kwargs, timeout_s=60)
     assert code == 0, text[-3000:]
     assert "\"sasl_username\": 'clearing'" in text or "'sasl_username': 'clearing'" in text
     assert PASSWORD not in text

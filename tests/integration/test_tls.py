@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,14 +23,13 @@ from aiokafka.helpers import create_ssl_context
 from clearing.kafka import EXIT_CONFIG, EXIT_UNREACHABLE
 from clearing.kafka._connect import ConnectError, wait_for_cluster
 from clearing.ops.config import Config, KafkaConfig, KafkaSecurity, load_config
+from tests.integration.conftest import own_broker, run_until_caught_up
+from tests.integration.test_chaos import chaos  # tools/kafka_chaos.py, loaded by path
 
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
 kafka_local = sys.modules["kafka_local"]  # loaded by conftest.py
-chaos = sys.modules.get("kafka_chaos")
-if chaos is None:  # test_chaos.py loads it by path; do the same when run alone
-    from tests.integration.test_chaos import chaos
 
 USER = "clearing"
 PASSWORD = "tls-Pa55-do-not-log"
@@ -39,16 +37,7 @@ PASSWORD = "tls-Pa55-do-not-log"
 
 @pytest.fixture(scope="module")
 def tls_broker() -> Iterator[Any]:
-    broker = kafka_local.LocalKafka(tls=True, sasl_plain_users={USER: PASSWORD})
-    try:
-        broker.start()
-    except kafka_local.KafkaLocalError as exc:
-        broker.close()
-        pytest.fail(f"TLS broker failed to start:\n{exc}", pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.close()
+    yield from own_broker("TLS", tls=True, sasl_plain_users={USER: PASSWORD})
 
 
 def _security(protocol: str, cafile: Path) -> dict[str, str]:
@@ -96,30 +85,7 @@ async def test_daemon_runs_end_to_end_over_tls(
     assert topics.returncode == 0, topics.stdout + topics.stderr
     acked = await chaos.produce(config, chaos.input_stream(800, seed=33, accounts=40),
                                 kwargs=kwargs)  # fmt: skip
-    log_path = tmp_path / "daemon.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clearing.cli", "run", "--config", str(path)],
-            cwd=REPO, env=_env(), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                try:
-                    if await chaos.group_caught_up(config, kwargs=kwargs):
-                        break
-                except Exception:  # coordinator still loading
-                    pass
-                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-                await asyncio.sleep(0.3)
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(proc.wait, 30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    text = log_path.read_text()
+    code, text = await run_until_caught_up(path, config, env=_env(), kwargs=kwargs, timeout_s=90)
     assert code == 0, text[-3000:]
     assert PASSWORD not in text
     counts = await chaos.verify(config, tmp_path, acked, kwargs=kwargs)

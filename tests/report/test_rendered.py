@@ -12,37 +12,18 @@ skipped: without a browser it fails and says how to get one.
 
 from __future__ import annotations
 
-import base64
-import io
 import itertools
-import json
-import math
-import re
-import shutil
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageChops
+from PIL import Image
 
 from clearing.report import FIGURE_IDS, FIGURE_IDS_V2, collect_journal, render_html
+from tests.report.conftest import WINDOW_WIDTH_PX, assert_painted, render_in_chromium
 
-WINDOW_WIDTH_PX = 1400
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-_PROBE = """<script>window.addEventListener("load", () => {
-  const rects = [...document.querySelectorAll("figure img")].map((img) => {
-    const r = img.getBoundingClientRect();
-    return {id: img.alt, x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height,
-            natural_w: img.naturalWidth, natural_h: img.naturalHeight};
-  });
-  const out = document.createElement("pre");
-  out.id = "layout";
-  out.textContent = JSON.stringify({rects, height: document.documentElement.scrollHeight});
-  document.body.appendChild(out);
-});</script>"""
 # The report's own colours: market lines, the fund, clawbacks, bad debt.
 REPORT_COLOURS = {
     "blue": (0x1F, 0x77, 0xB4),
@@ -52,71 +33,18 @@ REPORT_COLOURS = {
 }
 
 
-def _browser() -> str:
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path is not None:
-            return path
-    pytest.fail("no headless Chromium on PATH: run tools/install_chromium.sh", pytrace=False)
-
-
-def _chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        browser,
-        "--headless",
-        "--no-sandbox",  # CI runs as root, where the sandbox refuses to start
-        "--disable-gpu",
-        "--hide-scrollbars",
-        "--force-device-scale-factor=1",  # one CSS pixel = one screenshot pixel
-        f"--user-data-dir={profile}",
-        *args,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, f"chromium failed ({done.returncode}): {done.stderr[-2000:]}"
-    return done
-
-
 @pytest.fixture(scope="module", params=["journal", "journal_v2"])
 def rendered(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     """The report of a small demo journal, its layout in Chromium and its screenshot: once
     under rules version 1, once under version 2 (whose page adds its own figures)."""
-    browser = _browser()
     journal: Path = request.getfixturevalue(request.param)
     where = tmp_path_factory.mktemp("rendered")
     data = collect_journal(str(journal))
     page = render_html(data)
     figure_ids = list(FIGURE_IDS) + (list(FIGURE_IDS_V2) if data.rules_v2 is not None else [])
-    report = where / "report.html"
-    report.write_text(page, encoding="utf-8")
-    probe = where / "probe.html"
-    probe.write_text(page.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
-    dom = _chromium(
-        browser, where / "profile", f"--window-size={WINDOW_WIDTH_PX},1000", "--dump-dom",
-        probe.as_uri(),
-    ).stdout  # fmt: skip
-    found = re.search(r'<pre id="layout">(.*?)</pre>', dom, re.S)
-    assert found, "the probe did not run: no layout in the dumped page"
-    layout = json.loads(found.group(1).replace("&quot;", '"'))
-    shot = where / "report.png"
-    _chromium(
-        browser, where / "profile", f"--window-size={WINDOW_WIDTH_PX},{layout['height']}",
-        f"--screenshot={shot}", report.as_uri(),
-    )  # fmt: skip
-    embedded = {
-        fig_id: Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
-        for fig_id, data in re.findall(
-            r'<figure id="fig-([a-z-]+)"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"',
-            page,
-        )
-    }
-    return {
-        "layout": layout,
-        "shot": Image.open(shot).convert("RGB"),
-        "embedded": embedded,
-        "figure_ids": figure_ids,
-    }
+    return {**render_in_chromium(page, where), "figure_ids": figure_ids}
 
 
 def test_the_page_is_not_blank_and_has_the_report_colours(rendered: dict[str, Any]) -> None:
@@ -149,26 +77,7 @@ def test_every_figure_is_on_screen_at_full_size(rendered: dict[str, Any]) -> Non
         assert rects[upper]["y"] + rects[upper]["h"] <= rects[lower]["y"]
 
 
-def _differing_share(shot: Image.Image, embedded: Image.Image, left: int, top: int) -> float:
-    painted = shot.crop((left, top, left + embedded.width, top + embedded.height))
-    difference = np.asarray(ImageChops.difference(painted, embedded).convert("L"))
-    return float((difference >= 16).mean())
-
-
 def test_the_screen_shows_the_embedded_plots(rendered: dict[str, Any]) -> None:
     shot: Image.Image = rendered["shot"]
     for rect in rendered["layout"]["rects"]:
-        embedded: Image.Image = rendered["embedded"][rect["id"]]
-        # Inside the 1 px border: the plot as the browser painted it. Layout positions are
-        # fractional and the browser snaps them to pixels: allow one either way.
-        left = rect["x"] + (rect["w"] - embedded.width) / 2
-        top = rect["y"] + (rect["h"] - embedded.height) / 2
-        off = min(
-            _differing_share(shot, embedded, math.floor(left) + dx, math.floor(top) + dy)
-            for dx in (0, 1)
-            for dy in (0, 1)
-        )
-        assert off < 0.01, f"{rect['id']}: {off:.1%} of the plot differs on screen"
-        # What it shows is a plot: lines, fills and text, not a flat area.
-        colours = embedded.getcolors(maxcolors=1 << 16)
-        assert colours is None or len(colours) >= 8, f"{rect['id']}: a nearly flat picture"
+        assert_painted(shot, rect, rendered["embedded"][rect["id"]])

@@ -1,14 +1,11 @@
 """The report's fund risk section: its figures are `clearing risk` and `clearing stress
 --grid` on the same ledger, and it renders in headless Chromium like the rest of the page
-(the helpers and checks of test_rendered.py, applied to the section's figures)."""
+(conftest.py's Chromium pass and test_rendered.py's checks, applied to the section's
+figures)."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +18,7 @@ from clearing.report import FIGURE_IDS, collect_journal, render_html
 from clearing.report._risk import RiskSection, collect_risk, round_duration_ns
 from clearing.report._risk_html import RISK_FIGURE_IDS, ratio
 from clearing.risk._render import ratio_text
-from tests.report.test_rendered import (
-    _PROBE,
-    WINDOW_WIDTH_PX,
-    _browser,
-    _chromium,
-    _differing_share,
-)
+from tests.report.conftest import WINDOW_WIDTH_PX, assert_painted, render_in_chromium
 
 CHECKPOINTS = 4
 S = 10**9
@@ -114,34 +105,8 @@ def test_the_section_is_on_the_page_and_only_when_asked(
 def rendered(
     journal: Path, section: RiskSection, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
-    browser = _browser()
-    where = tmp_path_factory.mktemp("risk-rendered")
     page = render_html(collect_journal(str(journal)), section)
-    report = where / "report.html"
-    report.write_text(page, encoding="utf-8")
-    probe = where / "probe.html"
-    probe.write_text(page.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
-    dom = _chromium(
-        browser, where / "profile", f"--window-size={WINDOW_WIDTH_PX},1000", "--dump-dom",
-        probe.as_uri(),
-    ).stdout  # fmt: skip
-    found = re.search(r'<pre id="layout">(.*?)</pre>', dom, re.S)
-    assert found, "the probe did not run: no layout in the dumped page"
-    layout = json.loads(found.group(1).replace("&quot;", '"'))
-    shot = where / "report.png"
-    _chromium(
-        browser, where / "profile", f"--window-size={WINDOW_WIDTH_PX},{layout['height']}",
-        f"--screenshot={shot}", report.as_uri(),
-    )  # fmt: skip
-    embedded = {
-        fig_id: Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
-        for fig_id, data in re.findall(
-            r'<figure id="fig-([a-z-]+)"[^>]*><img alt="[^"]*" src="data:image/png;base64,'
-            r'([^"]+)"',
-            page,
-        )
-    }
-    return {"layout": layout, "shot": Image.open(shot).convert("RGB"), "embedded": embedded}
+    return render_in_chromium(page, tmp_path_factory.mktemp("risk-rendered"))
 
 
 def test_the_section_renders_its_plots_on_screen(rendered: dict[str, Any]) -> None:
@@ -153,16 +118,7 @@ def test_the_section_renders_its_plots_on_screen(rendered: dict[str, Any]) -> No
         assert (rect["natural_w"], rect["natural_h"]) == embedded.size
         assert rect["natural_w"] == 1000 and rect["natural_h"] >= 300, rect
         assert rect["w"] >= rect["natural_w"] and rect["x"] + rect["w"] <= WINDOW_WIDTH_PX
-        left = rect["x"] + (rect["w"] - embedded.width) / 2
-        top = rect["y"] + (rect["h"] - embedded.height) / 2
-        off = min(
-            _differing_share(shot, embedded, math.floor(left) + dx, math.floor(top) + dy)
-            for dx in (0, 1)
-            for dy in (0, 1)
-        )
-        assert off < 0.01, f"{fig_id}: {off:.1%} of the plot differs on screen"
-        colours = embedded.getcolors(maxcolors=1 << 16)
-        assert colours is None or len(colours) >= 8, f"{fig_id}: a nearly flat picture"
+        assert_painted(shot, rect, embedded)
 
 
 def test_a_failed_scenario_is_one_line_and_no_report(
