@@ -26,13 +26,14 @@ import asyncio
 import collections
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from typing import Final
 
 from clearing.engine import INPUT_KINDS, EngineCore
-from clearing.kafka._oracle_backfill import read_oracle_window
+from clearing.kafka._oracle_backfill import ReadStopped, read_oracle_window
 from clearing.kafka._recovery import KafkaRecovery
 from clearing.ops.config import Config, RiskConfig
 from clearing.ops.fund_metrics import FundRiskMetrics
@@ -107,6 +108,7 @@ class FundRisk:
         # waiting for the next start (``rebuild_history``); None: none pending.
         self._older: list[OracleTick] | None = None
         self._rebuild: asyncio.Task[None] | None = None
+        self._stop_reading = threading.Event()  # set on exit: the read-back gives up
 
     def rebuild_history(self, config: Config, recovery: KafkaRecovery) -> None:
         """Read the ticks the recovered history lacks back from the journal topic, in a
@@ -127,8 +129,15 @@ class FundRisk:
         started = time.perf_counter()
         try:
             ticks, first = await asyncio.to_thread(
-                read_oracle_window, config, until_seq, newest_ns, self._window_ns
+                read_oracle_window,
+                config,
+                until_seq,
+                newest_ns,
+                self._window_ns,
+                self._stop_reading,
             )
+        except ReadStopped:
+            return
         except Exception as exc:  # an optional figure: the job goes on with what it has
             log.warning("fund risk: the oracle history before seq %d was not read back: %s",
                         until_seq, exc)  # fmt: skip
@@ -228,8 +237,9 @@ class FundRisk:
 
     def kill(self) -> None:
         """Exiting: stop a running child, its result no longer matters."""
+        self._stop_reading.set()  # the worker thread stops at its next record
         if self._rebuild is not None:
-            self._rebuild.cancel()  # the thread finishes its read; nothing waits for it
+            self._rebuild.cancel()
             self._rebuild = None
         if self._job is not None:
             self._job.kill()

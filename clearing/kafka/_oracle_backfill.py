@@ -19,6 +19,7 @@ seqs, the hash chain recomputed), as every reader of the journal reads them.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Final
 
 import msgspec
@@ -30,7 +31,7 @@ from clearing.risk import OracleHistory
 from clearing.risk._history import OracleTick, oracle_tick
 from clearing.snapshot import list_snapshots
 
-__all__ = ["read_oracle_window"]
+__all__ = ["ReadStopped", "read_oracle_window"]
 
 _STAMP_FIELD: Final = b'"ts"'
 
@@ -87,17 +88,28 @@ def _start_seq(
     return 1
 
 
+class ReadStopped(Exception):
+    """The daemon is exiting: the read was abandoned."""
+
+
 def read_oracle_window(
-    config: Config, until_seq: int, newest_ns: int | None, window_ns: int
+    config: Config,
+    until_seq: int,
+    newest_ns: int | None,
+    window_ns: int,
+    stop: threading.Event | None = None,
 ) -> tuple[list[OracleTick], int]:
     """The stamped oracle ticks of journal seqs up to ``until_seq`` that are at most
     ``window_ns`` older than ``newest_ns`` (the newest tick the caller holds; None: the
-    newest read), oldest first; and the seq the read started at."""
+    newest read), oldest first; and the seq the read started at. ``stop``: set it to
+    abandon the read (``ReadStopped``), so that an exiting daemon does not wait for it."""
     history = OracleHistory(window_ns)
     with KafkaJournalReader(config) as reader:
         oldest_ns = None if newest_ns is None else newest_ns - window_ns
         first = _start_seq(config, reader, until_seq, oldest_ns)
         for record in reader.read(first, until_seq):
+            if stop is not None and stop.is_set():
+                raise ReadStopped(f"stopped at seq {record.seq}")
             tick = oracle_tick(record.payload)
             if tick is not None:
                 history.observe_tick(tick)

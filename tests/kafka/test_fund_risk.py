@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 
 import pytest
@@ -202,3 +203,43 @@ def test_ticks_read_back_go_in_front_at_the_next_start_and_it_starts_at_once() -
     asyncio.run(_run(fund_risk, engine))
     assert fund_risk._older is None and fund_risk.history().ticks() == ticks
     assert fund_risk.last is not None and fund_risk.last.error is None
+
+
+def test_an_exiting_daemon_does_not_wait_for_the_read_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kill() sets the event the worker thread checks per record: a long journal stops
+    being read at once, so the executor's shutdown at exit does not wait for it."""
+    import threading
+    import time
+
+    from clearing.kafka import _oracle_backfill as backfill
+
+    closed = threading.Event()
+
+    class Slow:
+        """20 s of records, one a millisecond (a test without the stop ends too)."""
+
+        def __enter__(self) -> Slow:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            closed.set()
+
+        def read(self, first: int, until: int) -> Iterator[Record]:
+            for seq in range(first, first + 20_000):
+                time.sleep(0.001)
+                yield Record(seq, "t", b'{"type":"fill"}')
+
+    monkeypatch.setattr(backfill, "KafkaJournalReader", lambda config: Slow())
+    fund_risk = FundRisk(CONFIG, Metrics().enable_fund_risk(60), 0.0)
+
+    async def main() -> None:
+        fund_risk._rebuild = asyncio.create_task(fund_risk._read_back(None, 10**9))  # type: ignore[arg-type]
+        await asyncio.sleep(0.3)
+        assert not closed.is_set()  # still reading
+        fund_risk.kill()
+        assert await asyncio.to_thread(closed.wait, 5), "the read went on after kill()"
+
+    asyncio.run(main())
+    assert fund_risk._older is None
