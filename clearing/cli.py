@@ -302,10 +302,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--quiet", "-q", action="store_true", help="no summary line")
     report.add_argument(
-        "--no-risk",
+        "--risk",
         action="store_true",
-        help="leave out the fund risk section (coverage over time, loss distribution, "
-        "stress grid), which runs a few thousand scenarios through the engine",
+        help="add the fund risk section (loss distribution, coverage over time, the "
+        "back-test at the largest fund loss, stress grid): a few thousand scenarios "
+        "through the engine, tens of seconds of CPU (docs/fund-risk.md)",
+    )
+    report.add_argument(
+        "--no-risk",
+        dest="risk",
+        action="store_false",
+        help="no fund risk section: the default (kept for scripts that passed it)",
     )
 
     snapshot = commands.add_parser(

@@ -574,6 +574,7 @@ class Daemon:
             self._fund_risk = FundRisk(
                 config.risk, fund_metrics, time.monotonic(), recovery.oracle_history
             )
+            self._fund_risk.rebuild_history(config, recovery)  # in a thread, off the loop
         self._journal_offset = recovery.journal_offset
         self._positions = dict(recovery.positions)
         self.committed_seq = recovery.engine.seq

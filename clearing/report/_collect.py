@@ -43,6 +43,7 @@ from clearing.engine.margin import equity_e16
 from clearing.engine.state import INSURANCE_FUND, Account, Ledger
 from clearing.journal import LocalJournal, Record
 from clearing.report._collect_v2 import RulesV2Collector, RulesV2Data
+from clearing.report._episode import DrawdownTracker, LossEpisode
 from clearing.sequencer import ReplayObserver, replay
 
 __all__ = [
@@ -176,6 +177,9 @@ class ReportData:
     # The journal's clearing rules (SPEC §9 head), and what only version 2 has.
     rules_version: int = 1
     rules_v2: RulesV2Data | None = None
+    # The largest loss of the fund's equity, net of top-ups, over one horizon (``_episode``):
+    # where the back-test looks; None unless asked for (``episode_horizon_ns``).
+    fund_loss_episode: LossEpisode | None = None
 
     @property
     def has_ts(self) -> bool:
@@ -249,7 +253,12 @@ class _Collector(ReplayObserver):
     engine (whose ledger it reads)."""
 
     def __init__(
-        self, data: ReportData, total_inputs: int, max_samples: int, rules_version: int = 1
+        self,
+        data: ReportData,
+        total_inputs: int,
+        max_samples: int,
+        rules_version: int = 1,
+        episode_horizon_ns: int | None = None,
     ) -> None:
         self.data = data
         self.engine = Engine(rules_version=rules_version)  # the journal's rules (SPEC §9)
@@ -260,6 +269,8 @@ class _Collector(ReplayObserver):
         self.long_oi_e8: dict[str, int] = {}
         self.fund_positions_e8: dict[str, int] = {}
         self.pending = _Pending(None, "", None, [], [], False)
+        self.drawdown = None if episode_horizon_ns is None else DrawdownTracker(episode_horizon_ns)
+        self.fund_cash_before_e16: int | None = None  # around a deposit or withdrawal of the fund
         data.rules_version = rules_version
         self.rules_v2: RulesV2Collector | None = None
         if rules_version >= 2:
@@ -293,6 +304,14 @@ class _Collector(ReplayObserver):
                 elif type(side) is str and side not in sides:
                     sides.append(side)
         before = [_qty(accounts.get(side), fill_market) for side in sides]
+        paid_in = input_type in ("deposit", "withdraw")
+        if (
+            paid_in
+            and self.drawdown is not None
+            and peek is not None
+            and peek.account == INSURANCE_FUND
+        ):
+            self.fund_cash_before_e16 = self.engine.ledger.fund.cash_e16
         self.pending = _Pending(peek, input_type, fill_market, sides, before, fund_traded)
         return True
 
@@ -327,9 +346,20 @@ class _Collector(ReplayObserver):
             data.fund_top_ups.append(TopUpRow(seq, self.ts_ns, amount_e16, after_e16))
         if liquidated or pending.fund_traded:
             self._refresh_fund()
+        self._track_fund(seq)
         since = seq - self.last_sample_seq
         if since >= self.step or (liquidated and since >= self.min_event_gap):
             self.sample(seq)
+
+    def _track_fund(self, seq: int) -> None:
+        """Feed the loss-episode tracker: the fund's equity, and what was paid in."""
+        if self.drawdown is None:
+            return
+        fund = self.engine.ledger.fund
+        if self.fund_cash_before_e16 is not None:
+            self.drawdown.pay_in(fund.cash_e16 - self.fund_cash_before_e16)
+            self.fund_cash_before_e16 = None
+        self.drawdown.observe(seq, self.ts_ns, _fund_equity_e16(self.engine.ledger))
 
     def _refresh_fund(self) -> None:
         """Diff the fund's positions (changed by take-overs or its own fills) into OI."""
@@ -443,6 +473,8 @@ class _Collector(ReplayObserver):
         data.long_oi_e8 = scanned
         data.marks_e8 = {m: ledger.markets[m].mark_e8 for m in sorted(ledger.markets)}
         data.state_sha256 = state_sha256(engine)
+        if self.drawdown is not None:
+            data.fund_loss_episode = self.drawdown.finish()
 
 
 def _fund_equity_e16(ledger: Ledger) -> int:
@@ -454,19 +486,21 @@ def collect_journal(
     journal_dir: str,
     progress: Callable[[int, int], None] | None = None,
     max_samples: int = MAX_REGULAR_SAMPLES,
+    episode_horizon_ns: int | None = None,
 ) -> ReportData:
     """Replay the journal in ``journal_dir`` from seq 1 and collect the report's data.
 
     Raises ``OutputDivergence`` when a record's re-derived outputs differ from the ones
     it recorded, and the journal's own errors when it cannot be read.
     ``progress(done, total)`` is called every few thousand inputs; ``max_samples`` sets
-    the spacing of the regular samples (every input when it is the journal's length).
+    the spacing of the regular samples (every input when it is the journal's length);
+    ``episode_horizon_ns``: find the fund's largest loss over that horizon (``_episode``).
     """
     with LocalJournal(journal_dir, readonly=True) as journal:
         total = journal.last_seq
         head_hash = journal.head_hash
         data = ReportData(journal_dir=journal_dir)
-        collector = _Collector(data, total, max_samples, journal.rules_version)
+        collector = _Collector(data, total, max_samples, journal.rules_version, episode_horizon_ns)
         replay(
             journal,
             collector.engine,

@@ -15,7 +15,7 @@ from clearing.journal import JournalError
 from clearing.report._collect import ReportData, collect_journal, parse_scaled
 from clearing.report._numbers import display_e16
 from clearing.report._render import render_html, summary
-from clearing.report._risk import RiskSection, collect_risk
+from clearing.report._risk import RiskSection, collect_risk, read_history
 from clearing.sequencer import OutputDivergence
 
 __all__ = ["report_command", "resolve_journal_dir", "save_report", "write_report"]
@@ -43,12 +43,20 @@ def write_report(
     journal_dir: str,
     out_path: str,
     progress: Callable[[int, int], None] | None = None,
-    with_risk: bool = True,
+    with_risk: bool = False,
 ) -> dict[str, Any]:
     """Replay ``journal_dir``, write the HTML report to ``out_path``; the headline numbers.
-    ``with_risk``: add the fund risk section (a second replay plus the scenarios)."""
-    data = collect_journal(journal_dir, progress)
-    risk = collect_risk(journal_dir) if with_risk else None
+    ``with_risk``: add the fund risk section (a read of the oracle history first, whose
+    horizon the first replay uses to find the back-test's episode; then a second replay
+    plus the scenarios)."""
+    history = read_history(journal_dir) if with_risk else None
+    horizon_ns = (
+        None if history is None or history.settings is None else history.settings.horizon_ns
+    )
+    data = collect_journal(journal_dir, progress, episode_horizon_ns=horizon_ns)
+    risk = None
+    if history is not None:
+        risk = collect_risk(journal_dir, history=history, episode=data.fund_loss_episode)
     save_report(data, out_path, risk)
     return summary(data)
 
@@ -66,7 +74,7 @@ def report_command(args: argparse.Namespace) -> int:
     progress = _Progress() if sys.stderr.isatty() and not args.quiet else None
     started = time.perf_counter()
     try:
-        numbers = write_report(journal_dir, args.output, progress, with_risk=not args.no_risk)
+        numbers = write_report(journal_dir, args.output, progress, with_risk=args.risk)
     except OutputDivergence as exc:
         raise UserError(
             f"the journal does not replay to the outputs it recorded, so no report was "
@@ -78,7 +86,7 @@ def report_command(args: argparse.Namespace) -> int:
         # A bug, not a bad argument (as for clearing risk): one line, exit 1, no report.
         print(
             f"clearing report: the fund risk section failed, so no report was written: {exc} "
-            f"(--no-risk leaves the section out)",
+            f"(without --risk the report leaves the section out)",
             file=sys.stderr,
         )
         return 1

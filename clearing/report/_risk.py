@@ -27,18 +27,28 @@ import bisect
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Final
+from typing import Final, NamedTuple
 
 from clearing.engine import EngineCore, make_engine
 from clearing.journal import LocalJournal
+from clearing.report._backtest import BackTest, BackTestRun
+from clearing.report._episode import LossEpisode
 from clearing.risk import LOSSES, Move, Settings, assess, run_scenarios
 from clearing.risk._history import OracleTick, oracle_tick
 from clearing.risk._shock import shock_grid, shocked_price_e8
 
-__all__ = ["CHECKPOINTS", "CoveragePoint", "GridRow", "RiskSection", "collect_risk"]
+__all__ = [
+    "CHECKPOINTS",
+    "CoveragePoint",
+    "GridRow",
+    "RiskHistory",
+    "RiskSection",
+    "collect_risk",
+    "read_history",
+]
 
-CHECKPOINTS: Final = 12
-CHECKPOINT_SCENARIOS: Final = 100
+CHECKPOINTS: Final = 6
+CHECKPOINT_SCENARIOS: Final = 50
 HEAD_SCENARIOS: Final = 1000
 _S: Final = 10**9
 # Round durations a horizon or a step may take, in seconds.
@@ -86,6 +96,7 @@ class RiskSection:
     equity_coverage: Fraction | None = None  # over the ES 99.9% of its equity loss
     coverage_over_time: list[CoveragePoint] = field(default_factory=list)
     grid: list[GridRow] = field(default_factory=list)
+    backtest: BackTest | None = None  # at the journal's largest fund loss (``_backtest``)
 
 
 def round_duration_ns(at_most_ns: int) -> int:
@@ -113,12 +124,33 @@ def _settings(ticks: list[OracleTick], limit: int) -> Settings | None:
     return Settings(horizon_ns=horizon_ns, step_ns=round_duration_ns(horizon_ns // 30), limit=limit)
 
 
-def collect_risk(journal_dir: str, checkpoints: int = CHECKPOINTS) -> RiskSection:
-    """Read the oracle history, then replay ``journal_dir`` once and compute the section
-    (module docstring); every checkpoint uses the head's horizon and step."""
-    section = RiskSection()
+class RiskHistory(NamedTuple):
+    """The journal's stamped oracle ticks, the seq of each, and the report's settings
+    for them (None: too short a history for any adequacy)."""
+
+    tick_seqs: list[int]
+    ticks: list[OracleTick]
+    settings: Settings | None
+
+
+def read_history(journal_dir: str) -> RiskHistory:
+    """One read of the journal for its oracle history; the report passes it to both
+    replays (the horizon is also the back-test's, ``_episode``)."""
     tick_seqs, ticks = _oracle_history(journal_dir)
-    head_settings = _settings(ticks, HEAD_SCENARIOS)
+    return RiskHistory(tick_seqs, ticks, _settings(ticks, HEAD_SCENARIOS))
+
+
+def collect_risk(
+    journal_dir: str,
+    checkpoints: int = CHECKPOINTS,
+    history: RiskHistory | None = None,
+    episode: LossEpisode | None = None,
+) -> RiskSection:
+    """Replay ``journal_dir`` once and compute the section (module docstring); every
+    checkpoint uses the head's horizon and step. ``history``: ``read_history``'s (read
+    here if not given); ``episode``: where the back-test looks (none if not given)."""
+    section = RiskSection()
+    tick_seqs, ticks, head_settings = history or read_history(journal_dir)
     with LocalJournal(journal_dir, readonly=True) as journal:
         total = journal.last_seq
         engine = make_engine("auto", rules_version=journal.rules_version)
@@ -127,15 +159,23 @@ def collect_risk(journal_dir: str, checkpoints: int = CHECKPOINTS) -> RiskSectio
         stops.discard(total)
         if head_settings is None:
             stops.clear()  # no adequacy anywhere: replay straight to the head
+        backtest = None
+        if episode is not None and head_settings is not None:
+            backtest = BackTestRun(episode, head_settings, _jobs(), tick_seqs, ticks)
         for record in journal.read(1, total):
+            if backtest is not None:
+                backtest.before(record, engine)
             engine.apply_encoded(record.payload)
+            if backtest is not None:
+                backtest.after(record, engine)
             if record.seq in stops:
-                known = ticks[: bisect.bisect_right(tick_seqs, record.seq)]
                 assert head_settings is not None  # else no stops
+                known = ticks[: bisect.bisect_right(tick_seqs, record.seq)]
                 _checkpoint(
                     section, engine, known, head_settings._replace(limit=CHECKPOINT_SCENARIOS)
                 )
     section.seq = engine.seq
+    section.backtest = None if backtest is None else backtest.result
     _head(section, engine, ticks, head_settings)
     _grid(section, engine)
     return section

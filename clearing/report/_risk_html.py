@@ -46,6 +46,13 @@ _LOSS_NAMES: Final = {
     "bad_debt": "bad debt",
     "fund_equity_loss": "fund equity loss",
 }
+# The same losses, named for one horizon (the back-test's rows).
+_LOSSES_PER_HORIZON: Final = {
+    "fund_draws": "fund draws",
+    "clawback_and_adl": "clawbacks + ADL",
+    "bad_debt": "bad debt",
+    "fund_equity_loss": "fund equity loss (net of top-ups)",
+}
 _BINS: Final = 40
 _FLOOR: Final = 0.01  # the coverage plot's lowest value (log scale)
 
@@ -184,6 +191,58 @@ def _grid_table(section: RiskSection) -> str:
     return _table(headers, rows)
 
 
+def _backtest_html(section: RiskSection, axis: Axis) -> str:
+    """What ``clearing risk`` said just before the journal's largest fund loss over one
+    horizon, against what that horizon cost (``_backtest``)."""
+    test = section.backtest
+    if test is None:
+        return (
+            "<h3>Back-test</h3><p>None: the fund's equity, net of top-ups, never fell over "
+            "one horizon (or the history is too short for a horizon).</p>"
+        )
+    episode, horizon = test.episode, _duration(section.horizon_ns)
+    at = axis.text(episode.start_ts_ns, episode.start_seq)
+    said = (
+        f"<code>clearing risk --until {episode.start_seq} --horizon {horizon} --step "
+        f"{_duration(section.step_ns)}</code> on the ledger there ran "
+        f"{plural(test.scenarios, 'scenario')} ({test.intervals:,} intervals of the history "
+        f"before it): coverage <b>{ratio(test.coverage)}</b>, equity coverage "
+        f"<b>{ratio(test.equity_coverage)}</b>."
+    )
+    if not test.scenarios:
+        said = "The oracle history before it is shorter than one horizon: nothing to say."
+    rows = [
+        [
+            label,
+            *(display_e16(v) for level in test.tails_e16.get(name, []) for v in level),
+            display_e16(test.actual_e16[name]),
+        ]
+        for name, label in _LOSSES_PER_HORIZON.items()
+    ]
+    headers = ["over one horizon"]
+    if test.scenarios:
+        headers += ["VaR 99%", "ES 99%", "VaR 99.9%", "ES 99.9%"]
+    headers.append(f"actual, seq {episode.start_seq + 1:,}..{episode.end_seq:,}")
+    paid = ""
+    if test.paid_in_e16:
+        paid = f", of which {display_e16(test.paid_in_e16)} paid in from outside"
+    return (
+        "<h3>Back-test: the journal's largest fund loss</h3>"
+        "<p>The rule: after every input, the fund's equity less what was paid into it "
+        "from outside (deposits net of withdrawals: a top-up is not a gain); for every "
+        f"input, how far that fell over the {horizon} horizon after it (the inputs stamped "
+        "within one horizon). The input with the largest fall starts the episode, and the "
+        "back-test asks about the ledger at that input, just before the loss.</p>"
+        f"<p>Here: seq {episode.start_seq:,} ({at} UTC), "
+        f"fund equity {display_e16(test.fund_equity_e16)}; over the next {horizon} "
+        f"(to seq {episode.end_seq:,}) it fell by {display_e16(episode.loss_e16)} net of "
+        f"top-ups, to {display_e16(test.fund_equity_end_e16)}{paid}, with "
+        f"{test.liquidations:,} liquidations of {plural(test.accounts, 'account')}. "
+        f"{said}</p>"
+        f"{_table(headers, rows)}"
+    )
+
+
 def _coverage_rows(points: Sequence[CoveragePoint], axis: Axis) -> str:
     rows = [
         [
@@ -237,6 +296,7 @@ def risk_section_html(section: RiskSection, axis: Axis) -> str:
         f"head), each from the oracle history up to it, at most {CHECKPOINT_SCENARIOS} "
         "scenarios before the head: the cost is bounded whatever the journal's length.</p>"
         f"{_coverage_rows(section.coverage_over_time, axis)}"
+        f"{_backtest_html(section, axis)}"
         "<h3>Stress grid at the head</h3>"
         "<p>Each market alone, its mark moved by -50, -30, -20, -10, +10, +20, +30 and "
         "+50% (<code>clearing stress --grid</code>); the books as they are.</p>"

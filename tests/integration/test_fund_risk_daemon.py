@@ -4,7 +4,12 @@ for the same committed ledger (the same inputs, in the same order, ingested loca
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from pathlib import Path
@@ -13,8 +18,11 @@ import pytest
 
 from clearing.cli import main
 from clearing.engine.money import E16
-from tests.integration.conftest import DaemonProcess, commit, start_prometheus
-from tests.ops.test_prometheus_real import _query, _until
+from clearing.ops.config import load_config
+from clearing.snapshot import list_snapshots
+from tests.integration import test_daemon as daemon_helpers
+from tests.integration.conftest import REPO, DaemonProcess, commit, start_prometheus
+from tests.ops.test_prometheus_real import _free_port, _query, _until
 from tests.risk.ledger import ledger_inputs
 
 RISK = {"interval_s": 1, "horizon_s": 4, "step_s": 1, "window_s": 3600, "scale": "12"}
@@ -75,3 +83,78 @@ async def test_the_daemon_exports_what_clearing_risk_says(
         if prometheus is not None and prometheus.returncode is None:
             prometheus.terminate()
             await prometheus.wait()
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The daemon's /metrics, unlabelled and ``level``-labelled samples by their line name."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    samples: dict[str, float] = {}
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def _start_daemon(config_path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "clearing.cli", "run", "--config", str(config_path)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_after_a_restart_the_history_is_read_back_from_the_journal(
+    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The restarted daemon recovers from a snapshot at the head (no tail to replay, so no
+    tick in its history); the figures it exports are clearing risk's over the whole
+    window all the same, read back from the journal topic."""
+    report = clearing_risk(tmp_path, capsys)
+    payloads = list(ledger_inputs())
+    port = _free_port()
+    config_path = daemon_helpers.write_config(
+        tmp_path, kafka_bootstrap, "riskrestart", http={"listen": f"127.0.0.1:{port}"},
+        risk={**RISK, "interval_s": 3600},  # only the computation right after the read-back
+    )  # fmt: skip
+    config = load_config(str(config_path), environ={})
+    assert not (await daemon_helpers.create_topics(config)).problems
+    first = _start_daemon(config_path)
+    try:
+        await daemon_helpers.wait_http(f"http://127.0.0.1:{port}/readyz", 200, first)
+        await daemon_helpers.produce(config, [("fills", raw, None) for raw in payloads])
+        assert len(await daemon_helpers.journal_until(config, len(payloads))) == len(payloads)
+        first.send_signal(signal.SIGTERM)  # a clean stop snapshots the head
+        assert await asyncio.to_thread(first.wait, 30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.communicate()
+    (snapshot,) = list_snapshots(str(tmp_path / "snapshots"))
+    assert snapshot.journal_seq == len(payloads)
+
+    second = _start_daemon(config_path)
+    try:
+        await daemon_helpers.wait_http(f"http://127.0.0.1:{port}/readyz", 200, second)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        samples = await asyncio.to_thread(_scrape, port)
+        while samples.get("clearing_fund_risk_seq") != float(len(payloads)):
+            assert loop.time() < deadline, f"no figures after the restart: {samples}"
+            await asyncio.sleep(0.5)
+            samples = await asyncio.to_thread(_scrape, port)
+        draws = report["fund_draws"]
+        assert isinstance(draws, dict)
+        for level, key in (("0.99", "99"), ("0.999", "99.9")):
+            name = f'clearing_fund_expected_shortfall{{level="{level}"}}'
+            assert samples[name] == draws[key]["es_e16"] / E16
+        assert samples["clearing_fund_risk_scenarios"] == float(report["scenarios"])  # type: ignore[arg-type]
+        assert samples["clearing_fund_coverage_ratio"] == float(
+            Fraction(str(report["coverage_ratio"]))
+        )
+    finally:
+        if second.poll() is None:
+            second.terminate()
+            second.wait(30)
+        _, stderr = second.communicate()
+    read_back = f"oracle ticks of seqs 1..{len(payloads)} read back from the journal"
+    assert read_back.encode() in stderr, stderr[-2000:]

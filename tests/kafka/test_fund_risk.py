@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 
 import pytest
 from prometheus_client import generate_latest
 
 from clearing.engine import INPUT_KINDS, make_engine
+from clearing.journal import Record
 from clearing.kafka._fund_risk import FundRisk, oracle_candidates, settings_of
 from clearing.ops.config import RiskConfig
 from clearing.ops.metrics import Metrics
 from clearing.risk import OracleHistory
+from clearing.risk._history import oracle_tick
 from tests.risk.ledger import ledger_inputs
 
 ORACLE = INPUT_KINDS.index("oracle")
@@ -149,3 +152,94 @@ def test_a_fork_that_fails_is_a_failed_computation_not_a_crash(
     assert fund_risk.last.error.startswith("cannot fork")
     assert metrics.registry.get_sample_value("clearing_fund_risk_failures_total") == 1
     assert fund_risk.due(120.0) and not fund_risk.due(119.0)
+
+
+class _Reader:
+    """The part of a KafkaJournalReader the read-back's start uses: records by seq."""
+
+    def __init__(self, stamps_s: dict[int, int | None]) -> None:
+        self.stamps_s = stamps_s
+
+    def record_at(self, seq: int) -> Record:
+        stamp = self.stamps_s[seq]
+        if stamp is None:
+            raise ValueError(f"journal offset of seq {seq} holds another seq")
+        return Record(seq, "t", b'{"type":"oracle","market":"M","price":"1","ts":%d}' % (stamp * S))
+
+
+def test_the_read_back_starts_after_the_newest_snapshot_older_than_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clearing.kafka import _oracle_backfill as backfill
+
+    reader = _Reader({120: 100, 80: 50, 60: None, 40: 10})
+    monkeypatch.setattr(backfill, "_anchored_seqs", lambda *_: sorted(reader.stamps_s)[::-1])
+
+    def start(oldest_s: int | None) -> int:
+        oldest_ns = None if oldest_s is None else oldest_s * S
+        return backfill._start_seq(None, reader, 146, oldest_ns)  # type: ignore[arg-type]
+
+    assert start(60) == 81  # seq 80 is stamped 50 s: everything after it is read
+    assert start(50) == 81 and start(49) == 41  # at or before the window's start
+    assert start(200) == 121
+    assert start(5) == 1  # no snapshot that old: from the beginning
+    assert start(None) == 1  # nothing to date the window by
+
+
+def test_ticks_read_back_go_in_front_at_the_next_start_and_it_starts_at_once() -> None:
+    payloads = list(ledger_inputs())
+    ticks = [t for t in map(oracle_tick, payloads) if t is not None]
+    older, newer = ticks[: len(ticks) // 2], ticks[len(ticks) // 2 :]
+    history = OracleHistory(3600 * S)
+    for tick in newer:
+        history.observe_tick(tick)
+    fund_risk = FundRisk(CONFIG, Metrics().enable_fund_risk(60), 0.0, history)
+    fund_risk._older = older  # as _read_back leaves them, with the schedule below
+    fund_risk._next_s = -math.inf
+    assert fund_risk.due(0.0) and fund_risk.history().ticks() == newer
+    engine = make_engine("python")
+    for raw in payloads:
+        engine.apply_encoded(raw)
+    asyncio.run(_run(fund_risk, engine))
+    assert fund_risk._older is None and fund_risk.history().ticks() == ticks
+    assert fund_risk.last is not None and fund_risk.last.error is None
+
+
+def test_an_exiting_daemon_does_not_wait_for_the_read_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kill() sets the event the worker thread checks per record: a long journal stops
+    being read at once, so the executor's shutdown at exit does not wait for it."""
+    import threading
+    import time
+
+    from clearing.kafka import _oracle_backfill as backfill
+
+    closed = threading.Event()
+
+    class Slow:
+        """20 s of records, one a millisecond (a test without the stop ends too)."""
+
+        def __enter__(self) -> Slow:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            closed.set()
+
+        def read(self, first: int, until: int) -> Iterator[Record]:
+            for seq in range(first, first + 20_000):
+                time.sleep(0.001)
+                yield Record(seq, "t", b'{"type":"fill"}')
+
+    monkeypatch.setattr(backfill, "KafkaJournalReader", lambda config: Slow())
+    fund_risk = FundRisk(CONFIG, Metrics().enable_fund_risk(60), 0.0)
+
+    async def main() -> None:
+        fund_risk._rebuild = asyncio.create_task(fund_risk._read_back(None, 10**9))  # type: ignore[arg-type]
+        await asyncio.sleep(0.3)
+        assert not closed.is_set()  # still reading
+        fund_risk.kill()
+        assert await asyncio.to_thread(closed.wait, 5), "the read went on after kill()"
+
+    asyncio.run(main())
+    assert fund_risk._older is None
