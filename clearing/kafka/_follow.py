@@ -134,8 +134,9 @@ class JournalFollower:
     def apply_messages(self, messages: Sequence[JournalMessage]) -> int:
         """Apply the records of consecutive journal messages after the last applied one
         (a message may repeat records already applied: the first one after a restart);
-        returns how many were applied. A record that does not follow, does not chain or
-        re-derives other outputs than it recorded raises before it is applied."""
+        returns how many were applied. A record that does not follow or does not chain
+        raises before it is applied, one that re-derives other outputs than it recorded
+        once it is (the standby stops either way: exit 4, the record's seq named)."""
         fresh: list[Record] = []
         newest: JournalMessage | None = None
         last_seq = self.chain.last_seq
