@@ -645,7 +645,8 @@ async def run_standby_trial(
         fault_counts[key] = fault_counts.get(key, 0) + 1
         role = "active" if target.serving() else "standby"
         say(f"trial {trial}: {key} of {target.log_path.name} ({role})")
-        target.wipe_next = wipe
+        # Only ever set here: a later fault before the restart must not cancel a wipe.
+        target.wipe_next = target.wipe_next or wipe
         await _apply_fault(fault, target, None, 0.0, rng)
 
     return await _supervised_trial(
