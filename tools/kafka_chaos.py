@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -581,71 +581,23 @@ async def run_trial(
         raise ValueError("broker faults need the LocalKafka object")
     rng = random.Random(seed * 1_000_003 + trial)
     work = Path(tempfile.mkdtemp(prefix=f"chaos-{trial}-", dir=work_root))
-    started = time.monotonic()
     say = log or (lambda _msg: None)
-    fault_counts: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    error: str | None = None
     config_path = write_config(work, bootstrap)
-    config = load_config(str(config_path), environ={})
     sup = Supervisor(config_path, work / "daemon.log")
-    try:
-        report = await create_topics(config)
-        if report.problems:
-            raise TrialFailed(f"topics: {report.problems}")
-        values = input_stream(events, seed=seed + trial)
-        sup.start()
-        producing = asyncio.create_task(produce(config, values, rate=rate))
-        # Faults while the producer runs, and a few more while the backlog drains.
-        extra = 3
-        planned = list(schedule or ())
-        while planned if schedule else (not producing.done() or extra > 0):
-            await asyncio.sleep(rng.uniform(0.1, max_gap_s))
-            if sup.refused:
-                raise TrialFailed(sup.refused)
-            if producing.done():
-                extra -= 1
-            fault = planned.pop(0) if schedule else rng.choice(list(faults))
-            fault_counts[fault] = fault_counts.get(fault, 0) + 1
-            say(f"trial {trial}: {fault} (daemon start #{sup.starts})")
-            await _apply_fault(fault, sup, broker, outage_s, rng)
-        acked = await producing
-        deadline = time.monotonic() + catch_up_timeout_s
-        while True:
-            if sup.refused:
-                raise TrialFailed(sup.refused)
-            with contextlib.suppress(Exception):
-                if sup.serving() and await group_caught_up(config):
-                    break
-            if time.monotonic() > deadline:
-                raise TrialFailed(f"daemon did not catch up in {catch_up_timeout_s:.0f} s:\n"
-                                  f"{sup.log_tail()}")  # fmt: skip
-            await asyncio.sleep(0.5)
-        code = await sup.stop()
-        if code != EXIT_OK:
-            raise TrialFailed(f"final SIGTERM: exit {code}:\n{sup.log_tail()}")
-        counts = await verify(config, work, acked)
-        if len(acked) != events:
-            raise TrialFailed(f"{len(acked)} of {events} inputs acknowledged")
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        if not sup.stopping and sup._task is not None:
-            await sup.stop()
-    exit_codes: dict[str, int] = {}
-    for code in sup.exits:
-        exit_codes[str(code)] = exit_codes.get(str(code), 0) + 1
-    result = TrialResult(
-        trial=trial, seed=seed, ok=error is None, seconds=round(time.monotonic() - started, 1),
-        faults=fault_counts, daemon_starts=sup.starts, exit_codes=exit_codes, counts=counts,
-        error=error, work=str(work) if error or keep else None,
+    planned = list(schedule or ())
+
+    async def hit(fault_counts: dict[str, int]) -> None:
+        fault = planned.pop(0) if schedule else rng.choice(list(faults))
+        fault_counts[fault] = fault_counts.get(fault, 0) + 1
+        say(f"trial {trial}: {fault} (daemon start #{sup.starts})")
+        await _apply_fault(fault, sup, broker, outage_s, rng)
+
+    return await _supervised_trial(
+        config_path, work, [sup], hit, rng,
+        trial=trial, events=events, seed=seed, rate=rate, max_gap_s=max_gap_s,
+        hits=len(planned) if schedule else None, keep=keep,
+        catch_up_timeout_s=catch_up_timeout_s,
     )  # fmt: skip
-    if error is None:
-        with contextlib.suppress(Exception):
-            await delete_trial_topics(config)
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
-    return result
 
 
 STANDBY_SESSION_MS = 3000
@@ -673,22 +625,62 @@ async def run_standby_trial(
     restores from the snapshot topic). Same checks as a single-process trial."""
     rng = random.Random(seed * 1_000_003 + trial)
     work = Path(tempfile.mkdtemp(prefix=f"chaos-standby-{trial}-", dir=work_root))
-    started = time.monotonic()
     say = log or (lambda _msg: None)
-    fault_counts: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    error: str | None = None
     config_path = write_config(
         work, bootstrap, daemon={"shutdown_timeout_s": 20.0, "fence_probe_interval_s": 2.0,
                                  "role": "standby", "session_timeout_ms": STANDBY_SESSION_MS}
     )  # fmt: skip
-    config = load_config(str(config_path), environ={})
     sups = []
     for name in ("a", "b"):
         snapshots = work / f"snapshots-{name}"
         env = {**os.environ, "CLEARING_SNAPSHOT_DIR": str(snapshots)}
         sups.append(Supervisor(config_path, work / f"daemon-{name}.log", env=env,
                                snapshot_dir=snapshots))  # fmt: skip
+
+    async def hit(fault_counts: dict[str, int]) -> None:
+        target = rng.choice(sups)
+        fault = rng.choice(list(faults))
+        wipe = fault == "kill" and rng.random() < wipe_probability
+        key = f"{fault}+wipe" if wipe else fault
+        fault_counts[key] = fault_counts.get(key, 0) + 1
+        role = "active" if target.serving() else "standby"
+        say(f"trial {trial}: {key} of {target.log_path.name} ({role})")
+        # Only ever set here: a later fault before the restart must not cancel a wipe.
+        target.wipe_next = target.wipe_next or wipe
+        await _apply_fault(fault, target, None, 0.0, rng)
+
+    return await _supervised_trial(
+        config_path, work, sups, hit, rng,
+        trial=trial, events=events, seed=seed, rate=rate, max_gap_s=max_gap_s, hits=None,
+        keep=keep, catch_up_timeout_s=catch_up_timeout_s,
+    )  # fmt: skip
+
+
+async def _supervised_trial(
+    config_path: Path,
+    work: Path,
+    sups: list[Supervisor],
+    hit: Callable[[dict[str, int]], Awaitable[None]],
+    rng: random.Random,
+    *,
+    trial: int,
+    events: int,
+    seed: int,
+    rate: float | None,
+    max_gap_s: float,
+    hits: int | None,
+    keep: bool,
+    catch_up_timeout_s: float,
+) -> TrialResult:
+    """The trial both modes run over their supervisors: start them and the producer,
+    ``hit`` every 0.1..``max_gap_s`` s (``hits`` times, or while the producer runs and
+    three times after), wait until one of them serves with the inputs all consumed,
+    SIGTERM them (the standby first), check; never raises for a wrong outcome."""
+    started = time.monotonic()
+    fault_counts: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    error: str | None = None
+    config = load_config(str(config_path), environ={})
     try:
         report = await create_topics(config)
         if report.problems:
@@ -697,50 +689,21 @@ async def run_standby_trial(
         for sup in sups:
             sup.start()
         producing = asyncio.create_task(produce(config, values, rate=rate))
-        extra = 3
-        while not producing.done() or extra > 0:
+        extra, done = 3, 0
+        while done < hits if hits is not None else (not producing.done() or extra > 0):
             await asyncio.sleep(rng.uniform(0.1, max_gap_s))
-            for sup in sups:
-                if sup.refused:
-                    raise TrialFailed(sup.refused)
+            _raise_refused(sups)
             if producing.done():
                 extra -= 1
-            target = rng.choice(sups)
-            fault = rng.choice(list(faults))
-            wipe = fault == "kill" and rng.random() < wipe_probability
-            key = f"{fault}+wipe" if wipe else fault
-            fault_counts[key] = fault_counts.get(key, 0) + 1
-            role = "active" if target.serving() else "standby"
-            say(f"trial {trial}: {key} of {target.log_path.name} ({role})")
-            target.wipe_next = wipe
-            await _apply_fault(fault, target, None, 0.0, rng)
+            await hit(fault_counts)
+            done += 1
         acked = await producing
         deadline = time.monotonic() + catch_up_timeout_s
-        while True:
-            for sup in sups:
-                if sup.refused:
-                    raise TrialFailed(sup.refused)
-            with contextlib.suppress(Exception):
-                if any(sup.serving() for sup in sups) and await group_caught_up(config):
-                    break
-            if time.monotonic() > deadline:
-                raise TrialFailed(f"no daemon caught up in {catch_up_timeout_s:.0f} s:\n"
-                                  f"{sups[0].log_tail()}\n{sups[1].log_tail()}")  # fmt: skip
-            await asyncio.sleep(0.5)
-        # The final SIGTERMs go to running processes (one just restarted would die of it
-        # before installing its handler); the standby first, then the active.
-        while not all(sup.past_startup() for sup in sups):
-            if time.monotonic() > deadline:
-                raise TrialFailed("a restarted process never got past its start-up")
-            await asyncio.sleep(0.2)
-        # The standby first (its stop changes nothing), then the active.
-        for sup in sorted(sups, key=lambda s: s.serving()):
-            code = await sup.stop()
-            if code != EXIT_OK:
-                raise TrialFailed(f"final SIGTERM of {sup.log_path.name}: exit {code}:\n"
-                                  f"{sup.log_tail()}")  # fmt: skip
+        await _wait_caught_up(config, sups, deadline)
+        await _stop_all(sups, deadline)
         counts = await verify(config, work, acked)
-        counts["wipes"] = sum(sup.wipes for sup in sups)
+        if any(sup.snapshot_dir is not None for sup in sups):
+            counts["wipes"] = sum(sup.wipes for sup in sups)
         if len(acked) != events:
             raise TrialFailed(f"{len(acked)} of {events} inputs acknowledged")
     except Exception as exc:
@@ -765,6 +728,41 @@ async def run_standby_trial(
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _raise_refused(sups: Sequence[Supervisor]) -> None:
+    for sup in sups:
+        if sup.refused:
+            raise TrialFailed(sup.refused)
+
+
+async def _wait_caught_up(config: Config, sups: Sequence[Supervisor], deadline: float) -> None:
+    """Until a process serves and the group's offsets reach every input partition's end."""
+    while True:
+        _raise_refused(sups)
+        with contextlib.suppress(Exception):
+            if any(sup.serving() for sup in sups) and await group_caught_up(config):
+                return
+        if time.monotonic() > deadline:
+            tails = "\n".join(sup.log_tail() for sup in sups)
+            raise TrialFailed(f"no daemon caught up in time:\n{tails}")
+        await asyncio.sleep(0.5)
+
+
+async def _stop_all(sups: Sequence[Supervisor], deadline: float) -> None:
+    """SIGTERM every process; each must exit 0."""
+    # The final SIGTERMs go to running processes (one just restarted would die of it
+    # before installing its handler).
+    while not all(sup.past_startup() for sup in sups):
+        if time.monotonic() > deadline:
+            raise TrialFailed("a restarted process never got past its start-up")
+        await asyncio.sleep(0.2)
+    # The standby first (its stop changes nothing), then the active.
+    for sup in sorted(sups, key=lambda s: s.serving()):
+        code = await sup.stop()
+        if code != EXIT_OK:
+            raise TrialFailed(f"final SIGTERM of {sup.log_path.name}: exit {code}:\n"
+                              f"{sup.log_tail()}")  # fmt: skip
 
 
 async def _main(args: argparse.Namespace) -> int:

@@ -207,6 +207,13 @@ class NativeEngine:
         (``replay_window``)."""
         return hasattr(self._core, "replay_frames")
 
+    @property
+    def replays_all_outputs_recorded(self) -> bool:
+        """Whether ``replay_window`` can hold a record that recorded no outputs to
+        re-deriving none (``all_outputs_recorded``; a core built before it cannot)."""
+        signature = getattr(getattr(self._core, "replay_frames", None), "__text_signature__", None)
+        return "all_outputs_recorded" in (signature or "")
+
     def replay_window(
         self,
         buf: bytes,
@@ -219,6 +226,7 @@ class NativeEngine:
         max_bytes: int,
         verify: bool,
         stop_at_divergence: bool,
+        all_outputs_recorded: bool = False,
     ) -> ReplayedWindow:
         """Verify the journal frames of ``buf[offset:end]`` (record ``seq`` first, chained
         to ``prev_hash``, none after ``stop_seq``; at most ``max_records`` records or
@@ -227,11 +235,15 @@ class NativeEngine:
         frame that fails a check, at a record the core does not finish alone or that
         does not carry the engine's next seq (``pending``), and, with
         ``stop_at_divergence``, after the first record whose outputs differ from the
-        recorded ones (when ``verify``)."""
+        recorded ones (when ``verify``). With ``all_outputs_recorded`` (only where
+        ``replays_all_outputs_recorded``) a record that recorded no outputs must
+        re-derive none; without it, such a record is not compared."""
+        # Passed only when set, so that a core built before the flag still replays.
+        strict = {"all_outputs_recorded": True} if all_outputs_recorded else {}
         done = _FramesReplayed._make(
             self._core.replay_frames(
                 buf, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes,
-                verify, stop_at_divergence,
+                verify, stop_at_divergence, **strict,
             )
         )  # fmt: skip
         record: tuple[int, str, bytes, bytes, bytes] | None = None

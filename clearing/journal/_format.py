@@ -118,6 +118,7 @@ __all__ = [
     "SEGMENT_HEADER_BYTES",
     "Record",
     "chain_hash",
+    "encode_frame",
     "segment_name",
     "segment_rules_version",
 ]

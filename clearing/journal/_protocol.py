@@ -33,7 +33,9 @@ class JournalReader(Protocol):
 
     A reader may also offer ``frame_windows(from_seq, until_seq)`` (raw frame windows
     for a verifier that checks frames itself, as ``LocalJournal`` does); the replay loop
-    uses it where the engine can verify and apply frames.
+    uses it where the engine can verify and apply frames. And it may say
+    ``all_outputs_recorded`` (its writer recorded every input's outputs, so a record
+    with none claims the input had none: the replay loop compares it too).
     """
 
     @property

@@ -8,8 +8,9 @@ and the re-derived outputs equal the recorded ones byte for byte. It never write
 it is elected it is at most the records committed since its last fetch behind, so taking
 over costs a catch-up of a few batches instead of a recovery.
 
-``JournalFollower.apply`` is the one place records are applied here (the replay loop's
-job; kept small so that it can move onto ``clearing.sequencer``'s one replay loop).
+The records are applied by the one replay loop (``clearing.sequencer.replay``, as in
+recovery and the audit) over the fetched records (``FetchedJournal``): on the native core
+as frame windows, checked and applied in one call per batch.
 """
 
 from __future__ import annotations
@@ -18,28 +19,50 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from clearing.engine import EngineCore
-from clearing.errors import KafkaJournalError, OutputDivergence
-from clearing.journal import Record, chain_hash
-from clearing.kafka._batch import decode_journal_message, journal_rules_version, parse_source
+from clearing.errors import KafkaJournalError
+from clearing.journal import Record
+from clearing.kafka._batch import (
+    HEADER_BLOCK,
+    decode_journal_message,
+    journal_rules_version,
+    parse_source,
+)
 from clearing.kafka._clients import journal_reader_consumer, stop_consumer
 from clearing.kafka._exits import EXIT_FAILURE, DaemonExit
+from clearing.kafka._fetched import FetchedJournal
 from clearing.kafka._recovery import KafkaRecovery, Positions
 from clearing.ops.config import Config
-from clearing.sequencer import JournalChain, join_outputs
+from clearing.sequencer import JournalChain, replay
 
 __all__ = ["JournalFollower"]
 
 log = logging.getLogger("clearing.kafka.standby")
 
 _FETCH_MS: Final = 100
-# Records applied between two yields to the event loop (heartbeats, /metrics).
+# Records applied between two yields to the event loop (heartbeats, /metrics); also the
+# records one replay call takes at least (fewer when the fetch holds fewer), so that
+# the call's own cost is spread over many records when the active writes small blocks.
 _YIELD_RECORDS: Final = 500
+
+
+class JournalMessage(Protocol):
+    """What the follower reads of a fetched journal message (aiokafka's
+    ``ConsumerRecord`` has these fields, and more)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 class JournalFollower:
@@ -85,16 +108,17 @@ class JournalFollower:
         assert self._consumer is not None
         batches = await self._consumer.getmany(self._tp, timeout_ms=wait_ms)
         applied = 0
+        group: list[JournalMessage] = []
+        size = 0
         for message in batches.get(self._tp, ()):
-            records = self._decode(message.offset, message.value, message.headers)
-            fresh = [r for r in records if r.seq > self.chain.last_seq]
-            if fresh:
-                self.apply(fresh)
-                self.journal_offset = message.offset
-                self.last_record_ts_ms = message.timestamp
-                applied += len(fresh)
-                if applied % _YIELD_RECORDS < len(fresh):
-                    await asyncio.sleep(0)
+            group.append(message)
+            size += _records_in(message)
+            if size >= _YIELD_RECORDS:
+                applied += self.apply_messages(group)
+                group, size = [], 0
+                await asyncio.sleep(0)
+        if group:
+            applied += self.apply_messages(group)
         return applied
 
     async def catch_up(self) -> None:
@@ -124,27 +148,31 @@ class JournalFollower:
             )
         return records
 
-    def apply(self, records: list[Record]) -> None:
-        """Apply consecutive records, checking seq, chain hash and recorded outputs."""
-        engine, chain = self.engine, self.chain
-        for record in records:
-            if record.seq != chain.last_seq + 1:
-                raise KafkaJournalError(
-                    f"journal seq {record.seq} where {chain.last_seq + 1} was expected"
-                )
-            digest = chain_hash(
-                chain.head_hash, record.seq, record.source.encode(), record.payload, record.outputs
-            )
-            if digest != record.chain_hash:
-                raise KafkaJournalError(f"hash chain break at journal seq {record.seq}")
-            derived = join_outputs(engine.apply_encoded(record.payload))
-            if derived != record.outputs:
-                raise OutputDivergence(record.seq, record.outputs, derived)
-            chain.last_seq, chain.head_hash = record.seq, digest
-            where = parse_source(record.source)
-            if where is not None:
-                self.positions[where[0], where[1]] = where[2] + 1
-        self.applied += len(records)
+    def apply_messages(self, messages: Sequence[JournalMessage]) -> int:
+        """Apply the records of consecutive journal messages after the last applied one
+        (a message may repeat records already applied: the first one after a restart);
+        returns how many were applied. A record that does not follow or does not chain
+        raises before it is applied, one that re-derives other outputs than it recorded
+        once it is (the standby stops either way: exit 4, the record's seq named)."""
+        fresh: list[Record] = []
+        newest: JournalMessage | None = None
+        last_seq = self.chain.last_seq
+        for message in messages:
+            records = self._decode(message.offset, message.value, message.headers)
+            new = [r for r in records if r.seq > last_seq]
+            if new:
+                fresh += new
+                newest, last_seq = message, new[-1].seq
+        if newest is None:
+            return 0
+        chain, engine = self.chain, self.engine
+        journal = FetchedJournal(fresh, chain.last_seq, chain.head_hash, engine.rules_version)
+        replay(journal, engine)
+        chain.last_seq, chain.head_hash = journal.last_seq, journal.head_hash
+        self.positions.update(input_positions(fresh))
+        self.journal_offset, self.last_record_ts_ms = newest.offset, newest.timestamp
+        self.applied += len(fresh)
+        return len(fresh)
 
     def lag_seconds(self, now_ms: int | None = None) -> float:
         """Age of the newest applied journal message (0 before the first one)."""
@@ -168,3 +196,27 @@ class JournalFollower:
             topic_manifests=base.topic_manifests,
             restored_seq=base.restored_seq,
         )
+
+
+def input_positions(records: Sequence[Record]) -> Positions:
+    """Where each input partition stands after ``records``: the offset after its last
+    record's (the records of other sources say nothing)."""
+    positions: Positions = {}
+    done: set[str] = set()  # sources' ``kafka:<topic>:<partition>`` already placed
+    for record in reversed(records):  # the last record of each partition first
+        head = record.source.rpartition(":")[0]
+        if head in done:
+            continue
+        where = parse_source(record.source)
+        if where is not None:
+            done.add(head)
+            positions.setdefault((where[0], where[1]), where[2] + 1)
+    return positions
+
+
+def _records_in(message: JournalMessage) -> int:
+    """The records a journal message says it holds (a block's header; else one)."""
+    for name, value in message.headers:
+        if name == HEADER_BLOCK:
+            return int(value) if value.isdigit() else 1
+    return 1

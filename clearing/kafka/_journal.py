@@ -18,9 +18,8 @@ serving health checks.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine, Iterator, Sequence
-from typing import Any, Final, NamedTuple, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Final, NamedTuple
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -29,12 +28,12 @@ from clearing.errors import KafkaJournalError
 from clearing.journal import GENESIS_HASH, Record, chain_hash
 from clearing.kafka._batch import decode_journal_message, journal_rules_version
 from clearing.kafka._clients import admin_client, journal_reader_consumer
+from clearing.kafka._sync_reader import SyncReader
 from clearing.kafka._topics import describe_partitions
 from clearing.ops.config import Config
 
 __all__ = ["JournalTail", "KafkaJournalError", "KafkaJournalReader"]
 
-_T = TypeVar("_T")
 # Journal records are small and the topic is read sequentially; a fetch returns quickly
 # once data is there, so this only bounds the wait at the very end of the log.
 _FETCH_TIMEOUT_MS: Final = 500
@@ -53,7 +52,7 @@ class JournalTail(NamedTuple):
     rules_version: int | None = None
 
 
-class KafkaJournalReader:
+class KafkaJournalReader(SyncReader):
     """Verified, read_committed reading of the journal topic (partition 0).
 
     Use from a thread without a running event loop; ``open()`` first, ``close()`` after.
@@ -62,26 +61,14 @@ class KafkaJournalReader:
     """
 
     def __init__(self, config: Config, *, topic: str | None = None) -> None:
-        self._config = config
+        super().__init__(config)
         self.topic = topic or config.topics.journal
         self._tp = TopicPartition(self.topic, 0)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._consumer: AIOKafkaConsumer | None = None
         self._tail: JournalTail | None = None
         self._anchors: dict[int, int] = {}  # seq -> offset
         self._rules: int | None = None  # of the first message read: every other agrees
 
-    # -- lifecycle -----------------------------------------------------------------------
-
-    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        assert self._loop is not None, "KafkaJournalReader.open() first"
-        return self._loop.run_until_complete(coro)
-
-    def open(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._run(self._start())
-
-    async def _start(self) -> None:
+    async def _connect(self) -> AIOKafkaConsumer:
         admin = admin_client(self._config)
         await admin.start()
         try:
@@ -101,26 +88,8 @@ class KafkaJournalReader:
             )
         consumer = journal_reader_consumer(self._config)
         await consumer.start()
-        self._consumer = consumer
         consumer.assign([self._tp])
-
-    def close(self) -> None:
-        if self._loop is None:
-            return
-        try:
-            if self._consumer is not None:
-                self._run(self._consumer.stop())
-        finally:
-            self._consumer = None
-            self._loop.close()
-            self._loop = None
-
-    def __enter__(self) -> KafkaJournalReader:
-        self.open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        return consumer
 
     # -- positions -----------------------------------------------------------------------
 

@@ -32,14 +32,15 @@ import asyncio
 import hashlib
 import logging
 import struct
-from collections.abc import Coroutine, Iterator
-from typing import Any, Final, TypeVar
+from collections.abc import Iterator
+from typing import Any, Final
 
 import crc32c
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from clearing.kafka._clients import admin_client, client_kwargs
+from clearing.kafka._sync_reader import SyncReader
 from clearing.kafka._topics import describe_partitions
 from clearing.ops.config import Config
 from clearing.snapshot import parse_snapshot_header
@@ -59,7 +60,6 @@ __all__ = [
 
 log = logging.getLogger("clearing.kafka.snapshots")
 
-_T = TypeVar("_T")
 MANIFEST_PARTITION: Final = 0
 CHUNK_PARTITION: Final = 1
 _CHUNK_MAGIC: Final = b"CLSCHK"
@@ -229,26 +229,20 @@ def _read_file(path: str) -> bytes:
         return f.read()
 
 
-class SnapshotTopicReader:
+class SnapshotTopicReader(SyncReader):
     """Synchronous reading of the snapshot topic over a private event loop (recovery
     runs in a worker thread, like ``KafkaJournalReader``). ``open()`` first."""
 
     def __init__(self, config: Config) -> None:
-        self._config = config
+        super().__init__(config)
         self.topic = config.topics.snapshots
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self.available = False  # the topic exists with both partitions
 
-    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        assert self._loop is not None
-        return self._loop.run_until_complete(coro)
+    @property
+    def available(self) -> bool:
+        """Whether the topic exists with both partitions (and so is being read)."""
+        return self._consumer is not None
 
-    def open(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._run(self._start())
-
-    async def _start(self) -> None:
+    async def _connect(self) -> AIOKafkaConsumer | None:
         admin = admin_client(self._config)
         await admin.start()
         try:
@@ -262,7 +256,7 @@ class SnapshotTopicReader:
                 self.topic,
                 "does not exist" if partitions is None else "has fewer than 2 partitions",
             )
-            return
+            return None
         per_partition = self._config.snapshot.chunk_bytes + CHUNK_FRAMING_BYTES
         consumer = AIOKafkaConsumer(
             **client_kwargs(self._config, "snapshot-reader"),
@@ -275,26 +269,7 @@ class SnapshotTopicReader:
             fetch_max_wait_ms=100,
         )
         await consumer.start()
-        self._consumer = consumer
-        self.available = True
-
-    def close(self) -> None:
-        if self._loop is None:
-            return
-        try:
-            if self._consumer is not None:
-                self._run(self._consumer.stop())
-        finally:
-            self._consumer = None
-            self._loop.close()
-            self._loop = None
-
-    def __enter__(self) -> SnapshotTopicReader:
-        self.open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        return consumer
 
     def _scan(self, partition: int, start: int, end: int) -> Iterator[tuple[int, Any]]:
         """(offset, message) of partition's records in [start, end)."""

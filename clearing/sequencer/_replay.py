@@ -8,13 +8,15 @@ and reports progress.
 
 Two ways through, same results (the differential tests hold them equal):
 
-* frame windows: where the reader hands out raw frame windows (``LocalJournal``) and the
-  engine verifies and applies frames itself (the native core's ``replays_frames``), a
+* frame windows: where the reader hands out raw frame windows (``LocalJournal``, a
+  standby's fetched records) and the engine verifies and applies frames itself (the
+  native core's ``replays_frames``; for a reader that says every input's outputs were
+  recorded, one that compares empty recorded outputs too), a
   window's frames are checked and applied in one call per batch, with no Python object
   per record; records the engine hands back (deferred or refused inputs) and frames it
   refuses (the journal classifies the damage) take the per-record step;
-* records: otherwise (the Python core, a Kafka journal, or a caller with an observer that
-  needs each record) the reader's verified records are applied one by one.
+* records: otherwise (the Python core, the Kafka journal reader, or a caller with an
+  observer that needs each record) the reader's verified records are applied one by one.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class _WindowReplayer(Protocol):
     core's ``replay_window``; see ``clearing.engine.native.ReplayedWindow``)."""
 
     replays_frames: bool
+    replays_all_outputs_recorded: bool
 
     def replay_window(
         self,
@@ -103,6 +106,7 @@ class _WindowReplayer(Protocol):
         max_bytes: int,
         verify: bool,
         stop_at_divergence: bool,
+        all_outputs_recorded: bool = False,
     ) -> _ReplayedWindow: ...
 
     def finish_refusal(self, raw: bytes, code: int) -> list[bytes]: ...
@@ -121,6 +125,15 @@ class _ReplayedWindow(Protocol):
     next_seq: int
     last_hash: bytes
     problem: bool
+
+
+@runtime_checkable
+class _AllOutputsReader(Protocol):
+    """A reader that says whether its writer recorded every input's outputs (the Kafka
+    daemon does: an empty record means the input had none); without it, an empty one
+    means "not recorded" (a local journal written before outputs were)."""
+
+    all_outputs_recorded: bool
 
 
 @runtime_checkable
@@ -160,19 +173,23 @@ def replay(
 
     With ``verify``, each record's re-derived outputs are compared with the recorded
     ones (where it recorded any): a difference raises ``OutputDivergence`` with
-    ``stop_at_divergence``, else it is counted in the result. ``on_events`` receives the
-    re-derived output events as the journal records them (JSON lines), in order;
-    ``progress`` the engine's seq every few thousand records. The reader's errors (a
-    damaged journal) propagate once the records before the damage are applied.
+    ``stop_at_divergence``, else it is counted in the result; a record that recorded
+    no outputs is compared only where the reader says ``all_outputs_recorded``.
+    ``on_events`` receives the re-derived output events as the journal records them
+    (JSON lines), in order; ``progress`` the engine's seq every few thousand records.
+    The reader's errors (a damaged journal) propagate once the records before the
+    damage are applied.
     """
     last = reader.last_seq if until_seq is None else min(until_seq, reader.last_seq)
-    loop = _Loop(engine, verify, stop_at_divergence, observer, on_events, progress)
+    every_output = isinstance(reader, _AllOutputsReader) and reader.all_outputs_recorded
+    loop = _Loop(engine, verify, stop_at_divergence, observer, on_events, progress, every_output)
     if last <= engine.seq:
         return loop.result
     if (
         observer is None
         and isinstance(engine, _WindowReplayer)
         and engine.replays_frames
+        and (engine.replays_all_outputs_recorded or not every_output)
         and isinstance(reader, _WindowReader)
     ):
         loop.run_windows(reader.frame_windows(engine.seq + 1, last), engine)
@@ -192,6 +209,7 @@ class _Loop:
         observer: ReplayObserver | None,
         on_events: Callable[[bytes], None] | None,
         progress: Callable[[int], None] | None,
+        all_outputs_recorded: bool = False,
     ) -> None:
         self.engine = engine
         self.verify = verify
@@ -201,6 +219,7 @@ class _Loop:
         self.progress = progress
         self.heap = HeapSettler()
         self.result = ReplayResult()
+        self.all_outputs_recorded = all_outputs_recorded  # compare empty ones too
 
     def run_records(self, records: Iterator[Record]) -> None:
         apply_encoded = self.engine.apply_encoded
@@ -236,6 +255,7 @@ class _Loop:
                     WINDOW_BATCH_BYTES,
                     self.verify,
                     self.stop_at_divergence,
+                    self.all_outputs_recorded,
                 )
                 window.advance(batch.next_offset, batch.next_seq, batch.last_hash)
                 self.applied_batch(batch)
@@ -281,7 +301,11 @@ class _Loop:
         self.heap.add()
         if derived and self.on_events is not None:
             self.on_events(derived)
-        if self.verify and record.outputs and derived != record.outputs:
+        if (
+            self.verify
+            and (record.outputs or self.all_outputs_recorded)
+            and derived != record.outputs
+        ):
             self.diverged(1, Divergence(record.seq, record.source, record.outputs, derived))
         return derived
 

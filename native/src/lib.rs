@@ -281,8 +281,12 @@ impl Core {
     /// different ones, the first as `(seq, source, recorded, derived)`. `error` is the
     /// exception of an input that stopped the engine half-way (raise it after using the
     /// rest: the inputs before it were applied). With `stop_at_divergence` the batch
-    /// ends after the first record whose outputs diverge.
-    #[pyo3(signature = (buf, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes, verify, stop_at_divergence = false))]
+    /// ends after the first record whose outputs diverge. With `all_outputs_recorded`
+    /// (a journal whose writer recorded every input's outputs, as the Kafka daemon does)
+    /// a record that recorded none must re-derive none too; without it, an empty one
+    /// means "not recorded" (a local journal written before outputs were) and is not
+    /// compared.
+    #[pyo3(signature = (buf, offset, end, seq, prev_hash, stop_seq, max_records, max_bytes, verify, stop_at_divergence = false, all_outputs_recorded = false))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn replay_frames<'py>(
         &mut self,
@@ -297,6 +301,7 @@ impl Core {
         max_bytes: usize,
         verify: bool,
         stop_at_divergence: bool,
+        all_outputs_recorded: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
         self.guard()?;
         let data = journal::buffer_bytes(&buf)?;
@@ -354,7 +359,7 @@ impl Core {
                     derived.push(b'\n');
                 }
                 let recorded = &data[good.outputs.clone()];
-                if verify && !recorded.is_empty() && derived[start..] != *recorded {
+                if verify && (all_outputs_recorded || !recorded.is_empty()) && derived[start..] != *recorded {
                     divergences += 1;
                     if first_divergence.is_none() {
                         first_divergence =
