@@ -179,7 +179,9 @@ class Process:
             self.proc.wait()
 
 
-async def produce_bulk(config: Config, values: Sequence[bytes]) -> dict[tuple[str, int, int], bytes]:
+async def produce_bulk(
+    config: Config, values: Sequence[bytes]
+) -> dict[tuple[str, int, int], bytes]:
     """Produce ``values`` as fast as the producer goes (setup, not timed): every send of
     a chunk in flight at once, full batches. No retries: on a healthy broker a failed
     send fails the benchmark (RuntimeError), the setup is not what is measured."""
