@@ -13,7 +13,9 @@ the number of inputs journaled). At each sample:
 
 The standby starts once the active answers /readyz, so its first seconds are a catch-up
 (process start, recovery from the journal so far); the run's figures count from the
-first sample within one batch of the active (``first_in_sync_s`` says when that was).
+first sample within one batch of the active (``first_in_sync_s`` says when that was;
+``lag_trend_records_per_s``, the slope of the lag while following, says whether a
+standby never in sync was catching up or falling behind).
 ``bounded``: the lag did not grow over the run: its maximum over the last third of those
 samples is at most the maximum over the first two thirds plus one batch. The daemon's
 own gauges (lag in journal messages and seconds, in sync), sampled the same way, are
@@ -163,6 +165,17 @@ def _percentile(values: list[float], share: float) -> float | None:
     return ranked[min(len(ranked) - 1, int(len(ranked) * share))]
 
 
+def _slope(points: list[tuple[float, float]]) -> float | None:
+    if len(points) < 2:
+        return None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    if spread == 0:
+        return None
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+
+
 def lag_figures(
     samples: list[Sample],
     committed: list[tuple[float, int]],
@@ -198,10 +211,15 @@ def lag_figures(
     start = next((i for i, (_, lag, _) in enumerate(points) if lag <= batch_records), None)
     caught = next((s.at for s in samples if s.at >= done_at and s.seq >= last_seq), None)
     first = None if start is None else points[start][0].at - standby_started
+    following = [(s.at, float(lag)) for s, lag, _ in points if s.seq > 0]
+    trend = _slope(following)
     out: dict[str, Any] = {
         "samples": len(points),
         "first_in_sync_s": None if first is None else round(first, 2),
         "in_sync_after_last_commit_s": None if caught is None else round(caught - done_at, 2),
+        # Least-squares slope of the lag while following: < 0 catching up, > 0 falling
+        # behind (records per second).
+        "lag_trend_records_per_s": None if trend is None else round(trend),
     }
     if start is None:
         # No sample during the run (it ended before the standby was up): not measured.

@@ -136,5 +136,6 @@ def test_standby_lag_figures(monkeypatch: pytest.MonkeyPatch) -> None:
     assert steady["bounded"] is True and steady["samples"] == 9
     growing = figures({t + 0.5: 1000 * t - 200 * (t - 2) for t in range(2, 10)})
     assert growing["lag_records_max"] == 1400 and growing["bounded"] is False
+    assert growing["lag_trend_records_per_s"] == 200
     assert growing["in_sync_after_last_commit_s"] is None  # never reached seq 10000
     assert figures({})["bounded"] is None  # no sample during the run: not measured
