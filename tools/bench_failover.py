@@ -83,6 +83,7 @@ class Process:
         self.started_at = 0.0
         self._lines: list[dict[str, Any]] = []
         self._read_bytes = 0
+        self.env: dict[str, str] = {}  # config overrides (CLEARING_*) for the next start
 
     def start(self, wipe: bool = False) -> None:
         if wipe:
@@ -91,6 +92,7 @@ class Process:
             **os.environ,
             "CLEARING_SNAPSHOT_DIR": str(self.snapshot_dir),
             "CLEARING_HTTP_LISTEN": f"127.0.0.1:{self.port}",
+            **self.env,
         }
         self.started_at = time.time()
         with open(self.log_path, "ab") as out:
@@ -342,7 +344,8 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[st
     tail = list(itertools.islice(stream, args.tail))
     result: dict[str, Any] = {"accounts": args.accounts, "tail": args.tail,
                               "session_timeout_ms": args.session_ms,
-                              "batch_max_records": args.batch}  # fmt: skip
+                              "batch_max_records": args.batch,
+                              "shutdown_snapshot": args.shutdown_snapshot}  # fmt: skip
     a, b = Process("a", config_path, work), Process("b", config_path, work)
     try:
         acked, figures = await setup_ledger(config, a, setup, args.shutdown_s)
@@ -352,6 +355,9 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[st
         acked.update(more)
         result.update(figures)
         del tail
+        if not args.shutdown_snapshot:
+            for process in (a, b):
+                process.env["CLEARING_SNAPSHOT_ON_SHUTDOWN"] = "false"
         say("A caught up; cold start of B (empty disk)")
         result.update(await cold_start(b))
 
@@ -439,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shutdown-s", type=float, default=300.0,
         help="daemon.shutdown_timeout_s (a SIGTERM writes and publishes a snapshot)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-shutdown-snapshot", dest="shutdown_snapshot", action="store_false",
+        help="after the setup, SIGTERM writes no snapshot (snapshot.on_shutdown=false): "
+             "in the hand-over the old active's snapshot then does not compete with the "
+             "new active for this machine's cores, as on two machines",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap")
