@@ -335,7 +335,8 @@ async def finish_standby(
         done_at=done_at, last_seq=last_seq, batch_records=batch_records,
     )  # fmt: skip
     ok = ended["reached_last_seq"] and ended["exit"] == 0 and not figures.get("was_active")
-    return {"ok": ok, **ended, "sample_interval_s": standby.interval_s, **figures}
+    return {"ok": ok, **ended, "nice": standby.nice, "sample_interval_s": standby.interval_s,
+            **figures}  # fmt: skip
 
 
 def read_paths(values: list[bytes]) -> list[str]:
@@ -429,7 +430,8 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
             load = ReadLoad(port, rps, read_paths(values), args.read_max_s) if rps else None
             standby = (
                 standby_tools.StandbyRun(args.daemon_checkout, daemon_path, work,
-                                         kafka_local.free_port(), args.standby_sample_s)
+                                         kafka_local.free_port(), args.standby_sample_s,
+                                         args.standby_nice)
                 if getattr(args, "with_standby", False) else None
             )  # fmt: skip
             connecting = asyncio.create_task(load.connect()) if load is not None else None
@@ -582,6 +584,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--standby-sample-s", type=float, default=0.1,
         help="how often the standby's lag is sampled (its /metrics), seconds",
+    )  # fmt: skip
+    parser.add_argument(
+        "--standby-nice", type=int, default=0, choices=range(20), metavar="0..19",
+        help="run the standby at this niceness: on a machine where the active, the broker "
+             "and the standby share the cores, 19 leaves the active and the broker their "
+             "CPU, so the ratio shows the standby's other costs (its fetches from the "
+             "broker), as with the standby on another machine; its lag then shows "
+             "nothing about keeping up",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.standby and args.read_rps:

@@ -78,13 +78,20 @@ class StandbyRun:
     """The standby process of one benchmark run and its samples."""
 
     def __init__(
-        self, checkout: Path, config_path: Path, work: Path, port: int, interval_s: float
+        self,
+        checkout: Path,
+        config_path: Path,
+        work: Path,
+        port: int,
+        interval_s: float,
+        nice: int = 0,
     ) -> None:
         self._checkout = checkout
         self._config_path = config_path
         self._work = work
         self.port = port
         self.interval_s = interval_s
+        self.nice = nice  # scheduling niceness of the standby process (0: as the active)
         self.log_path = work / "standby.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
@@ -99,6 +106,8 @@ class StandbyRun:
         }
         cmd = [sys.executable, "-m", "clearing.cli", "run", "--config", str(self._config_path),
                "--role", "standby"]  # fmt: skip
+        if self.nice:
+            cmd = ["nice", "-n", str(self.nice), *cmd]
         self.started = time.perf_counter()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=self._checkout, stdout=log, stderr=log,
