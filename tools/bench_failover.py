@@ -21,7 +21,7 @@
    (every input journaled once, outputs = ``clearing replay`` of the journal) unless
    ``--no-verify``.
 
-Prints progress on stderr and one JSON line on stdout (the issue's size; ~10-15 min on a
+Prints progress on stderr and one JSON line on stdout (the issue's size: ~2.5 min on a
 quiet 2-core machine, most of it setup and the final check):
 
     python tools/bench_failover.py --accounts 1000000 --tail 1000000 --session-ms 3000
