@@ -460,6 +460,8 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
                 read_load = await load.stop() if load is not None else None
+                daemon_cpu = cpu_seconds(proc.pid)
+                broker_cpu = cpu_seconds(broker_pid)
                 # The standby stops first: the active leaving the control group would
                 # hand it the ledger.
                 standby_result = (
@@ -467,8 +469,6 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                                          max_records)
                     if standby is not None else None
                 )  # fmt: skip
-                daemon_cpu = cpu_seconds(proc.pid)
-                broker_cpu = cpu_seconds(broker_pid)
                 last_seq = await journal_reaches(config, inputs)
                 metrics = await asyncio.to_thread(scrape, port)
                 proc.send_signal(signal.SIGTERM)
