@@ -277,6 +277,25 @@ async def caught_up(config: Config, active: Process, timeout_s: float = PHASE_TI
         await asyncio.sleep(0.5)
 
 
+# The new active's way from elected to serving, as its log tells it (``takeover_steps``).
+TAKEOVER_STEPS = {
+    "elected": "holds the control partition",
+    "producer_fenced_old": "transactional producer",
+    "promoted": "promoted to active",
+    "ready": "ready: ledger",
+    "first_batch": "committed: seq",
+}
+
+
+def takeover_steps(process: Process, since: float) -> dict[str, float | None]:
+    """Seconds from ``since`` (the kill, the SIGTERM) to each step of the take-over."""
+    out: dict[str, float | None] = {}
+    for name, text in TAKEOVER_STEPS.items():
+        found = process.logged(text, since)
+        out[name] = round(found[0]["at"] - since, 2) if found else None
+    return out
+
+
 def say(text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
@@ -401,6 +420,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[st
         first_batch = await b.first("committed: seq", killed_at)
         result["failover_promoted_s"] = round(promoted - killed_at, 2)
         result["failover_first_batch_s"] = round(first_batch - killed_at, 2)
+        result["failover_steps_s"] = takeover_steps(b, killed_at)
 
         say("B promoted; A restarts with an empty disk")
         a.start(wipe=True)  # the old machine is gone: a new one joins as the standby
@@ -411,6 +431,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[st
         b.signal(signal.SIGTERM)
         first_after = await a.first("committed: seq", term_at)
         result["handover_first_batch_s"] = round(first_after - term_at, 2)
+        result["handover_steps_s"] = takeover_steps(a, term_at)
         result["handover_old_exit"] = await b.exit_code(args.shutdown_s + 60)
 
         say("handed over; draining")
