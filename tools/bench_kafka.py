@@ -84,6 +84,8 @@ class CaughtUp:
         self._admin = AIOKafkaAdminClient(**kw)
         self._consumer = AIOKafkaConsumer(**kw, group_id=None, enable_auto_commit=False)
         self._ends: dict[Any, int] = {}
+        # (perf_counter, the active's committed seq) at each probe
+        self.committed_seqs: list[tuple[float, int]] = []
 
     async def start(self, expected: int) -> int:
         """Read the input partitions' ends, which hold at least the ``expected`` acked
@@ -110,6 +112,9 @@ class CaughtUp:
 
     async def __call__(self) -> bool:
         committed = await self._admin.list_consumer_group_offsets(self._group)
+        # Fresh topics: the committed offsets add up to the inputs journaled, the seq.
+        total = sum(committed[tp].offset for tp in self._ends if tp in committed)
+        self.committed_seqs.append((time.perf_counter(), total))
         return all(
             tp in committed and committed[tp].offset >= end for tp, end in self._ends.items()
         )
@@ -128,6 +133,7 @@ def _load(name: str) -> ModuleType:
 
 chaos = _load("kafka_chaos")
 kafka_local = _load("kafka_local")
+standby_tools = _load("bench_kafka_standby")
 
 
 def emit(name: str, result: Any) -> None:
@@ -318,6 +324,21 @@ class ReadLoad:
         }  # fmt: skip
 
 
+async def finish_standby(
+    standby: Any, caught_up: CaughtUp, done_at: float, last_seq: int, batch_records: int
+) -> dict[str, Any]:
+    """The standby's figures once the active is done: it must apply every record (its
+    outputs checked against the active's) and exit 0 on SIGTERM."""
+    ended = await standby.finish(last_seq)
+    figures = standby_tools.lag_figures(
+        standby.samples, caught_up.committed_seqs, standby_started=standby.started,
+        done_at=done_at, last_seq=last_seq, batch_records=batch_records,
+    )  # fmt: skip
+    ok = ended["reached_last_seq"] and ended["exit"] == 0 and not figures.get("was_active")
+    return {"ok": ok, **ended, "nice": standby.nice, "sample_interval_s": standby.interval_s,
+            **figures}  # fmt: skip
+
+
 def read_paths(values: list[bytes]) -> list[str]:
     """A request mix over the stream's own ids: mostly single accounts (what support
     staff and per-account risk views ask), some markets, the system accounts, and the
@@ -407,6 +428,12 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
             ready_s: float | None = None
             rps = getattr(args, "read_client_rps", 0)
             load = ReadLoad(port, rps, read_paths(values), args.read_max_s) if rps else None
+            standby = (
+                standby_tools.StandbyRun(args.daemon_checkout, daemon_path, work,
+                                         kafka_local.free_port(), args.standby_sample_s,
+                                         args.standby_nice)
+                if getattr(args, "with_standby", False) else None
+            )  # fmt: skip
             connecting = asyncio.create_task(load.connect()) if load is not None else None
             loading: asyncio.Task[None] | None = None
             try:
@@ -419,6 +446,9 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                             ready_s = time.perf_counter() - started
                             if load is not None and connecting is not None:
                                 loading = asyncio.create_task(load.run(connecting))
+                            if standby is not None:
+                                # Only now: a standby started first would be elected.
+                                standby.start()
                     with contextlib.suppress(Exception):
                         if await caught_up():
                             break
@@ -432,11 +462,21 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                 read_load = await load.stop() if load is not None else None
                 daemon_cpu = cpu_seconds(proc.pid)
                 broker_cpu = cpu_seconds(broker_pid)
+                # The standby stops first: the active leaving the control group would
+                # hand it the ledger.
+                standby_result = (
+                    await finish_standby(standby, caught_up, done_s + started, inputs,
+                                         max_records)
+                    if standby is not None else None
+                )  # fmt: skip
                 last_seq = await journal_reaches(config, inputs)
                 metrics = await asyncio.to_thread(scrape, port)
                 proc.send_signal(signal.SIGTERM)
                 code = await asyncio.to_thread(proc.wait, 60)
             finally:
+                if standby is not None:
+                    await standby.stop_sampling()
+                    standby.kill()
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
@@ -455,11 +495,16 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
             "daemon_cpu_s": cpu_split(daemon_cpu, (0.0, 0.0)),
             "broker_cpu_s": cpu_split(broker_cpu, broker_cpu_before),
             "read_load": read_load,
+            "standby": standby_result,
         }  # fmt: skip
+        if standby_result is not None:
+            result["ok"] = result["ok"] and standby_result["ok"]
         emit("daemon_end_to_end", result)
         if not result["ok"] or code != 0:
             tail = log_path.read_text(errors="replace").splitlines()[-40:]
             print("daemon log (last 40 lines):", *tail, sep="\n", file=sys.stderr)
+            if standby is not None:
+                print("standby log (last 20 lines):", standby.tail(), sep="\n", file=sys.stderr)
         if args.profile and prof.exists():
             stats = pstats.Stats(str(prof))
             total = stats.total_tt  # type: ignore[attr-defined]
@@ -531,7 +576,28 @@ def main(argv: list[str] | None = None) -> int:
         default=300.0,
         help="the read client stops after this many seconds (and rps x this many requests)",
     )
+    parser.add_argument(
+        "--standby", action="store_true",
+        help="also run each round with a hot standby (clearing run --role standby) "
+             "following the journal, alternating with a run without it; report its lag",
+    )  # fmt: skip
+    parser.add_argument(
+        "--standby-sample-s", type=float, default=0.1,
+        help="how often the standby's lag is sampled (its /metrics), seconds",
+    )  # fmt: skip
+    parser.add_argument(
+        "--standby-nice", type=int, default=0, choices=range(20), metavar="0..19",
+        help="run the standby at this niceness: on a machine where the active, the broker "
+             "and the standby share the cores, 19 leaves the active and the broker their "
+             "CPU, so the ratio shows the standby's other costs (its fetches from the "
+             "broker), as with the standby on another machine; its lag then shows "
+             "nothing about keeping up",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.standby and args.read_rps:
+        parser.error("--standby and --read-rps are separate comparisons: give one of them")
+    if args.standby_sample_s <= 0:
+        parser.error("--standby-sample-s must be positive")
     if not 0 <= args.read_rps <= 5000:
         parser.error("--read-rps must be from 0 to 5000")
     if args.read_max_s <= 0:
@@ -549,17 +615,21 @@ def main(argv: list[str] | None = None) -> int:
     for round_no in range(args.rounds):
         for checkout in checkouts:
             args.daemon_checkout = checkout
-            # With a read client: without and with it, the order alternating by round.
-            plan = [0, args.read_rps] if args.read_rps else [0]
-            for rps in plan if round_no % 2 == 0 else plan[::-1]:
-                args.read_client_rps = rps
+            # With a read client or a standby: without and with it, the order
+            # alternating by round.
+            plan = [False, True] if args.read_rps or args.standby else [False]
+            for with_it in plan if round_no % 2 == 0 else plan[::-1]:
+                args.read_client_rps = args.read_rps if with_it else 0
+                args.with_standby = args.standby and with_it
                 run_code, result = asyncio.run(run(args))
                 code = code or run_code
-                (loaded if rps else results)[checkout].append(result)
+                (loaded if with_it else results)[checkout].append(result)
     if args.rounds > 1 or len(checkouts) > 1:
         emit("summary", summarize(results))
     if args.read_rps:
-        emit("read_load_summary", summarize_read_load(results, loaded))
+        emit("read_load_summary", summarize_with_without(results, loaded, "read_load"))
+    if args.standby:
+        emit("standby_summary", summarize_with_without(results, loaded, "standby"))
     return code
 
 
@@ -596,17 +666,19 @@ def summarize(results: dict[Path, list[dict[str, Any] | None]]) -> dict[str, Any
     return out
 
 
-def summarize_read_load(
+def summarize_with_without(
     without: dict[Path, list[dict[str, Any] | None]],
-    with_reads: dict[Path, list[dict[str, Any] | None]],
+    with_it: dict[Path, list[dict[str, Any] | None]],
+    detail: str,
 ) -> dict[str, Any]:
-    """Per checkout: the median throughput without and with the read client, and per
-    round the ratio with/without (a failed run leaves its round out)."""
+    """Per checkout: the median throughput without and with the extra load (the read
+    client, the standby), and per round the ratio with/without (a failed run leaves its
+    round out); ``detail``, each with-run's own report of the load, as a list."""
     out: dict[str, Any] = {}
     for checkout, plain in without.items():
         pairs = [
             (base, loaded)
-            for base, loaded in zip(plain, with_reads[checkout], strict=True)
+            for base, loaded in zip(plain, with_it[checkout], strict=True)
             if base is not None and loaded is not None and base["ok"] and loaded["ok"]
         ]
         ratios = [round(loaded["events_per_s"] / base["events_per_s"], 3) for base, loaded in pairs]
@@ -615,7 +687,8 @@ def summarize_read_load(
             "median_events_per_s_with": _median([w["events_per_s"] for _, w in pairs]),
             "ratio_with_over_without": ratios,
             "median_ratio": _median(ratios),
-            "read_load": [w["read_load"] for _, w in pairs],
+            "failed_rounds": len(plain) - len(pairs),
+            detail: [w[detail] for _, w in pairs],
         }
     return out
 

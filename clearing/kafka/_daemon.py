@@ -524,6 +524,8 @@ class Daemon:
                 self._server.beat()
             await follower.poll()
             self.committed_seq = follower.chain.last_seq
+            # Per poll (a gauge set): the lag in records is the active's seq minus this.
+            self.metrics.set_journal_seq(self.committed_seq)
             if loop.time() - last_report >= 1.0:
                 await self._report_lag(follower)
                 last_report = loop.time()

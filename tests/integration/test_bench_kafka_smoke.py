@@ -79,3 +79,63 @@ def test_the_summary_compares_round_by_round() -> None:
     assert summary[str(old)][f"ratio_to_{new}"] == [0.833, 1.25]
     assert summary[str(old)]["median_ratio"] == (0.833 + 1.25) / 2
     assert summary[str(new)]["commit"] == "unknown"
+
+
+def test_standby_rounds_compare_with_and_without(kafka_bootstrap: str) -> None:
+    """``--standby``: each round runs without and with a hot standby following the
+    journal; the standby must apply every record (its outputs checked against the
+    active's) and exit 0, and a ``standby_summary`` line pairs the runs."""
+    proc = subprocess.run(
+        [sys.executable, "tools/bench_kafka.py", "--events", "2000", "--accounts", "200",
+         "--bootstrap", kafka_bootstrap, "--core", CORES[0], "--standby"],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    runs = [line["daemon_end_to_end"] for line in lines if "daemon_end_to_end" in line]
+    assert proc.returncode == 0, ([run["standby"] for run in runs], proc.stderr[-3000:])
+    assert [run["standby"] is None for run in runs] == [True, False]  # round 1: without first
+    standby = runs[1]["standby"]
+    assert standby["ok"] and standby["reached_last_seq"] and standby["exit"] == 0
+    assert standby["in_sync_after_last_commit_s"] is not None
+    (summary,) = [line["standby_summary"] for line in lines if "standby_summary" in line]
+    (entry,) = summary.values()
+    assert entry["failed_rounds"] == 0
+    assert entry["ratio_with_over_without"] == [
+        round(runs[1]["events_per_s"] / runs[0]["events_per_s"], 3)
+    ]
+    assert entry["standby"] == [standby]
+
+
+def test_standby_lag_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pure: lag in records and seconds against the active's committed timeline, from
+    the first sample within a batch; ``bounded`` tells a steady lag from a growing one."""
+    import importlib.util
+
+    path = REPO / "tools" / "bench_kafka_standby.py"
+    spec = importlib.util.spec_from_file_location("bench_kafka_standby", path)
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    # Registered first: its dataclass looks its module up while the class is made.
+    monkeypatch.setitem(sys.modules, "bench_kafka_standby", tool)
+    spec.loader.exec_module(tool)
+    # The active commits 1000 records a second, done at t=10 with seq 10000.
+    committed = [(float(t), 1000 * t) for t in range(11)]
+
+    def figures(standby_seqs: dict[float, int]) -> dict[str, object]:
+        samples = [tool.Sample(at, {"clearing_journal_last_seq": seq})
+                   for at, seq in standby_seqs.items()]  # fmt: skip
+        return tool.lag_figures(samples, committed, standby_started=0.5, done_at=10.0,
+                                last_seq=10_000, batch_records=100)  # fmt: skip
+
+    steady = figures({1.5: 0, 2.5: 2000, 3.5: 2500, 4.5: 4000, 5.5: 5000, 6.5: 6000,
+                      7.5: 7000, 8.5: 8000, 9.5: 9000, 10.5: 10_000})  # fmt: skip
+    assert steady["first_in_sync_s"] == 2.0  # t=1.5 was 1000 behind: the catch-up
+    assert steady["lag_records_max"] == 500  # t=3.5: 3000 committed, 2500 applied
+    assert steady["lag_s_max"] == 0.5  # seq 2501 was committed by t=3.0
+    assert steady["in_sync_after_last_commit_s"] == 0.5
+    assert steady["bounded"] is True and steady["samples"] == 9
+    growing = figures({t + 0.5: 1000 * t - 200 * (t - 2) for t in range(2, 10)})
+    assert growing["lag_records_max"] == 1400 and growing["bounded"] is False
+    assert growing["lag_trend_records_per_s"] == 200
+    assert growing["in_sync_after_last_commit_s"] is None  # never reached seq 10000
+    assert figures({})["bounded"] is None  # no sample during the run: not measured
