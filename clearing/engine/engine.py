@@ -431,7 +431,7 @@ class Engine:
 
     def market_view(self, market: str, depth: int) -> bytes | None:
         """One market for the read API (``_views``); None if unknown."""
-        return _views.market_view(self.ledger, market, depth)
+        return _views.market_view(self.ledger, market, depth, self.rules_version)
 
     def rankings(self, limit: int) -> bytes:
         """The read API's ranked lists (``_views``), ``limit`` entries each at most."""

@@ -146,6 +146,8 @@ fn long_open_interest(ledger: &Ledger, market: u32) -> Int {
     total
 }
 
+/// One market (see `_views.market_view`); under rules version 2 also its volatility
+/// estimate, a key a version-1 ledger's answer does not have.
 pub fn market_view(engine: &Engine, id: &str, depth: usize) -> Option<Vec<u8>> {
     let ledger = &engine.ledger;
     let index = ledger.market_index(id)?;
@@ -177,6 +179,12 @@ pub fn market_view(engine: &Engine, id: &str, depth: usize) -> Option<Vec<u8>> {
     write_str_e8(&mut out, market.mmr);
     out.extend_from_slice(b",\"open_interest\":");
     write_str_e8(&mut out, long_open_interest(ledger, index));
+    if engine.rules != 1 {
+        // The volatility estimate v (SPEC §9.3, e16): version 2 only, the last key.
+        out.extend_from_slice(b",\"volatility\":\"");
+        write_e16(&mut out, market.v2.vol);
+        out.push(b'"');
+    }
     out.push(b'}');
     Some(out)
 }
