@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import importlib.util
 import json
@@ -212,99 +213,99 @@ def cpu_split(
 
 
 class ReadLoad:
-    """A read-API client on loopback at a fixed rate, bounded in count and time: the
-    requests are due on schedule and go out on keep-alive connections, one per request
-    a second up to ``_MAX_CONNECTIONS`` (as many pollers would); a request due while
-    every connection is busy and ``_MAX_WAITING`` are already waiting is counted as
-    skipped, not sent."""
+    """A read-API client on loopback at a fixed rate, bounded in count and time, as one
+    client (a dashboard backend, a gateway) would send them: the requests due are sent
+    every ``_TICK_S`` over ``connections`` keep-alive connections, pipelined (HTTP/1.1:
+    several requests written at once, the answers read back in order), round-robin. A
+    request due while ``_MAX_WAITING`` are unanswered is counted as skipped, not sent.
+    ``connections`` equal to the rate is the other extreme: many pollers, one request on
+    a connection at a time (each one a read and a write of its own on the daemon)."""
 
-    # A read waits for the daemon's next batch boundary (~0.3 s per 10,000-input batch
-    # under a backlog on this machine), so 1000/s needs that many requests open at once.
-    _MAX_CONNECTIONS = 1024
+    _TICK_S = 0.01
     _MAX_WAITING = 1000
 
-    def __init__(self, port: int, rps: int, paths: list[str], max_s: float) -> None:
+    def __init__(
+        self, port: int, rps: int, paths: list[str], max_s: float, connections: int = 4
+    ) -> None:
         self.port = port
         self.rps = rps
         self.paths = paths
         self.max_s = max_s
         self.max_requests = int(rps * max_s)
-        self.connections = min(self._MAX_CONNECTIONS, max(8, rps))
+        self.connections = max(1, min(connections, 1024))
         self.statuses: dict[str, int] = {}
         self.latencies_ms: list[float] = []
         self.skipped = 0
-        self._due: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
-        self._workers: list[asyncio.Task[None]] = []
-        self._connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._open: list[_ReadConnection] = []
         self._started = 0.0
         self._stopped = 0.0
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(c.due) for c in self._open)
 
     async def connect(self) -> None:
         """Open the connections while the daemon starts (its ops port opens before
         recovery), one at a time: a burst of connects to a busy daemon overflows its
         listen backlog, and the dropped SYNs cost seconds of retransmission."""
-        while len(self._connections) < self.connections:
+        loop = asyncio.get_running_loop()
+        while len(self._open) < self.connections:
             try:
-                self._connections.append(await asyncio.open_connection("127.0.0.1", self.port))
+                _, protocol = await loop.create_connection(
+                    lambda: _ReadConnection(self), "127.0.0.1", self.port
+                )
             except ConnectionRefusedError:
                 await asyncio.sleep(0.05)  # not listening yet
+                continue
+            self._open.append(protocol)
 
     async def run(self, connecting: asyncio.Task[None]) -> None:
         loop = asyncio.get_running_loop()
         await connecting
-        self._workers = [asyncio.create_task(self._worker(*c)) for c in self._connections]
         self._started = due = loop.time()
         deadline = due + self.max_s
-        sent = 0
+        sent = turn = 0
         try:
             while sent < self.max_requests and loop.time() < deadline:
+                batches: dict[int, list[tuple[str, float]]] = {}
+                waiting = self.waiting
                 while due <= loop.time() and sent < self.max_requests:
-                    if self._due.qsize() >= self._MAX_WAITING:
+                    if waiting >= self._MAX_WAITING:
                         self.skipped += 1
                     else:
-                        self._due.put_nowait((self.paths[sent % len(self.paths)], due))
+                        batches.setdefault(turn % len(self._open), []).append(
+                            (self.paths[sent % len(self.paths)], due)
+                        )
+                        turn += 1
+                        waiting += 1
                     sent += 1
                     due += 1 / self.rps
-                await asyncio.sleep(max(0.0, due - loop.time()))
+                for index, batch in batches.items():
+                    await self._send(index, batch)
+                await asyncio.sleep(max(self._TICK_S, due - loop.time()))
         finally:
             self._stopped = loop.time()
 
-    async def _worker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                await self._serve(reader, writer)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                # A connection the daemon closed (idle for 5 s, say): count it, reconnect.
-                name = type(exc).__name__
-                self.statuses[name] = self.statuses.get(name, 0) + 1
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+    async def _send(self, index: int, batch: list[tuple[str, float]]) -> None:
+        connection = self._open[index]
+        if connection.lost:  # the daemon closed it (idle for 5 s, say): reconnect
+            loop = asyncio.get_running_loop()
+            _, connection = await loop.create_connection(
+                lambda: _ReadConnection(self), "127.0.0.1", self.port
+            )
+            self._open[index] = connection
+        connection.send(batch)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        request = "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
-        while True:
-            path, due = await self._due.get()
-            writer.write(request.format(path).encode())
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            status = head[9:12].decode("latin-1")
-            self.statuses[status] = self.statuses.get(status, 0) + 1
-            self.latencies_ms.append((loop.time() - due) * 1000)
-            if b"connection: close" in head.lower():
-                raise ConnectionResetError("closed by the daemon")
+    def answered(self, status: str, due: float) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.latencies_ms.append((asyncio.get_running_loop().time() - due) * 1000)
+
+    def failed(self, name: str) -> None:
+        self.statuses[name] = self.statuses.get(name, 0) + 1
 
     async def stop(self) -> dict[str, Any]:
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        for _, writer in self._connections:
-            writer.close()
+        for connection in self._open:
+            connection.close()
         answered = len(self.latencies_ms)
         ranked = sorted(self.latencies_ms)
         seconds = (self._stopped or asyncio.get_running_loop().time()) - self._started
@@ -316,6 +317,56 @@ class ReadLoad:
             "latency_ms_p50": round(ranked[answered // 2], 2) if ranked else None,
             "latency_ms_p99": round(ranked[int(answered * 0.99)], 2) if ranked else None,
         }  # fmt: skip
+
+
+class _ReadConnection(asyncio.Protocol):
+    """One keep-alive connection of ``ReadLoad``: writes a batch of requests at once and
+    matches the responses, in order, to their due times."""
+
+    _REQUEST = "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
+
+    def __init__(self, load: ReadLoad) -> None:
+        self.load = load
+        self.due: collections.deque[float] = collections.deque()
+        self.lost = False
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        for _ in self.due:
+            self.load.failed(type(exc).__name__ if exc else "closed")
+        self.due.clear()
+
+    def send(self, batch: list[tuple[str, float]]) -> None:
+        assert self._transport is not None
+        self._transport.write("".join(self._REQUEST.format(path) for path, _ in batch).encode())
+        self.due.extend(due for _, due in batch)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self._buffer[:end]
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(self._buffer) < end + 4 + length:
+                return
+            self._buffer = self._buffer[end + 4 + length :]
+            if self.due:
+                self.load.answered(head[9:12].decode("latin-1"), self.due.popleft())
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 def read_paths(values: list[bytes]) -> list[str]:
@@ -406,7 +457,11 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                                     stdin=subprocess.DEVNULL, env=dict(os.environ))  # fmt: skip
             ready_s: float | None = None
             rps = getattr(args, "read_client_rps", 0)
-            load = ReadLoad(port, rps, read_paths(values), args.read_max_s) if rps else None
+            load = (
+                ReadLoad(port, rps, read_paths(values), args.read_max_s, args.read_connections)
+                if rps
+                else None
+            )
             connecting = asyncio.create_task(load.connect()) if load is not None else None
             loading: asyncio.Task[None] | None = None
             try:
@@ -526,6 +581,11 @@ def main(argv: list[str] | None = None) -> int:
              "(loopback), alternating with a run without it (max 5000)",
     )  # fmt: skip
     parser.add_argument(
+        "--read-connections", type=int, default=4,
+        help="the read client's keep-alive connections, requests pipelined on each "
+             "(1 to 1024; as many as --read-rps: many pollers, one request at a time each)",
+    )  # fmt: skip
+    parser.add_argument(
         "--read-max-s",
         type=float,
         default=300.0,
@@ -534,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.read_rps <= 5000:
         parser.error("--read-rps must be from 0 to 5000")
+    if not 1 <= args.read_connections <= 1024:
+        parser.error("--read-connections must be from 1 to 1024")
     if args.read_max_s <= 0:
         parser.error("--read-max-s must be positive")
     checkouts: list[Path] = args.daemon_checkout or [REPO]
