@@ -304,14 +304,17 @@ class ReadLoad:
         self.statuses[name] = self.statuses.get(name, 0) + 1
 
     async def stop(self) -> dict[str, Any]:
+        unanswered = self.waiting  # sent, still waiting for a batch boundary
         for connection in self._open:
+            connection.due.clear()
             connection.close()
         answered = len(self.latencies_ms)
         ranked = sorted(self.latencies_ms)
         seconds = (self._stopped or asyncio.get_running_loop().time()) - self._started
         return {
             "target_rps": self.rps, "answered": answered, "statuses": self.statuses,
-            "skipped_queue_full": self.skipped, "connections": self.connections,
+            "skipped_queue_full": self.skipped, "unanswered_at_stop": unanswered,
+            "connections": self.connections,
             "achieved_rps": round(answered / seconds) if seconds > 0 else None,
             # From when each request was due, so queueing in the client counts too.
             "latency_ms_p50": round(ranked[answered // 2], 2) if ranked else None,

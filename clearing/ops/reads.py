@@ -13,7 +13,7 @@ full).
 queue.
 
 Bounded: each query is bounded in cost by its route (one account: O(markets it holds);
-one market: O(holders + depth)); one ``answer`` call runs queries until its budget of CPU
+one market: O(depth)); one ``answer`` call runs queries until its budget of CPU
 time has been spent (5 ms plus 2 % of the loop's CPU time since the last call, at most
 50 ms) and leaves the rest for the next boundary, so a flood of requests delays a commit
 by at most the budget plus one query. Whole-ledger queries (the state hash, the

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from clearing.engine import EngineCore, make_engine, native_available
+from clearing.engine import EngineCore, load_engine, make_engine, native_available
 from tests.engine.strategies import USER_POOL, input_streams
 from tests.engine.strategies_v2 import input_streams_v2
 
@@ -155,3 +155,12 @@ def test_market_view_shows_the_volatility_estimate_under_rules_v2(core: str) -> 
 def test_market_view_of_a_v1_ledger_has_no_volatility_key(core: str) -> None:
     view = msgspec.json.decode(_ledger(core).market_view("BTC", 0))  # type: ignore[arg-type]
     assert "volatility" not in view
+
+
+@pytest.mark.parametrize("core", [pytest.param(c, marks=needs_native) for c in CORES])
+def test_market_view_is_the_same_after_a_snapshot_load(core: str) -> None:
+    """The open interest is a running sum: rebuilt when a snapshot loads."""
+    engine = _ledger(core)
+    loaded = load_engine(engine.dump_state(), core)
+    for market in ("BTC", "ETH"):
+        assert loaded.market_view(market, 5) == engine.market_view(market, 5)
