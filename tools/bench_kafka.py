@@ -29,11 +29,13 @@ checkout's throughput over the first one's (here: the new version over the old).
 
 Read load (docs/operations.md, "Read API"): ``--read-rps 1000`` runs every round twice,
 without and with a client issuing that many read-API requests a second to the daemon
-(loopback only; at most ``--read-max-s`` seconds and rps x that many requests), the
-order alternating round by round; ``read_load_summary`` gives both medians and the
-per-round ratio of throughput with the client over without:
+(loopback only; at most ``--read-max-s`` seconds and rps x that many requests; sent
+every 10 ms, pipelined over ``--read-connections`` keep-alive connections, 4 by
+default), the order alternating round by round; ``read_load_summary`` gives both
+medians and the per-round ratio of throughput with the client over without:
 
-    python tools/bench_kafka.py --events 200000 --rounds 3 --read-rps 1000
+    python tools/bench_kafka.py --events 1000000 --rounds 3 --read-rps 1000
+    python tools/bench_kafka.py --events 1000000 --rounds 3 --read-rps 1000 --read-connections 1000
 """
 
 from __future__ import annotations
@@ -675,11 +677,23 @@ def summarize_read_load(
             if base is not None and loaded is not None and base["ok"] and loaded["ok"]
         ]
         ratios = [round(loaded["events_per_s"] / base["events_per_s"], 3) for base, loaded in pairs]
+        # What the reads cost the daemon itself, whatever else shares the machine: its
+        # extra CPU time over the run without them, per answered request.
+        extra_cpu_us = [
+            round(
+                (loaded["daemon_cpu_s"]["total"] - base["daemon_cpu_s"]["total"])
+                / loaded["read_load"]["answered"]
+                * 1e6
+            )
+            for base, loaded in pairs
+            if loaded["read_load"] and loaded["read_load"]["answered"]
+        ]
         out[str(checkout)] = {
             "median_events_per_s_without": _median([b["events_per_s"] for b, _ in pairs]),
             "median_events_per_s_with": _median([w["events_per_s"] for _, w in pairs]),
             "ratio_with_over_without": ratios,
             "median_ratio": _median(ratios),
+            "daemon_extra_cpu_us_per_answer": extra_cpu_us,
             "read_load": [w["read_load"] for _, w in pairs],
         }
     return out

@@ -228,6 +228,8 @@ def _system_reply(answer: Answer[list[bytes]]) -> Reply:
 def _params(query: str, allowed: dict[str, tuple[int, int, int] | None]) -> dict[str, Any]:
     """The query's parameters: each of ``allowed`` once at most, an integer in
     [low, high] (default when absent) or, for None, a required string; else 400."""
+    if not query and all(bounds is not None for bounds in allowed.values()):
+        return {name: bounds[2] for name, bounds in allowed.items()}  # type: ignore[index]
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
