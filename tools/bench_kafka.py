@@ -352,22 +352,24 @@ class _ReadConnection(asyncio.Protocol):
         self.due.extend(due for _, due in batch)
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
+        # Parsed in place by offset: a boundary's answers arrive together, dozens at once.
+        buffer = self._buffer + data if self._buffer else data
+        at = 0
         while True:
-            end = self._buffer.find(b"\r\n\r\n")
+            end = buffer.find(b"\r\n\r\n", at)
             if end < 0:
-                return
-            head = self._buffer[:end]
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(self._buffer) < end + 4 + length:
-                return
-            self._buffer = self._buffer[end + 4 + length :]
+                break
+            field = buffer.find(b"Content-Length: ", at, end)
+            length = (
+                int(buffer[field + 16 : buffer.find(b"\r\n", field, end + 2)]) if field >= 0 else 0
+            )
+            if len(buffer) < end + 4 + length:
+                break
+            status = buffer[at + 9 : at + 12].decode("latin-1")
+            at = end + 4 + length
             if self.due:
-                self.load.answered(head[9:12].decode("latin-1"), self.due.popleft())
+                self.load.answered(status, self.due.popleft())
+        self._buffer = buffer[at:]
 
     def close(self) -> None:
         if self._transport is not None:
