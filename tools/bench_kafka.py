@@ -217,11 +217,12 @@ def cpu_split(
 class ReadLoad:
     """A read-API client on loopback at a fixed rate, bounded in count and time, as one
     client (a dashboard backend, a gateway) would send them: the requests due are sent
-    every ``_TICK_S`` over ``connections`` keep-alive connections, pipelined (HTTP/1.1:
-    several requests written at once, the answers read back in order), round-robin. A
-    request due while ``_MAX_WAITING`` are unanswered is counted as skipped, not sent.
-    ``connections`` equal to the rate is the other extreme: many pollers, one request on
-    a connection at a time (each one a read and a write of its own on the daemon)."""
+    every ``_TICK_S`` in one write, pipelined (HTTP/1.1: several requests written at
+    once, the answers read back in order), on ``connections`` keep-alive connections in
+    turn. A request due while ``_MAX_WAITING`` are unanswered is counted as skipped, not
+    sent. ``connections`` at least the rate is the other extreme: many pollers, each
+    request written on a connection of its own (a read and a write each on the
+    daemon)."""
 
     _TICK_S = 0.01
     _MAX_WAITING = 1000
@@ -269,24 +270,28 @@ class ReadLoad:
         sent = turn = 0
         try:
             while sent < self.max_requests and loop.time() < deadline:
-                batches: dict[int, list[tuple[str, float]]] = {}
+                batch: list[tuple[str, float]] = []
                 waiting = self.waiting
                 while due <= loop.time() and sent < self.max_requests:
-                    if waiting >= self._MAX_WAITING:
+                    if waiting + len(batch) >= self._MAX_WAITING:
                         self.skipped += 1
                     else:
-                        batches.setdefault(turn % len(self._open), []).append(
-                            (self.paths[sent % len(self.paths)], due)
-                        )
-                        turn += 1
-                        waiting += 1
+                        batch.append((self.paths[sent % len(self.paths)], due))
                     sent += 1
                     due += 1 / self.rps
-                for index, batch in batches.items():
-                    await self._send(index, batch)
+                # One write a tick, the connections in turn (one wakeup of the daemon);
+                # as many pollers (a connection per request a second), one request each.
+                for chunk in self._chunks(batch):
+                    await self._send(turn % len(self._open), chunk)
+                    turn += 1
                 await asyncio.sleep(max(self._TICK_S, due - loop.time()))
         finally:
             self._stopped = loop.time()
+
+    def _chunks(self, batch: list[tuple[str, float]]) -> list[list[tuple[str, float]]]:
+        if self.connections >= self.rps:
+            return [[request] for request in batch]
+        return [batch] if batch else []
 
     async def _send(self, index: int, batch: list[tuple[str, float]]) -> None:
         connection = self._open[index]

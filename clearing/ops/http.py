@@ -1,7 +1,8 @@
 """The ops HTTP endpoint: ``/metrics``, ``/healthz`` and ``/readyz`` on one small server.
 
-Built on ``asyncio.start_server`` (no web framework: three read-only routes do not need
-one) and run on the daemon's own event loop, so a response at all proves the loop turns.
+Built on ``asyncio``'s server with a protocol of its own (no web framework: a few
+read-only routes do not need one) and run on the daemon's own event loop, so a
+response at all proves the loop turns.
 
 * ``/metrics``: the ``Metrics`` registry in the Prometheus text format (OpenMetrics when
   the scraper asks for it).
