@@ -304,3 +304,33 @@ async def test_an_idle_connection_is_closed(monkeypatch: pytest.MonkeyPatch) -> 
             assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing sent
         finally:
             writer.close()
+
+
+def _bench_kafka() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "bench_kafka.py"
+    spec = importlib.util.spec_from_file_location("bench_kafka", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("connections", [2, 500])
+async def test_the_benchmarks_read_client_gets_every_answer(connections: int) -> None:
+    """tools/bench_kafka.py's read client, pipelined on a few connections or one request
+    per connection: every request it sends is answered, in order, with a 200."""
+    paths = ["/v1/accounts/alice", "/v1/markets/BTC", "/v1/system", "/v1/accounts/bob"]
+    async with serving(ledger("python")) as port:
+        load = _bench_kafka().ReadLoad(port, 500, paths, 0.4, connections)
+        await load.run(asyncio.create_task(load.connect()))
+        for _ in range(100):
+            if not load.waiting:
+                break
+            await asyncio.sleep(0.02)
+        result = await load.stop()
+    # At most 200 due in 0.4 s (the deadline may cut the last few).
+    assert list(result["statuses"]) == ["200"] and 150 <= result["answered"] <= 200
+    assert result["statuses"]["200"] == result["answered"]
+    assert result["unanswered_at_stop"] == 0 and result["skipped_queue_full"] == 0
