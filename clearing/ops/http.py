@@ -208,9 +208,11 @@ class OpsServer:
         return response
 
     async def _state_hash_route(self, response: _Response, connection: _Connection) -> None:
-        response.content_type = _JSON
-        status, content_type, body = await self._state_hash_reply()
-        response.content_type = content_type
+        try:
+            status, response.content_type, body = await self._state_hash_reply()
+        except Exception as exc:  # a bug fails this request, never the connection's others
+            response.content_type = _TEXT
+            status, body = HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {exc!r}\n".encode()
         response.finish(status, body)
         connection.flush()
 
@@ -363,6 +365,7 @@ class _Connection(asyncio.Protocol):
         self._pending: deque[_Response] = deque()  # unanswered, in arrival order
         self._requests = 0
         self._closing = False  # a response closes the connection: read no more requests
+        self._eof = False  # the client sent all it will: close once the answers are out
         self._flush_due = False
         self._reading_paused = False
         self._writing_paused_at: float | None = None
@@ -404,6 +407,12 @@ class _Connection(asyncio.Protocol):
         if len(self._pending) >= _MAX_PIPELINED and not self._reading_paused:
             self._set_reading(False)
 
+    def eof_received(self) -> bool:
+        """The client shut its side: answer what it sent, then close (True keeps the
+        transport open for those answers)."""
+        self._closing = self._eof = True
+        return bool(self._pending)
+
     def _push(self, response: _Response) -> None:
         self._pending.append(response)
         if not response.keep_alive:
@@ -434,7 +443,7 @@ class _Connection(asyncio.Protocol):
             return
         transport.write(b"".join(out))
         self.active_at = self._loop.time()
-        if close:
+        if close or (self._eof and not pending):
             transport.close()
         elif self._reading_paused and len(pending) < _MAX_PIPELINED // 2:
             self._set_reading(True)

@@ -334,3 +334,17 @@ async def test_the_benchmarks_read_client_gets_every_answer(connections: int) ->
     assert list(result["statuses"]) == ["200"] and 150 <= result["answered"] <= 200
     assert result["statuses"]["200"] == result["answered"]
     assert result["unanswered_at_stop"] == 0 and result["skipped_queue_full"] == 0
+
+
+async def test_a_client_that_shuts_its_side_still_gets_its_answer() -> None:
+    async with serving(ledger("python")) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /v1/accounts/alice HTTP/1.1\r\nConnection: keep-alive\r\n\r\n")
+            writer.write_eof()
+            data = await asyncio.wait_for(reader.read(), 5)  # to EOF: closed after it
+        finally:
+            writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert conforms(body, "AccountAnswer")["account"]["account"] == "alice"
