@@ -29,17 +29,20 @@ checkout's throughput over the first one's (here: the new version over the old).
 
 Read load (docs/operations.md, "Read API"): ``--read-rps 1000`` runs every round twice,
 without and with a client issuing that many read-API requests a second to the daemon
-(loopback only; at most ``--read-max-s`` seconds and rps x that many requests), the
-order alternating round by round; ``read_load_summary`` gives both medians and the
-per-round ratio of throughput with the client over without:
+(loopback only; at most ``--read-max-s`` seconds and rps x that many requests; sent
+every 10 ms, pipelined over ``--read-connections`` keep-alive connections, 4 by
+default), the order alternating round by round; ``read_load_summary`` gives both
+medians and the per-round ratio of throughput with the client over without:
 
-    python tools/bench_kafka.py --events 200000 --rounds 3 --read-rps 1000
+    python tools/bench_kafka.py --events 1000000 --rounds 3 --read-rps 1000
+    python tools/bench_kafka.py --events 1000000 --rounds 3 --read-rps 1000 --read-connections 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import importlib.util
 import json
@@ -218,105 +221,113 @@ def cpu_split(
 
 
 class ReadLoad:
-    """A read-API client on loopback at a fixed rate, bounded in count and time: the
-    requests are due on schedule and go out on keep-alive connections, one per request
-    a second up to ``_MAX_CONNECTIONS`` (as many pollers would); a request due while
-    every connection is busy and ``_MAX_WAITING`` are already waiting is counted as
-    skipped, not sent."""
+    """A read-API client on loopback at a fixed rate, bounded in count and time, as one
+    client (a dashboard backend, a gateway) would send them: the requests due are sent
+    every ``_TICK_S`` in one write, pipelined (HTTP/1.1: several requests written at
+    once, the answers read back in order), on ``connections`` keep-alive connections in
+    turn. A request due while ``_MAX_WAITING`` are unanswered is counted as skipped, not
+    sent. ``connections`` at least the rate is the other extreme: many pollers, each
+    request written on a connection of its own (a read and a write each on the
+    daemon)."""
 
-    # A read waits for the daemon's next batch boundary (~0.3 s per 10,000-input batch
-    # under a backlog on this machine), so 1000/s needs that many requests open at once.
-    _MAX_CONNECTIONS = 1024
+    _TICK_S = 0.01
     _MAX_WAITING = 1000
 
-    def __init__(self, port: int, rps: int, paths: list[str], max_s: float) -> None:
+    def __init__(
+        self, port: int, rps: int, paths: list[str], max_s: float, connections: int = 4
+    ) -> None:
         self.port = port
         self.rps = rps
         self.paths = paths
         self.max_s = max_s
         self.max_requests = int(rps * max_s)
-        self.connections = min(self._MAX_CONNECTIONS, max(8, rps))
+        self.connections = max(1, min(connections, 1024))
         self.statuses: dict[str, int] = {}
         self.latencies_ms: list[float] = []
         self.skipped = 0
-        self._due: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
-        self._workers: list[asyncio.Task[None]] = []
-        self._connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._open: list[_ReadConnection] = []
         self._started = 0.0
         self._stopped = 0.0
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(c.due) for c in self._open)
 
     async def connect(self) -> None:
         """Open the connections while the daemon starts (its ops port opens before
         recovery), one at a time: a burst of connects to a busy daemon overflows its
         listen backlog, and the dropped SYNs cost seconds of retransmission."""
-        while len(self._connections) < self.connections:
+        loop = asyncio.get_running_loop()
+        while len(self._open) < self.connections:
             try:
-                self._connections.append(await asyncio.open_connection("127.0.0.1", self.port))
+                _, protocol = await loop.create_connection(
+                    lambda: _ReadConnection(self), "127.0.0.1", self.port
+                )
             except ConnectionRefusedError:
                 await asyncio.sleep(0.05)  # not listening yet
+                continue
+            self._open.append(protocol)
 
     async def run(self, connecting: asyncio.Task[None]) -> None:
         loop = asyncio.get_running_loop()
         await connecting
-        self._workers = [asyncio.create_task(self._worker(*c)) for c in self._connections]
         self._started = due = loop.time()
         deadline = due + self.max_s
-        sent = 0
+        sent = turn = 0
         try:
             while sent < self.max_requests and loop.time() < deadline:
+                batch: list[tuple[str, float]] = []
+                waiting = self.waiting
                 while due <= loop.time() and sent < self.max_requests:
-                    if self._due.qsize() >= self._MAX_WAITING:
+                    if waiting + len(batch) >= self._MAX_WAITING:
                         self.skipped += 1
                     else:
-                        self._due.put_nowait((self.paths[sent % len(self.paths)], due))
+                        batch.append((self.paths[sent % len(self.paths)], due))
                     sent += 1
                     due += 1 / self.rps
-                await asyncio.sleep(max(0.0, due - loop.time()))
+                # One write a tick, the connections in turn (one wakeup of the daemon);
+                # as many pollers (a connection per request a second), one request each.
+                for chunk in self._chunks(batch):
+                    await self._send(turn % len(self._open), chunk)
+                    turn += 1
+                await asyncio.sleep(max(self._TICK_S, due - loop.time()))
         finally:
             self._stopped = loop.time()
 
-    async def _worker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                await self._serve(reader, writer)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                # A connection the daemon closed (idle for 5 s, say): count it, reconnect.
-                name = type(exc).__name__
-                self.statuses[name] = self.statuses.get(name, 0) + 1
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+    def _chunks(self, batch: list[tuple[str, float]]) -> list[list[tuple[str, float]]]:
+        if self.connections >= self.rps:
+            return [[request] for request in batch]
+        return [batch] if batch else []
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        request = "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
-        while True:
-            path, due = await self._due.get()
-            writer.write(request.format(path).encode())
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            status = head[9:12].decode("latin-1")
-            self.statuses[status] = self.statuses.get(status, 0) + 1
-            self.latencies_ms.append((loop.time() - due) * 1000)
-            if b"connection: close" in head.lower():
-                raise ConnectionResetError("closed by the daemon")
+    async def _send(self, index: int, batch: list[tuple[str, float]]) -> None:
+        connection = self._open[index]
+        if connection.lost:  # the daemon closed it (idle for 5 s, say): reconnect
+            loop = asyncio.get_running_loop()
+            _, connection = await loop.create_connection(
+                lambda: _ReadConnection(self), "127.0.0.1", self.port
+            )
+            self._open[index] = connection
+        connection.send(batch)
+
+    def answered(self, status: str, due: float) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.latencies_ms.append((asyncio.get_running_loop().time() - due) * 1000)
+
+    def failed(self, name: str) -> None:
+        self.statuses[name] = self.statuses.get(name, 0) + 1
 
     async def stop(self) -> dict[str, Any]:
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        for _, writer in self._connections:
-            writer.close()
+        unanswered = self.waiting  # sent, still waiting for a batch boundary
+        for connection in self._open:
+            connection.due.clear()
+            connection.close()
         answered = len(self.latencies_ms)
         ranked = sorted(self.latencies_ms)
         seconds = (self._stopped or asyncio.get_running_loop().time()) - self._started
         return {
             "target_rps": self.rps, "answered": answered, "statuses": self.statuses,
-            "skipped_queue_full": self.skipped, "connections": self.connections,
+            "skipped_queue_full": self.skipped, "unanswered_at_stop": unanswered,
+            "connections": self.connections,
             "achieved_rps": round(answered / seconds) if seconds > 0 else None,
             # From when each request was due, so queueing in the client counts too.
             "latency_ms_p50": round(ranked[answered // 2], 2) if ranked else None,
@@ -337,6 +348,58 @@ async def finish_standby(
     ok = ended["reached_last_seq"] and ended["exit"] == 0 and not figures.get("was_active")
     return {"ok": ok, **ended, "nice": standby.nice, "sample_interval_s": standby.interval_s,
             **figures}  # fmt: skip
+
+
+class _ReadConnection(asyncio.Protocol):
+    """One keep-alive connection of ``ReadLoad``: writes a batch of requests at once and
+    matches the responses, in order, to their due times."""
+
+    _REQUEST = "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
+
+    def __init__(self, load: ReadLoad) -> None:
+        self.load = load
+        self.due: collections.deque[float] = collections.deque()
+        self.lost = False
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        for _ in self.due:
+            self.load.failed(type(exc).__name__ if exc else "closed")
+        self.due.clear()
+
+    def send(self, batch: list[tuple[str, float]]) -> None:
+        assert self._transport is not None
+        self._transport.write("".join(self._REQUEST.format(path) for path, _ in batch).encode())
+        self.due.extend(due for _, due in batch)
+
+    def data_received(self, data: bytes) -> None:
+        # Parsed in place by offset: a boundary's answers arrive together, dozens at once.
+        buffer = self._buffer + data if self._buffer else data
+        at = 0
+        while True:
+            end = buffer.find(b"\r\n\r\n", at)
+            if end < 0:
+                break
+            field = buffer.find(b"Content-Length: ", at, end)
+            length = (
+                int(buffer[field + 16 : buffer.find(b"\r\n", field, end + 2)]) if field >= 0 else 0
+            )
+            if len(buffer) < end + 4 + length:
+                break
+            status = buffer[at + 9 : at + 12].decode("latin-1")
+            at = end + 4 + length
+            if self.due:
+                self.load.answered(status, self.due.popleft())
+        self._buffer = buffer[at:]
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 def read_paths(values: list[bytes]) -> list[str]:
@@ -427,7 +490,11 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                                     stdin=subprocess.DEVNULL, env=dict(os.environ))  # fmt: skip
             ready_s: float | None = None
             rps = getattr(args, "read_client_rps", 0)
-            load = ReadLoad(port, rps, read_paths(values), args.read_max_s) if rps else None
+            load = (
+                ReadLoad(port, rps, read_paths(values), args.read_max_s, args.read_connections)
+                if rps
+                else None
+            )
             standby = (
                 standby_tools.StandbyRun(args.daemon_checkout, daemon_path, work,
                                          kafka_local.free_port(), args.standby_sample_s,
@@ -571,6 +638,11 @@ def main(argv: list[str] | None = None) -> int:
              "(loopback), alternating with a run without it (max 5000)",
     )  # fmt: skip
     parser.add_argument(
+        "--read-connections", type=int, default=4,
+        help="the read client's keep-alive connections, requests pipelined on each "
+             "(1 to 1024; as many as --read-rps: many pollers, one request at a time each)",
+    )  # fmt: skip
+    parser.add_argument(
         "--read-max-s",
         type=float,
         default=300.0,
@@ -600,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--standby-sample-s must be positive")
     if not 0 <= args.read_rps <= 5000:
         parser.error("--read-rps must be from 0 to 5000")
+    if not 1 <= args.read_connections <= 1024:
+        parser.error("--read-connections must be from 1 to 1024")
     if args.read_max_s <= 0:
         parser.error("--read-max-s must be positive")
     checkouts: list[Path] = args.daemon_checkout or [REPO]
@@ -682,6 +756,17 @@ def summarize_with_without(
             if base is not None and loaded is not None and base["ok"] and loaded["ok"]
         ]
         ratios = [round(loaded["events_per_s"] / base["events_per_s"], 3) for base, loaded in pairs]
+        # What the reads cost the daemon itself, whatever else shares the machine: its
+        # extra CPU time over the run without them, per answered request.
+        extra_cpu_us = [
+            round(
+                (loaded["daemon_cpu_s"]["total"] - base["daemon_cpu_s"]["total"])
+                / loaded["read_load"]["answered"]
+                * 1e6
+            )
+            for base, loaded in pairs
+            if loaded.get("read_load") and loaded["read_load"]["answered"]
+        ]
         out[str(checkout)] = {
             "median_events_per_s_without": _median([b["events_per_s"] for b, _ in pairs]),
             "median_events_per_s_with": _median([w["events_per_s"] for _, w in pairs]),
@@ -690,6 +775,8 @@ def summarize_with_without(
             "failed_rounds": len(plain) - len(pairs),
             detail: [w[detail] for _, w in pairs],
         }
+        if detail == "read_load":
+            out[str(checkout)]["daemon_extra_cpu_us_per_answer"] = extra_cpu_us
     return out
 
 

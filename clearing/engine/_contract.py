@@ -150,8 +150,9 @@ class EngineCore(Protocol):
 
     def market_view(self, market: str, depth: int) -> bytes | None:
         """One market: parameters, mark, held tick, holders, long open interest, and the
-        first ``depth`` book levels per side; None for an unknown market.
-        O(holders + depth)."""
+        first ``depth`` book levels per side (and under rules version 2 the volatility
+        estimate); None for an unknown market. O(depth): the open interest is a running
+        sum."""
         ...
 
     def rankings(self, limit: int) -> bytes:

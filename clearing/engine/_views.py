@@ -26,7 +26,7 @@ from itertools import islice
 import msgspec
 
 from clearing.engine.money import E8, E16, format_e8, format_e16, format_e24
-from clearing.engine.state import Ledger, MarketState
+from clearing.engine.state import Ledger
 
 __all__ = ["account_view", "liquidation_mark_e8", "market_view", "rankings"]
 
@@ -102,34 +102,32 @@ def account_view(ledger: Ledger, account_id: str) -> bytes | None:
     )
 
 
-def _long_open_interest_e8(market: MarketState) -> int:
-    return sum(
-        qty for holder in market.holders.values() if (qty := holder.positions[market.id].qty_e8) > 0
-    )
-
-
-def market_view(ledger: Ledger, market_id: str, depth: int) -> bytes | None:
+def market_view(ledger: Ledger, market_id: str, depth: int, rules_version: int) -> bytes | None:
+    """One market; under rules version 2 also its volatility estimate ``v`` (SPEC §9.3,
+    a variance per tick, e16). A version-1 ledger has no estimate: the key is absent,
+    so its answers stay what they were before version 2."""
     market = ledger.markets.get(market_id)
     if market is None:
         return None
     book = market.book
-    return _encoder.encode(
-        {
-            "ask_levels": len(book.asks),
-            "asks": [[format_e8(p), format_e8(q)] for p, q in islice(book.asks.items(), depth)],
-            "bid_levels": len(book.bids),
-            "bids": [[format_e8(-k), format_e8(q)] for k, q in islice(book.bids.items(), depth)],
-            "held": _opt_e8(market.held_e8),
-            "holders": len(market.holders),
-            "imr": format_e8(market.imr_e8),
-            "liq_fee": format_e8(market.liq_fee_e8),
-            "mark": _opt_e8(market.mark_e8),
-            "market": market_id,
-            "max_oracle_move": _opt_e8(market.max_oracle_move_e8),
-            "mmr": format_e8(market.mmr_e8),
-            "open_interest": format_e8(_long_open_interest_e8(market)),
-        }
-    )
+    view: dict[str, object] = {
+        "ask_levels": len(book.asks),
+        "asks": [[format_e8(p), format_e8(q)] for p, q in islice(book.asks.items(), depth)],
+        "bid_levels": len(book.bids),
+        "bids": [[format_e8(-k), format_e8(q)] for k, q in islice(book.bids.items(), depth)],
+        "held": _opt_e8(market.held_e8),
+        "holders": len(market.holders),
+        "imr": format_e8(market.imr_e8),
+        "liq_fee": format_e8(market.liq_fee_e8),
+        "mark": _opt_e8(market.mark_e8),
+        "market": market_id,
+        "max_oracle_move": _opt_e8(market.max_oracle_move_e8),
+        "mmr": format_e8(market.mmr_e8),
+        "open_interest": format_e8(market.long_oi_e8),
+    }
+    if rules_version != 1:
+        view["volatility"] = format_e16(market.vol_e16)  # the last key in code-point order
+    return _encoder.encode(view)
 
 
 class _ByRatio:

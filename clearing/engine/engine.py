@@ -292,16 +292,17 @@ class Engine:
     def _trade(self, account: Account, market: MarketState, dq_e8: int, price_e8: int) -> None:
         """Move a position by ``dq_e8`` at ``price_e8``, keeping K per SPEC §2 and the
         market's holders exact. (Ledger.set_position's work, inlined: the fill path.)"""
-        self.ledger.move_qty_sum(market, dq_e8)
         positions = account.positions
         market_id = market.id
         position = positions.get(market_id)
         if position is None:  # opening from flat; K of system accounts is never read
+            self.ledger.move_qty(market, 0, dq_e8)
             positions[market_id] = Position(dq_e8, 0 if account.is_system else -dq_e8 * price_e8)
             market.holders[account.id] = account
             return
         old_qty = position.qty_e8
         new_qty = old_qty + dq_e8
+        self.ledger.move_qty(market, old_qty, new_qty)
         if new_qty == 0:
             del positions[market_id]
             del market.holders[account.id]
@@ -431,7 +432,7 @@ class Engine:
 
     def market_view(self, market: str, depth: int) -> bytes | None:
         """One market for the read API (``_views``); None if unknown."""
-        return _views.market_view(self.ledger, market, depth)
+        return _views.market_view(self.ledger, market, depth, self.rules_version)
 
     def rankings(self, limit: int) -> bytes:
         """The read API's ranked lists (``_views``), ``limit`` entries each at most."""

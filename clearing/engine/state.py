@@ -96,6 +96,7 @@ class MarketState:
         "imr_e8",
         "liq_fee_e8",
         "liq_step_e8",
+        "long_oi_e8",
         "long_thresholds",
         "mark_e8",
         "max_oracle_move_e8",
@@ -134,8 +135,10 @@ class MarketState:
         self.vol_lambda_e8: int = DEFAULT_VOL_LAMBDA_E8
         self.vol_e16 = 0
         # The running sum of every account's quantity here (SPEC §2: always 0 after an
-        # input), kept by Ledger.move_qty_sum so the check costs O(1) per input.
+        # input), kept by Ledger.move_qty so the check costs O(1) per input; and the
+        # running sum of the long positions (the open interest the read API shows).
         self.qty_sum_e8 = 0
+        self.long_oi_e8 = 0
         self.book = OrderBook()
         # account id -> Account, for every account with a non-zero position here.
         self.holders: dict[str, Account] = {}
@@ -291,10 +294,12 @@ class Ledger:
         account.cash_e16 += delta_e16
         self.cash_sum_e16 += delta_e16
 
-    def move_qty_sum(self, market: MarketState, delta_e8: int) -> None:
-        """Add a position change to the market's running quantity sum."""
+    def move_qty(self, market: MarketState, old_e8: int, new_e8: int) -> None:
+        """Note a position's change from ``old_e8`` to ``new_e8`` in the market's running
+        sums."""
+        market.long_oi_e8 += max(new_e8, 0) - max(old_e8, 0)
         before_e8 = market.qty_sum_e8
-        after_e8 = before_e8 + delta_e8
+        after_e8 = before_e8 + new_e8 - old_e8
         market.qty_sum_e8 = after_e8
         if (before_e8 == 0) != (after_e8 == 0):
             self.unbalanced_markets += 1 if after_e8 else -1
@@ -316,16 +321,18 @@ class Ledger:
         """Rebuild the running totals from scratch (after loading a snapshot)."""
         self.cash_sum_e16 = sum(account.cash_e16 for account in self.accounts.values())
         for market in self.markets.values():
-            market.qty_sum_e8 = 0
+            market.qty_sum_e8 = market.long_oi_e8 = 0
         for account in self.accounts.values():
             for market_id, position in account.positions.items():
-                self.markets[market_id].qty_sum_e8 += position.qty_e8
+                market = self.markets[market_id]
+                market.qty_sum_e8 += position.qty_e8
+                market.long_oi_e8 += max(position.qty_e8, 0)
         self.unbalanced_markets = sum(1 for m in self.markets.values() if m.qty_sum_e8)
 
     def set_position(self, account: Account, market: MarketState, qty_e8: int, k_e16: int) -> None:
         """Set an account's position in a market, keeping ``holders`` exact."""
         position = account.positions.get(market.id)
-        self.move_qty_sum(market, qty_e8 - (position.qty_e8 if position else 0))
+        self.move_qty(market, position.qty_e8 if position else 0, qty_e8)
         if qty_e8 == 0:
             if account.positions.pop(market.id, None) is not None:
                 del market.holders[account.id]
@@ -684,10 +691,12 @@ class Ledger:
         """Raise InvariantViolation unless both SPEC invariants hold. O(accounts + positions)."""
         cash_e16 = 0
         qty_by_market = dict.fromkeys(self.markets, 0)
+        long_by_market = dict.fromkeys(self.markets, 0)
         for account in self.accounts.values():
             cash_e16 += account.cash_e16
             for market_id, position in account.positions.items():
                 qty_by_market[market_id] += position.qty_e8
+                long_by_market[market_id] += max(position.qty_e8, 0)
         if cash_e16 != self.net_deposits_e16:
             raise InvariantViolation(
                 f"cash sums to {cash_e16} e-16 but deposits minus withdrawals are "
@@ -705,3 +714,6 @@ class Ledger:
         stale = [m.id for m in self.markets.values() if m.qty_sum_e8 != qty_by_market[m.id]]
         if stale or self.unbalanced_markets:
             raise InvariantViolation(f"running quantity sums are stale: {stale}")
+        for market in self.markets.values():
+            if market.long_oi_e8 != long_by_market[market.id]:
+                raise InvariantViolation(f"running open interest of {market.id} is stale")

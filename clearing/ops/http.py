@@ -1,7 +1,8 @@
 """The ops HTTP endpoint: ``/metrics``, ``/healthz`` and ``/readyz`` on one small server.
 
-Built on ``asyncio.start_server`` (no web framework: three read-only routes do not need
-one) and run on the daemon's own event loop, so a response at all proves the loop turns.
+Built on ``asyncio``'s server with a protocol of its own (no web framework: a few
+read-only routes do not need one) and run on the daemon's own event loop, so a
+response at all proves the loop turns.
 
 * ``/metrics``: the ``Metrics`` registry in the Prometheus text format (OpenMetrics when
   the scraper asks for it).
@@ -20,15 +21,24 @@ Bound to 127.0.0.1 by default: the endpoint has no authentication except the rea
 API's optional bearer token, so exposing it is a deliberate configuration choice (a
 container sets its address to 0.0.0.0); off loopback the read API answers only with a
 token configured. Each connection serves one request and closes, unless the request
-says ``Connection: keep-alive`` (a read-API poller): then it serves the next one too.
+says ``Connection: keep-alive`` (a read-API poller): then it serves the next one too,
+and requests sent ahead (HTTP/1.1 pipelining) are answered in order.
+
+Cheap per request, since the read API may be polled a thousand times a second on the
+daemon's own thread: each connection is an ``asyncio.Protocol`` (no task, future or
+timer per request), a read-API request is queued on the loop's reads with the pending
+response itself as the waiter (``CommittedReads.submit``), and the responses a batch
+boundary completes go out in one write per connection. Timeouts (idle connections,
+reads the loop does not answer, clients that stop reading) are checked by one sweep a
+second over the open connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Final
@@ -36,8 +46,8 @@ from typing import Final
 from prometheus_client.exposition import choose_encoder
 
 from clearing.ops.metrics import Metrics
-from clearing.ops.read_api import ReadApi, error_body
-from clearing.ops.reads import ReadAborted
+from clearing.ops.read_api import WAIT_S, ReadApi, ReadQuery, error_body, failed_reply
+from clearing.ops.reads import Answer, ReadAborted
 from clearing.ops.state_hash import StateHash
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "OpsServer"]
@@ -46,12 +56,19 @@ DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 9464
 # A scraper sends a few hundred bytes of headers; anything bigger is not one of ours.
 _MAX_HEADER_BYTES: Final = 16 * 1024
-# A client that has not sent its headers by then is gone or hostile (slowloris).
+# A connection with no request in progress is closed after this long (a client that
+# never sends its headers is gone or hostile: slowloris).
 _READ_TIMEOUT_S: Final = 5.0
+# A client that leaves our responses unread this long is dropped.
 _WRITE_TIMEOUT_S: Final = 10.0
 # A keep-alive connection is closed after this many requests (or when idle for
 # _READ_TIMEOUT_S), so no client holds one forever.
 _MAX_REQUESTS_PER_CONNECTION: Final = 10_000
+# Requests sent ahead on one connection beyond this many unanswered ones wait in the
+# socket (reading pauses): a pipelining client cannot queue without bound.
+_MAX_PIPELINED: Final = 256
+# How often the timeouts above are checked.
+_SWEEP_INTERVAL_S: Final = 1.0
 _TEXT: Final = "text/plain; charset=utf-8"
 _JSON: Final = "application/json"
 # A state-hash request waits for the daemon's loop to reach a batch boundary; a commit
@@ -91,7 +108,8 @@ class OpsServer:
         self._stall_after_s = stall_after_s
         self._last_beat = time.monotonic()
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # the sweep, state-hash requests
 
     @property
     def port(self) -> int:
@@ -113,9 +131,10 @@ class OpsServer:
         if self._server is not None:
             raise RuntimeError("OpsServer already started")
         self._last_beat = time.monotonic()
-        self._server = await asyncio.start_server(
-            self._on_connection, self.host, self._requested_port, limit=_MAX_HEADER_BYTES
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Connection(self), self.host, self._requested_port
         )
+        self._spawn(self._sweep())
 
     async def stop(self) -> None:
         """Stop listening and end the connections in flight. Safe to call twice."""
@@ -123,11 +142,28 @@ class OpsServer:
         if server is None:
             return
         server.close()
-        for task in list(self._handlers):
+        for connection in list(self._connections):
+            connection.abort()
+        for task in list(self._tasks):
             task.cancel()
-        if self._handlers:
-            await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await server.wait_closed()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sweep(self) -> None:
+        """Once a second: close idle connections and those whose client stopped
+        reading, and fail the reads the loop has not answered in time."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL_S)
+            now = loop.time()
+            for connection in list(self._connections):
+                connection.check_timeouts(now)
 
     async def __aenter__(self) -> OpsServer:
         await self.start()
@@ -138,40 +174,13 @@ class OpsServer:
 
     # -- request handling ----------------------------------------------------------------
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            # Keep-alive only when asked for: a poller of the read API saves a connection
-            # per request (most of a request's cost); probes and scrapers are unchanged.
-            for _ in range(_MAX_REQUESTS_PER_CONNECTION):
-                if not await self._serve_one(reader, writer):
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the client went away or stalled: nothing to answer
-        finally:
-            self._handlers.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
-
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Serve one request; True if the client asked to keep the connection open."""
-        try:
-            # asyncio.timeout, not wait_for: no task per request (the read API's rate).
-            async with asyncio.timeout(_READ_TIMEOUT_S):
-                head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            await _respond(writer, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, _TEXT, b"")
-            return False
+    def serve(self, connection: _Connection, head: bytes, last: bool) -> _Response:
+        """The response to one request's head (request line and headers); ``last``: the
+        connection closes after it, whatever the client asked."""
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            await _respond(writer, HTTPStatus.BAD_REQUEST, _TEXT, b"bad request line\n")
-            return False
+            return _Response.now(HTTPStatus.BAD_REQUEST, _TEXT, b"bad request line\n", close=True)
         method, target, _version = parts
         headers = {}
         for line in lines[1:]:
@@ -180,28 +189,34 @@ class OpsServer:
                 headers[name.strip().lower()] = value.strip()
         path, _, query = target.partition("?")
         if method not in ("GET", "HEAD"):
-            await _respond(
-                writer,
+            return _Response.now(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 _TEXT,
                 b"only GET and HEAD\n",
-                extra_headers={"Allow": "GET, HEAD"},
+                close=True,
+                extra=b"Allow: GET, HEAD\r\n",
             )
-            return False
-        if path == "/state-hash":
-            status, content_type, body = await self._state_hash_route()
-        elif path.startswith("/v1/"):
-            content_type = _JSON
-            status, body = await self._read_api_route(path, query, headers)
+        keep_alive = not last and headers.get("connection", "").lower() == "keep-alive"
+        response = _Response(connection, head_only=method == "HEAD", keep_alive=keep_alive)
+        if path.startswith("/v1/"):
+            self._read_api_route(response, path, query, headers)
+        elif path == "/state-hash":
+            self._spawn(self._state_hash_route(response, connection))
         else:
-            status, content_type, body = self._route(path, headers.get("accept", ""))
-        keep_alive = headers.get("connection", "").lower() == "keep-alive"
-        await _respond(
-            writer, status, content_type, body, head_only=method == "HEAD", keep_alive=keep_alive
-        )
-        return keep_alive
+            status, response.content_type, body = self._route(path, headers.get("accept", ""))
+            response.finish(status, body)
+        return response
 
-    async def _state_hash_route(self) -> tuple[HTTPStatus, str, bytes]:
+    async def _state_hash_route(self, response: _Response, connection: _Connection) -> None:
+        try:
+            status, response.content_type, body = await self._state_hash_reply()
+        except Exception as exc:  # a bug fails this request, never the connection's others
+            response.content_type = _TEXT
+            status, body = HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {exc!r}\n".encode()
+        response.finish(status, body)
+        connection.flush()
+
+    async def _state_hash_reply(self) -> tuple[HTTPStatus, str, bytes]:
         if self._state_hash is None:
             return HTTPStatus.NOT_FOUND, _TEXT, b"no ledger state on this server\n"
         if not self.metrics.ready:
@@ -217,19 +232,30 @@ class OpsServer:
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, body
         return HTTPStatus.OK, _JSON, json.dumps(answer.as_json()).encode() + b"\n"
 
-    async def _read_api_route(
-        self, path: str, query: str, headers: dict[str, str]
-    ) -> tuple[HTTPStatus, bytes]:
+    def _read_api_route(
+        self, response: _Response, path: str, query: str, headers: dict[str, str]
+    ) -> None:
+        """Finish ``response`` now (an error, a cached list), or queue its read on the
+        loop's reads with ``response`` as the waiter."""
         api = self._read_api
         if api is None:
-            return HTTPStatus.NOT_FOUND, error_body("no ledger on this server")
+            response.finish(HTTPStatus.NOT_FOUND, error_body("no ledger on this server"))
+            return
         refused = api.authorize(headers.get("authorization", ""))
         if refused is not None:
-            return refused
+            response.finish(*refused)
+            return
         if not self.metrics.ready:
             reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
-            return HTTPStatus.SERVICE_UNAVAILABLE, error_body(f"not ready: {reason}")
-        return await api.handle(path, query)
+            response.finish(HTTPStatus.SERVICE_UNAVAILABLE, error_body(f"not ready: {reason}"))
+            return
+        routed = api.route(path, query)
+        if isinstance(routed, ReadQuery):
+            response.read = routed
+            response.queued_at = response.connection.active_at  # type: ignore[union-attr]
+            api.reads.submit(routed.query, response)
+        else:
+            response.finish(*routed)
 
     def _route(self, path: str, accept: str) -> tuple[HTTPStatus, str, bytes]:
         if path == "/metrics":
@@ -259,26 +285,205 @@ class OpsServer:
         )
 
 
-async def _respond(
-    writer: asyncio.StreamWriter,
-    status: HTTPStatus,
-    content_type: str,
-    body: bytes,
-    *,
-    head_only: bool = False,
-    extra_headers: dict[str, str] | None = None,
-    keep_alive: bool = False,
-) -> None:
-    headers = {
-        "Content-Type": content_type,
-        "Content-Length": str(len(body)),
-        "Cache-Control": "no-store",
-        "Connection": "keep-alive" if keep_alive else "close",
-        **(extra_headers or {}),
-    }
-    head = f"HTTP/1.1 {status.value} {status.phrase}\r\n" + "".join(
-        f"{name}: {value}\r\n" for name, value in headers.items()
+class _Response:
+    """One request's response, sent in the order its connection received the requests;
+    for a read, also its ``Waiter`` on the loop's queue (``CommittedReads.submit``)."""
+
+    __slots__ = (
+        "connection",
+        "content_type",
+        "data",
+        "extra",
+        "head_only",
+        "keep_alive",
+        "queued_at",
+        "read",
     )
-    writer.write(head.encode("latin-1") + b"\r\n" + (b"" if head_only else body))
-    async with asyncio.timeout(_WRITE_TIMEOUT_S):
-        await writer.drain()
+
+    def __init__(
+        self, connection: _Connection | None, *, head_only: bool = False, keep_alive: bool = False
+    ) -> None:
+        self.connection = connection
+        self.content_type = _JSON
+        self.head_only = head_only
+        self.keep_alive = keep_alive
+        self.extra = b""  # more header lines
+        self.data: bytes | None = None  # the response on the wire, once finished
+        self.read: ReadQuery | None = None  # the read it waits for, if any
+        self.queued_at = 0.0  # loop time the read was queued
+
+    @classmethod
+    def now(
+        cls, status: HTTPStatus, content_type: str, body: bytes, *, close: bool, extra: bytes = b""
+    ) -> _Response:
+        response = cls(None, keep_alive=not close)
+        response.content_type = content_type
+        response.extra = extra
+        response.finish(status, body)
+        return response
+
+    def finish(self, status: HTTPStatus, body: bytes) -> None:
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+            status.value,
+            status.phrase.encode(),
+            self.content_type.encode(),
+            len(body),
+        )
+        connection = b"keep-alive" if self.keep_alive else b"close"
+        tail = b"Cache-Control: no-store\r\nConnection: %s\r\n%s\r\n" % (connection, self.extra)
+        self.data = head + tail if self.head_only else head + tail + body
+
+    # -- Waiter: the loop hands over the read's answer at a batch boundary --------------
+
+    def done(self) -> bool:
+        return self.data is not None
+
+    def set_result(self, answer: Answer) -> None:
+        assert self.read is not None
+        try:
+            reply = self.read.reply(answer)
+        except Exception as exc:  # a bug fails this request, never the loop's delivery
+            reply = failed_reply(exc)
+        self.finish(*reply)
+        if self.connection is not None:
+            self.connection.ready()
+
+    def set_exception(self, exception: BaseException) -> None:
+        self.finish(*failed_reply(exception))
+        if self.connection is not None:
+            self.connection.ready()
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses the requests as they arrive, answers them in order."""
+
+    def __init__(self, server: OpsServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._buffer = bytearray()
+        self._pending: deque[_Response] = deque()  # unanswered, in arrival order
+        self._requests = 0
+        self._closing = False  # a response closes the connection: read no more requests
+        self._eof = False  # the client sent all it will: close once the answers are out
+        self._flush_due = False
+        self._reading_paused = False
+        self._writing_paused_at: float | None = None
+        # Loop time of the last request or response: an idle connection is closed.
+        self.active_at = self._loop.time()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._server._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server._connections.discard(self)
+        self._closing = True
+        for response in self._pending:
+            if response.data is None:
+                response.data = b""  # done: the reads queue skips it
+        self._pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        buffer = self._buffer
+        buffer += data
+        while not self._closing:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0 or end > _MAX_HEADER_BYTES:
+                if end >= 0 or len(buffer) > _MAX_HEADER_BYTES:
+                    status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+                    self._push(_Response.now(status, _TEXT, b"", close=True))
+                break
+            head = bytes(buffer[:end])
+            del buffer[: end + 4]
+            self._requests += 1
+            self.active_at = self._loop.time()
+            last = self._requests >= _MAX_REQUESTS_PER_CONNECTION
+            self._push(self._server.serve(self, head, last))
+        self.flush()
+        if len(self._pending) >= _MAX_PIPELINED and not self._reading_paused:
+            self._set_reading(False)
+
+    def eof_received(self) -> bool:
+        """The client shut its side: answer what it sent, then close (True keeps the
+        transport open for those answers)."""
+        self._closing = self._eof = True
+        return bool(self._pending)
+
+    def _push(self, response: _Response) -> None:
+        self._pending.append(response)
+        if not response.keep_alive:
+            self._closing = True
+
+    def ready(self) -> None:
+        """A response finished out of turn: send what can go, once per loop turn, so the
+        answers of one batch boundary leave in one write."""
+        if not self._flush_due:
+            self._flush_due = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send the finished responses at the head of the line, in one write."""
+        self._flush_due = False
+        pending, transport = self._pending, self._transport
+        if transport is None or transport.is_closing():
+            return
+        out: list[bytes] = []
+        close = False
+        while pending and pending[0].data is not None:
+            response = pending.popleft()
+            out.append(response.data)  # type: ignore[arg-type]
+            if not response.keep_alive:
+                close = True
+                break
+        if not out:
+            return
+        transport.write(b"".join(out))
+        self.active_at = self._loop.time()
+        if close or (self._eof and not pending):
+            transport.close()
+        elif self._reading_paused and len(pending) < _MAX_PIPELINED // 2:
+            self._set_reading(True)
+
+    def _set_reading(self, on: bool) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        if on and self._writing_paused_at is None:
+            self._transport.resume_reading()
+            self._reading_paused = False
+        elif not on:
+            self._transport.pause_reading()
+            self._reading_paused = True
+
+    def pause_writing(self) -> None:
+        # The client is not reading our responses: stop reading its requests meanwhile.
+        self._writing_paused_at = self._loop.time()
+        self._set_reading(False)
+
+    def resume_writing(self) -> None:
+        self._writing_paused_at = None
+        if len(self._pending) < _MAX_PIPELINED:
+            self._set_reading(True)
+
+    def check_timeouts(self, now: float) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._writing_paused_at is not None and now - self._writing_paused_at > _WRITE_TIMEOUT_S:
+            transport.abort()
+            return
+        if not self._pending and now - self.active_at > _READ_TIMEOUT_S:
+            transport.close()  # idle, or its headers never came
+            return
+        for response in self._pending:
+            if response.read is not None and response.data is None:
+                if now - response.queued_at <= WAIT_S:
+                    break  # queued in order: the rest is younger
+                response.set_exception(TimeoutError())
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()

@@ -18,17 +18,20 @@ list (``MAX_LIMIT``) and cached (``CostBoundedCache``): their ``seq`` may be beh
 
 Errors are JSON ``{"error": "..."}``: 400 for a bad query parameter, 401 for a missing or
 wrong token, 403 off loopback without a configured token, 404 for an unknown id or route,
-503 before the daemon is ready or when its loop does not reach a batch boundary in time.
+503 before the daemon is ready or when its loop does not reach a batch boundary in time;
+500 if a view fails (a bug: never the loop's failure, only the request's).
+
+The server (``clearing.ops.http``) asks ``route`` for each request: a reply at once, or
+a ``ReadQuery`` it queues on ``reads`` and answers when the loop hands over the result.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, unquote
 
 import msgspec
@@ -36,7 +39,7 @@ import msgspec
 from clearing.engine import EngineCore
 from clearing.ops.reads import Answer, CommittedReads, CostBoundedCache, ReadAborted
 
-__all__ = ["MAX_LIMIT", "ReadApi", "Reply"]
+__all__ = ["MAX_LIMIT", "WAIT_S", "ReadApi", "ReadQuery", "Reply", "failed_reply"]
 
 Reply = tuple[HTTPStatus, bytes]
 
@@ -53,12 +56,22 @@ _DEFAULT_DEPTH: Final = 10
 _RANKINGS_COST_FACTOR: Final = 50.0
 _RANKINGS_MIN_INTERVAL_S: Final = 2.0
 # A read waits for the loop's next batch boundary; a commit takes well under this.
-_WAIT_S: Final = 30.0
+WAIT_S: Final = 30.0
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 # Ids echoed in error messages are cut to this length (a URL may be 16 KiB).
 _SHOWN_CHARS: Final = 120
 # The SPEC's reserved accounts, in id order.
 _SYSTEM_ACCOUNTS: Final = ("bad-debt", "fee-pool", "insurance-fund")
+_SYSTEM_KEYS: Final = {account: json.dumps(account).encode() + b":" for account in _SYSTEM_ACCOUNTS}
+
+
+class ReadQuery(NamedTuple):
+    """A request that needs the committed ledger: ``query`` runs on the daemon's loop at
+    a batch boundary (``CommittedReads.submit``), ``reply`` makes the reply of its
+    answer (or ``failed_reply`` of the failure, when there is none)."""
+
+    query: Callable[[EngineCore], Any]
+    reply: Callable[[Answer[Any]], Reply]
 
 
 class _Rankings(msgspec.Struct, frozen=True):
@@ -101,7 +114,7 @@ class ReadApi:
         token: str | None = None,
         host: str = "127.0.0.1",
     ) -> None:
-        self._reads = reads
+        self.reads = reads
         self._committed_seq = committed_seq
         self._token = token.encode() if token else None
         self._open = host in _LOOPBACK_HOSTS or host.startswith("127.")
@@ -127,75 +140,100 @@ class ReadApi:
             return HTTPStatus.UNAUTHORIZED, error_body("wrong bearer token")
         return None
 
-    async def handle(self, path: str, query: str) -> Reply:
+    def route(self, path: str, query: str) -> Reply | ReadQuery:
+        """The reply to a ``/v1/`` request when it needs no ledger state (a bad request,
+        a cached ranked list), else the ``ReadQuery`` to queue on ``reads``."""
         try:
-            async with asyncio.timeout(_WAIT_S):
-                return await self._route(path, query)
+            return self._route(path, query)
         except _ClientError as exc:
             return exc.status, error_body(str(exc))
-        except TimeoutError:
-            message = "the daemon did not reach a batch boundary in time; retry"
-            return HTTPStatus.SERVICE_UNAVAILABLE, error_body(message)
-        except ReadAborted as exc:
-            return HTTPStatus.SERVICE_UNAVAILABLE, error_body(f"{exc}; retry")
 
-    async def _route(self, path: str, query: str) -> Reply:
+    def _route(self, path: str, query: str) -> Reply | ReadQuery:
         parts = path.split("/")[2:]  # "", "v1", ...
         if len(parts) == 2 and parts[0] == "accounts" and parts[1]:
             _params(query, {})
-            return await self._one("account", unquote(parts[1]), lambda e, i: e.account_view(i))
+            account = unquote(parts[1])
+            return _one("account", account, lambda engine: engine.account_view(account))
         if len(parts) == 2 and parts[0] == "markets" and parts[1]:
             depth = _params(query, {"depth": (0, MAX_DEPTH, _DEFAULT_DEPTH)})["depth"]
-            view = lambda e, i: e.market_view(i, depth)  # noqa: E731
-            return await self._one("market", unquote(parts[1]), view)
+            market = unquote(parts[1])
+            return _one("market", market, lambda engine: engine.market_view(market, depth))
         if parts == ["system"]:
             _params(query, {})
-            return await self._system()
+            return ReadQuery(_system_views, _system_reply)
         if parts == ["rankings", "nearest-liquidation"]:
             limit = _params(query, {"limit": (1, MAX_LIMIT, _DEFAULT_LIMIT)})["limit"]
-            answer = await self._rankings.get(self._reads, self._committed_seq())
-            return self._ranked(answer, {"accounts": answer.value.nearest_liquidation[:limit]})
+            return self._from_rankings(
+                lambda answer: self._ranked(
+                    answer, {"accounts": answer.value.nearest_liquidation[:limit]}
+                )
+            )
         if parts == ["rankings", "largest-positions"]:
             params = _params(query, {"limit": (1, MAX_LIMIT, _DEFAULT_LIMIT), "market": None})
-            market = params["market"]
-            answer = await self._rankings.get(self._reads, self._committed_seq())
-            positions = answer.value.largest_positions.get(market)
-            if positions is None:
-                message = f"unknown market {_shown(market)} (as of seq {answer.seq})"
-                raise _ClientError(HTTPStatus.NOT_FOUND, message)
-            return self._ranked(
-                answer, {"market": market, "positions": positions[: params["limit"]]}
-            )
+            market, limit = params["market"], params["limit"]
+
+            def largest(answer: Answer[_Rankings]) -> Reply:
+                positions = answer.value.largest_positions.get(market)
+                if positions is None:
+                    message = f"unknown market {_shown(market)} (as of seq {answer.seq})"
+                    return HTTPStatus.NOT_FOUND, error_body(message)
+                return self._ranked(answer, {"market": market, "positions": positions[:limit]})
+
+            return self._from_rankings(largest)
         message = f"no such route {_shown(path)}; see docs/read-api.yaml"
         raise _ClientError(HTTPStatus.NOT_FOUND, message)
 
-    async def _one(
-        self, kind: str, item_id: str, view: Callable[[EngineCore, str], bytes | None]
-    ) -> Reply:
-        seq, body = await self._reads.run(lambda engine: view(engine, item_id))
-        if body is None:
-            raise _ClientError(HTTPStatus.NOT_FOUND, f"unknown {kind} {_shown(item_id)}")
-        return HTTPStatus.OK, b'{"seq":%d,"%s":%s}\n' % (seq, kind.encode(), body)
-
-    async def _system(self) -> Reply:
-        def views(engine: EngineCore) -> list[bytes | None]:
-            return [engine.account_view(account) for account in _SYSTEM_ACCOUNTS]
-
-        seq, bodies = await self._reads.run(views)
-        accounts = b",".join(
-            json.dumps(account).encode() + b":" + body  # type: ignore[operator]
-            for account, body in zip(_SYSTEM_ACCOUNTS, bodies, strict=True)
+    def _from_rankings(self, reply: Callable[[Answer[_Rankings]], Reply]) -> Reply | ReadQuery:
+        cached = self._rankings.cached(self._committed_seq())
+        if cached is not None:
+            return reply(cached)
+        rankings = self._rankings
+        return ReadQuery(
+            rankings.compute_or_reuse, lambda answer: reply(rankings.remember(answer.value))
         )
-        return HTTPStatus.OK, b'{"seq":%d,"accounts":{%s}}\n' % (seq, accounts)
 
     def _ranked(self, answer: Answer[_Rankings], fields: dict[str, Any]) -> Reply:
         body = {"seq": answer.seq, "committed_seq": max(answer.seq, self._committed_seq())}
         return HTTPStatus.OK, msgspec.json.encode({**body, **fields}) + b"\n"
 
 
+def failed_reply(exc: BaseException) -> Reply:
+    """The reply to a read that got no answer: 503 (retry) when the loop did not reach a
+    boundary in time or the batch before it did not commit; 500 for a bug."""
+    if isinstance(exc, ReadAborted):
+        return HTTPStatus.SERVICE_UNAVAILABLE, error_body(f"{exc}; retry")
+    if isinstance(exc, TimeoutError):
+        message = "the daemon did not reach a batch boundary in time; retry"
+        return HTTPStatus.SERVICE_UNAVAILABLE, error_body(message)
+    return HTTPStatus.INTERNAL_SERVER_ERROR, error_body(f"internal error: {type(exc).__name__}")
+
+
+def _one(kind: str, item_id: str, view: Callable[[EngineCore], bytes | None]) -> ReadQuery:
+    def reply(answer: Answer[bytes | None]) -> Reply:
+        if answer.value is None:
+            return HTTPStatus.NOT_FOUND, error_body(f"unknown {kind} {_shown(item_id)}")
+        return HTTPStatus.OK, b'{"seq":%d,"%s":%s}\n' % (answer.seq, kind.encode(), answer.value)
+
+    return ReadQuery(view, reply)
+
+
+def _system_views(engine: EngineCore) -> list[bytes | None]:
+    return [engine.account_view(account) for account in _SYSTEM_ACCOUNTS]
+
+
+def _system_reply(answer: Answer[list[bytes]]) -> Reply:
+    accounts = b",".join(
+        _SYSTEM_KEYS[account] + body
+        for account, body in zip(_SYSTEM_ACCOUNTS, answer.value, strict=True)
+    )
+    return HTTPStatus.OK, b'{"seq":%d,"accounts":{%s}}\n' % (answer.seq, accounts)
+
+
 def _params(query: str, allowed: dict[str, tuple[int, int, int] | None]) -> dict[str, Any]:
     """The query's parameters: each of ``allowed`` once at most, an integer in
     [low, high] (default when absent) or, for None, a required string; else 400."""
+    if not query and all(bounds is not None for bounds in allowed.values()):
+        return {name: bounds[2] for name, bounds in allowed.items()}  # type: ignore[index]
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:

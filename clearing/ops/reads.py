@@ -13,7 +13,7 @@ full).
 queue.
 
 Bounded: each query is bounded in cost by its route (one account: O(markets it holds);
-one market: O(holders + depth)); one ``answer`` call runs queries until its budget of CPU
+one market: O(depth)); one ``answer`` call runs queries until its budget of CPU
 time has been spent (5 ms plus 2 % of the loop's CPU time since the last call, at most
 50 ms) and leaves the rest for the next boundary, so a flood of requests delays a commit
 by at most the budget plus one query. Whole-ledger queries (the state hash, the
@@ -28,11 +28,11 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final, Generic, NamedTuple, TypeVar
+from typing import Final, Generic, NamedTuple, Protocol, TypeVar
 
 from clearing.engine import EngineCore
 
-__all__ = ["Answer", "CommittedReads", "CostBoundedCache", "ReadAborted"]
+__all__ = ["Answer", "CommittedReads", "CostBoundedCache", "ReadAborted", "Waiter"]
 
 T = TypeVar("T")
 
@@ -53,6 +53,17 @@ class ReadAborted(Exception):
     """The batch a read was taken after did not commit: retry (the daemon is exiting)."""
 
 
+class Waiter(Protocol):
+    """Who gets a query's answer: an ``asyncio.Future``, or anything with its three
+    methods (the HTTP server's pending response: no task nor future per request)."""
+
+    def done(self) -> bool: ...  # True once it no longer wants an answer
+
+    def set_result(self, result: Answer, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 class CommittedReads:
     """The queue of reads waiting for the loop's next batch boundary."""
 
@@ -64,8 +75,7 @@ class CommittedReads:
         # machine's scheduler stretching wall time would otherwise cut to a query or two.
         self._clock = clock
         self._last_answer_s = clock()
-        self._queue: deque[tuple[Callable[[EngineCore], object], asyncio.Future[Answer]]]
-        self._queue = deque()
+        self._queue: deque[tuple[Callable[[EngineCore], object], Waiter]] = deque()
 
     @property
     def wanted(self) -> bool:
@@ -82,6 +92,11 @@ class CommittedReads:
         self._queue.append((query, future))
         return await future
 
+    def submit(self, query: Callable[[EngineCore], object], waiter: Waiter) -> None:
+        """``run`` without awaiting: ``waiter`` gets the answer (or the failure) from the
+        loop's next boundary, unless it is ``done()`` by then."""
+        self._queue.append((query, waiter))
+
     def answer(self, engine: EngineCore, after: asyncio.Future[None] | None = None) -> None:
         """Called by the loop while ``engine`` is at a batch boundary: the committed state,
         or (``after`` given) the state once the open transaction ``after`` commits. The
@@ -91,15 +106,15 @@ class CommittedReads:
         since_s, self._last_answer_s = now - self._last_answer_s, now
         deadline = now + min(MAX_BUDGET_S, self._budget_s + BUDGET_SHARE * since_s)
         seq = engine.seq
-        done: list[tuple[asyncio.Future[Answer], Answer | BaseException]] = []
+        done: list[tuple[Waiter, Answer | BaseException]] = []
         while self._queue:
-            query, future = self._queue.popleft()
-            if future.done():
+            query, waiter = self._queue.popleft()
+            if waiter.done():
                 continue
             try:
-                done.append((future, Answer(seq, query(engine))))
+                done.append((waiter, Answer(seq, query(engine))))
             except Exception as exc:  # a query's bug fails its request, never the loop
-                done.append((future, exc))
+                done.append((waiter, exc))
             if self._clock() >= deadline:
                 break
         if after is None or after.done():
@@ -109,19 +124,18 @@ class CommittedReads:
 
 
 def _deliver(
-    done: list[tuple[asyncio.Future[Answer], Answer | BaseException]],
-    after: asyncio.Future[None] | None,
+    done: list[tuple[Waiter, Answer | BaseException]], after: asyncio.Future[None] | None
 ) -> None:
     failed = after is not None and (after.cancelled() or after.exception() is not None)
-    for future, result in done:
-        if future.done():
+    for waiter, result in done:
+        if waiter.done():
             continue  # the request timed out meanwhile
         if failed:
-            future.set_exception(ReadAborted("the batch before this read did not commit"))
+            waiter.set_exception(ReadAborted("the batch before this read did not commit"))
         elif isinstance(result, BaseException):
-            future.set_exception(result)
+            waiter.set_exception(result)
         else:
-            future.set_result(result)
+            waiter.set_result(result)
 
 
 class CostBoundedCache(Generic[T]):
@@ -146,17 +160,26 @@ class CostBoundedCache(Generic[T]):
         return answer is not None and (answer.seq == seq or time.monotonic() < self._next_allowed_s)
 
     async def get(self, reads: CommittedReads, committed_seq: int) -> Answer[T]:
+        cached = self.cached(committed_seq)
+        if cached is not None:
+            return cached
+        return self.remember((await reads.run(self.compute_or_reuse)).value)
+
+    def cached(self, committed_seq: int) -> Answer[T] | None:
+        """The last answer handed out, if fresh enough to give without asking the loop."""
         cached = self._cached
-        if self._fresh_enough(cached, committed_seq):
-            return cached  # type: ignore[return-value]
-        # Handed over after the commit of the boundary it ran at, so the answer inside,
-        # computed there or at an earlier boundary, is of a committed state.
-        answer = (await reads.run(self._compute_or_reuse)).value
+        return cached if self._fresh_enough(cached, committed_seq) else None
+
+    def remember(self, answer: Answer[T]) -> Answer[T]:
+        """Note an answer ``compute_or_reuse`` gave, once handed over by the loop (after
+        the commit of the boundary it ran at, so the answer inside, computed there or at
+        an earlier boundary, is of a committed state); returns it."""
         if self._cached is None or answer.seq > self._cached.seq:
             self._cached = answer
         return answer
 
-    def _compute_or_reuse(self, engine: EngineCore) -> Answer[T]:
+    def compute_or_reuse(self, engine: EngineCore) -> Answer[T]:
+        """The query to queue: the last computed answer, or a new one if allowed."""
         computed = self._computed
         if self._fresh_enough(computed, engine.seq):
             return computed  # type: ignore[return-value]

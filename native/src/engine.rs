@@ -326,12 +326,12 @@ impl Engine {
     /// Move a position by `dq` at `price`, keeping K per SPEC §2 and the holders exact.
     fn trade(&mut self, account: u32, market: u32, dq: Int, price: Int) {
         let ledger = &mut self.ledger;
-        ledger.move_qty_sum(market, dq);
         let acct = &mut ledger.accounts[account as usize];
         let Some(at) = acct.position_at(market) else {
             let k = if acct.is_system { ZERO } else { -dq * price };
             acct.push_position(crate::ledger::Position { market, qty: dq, k });
             ledger.markets[market as usize].holders.insert(account);
+            ledger.move_qty(market, ZERO, dq);
             return;
         };
         let is_system = acct.is_system;
@@ -341,6 +341,7 @@ impl Engine {
         if new_qty == ZERO {
             acct.remove_position(at);
             ledger.markets[market as usize].holders.remove(&account);
+            ledger.move_qty(market, old_qty, ZERO);
             return;
         }
         if is_system {
@@ -351,6 +352,7 @@ impl Engine {
             position.k -= dq * price;
         }
         position.qty = new_qty;
+        ledger.move_qty(market, old_qty, new_qty);
     }
 
     fn oracle(&mut self, market_id: &str, price: Int, out: &mut Vec<Vec<u8>>) -> Result<(), Refusal> {

@@ -132,6 +132,9 @@ pub struct Market {
     pub band_high: Keys,
     /// The running sum of every account's quantity here (0 after every input, SPEC §2).
     pub qty_sum: Int,
+    /// The running sum of the long positions' quantities (the open interest the read
+    /// API shows, in O(1)).
+    pub long_oi: Int,
     /// Rules version 2's parameters and volatility estimate (SPEC §9); a version-1 ledger
     /// keeps the defaults and never reads them.
     pub v2: MarketV2,
@@ -185,6 +188,7 @@ impl Market {
             band_low: Keys::new(),
             band_high: Keys::new(),
             qty_sum: ZERO,
+            long_oi: ZERO,
             v2: MarketV2::default(),
         }
     }
@@ -303,12 +307,13 @@ impl Ledger {
         self.cash_sum += delta;
     }
 
-    /// Add a position change to the market's running quantity sum.
+    /// Note a position's change from `old` to `new` in the market's running sums.
     #[inline]
-    pub fn move_qty_sum(&mut self, market: u32, delta: Int) {
+    pub fn move_qty(&mut self, market: u32, old: Int, new: Int) {
         let market = &mut self.markets[market as usize];
         let was_balanced = market.qty_sum == ZERO;
-        market.qty_sum += delta;
+        market.qty_sum += new - old;
+        market.long_oi += new.max(ZERO) - old.max(ZERO);
         match (was_balanced, market.qty_sum == ZERO) {
             (true, false) => self.unbalanced_markets += 1,
             (false, true) => self.unbalanced_markets -= 1,
@@ -345,10 +350,13 @@ impl Ledger {
         self.cash_sum = self.accounts.iter().fold(ZERO, |sum, acct| sum + acct.cash);
         for market in &mut self.markets {
             market.qty_sum = ZERO;
+            market.long_oi = ZERO;
         }
         for acct in &self.accounts {
             for p in &acct.positions {
-                self.markets[p.market as usize].qty_sum += p.qty;
+                let market = &mut self.markets[p.market as usize];
+                market.qty_sum += p.qty;
+                market.long_oi += p.qty.max(ZERO);
             }
         }
         self.unbalanced_markets = self.markets.iter().filter(|m| m.qty_sum != ZERO).count() as u32;
@@ -357,7 +365,7 @@ impl Ledger {
     /// Set a position, keeping the market's holders exact (not the index).
     pub fn set_position(&mut self, account: u32, market: u32, qty: Int, k: Int) {
         let old = self.accounts[account as usize].position(market).map_or(ZERO, |p| p.qty);
-        self.move_qty_sum(market, qty - old);
+        self.move_qty(market, old, qty);
         let acct = &mut self.accounts[account as usize];
         let found = acct.position_at(market);
         if qty == ZERO {
@@ -484,11 +492,13 @@ impl Ledger {
         }
         let mut cash = ZERO;
         let mut qty_by_market = vec![ZERO; self.markets.len()];
+        let mut long_by_market = vec![ZERO; self.markets.len()];
         let mut holds = Bits::new(self.markets.len() * accounts);
         for (handle, acct) in self.accounts.iter().enumerate() {
             cash += acct.cash;
             for p in &acct.positions {
                 qty_by_market[p.market as usize] += p.qty;
+                long_by_market[p.market as usize] += p.qty.max(ZERO);
                 holds.set(p.market as usize * accounts + handle);
             }
         }
@@ -499,6 +509,7 @@ impl Ledger {
                 let base = index * accounts;
                 qty_by_market[index] == ZERO
                     && market.qty_sum == ZERO
+                    && market.long_oi == long_by_market[index]
                     && market.holders.iter().all(|&h| (h as usize) < accounts && holds.get(base + h as usize))
             })
     }
@@ -507,10 +518,12 @@ impl Ledger {
     fn check_invariants_exact(&self) -> Result<(), String> {
         let mut cash = ZERO;
         let mut qty_by_market = vec![ZERO; self.markets.len()];
+        let mut long_by_market = vec![ZERO; self.markets.len()];
         for acct in &self.accounts {
             cash += acct.cash;
             for p in &acct.positions {
                 qty_by_market[p.market as usize] += p.qty;
+                long_by_market[p.market as usize] += p.qty.max(ZERO);
             }
         }
         if cash != self.net_deposits {
@@ -536,6 +549,9 @@ impl Ledger {
         }
         if self.unbalanced_markets != 0 || self.markets.iter().any(|m| m.qty_sum != ZERO) {
             return Err("running quantity sums are stale".to_string());
+        }
+        if let Some(market) = self.markets.iter().zip(&long_by_market).find(|(m, long)| m.long_oi != **long) {
+            return Err(format!("running open interest of {} is stale", market.0.id));
         }
         Ok(())
     }

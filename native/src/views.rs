@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use crate::engine::{compare_ratio, Engine};
 use crate::json_in::write_json_str;
-use crate::ledger::{Ledger, Market};
+use crate::ledger::Market;
 use crate::num::{floor_div, int, write_e16, write_e8, write_scaled, Int, E16, E8, ZERO};
 
 /// e24 amounts (margin requirements) printed in plain notation.
@@ -134,18 +134,8 @@ fn write_levels<'a>(out: &mut Vec<u8>, levels: impl Iterator<Item = (Int, Int)> 
     out.push(b']');
 }
 
-fn long_open_interest(ledger: &Ledger, market: u32) -> Int {
-    let mut total = ZERO;
-    for &holder in &ledger.markets[market as usize].holders {
-        if let Some(p) = ledger.accounts[holder as usize].position(market) {
-            if p.qty > ZERO {
-                total += p.qty;
-            }
-        }
-    }
-    total
-}
-
+/// One market (see `_views.market_view`); under rules version 2 also its volatility
+/// estimate, a key a version-1 ledger's answer does not have.
 pub fn market_view(engine: &Engine, id: &str, depth: usize) -> Option<Vec<u8>> {
     let ledger = &engine.ledger;
     let index = ledger.market_index(id)?;
@@ -176,7 +166,13 @@ pub fn market_view(engine: &Engine, id: &str, depth: usize) -> Option<Vec<u8>> {
     out.extend_from_slice(b",\"mmr\":");
     write_str_e8(&mut out, market.mmr);
     out.extend_from_slice(b",\"open_interest\":");
-    write_str_e8(&mut out, long_open_interest(ledger, index));
+    write_str_e8(&mut out, market.long_oi);
+    if engine.rules != 1 {
+        // The volatility estimate v (SPEC §9.3, e16): version 2 only, the last key.
+        out.extend_from_slice(b",\"volatility\":\"");
+        write_e16(&mut out, market.v2.vol);
+        out.push(b'"');
+    }
     out.push(b'}');
     Some(out)
 }

@@ -73,3 +73,14 @@ def test_the_native_core_refuses_inputs_after_a_violation() -> None:
         engine.apply(NEXT)
     with pytest.raises(RuntimeError, match="can no longer be trusted"):
         engine.apply(NEXT)
+
+
+def test_the_deep_check_catches_a_stale_running_open_interest() -> None:
+    engine = Engine()
+    for line in SETUP:
+        engine.apply(line)
+    market = engine.ledger.markets["M"]
+    assert market.long_oi_e8 == 100_000_000  # a's long 1 (b's short does not count)
+    market.long_oi_e8 += 1
+    with pytest.raises(InvariantViolation, match="running open interest of M is stale"):
+        engine.check_invariants()

@@ -10,8 +10,9 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from clearing.engine import EngineCore, make_engine, native_available
+from clearing.engine import EngineCore, load_engine, make_engine, native_available
 from tests.engine.strategies import USER_POOL, input_streams
+from tests.engine.strategies_v2 import input_streams_v2
 
 CORES = ("python", "native")
 needs_native = pytest.mark.skipif(
@@ -38,6 +39,19 @@ def test_both_cores_give_the_same_view_bytes(lines: list[bytes]) -> None:
         for engine in engines:
             engine.apply(line)
         if n % 25 == 24 or n == len(lines) - 1:  # mid-stream too, not only at the end
+            python, native = (_views(engine) for engine in engines)
+            assert python == native
+
+
+@needs_native
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=input_streams_v2(max_events=150))
+def test_both_cores_give_the_same_view_bytes_under_rules_v2(lines: list[bytes]) -> None:
+    engines = [make_engine(core, rules_version=2) for core in CORES]
+    for n, line in enumerate(lines):
+        for engine in engines:
+            engine.apply(line)
+        if n % 25 == 24 or n == len(lines) - 1:
             python, native = (_views(engine) for engine in engines)
             assert python == native
 
@@ -113,3 +127,40 @@ def test_rankings(core: str) -> None:
         {"account": "carol", "qty": "50"},
     ]
     assert ranked["largest_positions"]["BTC"][0]["account"] == "alice"  # ties: account id
+
+
+def _v2_ticks(core: str, prices: list[str]) -> EngineCore:
+    engine = make_engine(core, rules_version=2)
+    market = {"type": "market", "market": "BTC", "imr": "0.1", "mmr": "0.05",
+              "liq_fee": "0.01", "vol_lambda": "0.5"}  # fmt: skip
+    engine.apply(msgspec.json.encode(market))
+    for price in prices:
+        engine.apply(msgspec.json.encode({"type": "oracle", "market": "BTC", "price": price}))
+    return engine
+
+
+@pytest.mark.parametrize("core", [pytest.param(c, marks=needs_native) for c in CORES])
+def test_market_view_shows_the_volatility_estimate_under_rules_v2(core: str) -> None:
+    def volatility(engine: EngineCore) -> str:
+        return msgspec.json.decode(engine.market_view("BTC", 0))["volatility"]  # type: ignore[arg-type]
+
+    # The first tick gives the mark and leaves v at 0; 100 -> 110 with lambda 0.5:
+    # v = 0.5 * (10 / 100)^2 = 0.005; then 110 -> 110: v = 0.005 / 2.
+    assert volatility(_v2_ticks(core, ["100"])) == "0"
+    assert volatility(_v2_ticks(core, ["100", "110"])) == "0.005"
+    assert volatility(_v2_ticks(core, ["100", "110", "110"])) == "0.0025"
+
+
+@pytest.mark.parametrize("core", [pytest.param(c, marks=needs_native) for c in CORES])
+def test_market_view_of_a_v1_ledger_has_no_volatility_key(core: str) -> None:
+    view = msgspec.json.decode(_ledger(core).market_view("BTC", 0))  # type: ignore[arg-type]
+    assert "volatility" not in view
+
+
+@pytest.mark.parametrize("core", [pytest.param(c, marks=needs_native) for c in CORES])
+def test_market_view_is_the_same_after_a_snapshot_load(core: str) -> None:
+    """The open interest is a running sum: rebuilt when a snapshot loads."""
+    engine = _ledger(core)
+    loaded = load_engine(engine.dump_state(), core)
+    for market in ("BTC", "ETH"):
+        assert loaded.market_view(market, 5) == engine.market_view(market, 5)

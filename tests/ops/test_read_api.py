@@ -72,10 +72,15 @@ def ledger(core: str) -> EngineCore:
 
 @contextlib.asynccontextmanager
 async def serving(
-    engine: EngineCore, token: str | None = None, host: str = "127.0.0.1", ready: bool = True
+    engine: EngineCore,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    ready: bool = True,
+    answering: bool = True,
 ) -> AsyncIterator[int]:
     """An ops server with a read API over ``engine``, and a task standing in for the
-    daemon's loop (answering the queue at every turn)."""
+    daemon's loop (answering the queue at every turn, unless ``answering`` is False: a
+    loop that never reaches a batch boundary)."""
     reads = CommittedReads()
     metrics = Metrics()
     metrics.set_ready(ready, "" if ready else "recovering")
@@ -83,7 +88,7 @@ async def serving(
 
     async def loop() -> None:
         while True:
-            if reads.wanted:
+            if answering and reads.wanted:
                 reads.answer(engine)
             await asyncio.sleep(0.001)
 
@@ -254,3 +259,92 @@ def test_the_token_comes_from_a_file_or_the_environment_and_stays_hidden(
     both = {**base, "CLEARING_HTTP_READ_TOKEN": TOKEN, "CLEARING_HTTP_READ_TOKEN_FILE": "x"}
     with pytest.raises(ConfigError, match="read_token or read_token_file, not both"):
         load_config(None, environ=both)
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    paths = ["/v1/accounts/alice", "/v1/nope", "/v1/accounts/bob", "/v1/system"]
+    async with serving(ledger("python")) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(
+                b"".join(
+                    f"GET {path} HTTP/1.1\r\nConnection: keep-alive\r\n\r\n".encode()
+                    for path in paths
+                )
+            )
+            answers = [await _read_response(reader) for _ in paths]
+        finally:
+            writer.close()
+    assert [head.split(b" ")[1] for head, _ in answers] == [b"200", b"404", b"200", b"200"]
+    assert conforms(answers[0][1], "AccountAnswer")["account"]["account"] == "alice"
+    assert conforms(answers[2][1], "AccountAnswer")["account"]["account"] == "bob"
+    assert conforms(answers[3][1], "SystemAnswer")
+
+
+async def test_a_read_the_loop_never_answers_gets_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clearing.ops import http
+
+    monkeypatch.setattr(http, "WAIT_S", 0.2)
+    monkeypatch.setattr(http, "_SWEEP_INTERVAL_S", 0.05)
+    async with serving(ledger("python"), answering=False) as port:
+        answer = await get(port, "/v1/accounts/alice")
+    assert answer.status == 503
+    assert "batch boundary" in conforms(answer.body, "Error")["error"]
+
+
+async def test_an_idle_connection_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clearing.ops import http
+
+    monkeypatch.setattr(http, "_READ_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(http, "_SWEEP_INTERVAL_S", 0.05)
+    async with serving(ledger("python")) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /v1/system HTTP/1.1\r\nConnection: keep-alive\r\n")  # no end
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing sent
+        finally:
+            writer.close()
+
+
+def _bench_kafka() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "bench_kafka.py"
+    spec = importlib.util.spec_from_file_location("bench_kafka", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("connections", [2, 500])
+async def test_the_benchmarks_read_client_gets_every_answer(connections: int) -> None:
+    """tools/bench_kafka.py's read client, pipelined on a few connections or one request
+    per connection: every request it sends is answered, in order, with a 200."""
+    paths = ["/v1/accounts/alice", "/v1/markets/BTC", "/v1/system", "/v1/accounts/bob"]
+    async with serving(ledger("python")) as port:
+        load = _bench_kafka().ReadLoad(port, 500, paths, 0.4, connections)
+        await load.run(asyncio.create_task(load.connect()))
+        for _ in range(100):
+            if not load.waiting:
+                break
+            await asyncio.sleep(0.02)
+        result = await load.stop()
+    # At most 200 due in 0.4 s (the deadline may cut the last few).
+    assert list(result["statuses"]) == ["200"] and 150 <= result["answered"] <= 200
+    assert result["statuses"]["200"] == result["answered"]
+    assert result["unanswered_at_stop"] == 0 and result["skipped_queue_full"] == 0
+
+
+async def test_a_client_that_shuts_its_side_still_gets_its_answer() -> None:
+    async with serving(ledger("python")) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /v1/accounts/alice HTTP/1.1\r\nConnection: keep-alive\r\n\r\n")
+            writer.write_eof()
+            data = await asyncio.wait_for(reader.read(), 5)  # to EOF: closed after it
+        finally:
+            writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert conforms(body, "AccountAnswer")["account"]["account"] == "alice"
