@@ -7,8 +7,10 @@ module only writes; what the daemon does after a commit (positions, metrics, upk
 how it reacts to a failure (exit, recover) is the daemon's.
 
 Every failure becomes a ``DaemonExit``: fenced by a newer instance (``EXIT_FENCED``),
-sends or commit stuck past 2 x ``kafka.request_timeout_ms``, or anything else (the
-transaction is aborted if the producer still can; ``EXIT_FAILURE``).
+sends stuck (no send acknowledged for 2 x ``kafka.request_timeout_ms``: a bound on the
+lack of progress, so a batch of any size completes while it keeps moving), offsets and
+commit not done within that bound, or anything else (the transaction is aborted if the
+producer still can; ``EXIT_FAILURE``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 from clearing.engine import InvariantViolation
 from clearing.kafka._batch import BatchPlan
 from clearing.kafka._exits import EXIT_FAILURE, EXIT_FENCED, DaemonExit
+from clearing.kafka._progress import NoProgress, progress_timeout
 from clearing.kafka._topics import describe_partitions
 from clearing.ops.config import Config
 from clearing.ops.metrics import Metrics
@@ -47,7 +50,8 @@ _SENDS: Final = "its sends"
 
 
 class _Stuck(Exception):
-    """A batch's sends or commit did not complete within the bound (``stuck_after_s``)."""
+    """A batch's sends made no progress, or its commit did not complete, within the
+    bound (``stuck_after_s``). ``args``: what was stuck, and a detail for the log line."""
 
 
 def retrieve_fatal_error(producer: AIOKafkaProducer) -> None:
@@ -99,25 +103,7 @@ class Transactions:
         try:
             await producer.begin_transaction()
             with metrics.journal_write_seconds.time():
-                futures: list[asyncio.Future[Any]] = []
-                # aiokafka retries a produce to a missing partition (e.g. the journal
-                # topic deleted under us) forever: bound it, or the daemon hangs silently.
-                async with self._bounded(_SENDS):
-                    for message in (*plan.journal, *plan.events, *plan.dlq):
-                        futures.append(
-                            await producer.send(
-                                message.topic,
-                                message.value,
-                                key=message.key,
-                                partition=message.partition,
-                                headers=message.headers,
-                            )
-                        )
-                    if futures:
-                        # asyncio.wait, not gather: a timeout must not cancel aiokafka's
-                        # own delivery futures.
-                        await asyncio.wait(futures)
-                sent = [future.result() for future in futures]
+                sent = await self._send_all(plan)
             if self._before_commit is not None:
                 hooked = self._before_commit(batch_no)
                 if inspect.isawaitable(hooked):
@@ -135,17 +121,18 @@ class Transactions:
             # coordinator aborts the open transaction when the restart fences this
             # producer (or after kafka.transaction_timeout_ms).
             self.stuck = True
+            what, detail = exc.args
             cause = await self._missing_journal()
             outcome = (
                 "Its transaction was not committed and is left to the coordinator to abort "
                 "(nothing of it is visible)"
-                if exc.args[0] == _SENDS
+                if what == _SENDS
                 else "Whether its transaction committed is unknown: the journal decides"
             )
             raise DaemonExit(
                 EXIT_FAILURE,
-                f"{where} timed out: {exc} did not complete within "
-                f"{self.stuck_after_s:.1f} s (2 x kafka.request_timeout_ms). {cause}"
+                f"{where} timed out: {what} did not complete within "
+                f"{self.stuck_after_s:.1f} s (2 x kafka.request_timeout_ms){detail}. {cause}"
                 f"{outcome}; exiting so that recovery rebuilds the state from the journal.",
             ) from exc
         except InvariantViolation as exc:
@@ -170,6 +157,47 @@ class Transactions:
             return int(sent[len(plan.journal) - 1].offset)
         return None
 
+    async def _send_all(self, plan: BatchPlan) -> list[Any]:
+        """Send the batch's messages; their delivery records, in order.
+
+        aiokafka retries a produce to a missing partition (e.g. the journal topic deleted
+        under us) forever: bounded, or the daemon would hang silently. The bound is on
+        the time without an acknowledged send, not on the total: a batch of millions of
+        events (clawbacks across a large ledger) takes longer than any fixed bound, and
+        would then fail again after every restart.
+        """
+        producer = self._producer
+        futures: list[asyncio.Future[Any]] = []
+        loop = asyncio.get_running_loop()
+        try:
+            async with progress_timeout(self.stuck_after_s) as deadline:
+
+                def acknowledged(future: asyncio.Future[Any]) -> None:
+                    if not future.cancelled() and future.exception() is None:
+                        deadline.progress(loop.time())
+
+                for message in (*plan.journal, *plan.events, *plan.dlq):
+                    future = await producer.send(
+                        message.topic,
+                        message.value,
+                        key=message.key,
+                        partition=message.partition,
+                        headers=message.headers,
+                    )
+                    future.add_done_callback(acknowledged)
+                    futures.append(future)
+                if futures:
+                    # asyncio.wait, not gather: a timeout must not cancel aiokafka's own
+                    # delivery futures.
+                    await asyncio.wait(futures)
+        except NoProgress as exc:
+            raise _Stuck(
+                _SENDS,
+                f" of the batch's start or of their last acknowledgement "
+                f"({exc.progress_count} of {len(futures)} sent were acknowledged)",
+            ) from exc
+        return [future.result() for future in futures]
+
     @contextlib.asynccontextmanager
     async def _bounded(self, what: str) -> AsyncIterator[None]:
         """Raise ``_Stuck(what)`` if the body takes longer than ``stuck_after_s``."""
@@ -179,7 +207,7 @@ class Transactions:
                 yield
         except TimeoutError as exc:
             if bound.expired():  # not some TimeoutError raised inside the body
-                raise _Stuck(what) from exc
+                raise _Stuck(what, "") from exc
             raise
 
     async def _missing_journal(self) -> str:
