@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
@@ -100,6 +101,7 @@ class Transactions:
         producer = self._producer
         # From here until the commit, the engine is ahead of the committed journal.
         where = f"batch {batch_no} (seq {plan.first_seq}..{plan.last_seq})"
+        opened_s = time.monotonic()
         try:
             await producer.begin_transaction()
             with metrics.journal_write_seconds.time():
@@ -114,6 +116,9 @@ class Transactions:
                 with metrics.txn_commit_seconds.time():
                     await producer.commit_transaction()
         except _FENCED_ERRORS as exc:
+            open_s = time.monotonic() - opened_s
+            if open_s * 1000 >= config.kafka.transaction_timeout_ms:
+                raise self.too_long(where, open_s, exc) from exc
             raise self.fenced(where, exc) from exc
         except _Stuck as exc:
             # No abort: aiokafka sends EndTxn only after the pending sends are flushed, so
@@ -237,6 +242,19 @@ class Transactions:
             f"(ledger {config.ledger_id!r}) has started; {where} was not committed and "
             f"this instance stops without writing anything more. (Kafka reports a "
             f"transaction older than kafka.transaction_timeout_ms the same way.) ({exc!r})",
+        )
+
+    def too_long(self, where: str, open_s: float, exc: BaseException) -> DaemonExit:
+        """Fenced after the transaction outlived its timeout: most likely the coordinator
+        aborted it for that (a batch too large for the timeout), not a second instance."""
+        kafka = self._config.kafka
+        return DaemonExit(
+            EXIT_FENCED,
+            f"FENCED: {where} was not committed: its transaction was open {open_s:.1f} s, "
+            f"longer than kafka.transaction_timeout_ms ({kafka.transaction_timeout_ms} ms), "
+            f"so the coordinator aborted it (or another instance started). If this "
+            f"repeats, raise kafka.transaction_timeout_ms (up to the brokers' "
+            f"transaction.max.timeout.ms) or lower batch.max_records. ({exc!r})",
         )
 
     async def abort(self) -> None:

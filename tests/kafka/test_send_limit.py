@@ -13,8 +13,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiokafka.errors import ProducerFenced
 
-from clearing.kafka import EXIT_FAILURE
+from clearing.kafka import EXIT_FAILURE, EXIT_FENCED
 from clearing.kafka._batch import BatchPlan, OutMessage
 from clearing.kafka._exits import DaemonExit
 from clearing.kafka._progress import NoProgress, ProgressDeadline, progress_timeout
@@ -204,3 +205,44 @@ async def test_a_batch_whose_sends_stop_moving_exits_1_naming_the_bound() -> Non
     assert "batch 7 (seq 1..1) timed out: its sends did not complete within 0.2 s" in text
     assert "(10 of 40 sent were acknowledged)" in text
     assert "not committed" in text and "\n" not in text
+
+
+# ------------------------------------------- the one bound on a batch's total time
+
+
+class AbortedByTheCoordinator(PacedProducer):
+    """Acknowledges every send, then the commit finds the producer fenced: what the
+    coordinator's abort of a transaction older than its timeout looks like."""
+
+    async def commit_transaction(self) -> None:
+        raise ProducerFenced()
+
+
+async def test_a_batch_outliving_the_transaction_timeout_says_so_and_what_to_raise() -> None:
+    producer = AbortedByTheCoordinator(ack_every_s=0.02)
+    config = Config(
+        ledger_id="send-limit",
+        kafka=KafkaConfig(request_timeout_ms=100, transaction_timeout_ms=300),
+    )
+    txns = Transactions(config, Metrics(process_collectors=False), producer, None)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(DaemonExit) as raised:
+            await txns.commit(3, plan_of(40))  # 0.8 s of sends, still moving
+    finally:
+        producer.close()
+    text = str(raised.value)
+    assert raised.value.code == EXIT_FENCED and "\n" not in text
+    assert "longer than kafka.transaction_timeout_ms (300 ms)" in text
+    assert "raise kafka.transaction_timeout_ms" in text
+
+
+async def test_a_fenced_batch_within_the_transaction_timeout_names_another_instance() -> None:
+    producer = AbortedByTheCoordinator(ack_every_s=0.001)
+    txns = transactions(producer, request_timeout_ms=1000)  # 60 s transaction timeout
+    try:
+        with pytest.raises(DaemonExit) as raised:
+            await txns.commit(3, plan_of(5))
+    finally:
+        producer.close()
+    assert raised.value.code == EXIT_FENCED
+    assert "another instance with transactional id" in str(raised.value)
