@@ -7,7 +7,7 @@ module only writes; what the daemon does after a commit (positions, metrics, upk
 how it reacts to a failure (exit, recover) is the daemon's.
 
 Every failure becomes a ``DaemonExit``: fenced by a newer instance (``EXIT_FENCED``),
-sends stuck (no send acknowledged for 2 x ``kafka.request_timeout_ms``: a bound on the
+sends stuck (no send answered for 2 x ``kafka.request_timeout_ms``: a bound on the
 lack of progress, so a batch of any size completes while it keeps moving), offsets and
 commit not done within that bound, or anything else (the transaction is aborted if the
 producer still can; ``EXIT_FAILURE``).
@@ -53,6 +53,24 @@ _SENDS: Final = "its sends"
 class _Stuck(Exception):
     """A batch's sends made no progress, or its commit did not complete, within the
     bound (``stuck_after_s``). ``args``: what was stuck, and a detail for the log line."""
+
+
+class _Answered:
+    """How many of a batch's sends the broker has answered so far (the progress the
+    send limit looks at). Polled a few times per limit: sends are answered roughly in
+    order, so it mostly walks forward from where it stopped last time."""
+
+    def __init__(self, futures: list[asyncio.Future[Any]]) -> None:
+        self._futures = futures  # still growing while the batch is being sent
+        self._done_prefix = 0
+
+    def __call__(self) -> int:
+        futures = self._futures
+        prefix = self._done_prefix
+        while prefix < len(futures) and futures[prefix].done():
+            prefix += 1
+        self._done_prefix = prefix
+        return prefix + sum(1 for future in futures[prefix:] if future.done())
 
 
 def retrieve_fatal_error(producer: AIOKafkaProducer) -> None:
@@ -167,30 +185,24 @@ class Transactions:
 
         aiokafka retries a produce to a missing partition (e.g. the journal topic deleted
         under us) forever: bounded, or the daemon would hang silently. The bound is on
-        the time without an acknowledged send, not on the total: a batch of millions of
+        the time without an answered send, not on the total: a batch of millions of
         events (clawbacks across a large ledger) takes longer than any fixed bound, and
         would then fail again after every restart.
         """
         producer = self._producer
         futures: list[asyncio.Future[Any]] = []
-        loop = asyncio.get_running_loop()
         try:
-            async with progress_timeout(self.stuck_after_s) as deadline:
-
-                def acknowledged(future: asyncio.Future[Any]) -> None:
-                    if not future.cancelled() and future.exception() is None:
-                        deadline.progress(loop.time())
-
+            async with progress_timeout(self.stuck_after_s, _Answered(futures)):
                 for message in (*plan.journal, *plan.events, *plan.dlq):
-                    future = await producer.send(
-                        message.topic,
-                        message.value,
-                        key=message.key,
-                        partition=message.partition,
-                        headers=message.headers,
+                    futures.append(
+                        await producer.send(
+                            message.topic,
+                            message.value,
+                            key=message.key,
+                            partition=message.partition,
+                            headers=message.headers,
+                        )
                     )
-                    future.add_done_callback(acknowledged)
-                    futures.append(future)
                 if futures:
                     # asyncio.wait, not gather: a timeout must not cancel aiokafka's own
                     # delivery futures.
@@ -198,8 +210,8 @@ class Transactions:
         except NoProgress as exc:
             raise _Stuck(
                 _SENDS,
-                f" of the batch's start or of their last acknowledgement "
-                f"({exc.progress_count} of {len(futures)} sent were acknowledged)",
+                f" of the batch's start or of the last answer to one of them "
+                f"({exc.progress} of {len(futures)} sent were answered)",
             ) from exc
         return [future.result() for future in futures]
 
