@@ -864,8 +864,8 @@ async def test_a_batch_slower_than_the_send_limit_that_keeps_moving_commits(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The send limit (2 x kafka.request_timeout_ms, here 4 s) bounds the time without an
-    acknowledged send, not a batch's total send time: a batch whose sends take longer
-    than the limit but keep being acknowledged commits (it used to exit 1, and the
+    answered send, not a batch's total send time: a batch whose sends take longer than
+    the limit but keep being answered commits (it used to exit 1, and the
     restart planned the same batch again, forever). The sends are slowed down here, as
     a batch of millions of events would be; the stuck case (nothing acknowledged) is
     test_journal_topic_deleted_while_running_stops_the_daemon in test_chaos.py."""
