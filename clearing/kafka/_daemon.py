@@ -14,10 +14,11 @@ offsets, the commit, an invariant check), the transaction is aborted if the prod
 still can, and the daemon exits non-zero: a supervisor restarts it and recovery rebuilds
 the state from the journal, which never contains the aborted batch. A fenced producer (a
 newer instance with the same ledger id took over) exits with ``EXIT_FENCED``. Sends and
-commit are bounded (2 x ``kafka.request_timeout_ms``): aiokafka would otherwise retry a
-send to a deleted journal topic forever. Input positions are never reset silently: an
-input partition truncated past the ledger's position exits ``EXIT_RECOVERY``; rejected
-credentials or missing ACLs exit ``EXIT_CONFIG``.
+commit are bounded (2 x ``kafka.request_timeout_ms``; for the sends, without an answer
+from the broker, so a large batch that keeps moving completes): aiokafka would otherwise
+retry a send to a deleted journal topic forever. Input positions are never reset
+silently: an input partition truncated past the ledger's position exits
+``EXIT_RECOVERY``; rejected credentials or missing ACLs exit ``EXIT_CONFIG``.
 SIGTERM/SIGINT (``request_stop``) stops consuming, lets the open transaction commit,
 writes a snapshot and exits 0, all within ``daemon.shutdown_timeout_s``; past that bound
 the transaction is aborted and the exit is ``EXIT_SHUTDOWN_TIMEOUT``.

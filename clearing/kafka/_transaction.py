@@ -7,8 +7,10 @@ module only writes; what the daemon does after a commit (positions, metrics, upk
 how it reacts to a failure (exit, recover) is the daemon's.
 
 Every failure becomes a ``DaemonExit``: fenced by a newer instance (``EXIT_FENCED``),
-sends or commit stuck past 2 x ``kafka.request_timeout_ms``, or anything else (the
-transaction is aborted if the producer still can; ``EXIT_FAILURE``).
+sends stuck (no send answered for 2 x ``kafka.request_timeout_ms``: a bound on the
+lack of progress, so a batch of any size completes while it keeps moving), offsets and
+commit not done within that bound, or anything else (the transaction is aborted if the
+producer still can; ``EXIT_FAILURE``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
@@ -27,6 +30,7 @@ from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 from clearing.engine import InvariantViolation
 from clearing.kafka._batch import BatchPlan
 from clearing.kafka._exits import EXIT_FAILURE, EXIT_FENCED, DaemonExit
+from clearing.kafka._progress import NoProgress, progress_timeout
 from clearing.kafka._topics import describe_partitions
 from clearing.ops.config import Config
 from clearing.ops.metrics import Metrics
@@ -47,7 +51,26 @@ _SENDS: Final = "its sends"
 
 
 class _Stuck(Exception):
-    """A batch's sends or commit did not complete within the bound (``stuck_after_s``)."""
+    """A batch's sends made no progress, or its commit did not complete, within the
+    bound (``stuck_after_s``). ``args``: what was stuck, and a detail for the log line."""
+
+
+class _Answered:
+    """How many of a batch's sends the broker has answered so far (the progress the
+    send limit looks at). Polled a few times per limit: sends are answered roughly in
+    order, so it mostly walks forward from where it stopped last time."""
+
+    def __init__(self, futures: list[asyncio.Future[Any]]) -> None:
+        self._futures = futures  # still growing while the batch is being sent
+        self._done_prefix = 0
+
+    def __call__(self) -> int:
+        futures = self._futures
+        prefix = self._done_prefix
+        while prefix < len(futures) and futures[prefix].done():
+            prefix += 1
+        self._done_prefix = prefix
+        return prefix + sum(1 for future in futures[prefix:] if future.done())
 
 
 def retrieve_fatal_error(producer: AIOKafkaProducer) -> None:
@@ -96,28 +119,11 @@ class Transactions:
         producer = self._producer
         # From here until the commit, the engine is ahead of the committed journal.
         where = f"batch {batch_no} (seq {plan.first_seq}..{plan.last_seq})"
+        opened_s = time.monotonic()
         try:
             await producer.begin_transaction()
             with metrics.journal_write_seconds.time():
-                futures: list[asyncio.Future[Any]] = []
-                # aiokafka retries a produce to a missing partition (e.g. the journal
-                # topic deleted under us) forever: bound it, or the daemon hangs silently.
-                async with self._bounded(_SENDS):
-                    for message in (*plan.journal, *plan.events, *plan.dlq):
-                        futures.append(
-                            await producer.send(
-                                message.topic,
-                                message.value,
-                                key=message.key,
-                                partition=message.partition,
-                                headers=message.headers,
-                            )
-                        )
-                    if futures:
-                        # asyncio.wait, not gather: a timeout must not cancel aiokafka's
-                        # own delivery futures.
-                        await asyncio.wait(futures)
-                sent = [future.result() for future in futures]
+                sent = await self._send_all(plan)
             if self._before_commit is not None:
                 hooked = self._before_commit(batch_no)
                 if inspect.isawaitable(hooked):
@@ -128,6 +134,9 @@ class Transactions:
                 with metrics.txn_commit_seconds.time():
                     await producer.commit_transaction()
         except _FENCED_ERRORS as exc:
+            open_s = time.monotonic() - opened_s
+            if open_s * 1000 >= config.kafka.transaction_timeout_ms:
+                raise self.too_long(where, open_s, exc) from exc
             raise self.fenced(where, exc) from exc
         except _Stuck as exc:
             # No abort: aiokafka sends EndTxn only after the pending sends are flushed, so
@@ -135,17 +144,18 @@ class Transactions:
             # coordinator aborts the open transaction when the restart fences this
             # producer (or after kafka.transaction_timeout_ms).
             self.stuck = True
+            what, detail = exc.args
             cause = await self._missing_journal()
             outcome = (
                 "Its transaction was not committed and is left to the coordinator to abort "
                 "(nothing of it is visible)"
-                if exc.args[0] == _SENDS
+                if what == _SENDS
                 else "Whether its transaction committed is unknown: the journal decides"
             )
             raise DaemonExit(
                 EXIT_FAILURE,
-                f"{where} timed out: {exc} did not complete within "
-                f"{self.stuck_after_s:.1f} s (2 x kafka.request_timeout_ms). {cause}"
+                f"{where} timed out: {what} did not complete within "
+                f"{self.stuck_after_s:.1f} s (2 x kafka.request_timeout_ms){detail}. {cause}"
                 f"{outcome}; exiting so that recovery rebuilds the state from the journal.",
             ) from exc
         except InvariantViolation as exc:
@@ -170,6 +180,41 @@ class Transactions:
             return int(sent[len(plan.journal) - 1].offset)
         return None
 
+    async def _send_all(self, plan: BatchPlan) -> list[Any]:
+        """Send the batch's messages; their delivery records, in order.
+
+        aiokafka retries a produce to a missing partition (e.g. the journal topic deleted
+        under us) forever: bounded, or the daemon would hang silently. The bound is on
+        the time without an answered send, not on the total: a batch of millions of
+        events (clawbacks across a large ledger) takes longer than any fixed bound, and
+        would then fail again after every restart.
+        """
+        producer = self._producer
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with progress_timeout(self.stuck_after_s, _Answered(futures)):
+                for message in (*plan.journal, *plan.events, *plan.dlq):
+                    futures.append(
+                        await producer.send(
+                            message.topic,
+                            message.value,
+                            key=message.key,
+                            partition=message.partition,
+                            headers=message.headers,
+                        )
+                    )
+                if futures:
+                    # asyncio.wait, not gather: a timeout must not cancel aiokafka's own
+                    # delivery futures.
+                    await asyncio.wait(futures)
+        except NoProgress as exc:
+            raise _Stuck(
+                _SENDS,
+                f" of the batch's start or of the last answer to one of them "
+                f"({exc.progress} of {len(futures)} sent were answered)",
+            ) from exc
+        return [future.result() for future in futures]
+
     @contextlib.asynccontextmanager
     async def _bounded(self, what: str) -> AsyncIterator[None]:
         """Raise ``_Stuck(what)`` if the body takes longer than ``stuck_after_s``."""
@@ -179,7 +224,7 @@ class Transactions:
                 yield
         except TimeoutError as exc:
             if bound.expired():  # not some TimeoutError raised inside the body
-                raise _Stuck(what) from exc
+                raise _Stuck(what, "") from exc
             raise
 
     async def _missing_journal(self) -> str:
@@ -209,6 +254,19 @@ class Transactions:
             f"(ledger {config.ledger_id!r}) has started; {where} was not committed and "
             f"this instance stops without writing anything more. (Kafka reports a "
             f"transaction older than kafka.transaction_timeout_ms the same way.) ({exc!r})",
+        )
+
+    def too_long(self, where: str, open_s: float, exc: BaseException) -> DaemonExit:
+        """Fenced after the transaction outlived its timeout: most likely the coordinator
+        aborted it for that (a batch too large for the timeout), not a second instance."""
+        kafka = self._config.kafka
+        return DaemonExit(
+            EXIT_FENCED,
+            f"FENCED: {where} was not committed: its transaction was open {open_s:.1f} s, "
+            f"longer than kafka.transaction_timeout_ms ({kafka.transaction_timeout_ms} ms), "
+            f"so the coordinator aborted it (or another instance started). If this "
+            f"repeats, raise kafka.transaction_timeout_ms (up to the brokers' "
+            f"transaction.max.timeout.ms) or lower batch.max_records. ({exc!r})",
         )
 
     async def abort(self) -> None:

@@ -860,6 +860,56 @@ async def test_a_stuck_batch_is_aborted_when_the_shutdown_bound_passes(
         assert not list_snapshots(str(tmp_path / "snapshots"))  # never of an uncommitted state
 
 
+async def test_a_batch_slower_than_the_send_limit_that_keeps_moving_commits(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The send limit (2 x kafka.request_timeout_ms, here 4 s) bounds the time without an
+    answered send, not a batch's total send time: a batch whose sends take longer than
+    the limit but keep being answered commits (it used to exit 1, and the
+    restart planned the same batch again, forever). The sends are slowed down here, as
+    a batch of millions of events would be; the stuck case (nothing acknowledged) is
+    test_journal_topic_deleted_while_running_stops_the_daemon in test_chaos.py."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        config = await setup_ledger(
+            tmp_path,
+            kafka_bootstrap,
+            "slowsend",
+            kafka={"bootstrap_servers": [kafka_bootstrap], "request_timeout_ms": 2000},
+            batch={"max_records": 1000, "poll_timeout_ms": 500},
+        )
+        items = flat(scenario(seed=3, groups=6))
+        await produce(config, items)
+        total = sequenced_count(items)
+        loop = asyncio.get_running_loop()
+        real_send = AIOKafkaProducer.send
+        open_batch_first_send: list[float] = []
+        batch_send_s: list[float] = []
+
+        async def slow_send(self: AIOKafkaProducer, topic: str, *args: Any, **kw: Any) -> Any:
+            if topic == config.topics.events:
+                if not open_batch_first_send:
+                    open_batch_first_send.append(loop.time())
+                await asyncio.sleep(0.2)  # the earlier sends are acknowledged meanwhile
+            return await real_send(self, topic, *args, **kw)
+
+        def measure(batch_no: int) -> None:  # after the batch's sends, before its commit
+            if open_batch_first_send:
+                batch_send_s.append(loop.time() - open_batch_first_send.pop())
+
+        monkeypatch.setattr(AIOKafkaProducer, "send", slow_send)
+        run = Running(config, before_commit=measure)
+        await run.wait_seq(total, timeout_s=70.0)
+        assert await run.stop() == EXIT_OK
+        monkeypatch.undo()
+        limit_s = 2 * config.kafka.request_timeout_ms / 1000
+        print(
+            f"\nslow sends: {len(batch_send_s)} batches with events, sends took "
+            f"{max(batch_send_s):.1f} s at most (limit {limit_s} s without progress)"
+        )
+        assert max(batch_send_s) > limit_s, "no batch's sends outlasted the limit: no test"
+        await check_against_replay(config, tmp_path, total, cli=False)
+
+
 async def test_restart_resumes_without_loss_or_duplication(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
