@@ -220,7 +220,7 @@ class OpsServer:
         if self._state_hash is None:
             return HTTPStatus.NOT_FOUND, _TEXT, b"no ledger state on this server\n"
         if not self.metrics.ready:
-            reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
+            reason = _not_ready(self.metrics)
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, f"not ready: {reason}\n".encode()
         try:
             answer = await asyncio.wait_for(self._state_hash(), _STATE_HASH_WAIT_S)
@@ -246,13 +246,13 @@ class OpsServer:
             response.finish(*refused)
             return
         if not self.metrics.ready:
-            reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
+            reason = _not_ready(self.metrics)
             response.finish(HTTPStatus.SERVICE_UNAVAILABLE, error_body(f"not ready: {reason}"))
             return
         routed = api.route(path, query)
         if isinstance(routed, ReadQuery):
             response.read = routed
-            response.queued_at = response.connection.active_at  # type: ignore[union-attr]
+            response.queued_at_s = response.connection.active_at_s  # type: ignore[union-attr]
             api.reads.submit(routed.query, response)
         else:
             response.finish(*routed)
@@ -270,7 +270,7 @@ class OpsServer:
         if path == "/readyz":
             if self.metrics.ready:
                 return HTTPStatus.OK, _TEXT, b"ready\n"
-            reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
+            reason = _not_ready(self.metrics)
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, f"not ready: {reason}\n".encode()
         if path == "/":
             return (
@@ -285,6 +285,11 @@ class OpsServer:
         )
 
 
+def _not_ready(metrics: Metrics) -> str:
+    """The not-ready reason as one short line, fit for a response body."""
+    return metrics.not_ready_reason.replace("\n", " ")[:200]
+
+
 class _Response:
     """One request's response, sent in the order its connection received the requests;
     for a read, also its ``Waiter`` on the loop's queue (``CommittedReads.submit``)."""
@@ -296,7 +301,7 @@ class _Response:
         "extra",
         "head_only",
         "keep_alive",
-        "queued_at",
+        "queued_at_s",
         "read",
     )
 
@@ -310,7 +315,7 @@ class _Response:
         self.extra = b""  # more header lines
         self.data: bytes | None = None  # the response on the wire, once finished
         self.read: ReadQuery | None = None  # the read it waits for, if any
-        self.queued_at = 0.0  # loop time the read was queued
+        self.queued_at_s = 0.0  # loop time the read was queued
 
     @classmethod
     def now(
@@ -368,9 +373,9 @@ class _Connection(asyncio.Protocol):
         self._eof = False  # the client sent all it will: close once the answers are out
         self._flush_due = False
         self._reading_paused = False
-        self._writing_paused_at: float | None = None
+        self._writing_paused_at_s: float | None = None
         # Loop time of the last request or response: an idle connection is closed.
-        self.active_at = self._loop.time()
+        self.active_at_s = self._loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -400,7 +405,7 @@ class _Connection(asyncio.Protocol):
             head = bytes(buffer[:end])
             del buffer[: end + 4]
             self._requests += 1
-            self.active_at = self._loop.time()
+            self.active_at_s = self._loop.time()
             last = self._requests >= _MAX_REQUESTS_PER_CONNECTION
             self._push(self._server.serve(self, head, last))
         self.flush()
@@ -442,7 +447,7 @@ class _Connection(asyncio.Protocol):
         if not out:
             return
         transport.write(b"".join(out))
-        self.active_at = self._loop.time()
+        self.active_at_s = self._loop.time()
         if close or (self._eof and not pending):
             transport.close()
         elif self._reading_paused and len(pending) < _MAX_PIPELINED // 2:
@@ -451,7 +456,7 @@ class _Connection(asyncio.Protocol):
     def _set_reading(self, on: bool) -> None:
         if self._transport is None or self._transport.is_closing():
             return
-        if on and self._writing_paused_at is None:
+        if on and self._writing_paused_at_s is None:
             self._transport.resume_reading()
             self._reading_paused = False
         elif not on:
@@ -460,11 +465,11 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The client is not reading our responses: stop reading its requests meanwhile.
-        self._writing_paused_at = self._loop.time()
+        self._writing_paused_at_s = self._loop.time()
         self._set_reading(False)
 
     def resume_writing(self) -> None:
-        self._writing_paused_at = None
+        self._writing_paused_at_s = None
         if len(self._pending) < _MAX_PIPELINED:
             self._set_reading(True)
 
@@ -472,15 +477,18 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        if self._writing_paused_at is not None and now - self._writing_paused_at > _WRITE_TIMEOUT_S:
+        if (
+            self._writing_paused_at_s is not None
+            and now - self._writing_paused_at_s > _WRITE_TIMEOUT_S
+        ):
             transport.abort()
             return
-        if not self._pending and now - self.active_at > _READ_TIMEOUT_S:
+        if not self._pending and now - self.active_at_s > _READ_TIMEOUT_S:
             transport.close()  # idle, or its headers never came
             return
         for response in self._pending:
             if response.read is not None and response.data is None:
-                if now - response.queued_at <= WAIT_S:
+                if now - response.queued_at_s <= WAIT_S:
                     break  # queued in order: the rest is younger
                 response.set_exception(TimeoutError())
 
