@@ -100,9 +100,7 @@ async def test_one_client_queues_at_most_max_pipelined_reads() -> None:
                 assert len(reads._queue) <= http._MAX_PIPELINED
                 with contextlib.suppress(TimeoutError):
                     while True:
-                        statuses.append(
-                            (await asyncio.wait_for(_read_response(reader), 0.05))[0]
-                        )
+                        statuses.append((await asyncio.wait_for(_read_response(reader), 0.05))[0])
         finally:
             writer.close()
     assert statuses == [200] * count
@@ -168,7 +166,7 @@ async def test_a_client_that_never_reads_is_dropped(
     monkeypatch.setattr(http, "_READ_TIMEOUT_S", 0.3)
     monkeypatch.setattr(http, "_WRITE_TIMEOUT_S", 0.6)
     monkeypatch.setattr(http, "_SWEEP_INTERVAL_S", 0.05)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
         writer.write(_KEEP_ALIVE % b"/metrics" * 5_000)
         await asyncio.sleep(0.2)
@@ -189,9 +187,9 @@ async def test_a_closing_connection_whose_answer_is_never_read_is_aborted(
     # the client to take them forever.
     monkeypatch.setattr(http, "_WRITE_TIMEOUT_S", 0.3)
     monkeypatch.setattr(http, "_SWEEP_INTERVAL_S", 0.05)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
-        writer.write(_KEEP_ALIVE % b"/metrics" * 3_000 + b"GET /metrics HTTP/1.1\r\n\r\n")
+        writer.write(_KEEP_ALIVE % b"/metrics" * 1_000 + b"GET /metrics HTTP/1.1\r\n\r\n")
         for _ in range(100):
             await asyncio.sleep(0.1)
             if not server._connections:
@@ -263,3 +261,27 @@ async def test_connections_over_the_cap_get_503_and_are_closed() -> None:
         writer.close()
         for _, held_writer in held:
             held_writer.close()
+
+
+async def test_an_idle_connection_with_answers_unread_is_aborted_not_closed(
+    server: OpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every request answered, the answers stuck in the send buffer: close() would wait
+    # on them forever, so the idle timeout aborts (well before the write timeout).
+    monkeypatch.setattr(http, "_READ_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(http, "_WRITE_TIMEOUT_S", 60.0)
+    monkeypatch.setattr(http, "_SWEEP_INTERVAL_S", 0.05)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(_KEEP_ALIVE % b"/metrics" * http._MAX_PIPELINED)
+        await asyncio.sleep(0.1)
+        [connection] = server._connections
+        assert connection._transport is not None
+        assert connection._transport.get_write_buffer_size() > 0 and not connection._pending
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if not server._connections:
+                break
+        assert not server._connections
+    finally:
+        writer.close()
