@@ -31,6 +31,17 @@ response itself as the waiter (``CommittedReads.submit``), and the responses a b
 boundary completes go out in one write per connection. Timeouts (idle connections,
 reads the loop does not answer, clients that stop reading) are checked by one sweep a
 second over the open connections.
+
+Bounded against a careless or hostile client: a connection parses at most
+``_MAX_PIPELINED`` requests ahead of their answers (the rest of a burst waits unparsed
+and is taken a loop turn after answers leave), so one write of thousands of requests
+neither holds the loop nor queues thousands of reads; a client that stops reading
+pauses its parsing and is aborted, buffer and all, once its answers sit unread past the
+timeouts; a request with a body (``Content-Length`` or ``Transfer-Encoding``) is
+answered 400 and the connection closed, so a body is never taken for the next request;
+beyond ``MAX_CONNECTIONS`` open connections a new one is answered 503 and closed; and
+``/metrics`` is rendered at most once a second per format, so a burst of scrapes costs
+one rendering.
 """
 
 from __future__ import annotations
