@@ -31,6 +31,17 @@ response itself as the waiter (``CommittedReads.submit``), and the responses a b
 boundary completes go out in one write per connection. Timeouts (idle connections,
 reads the loop does not answer, clients that stop reading) are checked by one sweep a
 second over the open connections.
+
+Bounded against a careless or hostile client: a connection parses at most
+``_MAX_PIPELINED`` requests ahead of their answers (the rest of a burst waits unparsed
+and is taken a loop turn after answers leave), so one write of thousands of requests
+neither holds the loop nor queues thousands of reads; a client that stops reading
+pauses its parsing and is aborted, buffer and all, once its answers sit unread past the
+timeouts; a request with a body (``Content-Length`` or ``Transfer-Encoding``) is
+answered 400 and the connection closed, so a body is never taken for the next request;
+beyond ``MAX_CONNECTIONS`` open connections a new one is answered 503 and closed; and
+``/metrics`` is rendered at most once a second per format, so a burst of scrapes costs
+one rendering.
 """
 
 from __future__ import annotations
@@ -50,7 +61,7 @@ from clearing.ops.read_api import WAIT_S, ReadApi, ReadQuery, error_body, failed
 from clearing.ops.reads import Answer, ReadAborted
 from clearing.ops.state_hash import StateHash
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "OpsServer"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "MAX_CONNECTIONS", "OpsServer"]
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 9464
@@ -64,9 +75,18 @@ _WRITE_TIMEOUT_S: Final = 10.0
 # A keep-alive connection is closed after this many requests (or when idle for
 # _READ_TIMEOUT_S), so no client holds one forever.
 _MAX_REQUESTS_PER_CONNECTION: Final = 10_000
-# Requests sent ahead on one connection beyond this many unanswered ones wait in the
-# socket (reading pauses): a pipelining client cannot queue without bound.
+# Requests sent ahead on one connection beyond this many unanswered ones are not parsed
+# (they wait in the connection's buffer, reading pauses and the rest wait in the
+# socket): one client queues at most this many reads, and one burst of its requests
+# holds the loop for at most this many.
 _MAX_PIPELINED: Final = 256
+# Open connections beyond this many are answered 503 and closed at once, so a flood of
+# connections cannot take the daemon's file descriptors and memory (a thousand pollers
+# with a connection each fit).
+MAX_CONNECTIONS: Final = 2048
+# /metrics is rendered at most once per this long per format: a burst of scrapes (or a
+# client pipelining them) is served from the last rendering.
+_METRICS_CACHE_S: Final = 1.0
 # How often the timeouts above are checked.
 _SWEEP_INTERVAL_S: Final = 1.0
 _TEXT: Final = "text/plain; charset=utf-8"
@@ -99,8 +119,10 @@ class OpsServer:
         stall_after_s: float | None = None,
         state_hash: Callable[[], Awaitable[StateHash]] | None = None,
         read_api: ReadApi | None = None,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.metrics = metrics
+        self.max_connections = max_connections
         self._state_hash = state_hash
         self._read_api = read_api
         self.host = host
@@ -110,6 +132,8 @@ class OpsServer:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # the sweep, state-hash requests
+        # Per content type: (monotonic time rendered, the body).
+        self._metrics_cache: dict[str, tuple[float, bytes]] = {}
 
     @property
     def port(self) -> int:
@@ -183,10 +207,14 @@ class OpsServer:
             return _Response.now(HTTPStatus.BAD_REQUEST, _TEXT, b"bad request line\n", close=True)
         method, target, _version = parts
         headers = {}
+        has_body = False
         for line in lines[1:]:
             name, sep, value = line.partition(":")
             if sep:
-                headers[name.strip().lower()] = value.strip()
+                name, value = name.strip().lower(), value.strip()
+                headers[name] = value
+                if name == "transfer-encoding" or (name == "content-length" and value != "0"):
+                    has_body = True
         path, _, query = target.partition("?")
         if method not in ("GET", "HEAD"):
             return _Response.now(
@@ -196,6 +224,10 @@ class OpsServer:
                 close=True,
                 extra=b"Allow: GET, HEAD\r\n",
             )
+        if has_body:
+            # Never read as the next request: its body would be parsed as one.
+            body = b"a GET or HEAD request takes no body (Content-Length or Transfer-Encoding)\n"
+            return _Response.now(HTTPStatus.BAD_REQUEST, _TEXT, body, close=True)
         keep_alive = not last and headers.get("connection", "").lower() == "keep-alive"
         response = _Response(connection, head_only=method == "HEAD", keep_alive=keep_alive)
         if path.startswith("/v1/"):
@@ -220,7 +252,7 @@ class OpsServer:
         if self._state_hash is None:
             return HTTPStatus.NOT_FOUND, _TEXT, b"no ledger state on this server\n"
         if not self.metrics.ready:
-            reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
+            reason = _not_ready(self.metrics)
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, f"not ready: {reason}\n".encode()
         try:
             answer = await asyncio.wait_for(self._state_hash(), _STATE_HASH_WAIT_S)
@@ -246,21 +278,30 @@ class OpsServer:
             response.finish(*refused)
             return
         if not self.metrics.ready:
-            reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
+            reason = _not_ready(self.metrics)
             response.finish(HTTPStatus.SERVICE_UNAVAILABLE, error_body(f"not ready: {reason}"))
             return
         routed = api.route(path, query)
         if isinstance(routed, ReadQuery):
             response.read = routed
-            response.queued_at = response.connection.active_at  # type: ignore[union-attr]
+            response.queued_at_s = response.connection.active_at_s  # type: ignore[union-attr]
             api.reads.submit(routed.query, response)
         else:
             response.finish(*routed)
 
+    def _metrics_reply(self, accept: str) -> tuple[HTTPStatus, str, bytes]:
+        encoder, content_type = choose_encoder(accept)
+        now_s = time.monotonic()
+        cached = self._metrics_cache.get(content_type)
+        if cached is not None and now_s - cached[0] < _METRICS_CACHE_S:
+            return HTTPStatus.OK, content_type, cached[1]
+        body = encoder(self.metrics.registry)
+        self._metrics_cache[content_type] = (now_s, body)
+        return HTTPStatus.OK, content_type, body
+
     def _route(self, path: str, accept: str) -> tuple[HTTPStatus, str, bytes]:
         if path == "/metrics":
-            encoder, content_type = choose_encoder(accept)
-            return HTTPStatus.OK, content_type, encoder(self.metrics.registry)
+            return self._metrics_reply(accept)
         if path == "/healthz":
             stalled_s = time.monotonic() - self._last_beat
             if self._stall_after_s is not None and stalled_s > self._stall_after_s:
@@ -270,7 +311,7 @@ class OpsServer:
         if path == "/readyz":
             if self.metrics.ready:
                 return HTTPStatus.OK, _TEXT, b"ready\n"
-            reason = self.metrics.not_ready_reason.replace("\n", " ")[:200]
+            reason = _not_ready(self.metrics)
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, f"not ready: {reason}\n".encode()
         if path == "/":
             return (
@@ -285,6 +326,11 @@ class OpsServer:
         )
 
 
+def _not_ready(metrics: Metrics) -> str:
+    """The not-ready reason as one short line, fit for a response body."""
+    return metrics.not_ready_reason.replace("\n", " ")[:200]
+
+
 class _Response:
     """One request's response, sent in the order its connection received the requests;
     for a read, also its ``Waiter`` on the loop's queue (``CommittedReads.submit``)."""
@@ -296,7 +342,7 @@ class _Response:
         "extra",
         "head_only",
         "keep_alive",
-        "queued_at",
+        "queued_at_s",
         "read",
     )
 
@@ -310,7 +356,7 @@ class _Response:
         self.extra = b""  # more header lines
         self.data: bytes | None = None  # the response on the wire, once finished
         self.read: ReadQuery | None = None  # the read it waits for, if any
-        self.queued_at = 0.0  # loop time the read was queued
+        self.queued_at_s = 0.0  # loop time the read was queued
 
     @classmethod
     def now(
@@ -355,7 +401,12 @@ class _Response:
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: parses the requests as they arrive, answers them in order."""
+    """One client connection: parses the requests as they arrive, answers them in order.
+
+    At most ``_MAX_PIPELINED`` requests are parsed ahead of their answers: bytes beyond
+    those wait unparsed in the buffer (reading paused, so the buffer holds at most one
+    socket read more) and are parsed a loop turn after answers leave, so one client's
+    burst neither holds the loop nor queues thousands of reads ahead of the others."""
 
     def __init__(self, server: OpsServer) -> None:
         self._server = server
@@ -366,20 +417,29 @@ class _Connection(asyncio.Protocol):
         self._requests = 0
         self._closing = False  # a response closes the connection: read no more requests
         self._eof = False  # the client sent all it will: close once the answers are out
+        self._backlog = False  # parsing stopped at _MAX_PIPELINED: the buffer holds more
         self._flush_due = False
+        self._parse_due = False
         self._reading_paused = False
-        self._writing_paused_at: float | None = None
+        self._writing_paused_at_s: float | None = None
         # Loop time of the last request or response: an idle connection is closed.
-        self.active_at = self._loop.time()
+        self.active_at_s = self._loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._server._connections.add(self)
+        connections = self._server._connections
+        if len(connections) >= self._server.max_connections:
+            self._closing = True  # refused: one answer, then closed, never tracked
+            transport.write(_too_many_connections(self._server.max_connections))
+            transport.close()
+            return
+        connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
         self._closing = True
+        self._backlog = False
         for response in self._pending:
             if response.data is None:
                 response.data = b""  # done: the reads queue skips it
@@ -388,9 +448,19 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        buffer = self._buffer
-        buffer += data
+        self._buffer += data
+        self._parse()
+        self.flush()
+        self._update_reading()
+
+    def _parse(self) -> None:
+        """Turn the buffered requests into pending responses, up to _MAX_PIPELINED."""
+        buffer, pending = self._buffer, self._pending
+        self._backlog = False
         while not self._closing:
+            if len(pending) >= _MAX_PIPELINED:
+                self._backlog = bool(buffer)
+                break
             end = buffer.find(b"\r\n\r\n")
             if end < 0 or end > _MAX_HEADER_BYTES:
                 if end >= 0 or len(buffer) > _MAX_HEADER_BYTES:
@@ -400,18 +470,30 @@ class _Connection(asyncio.Protocol):
             head = bytes(buffer[:end])
             del buffer[: end + 4]
             self._requests += 1
-            self.active_at = self._loop.time()
+            self.active_at_s = self._loop.time()
             last = self._requests >= _MAX_REQUESTS_PER_CONNECTION
             self._push(self._server.serve(self, head, last))
+
+    def _parse_backlog(self) -> None:
+        """Parse the requests left in the buffer, a loop turn after answers left."""
+        self._parse_due = False
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._writing_paused_at_s is not None:
+            return  # resume_writing schedules it again
+        self._parse()
         self.flush()
-        if len(self._pending) >= _MAX_PIPELINED and not self._reading_paused:
-            self._set_reading(False)
+        self._update_reading()
+
+    def _schedule_parse(self) -> None:
+        if self._backlog and not self._parse_due and len(self._pending) < _MAX_PIPELINED:
+            self._parse_due = True
+            self._loop.call_soon(self._parse_backlog)
 
     def eof_received(self) -> bool:
         """The client shut its side: answer what it sent, then close (True keeps the
         transport open for those answers)."""
-        self._closing = self._eof = True
-        return bool(self._pending)
+        self._eof = True
+        return bool(self._pending) or self._backlog
 
     def _push(self, response: _Response) -> None:
         self._pending.append(response)
@@ -439,51 +521,76 @@ class _Connection(asyncio.Protocol):
             if not response.keep_alive:
                 close = True
                 break
-        if not out:
-            return
-        transport.write(b"".join(out))
-        self.active_at = self._loop.time()
-        if close or (self._eof and not pending):
+        if out:
+            transport.write(b"".join(out))
+            self.active_at_s = self._loop.time()
+        if close or (self._eof and not pending and not self._backlog):
             transport.close()
-        elif self._reading_paused and len(pending) < _MAX_PIPELINED // 2:
-            self._set_reading(True)
+        elif out:
+            if self._writing_paused_at_s is None:
+                self._schedule_parse()
+            if self._reading_paused:
+                self._update_reading()
 
-    def _set_reading(self, on: bool) -> None:
-        if self._transport is None or self._transport.is_closing():
+    def _update_reading(self) -> None:
+        """Read the socket only while there is room: no backlog, writing flows, fewer
+        than _MAX_PIPELINED pending (half of it to resume, so it does not flap)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
             return
-        if on and self._writing_paused_at is None:
-            self._transport.resume_reading()
-            self._reading_paused = False
-        elif not on:
-            self._transport.pause_reading()
+        held = self._backlog or self._writing_paused_at_s is not None
+        if self._reading_paused:
+            if not (held or self._eof) and len(self._pending) < _MAX_PIPELINED // 2:
+                transport.resume_reading()
+                self._reading_paused = False
+        elif held or len(self._pending) >= _MAX_PIPELINED:
+            transport.pause_reading()
             self._reading_paused = True
 
     def pause_writing(self) -> None:
         # The client is not reading our responses: stop reading its requests meanwhile.
-        self._writing_paused_at = self._loop.time()
-        self._set_reading(False)
+        self._writing_paused_at_s = self._loop.time()
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        self._writing_paused_at = None
-        if len(self._pending) < _MAX_PIPELINED:
-            self._set_reading(True)
+        self._writing_paused_at_s = None
+        self._schedule_parse()
+        self._update_reading()
 
-    def check_timeouts(self, now: float) -> None:
+    def check_timeouts(self, now_s: float) -> None:
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None:
             return
-        if self._writing_paused_at is not None and now - self._writing_paused_at > _WRITE_TIMEOUT_S:
+        # Checked before is_closing(): a closing transport still waits to send its
+        # buffer, and a client that never reads would hold it (and the buffer) forever.
+        paused_at_s = self._writing_paused_at_s
+        if transport.get_write_buffer_size() and (
+            now_s - self.active_at_s > _WRITE_TIMEOUT_S
+            or (paused_at_s is not None and now_s - paused_at_s > _WRITE_TIMEOUT_S)
+        ):
             transport.abort()
             return
-        if not self._pending and now - self.active_at > _READ_TIMEOUT_S:
-            transport.close()  # idle, or its headers never came
+        if transport.is_closing():
+            return
+        if not self._pending and not self._backlog and now_s - self.active_at_s > _READ_TIMEOUT_S:
+            if transport.get_write_buffer_size():
+                transport.abort()  # idle with answers unread: close() would wait on them
+            else:
+                transport.close()  # idle, or its headers never came
             return
         for response in self._pending:
             if response.read is not None and response.data is None:
-                if now - response.queued_at <= WAIT_S:
+                if now_s - response.queued_at_s <= WAIT_S:
                     break  # queued in order: the rest is younger
                 response.set_exception(TimeoutError())
 
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _too_many_connections(limit: int) -> bytes:
+    """The answer to a connection over the server's cap."""
+    body = b"too many open connections (the limit is %d); retry later\n" % limit
+    response = _Response.now(HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, body, close=True)
+    return response.data or b""
