@@ -50,6 +50,7 @@ from aiokafka.errors import OffsetOutOfRangeError
 
 from clearing.engine import EngineCore
 from clearing.engine.events import Clawback
+from clearing.errors import RulesVersionMismatch
 from clearing.heap import settle_heap, streaming_collections
 from clearing.journal import JournalError
 from clearing.kafka._assignment import Assignment
@@ -308,6 +309,9 @@ class Daemon:
         except DaemonExit as exc:
             log.error("%s", exc.message)
             return exc.code
+        except RulesVersionMismatch as exc:  # a standby's: the restart takes the topic's
+            log.error("%s", exc)
+            return EXIT_FAILURE
         except (RecoveryError, JournalError) as exc:
             log.critical("refusing to start: %s", exc)
             return EXIT_RECOVERY
