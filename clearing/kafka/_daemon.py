@@ -33,7 +33,8 @@ journalled by the one sequencer (``clearing.sequencer.Sequencer.step``, through
 one transaction per batch), ``_assignment`` (input partitions and where each starts),
 ``_upkeep`` (invariant checks and snapshots as the sequencer's schedule says, in a forked
 child, ``_background``), ``_fund_risk`` (fund adequacy every ``risk.interval_s``, in a
-forked child too), ``_exits`` (exit codes and ``DaemonExit``).
+forked child too; its oracle history read back after a restart, ``_oracle_backfill``),
+``_exits`` (exit codes and ``DaemonExit``), ``_threads`` (blocking calls off the loop).
 """
 
 from __future__ import annotations
