@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -338,3 +339,24 @@ def test_a_daemon_stopping_during_a_blocked_read_back_exits_within_its_bound(
     finally:
         release.set()
     assert fund_risk._older is None
+
+
+def test_what_is_missing_after_a_recovery_and_where_it_ends() -> None:
+    """Up to the snapshot recovery started from (its offset known only if it is the
+    head); up to the head for a promoted standby, whose offset it knows."""
+    from clearing.kafka._oracle_backfill import missing_until
+
+    def recovery(history: OracleHistory | None, snapshot_seq: int, head_seq: int) -> Any:
+        return SimpleNamespace(
+            oracle_history=history,
+            snapshot_seq=snapshot_seq,
+            engine=SimpleNamespace(seq=head_seq),
+            chain=SimpleNamespace(last_seq=head_seq),
+            journal_offset=head_seq + 3,
+        )
+
+    held = OracleHistory(S)
+    assert missing_until(recovery(held, 40, 90)) == (40, None)  # a tail was replayed
+    assert missing_until(recovery(held, 90, 90)) == (90, 93)  # the snapshot is the head
+    assert missing_until(recovery(held, 0, 90)) == (0, None)  # all replayed: none missing
+    assert missing_until(recovery(None, 40, 90)) == (90, 93)  # promoted: kept no history
