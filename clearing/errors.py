@@ -19,6 +19,8 @@ nothing of ours: every layer, the engine included, may import it.
     │   └── KafkaJournalError   the journal topic is missing, truncated or does not verify
     ├── RecoveryError           the state cannot be rebuilt safely
     │   └── OutputDivergence    a replayed record re-derived other outputs than it recorded
+    ├── RulesVersionMismatch    the journal records another rules version than the
+    │                           ledger being followed runs (a restart takes the journal's)
     ├── SequencerBroken         a journal write or invariant check failed mid-run
     ├── ProofInvalid            a proof of liabilities does not verify (which check failed)
     └── ScenarioFailed          a stress scenario's engine run failed (in its child process)
@@ -47,6 +49,7 @@ __all__ = [
     "OutputDivergence",
     "ProofInvalid",
     "RecoveryError",
+    "RulesVersionMismatch",
     "ScenarioFailed",
     "SequencerBroken",
     "SnapshotError",
@@ -143,6 +146,12 @@ class OutputDivergence(RecoveryError):
         self.seq = seq
         self.recorded = recorded
         self.derived = derived
+
+
+class RulesVersionMismatch(ClearingError):
+    """A journal record carries another rules version than the ledger in memory: it was
+    started on an empty journal under the configured version, and the active writes
+    another. Not a broken journal: a restart recovers under the journal's version."""
 
 
 class SequencerBroken(ClearingError, RuntimeError):

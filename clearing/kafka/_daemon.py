@@ -33,7 +33,8 @@ journalled by the one sequencer (``clearing.sequencer.Sequencer.step``, through
 one transaction per batch), ``_assignment`` (input partitions and where each starts),
 ``_upkeep`` (invariant checks and snapshots as the sequencer's schedule says, in a forked
 child, ``_background``), ``_fund_risk`` (fund adequacy every ``risk.interval_s``, in a
-forked child too), ``_exits`` (exit codes and ``DaemonExit``).
+forked child too; its oracle history read back after a restart, ``_oracle_backfill``),
+``_exits`` (exit codes and ``DaemonExit``), ``_threads`` (blocking calls off the loop).
 """
 
 from __future__ import annotations
@@ -41,10 +42,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
-from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -52,6 +51,7 @@ from aiokafka.errors import OffsetOutOfRangeError
 
 from clearing.engine import EngineCore
 from clearing.engine.events import Clawback
+from clearing.errors import RulesVersionMismatch
 from clearing.heap import settle_heap, streaming_collections
 from clearing.journal import JournalError
 from clearing.kafka._assignment import Assignment
@@ -89,6 +89,7 @@ from clearing.kafka._recovery import (
     recover_from_kafka,
 )
 from clearing.kafka._snapshot_topic import SnapshotPublisher
+from clearing.kafka._threads import in_daemon_thread
 from clearing.kafka._topics import describe_partitions, input_limit_warnings
 from clearing.kafka._transaction import BeforeCommit, Transactions, retrieve_fatal_error
 from clearing.kafka._upkeep import Upkeep
@@ -115,7 +116,6 @@ __all__ = [
 
 log = logging.getLogger("clearing.kafka")
 
-_T = TypeVar("_T")
 # Client shutdown is best effort on the way out; never let it hang the exit.
 _CLOSE_TIMEOUT_S: Final = 10.0
 _STUCK_CLOSE_TIMEOUT_S: Final = 1.0
@@ -127,32 +127,6 @@ _LEDGER_METRICS_INTERVAL_S: Final = 5.0
 # work, so that each step waits that long at most.
 _PLAN_CHUNK_RECORDS: Final = 100
 _DRAIN_CHUNK_RECORDS: Final = 500
-
-
-async def _in_daemon_thread(fn: Callable[..., _T], *args: Any) -> _T:
-    """Run blocking ``fn`` in a daemon thread (asyncio.to_thread's executor would make the
-    interpreter wait for it at exit, defeating the shutdown bound)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
-
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
-    def target() -> None:
-        try:
-            result = fn(*args)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=target, name=f"clearing-{fn.__name__}", daemon=True).start()
-    return await future
 
 
 async def drain_fetched(
@@ -336,6 +310,9 @@ class Daemon:
         except DaemonExit as exc:
             log.error("%s", exc.message)
             return exc.code
+        except RulesVersionMismatch as exc:  # a standby's: the restart takes the topic's
+            log.error("%s", exc)
+            return EXIT_FAILURE
         except (RecoveryError, JournalError) as exc:
             log.critical("refusing to start: %s", exc)
             return EXIT_RECOVERY
@@ -389,7 +366,7 @@ class Daemon:
         if config.engine.rules_version is not None:
             # A version the topic did not record stops here, before this process can
             # fence the running active; recovery checks again (the topic may be empty).
-            await _in_daemon_thread(check_rules_version, config)
+            await in_daemon_thread(check_rules_version, config)
 
         # Kafka decides who writes: an active process claims the control partition
         # (and gets it at its first join), a standby follows the journal until elected.
@@ -451,7 +428,7 @@ class Daemon:
     async def _recover(self) -> KafkaRecovery:
         beating = asyncio.create_task(self._beat_while_recovering())
         try:
-            return await _in_daemon_thread(recover_from_kafka, self.config)
+            return await in_daemon_thread(recover_from_kafka, self.config)
         finally:
             beating.cancel()
 

@@ -25,7 +25,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from clearing.engine import EngineCore
-from clearing.errors import KafkaJournalError
+from clearing.errors import KafkaJournalError, RulesVersionMismatch
 from clearing.journal import Record
 from clearing.kafka._batch import (
     HEADER_BLOCK,
@@ -34,7 +34,6 @@ from clearing.kafka._batch import (
     parse_source,
 )
 from clearing.kafka._clients import journal_reader_consumer, stop_consumer
-from clearing.kafka._exits import EXIT_FAILURE, DaemonExit
 from clearing.kafka._fetched import FetchedJournal
 from clearing.kafka._recovery import KafkaRecovery, Positions
 from clearing.ops.config import Config
@@ -140,8 +139,7 @@ class JournalFollower:
         if rules != self.engine.rules_version:
             # Only when this standby recovered from an empty topic under another
             # engine.rules_version than the active's: a restart takes the topic's version.
-            raise DaemonExit(
-                EXIT_FAILURE,
+            raise RulesVersionMismatch(
                 f"standby: journal topic {self._tp.topic!r} offset {offset} records rules "
                 f"version {rules}, this standby started a version {self.engine.rules_version} "
                 f"ledger on the empty topic: exiting so that a restart follows the topic's",

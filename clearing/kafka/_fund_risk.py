@@ -13,7 +13,7 @@ C; per oracle tick, one list append (one substring search first on the Python co
 
 After a restart the history starts with the journal tail replayed at recovery (the
 records after the snapshot it started from); the ticks before that snapshot are read back
-from the journal topic in a worker thread (``rebuild_history``, ``_oracle_backfill``) and
+from the journal topic off the loop (``rebuild_history``, ``_oracle_backfill``) and
 put in front of the history at the next start of a job (never while one runs: the
 ``stale`` count a job returns is an index into the history it was given), and that job
 starts at once. Until they land the job runs on what it has: a daemon without one
@@ -26,14 +26,13 @@ import asyncio
 import collections
 import logging
 import math
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from typing import Final
 
 from clearing.engine import INPUT_KINDS, EngineCore
-from clearing.kafka._oracle_backfill import ReadStopped, read_oracle_window
+from clearing.kafka._oracle_backfill import OracleBackfill
 from clearing.kafka._recovery import KafkaRecovery
 from clearing.ops.config import Config, RiskConfig
 from clearing.ops.fund_metrics import FundRiskMetrics
@@ -107,47 +106,17 @@ class FundRisk:
         # Ticks read back from the journal after a restart, older than every one held,
         # waiting for the next start (``rebuild_history``); None: none pending.
         self._older: list[OracleTick] | None = None
-        self._rebuild: asyncio.Task[None] | None = None
-        self._stop_reading = threading.Event()  # set on exit: the read-back gives up
+        self._backfill = OracleBackfill(self._window_ns)
 
     def rebuild_history(self, config: Config, recovery: KafkaRecovery) -> None:
-        """Read the ticks the recovered history lacks back from the journal topic, in a
-        worker thread; the loop goes on. Those are the ticks up to the snapshot recovery
-        started from, or all of them for a promoted standby (it kept no history)."""
-        if recovery.oracle_history is not None:
-            until_seq = recovery.snapshot_seq
-        else:
-            until_seq = recovery.engine.seq
-        if until_seq <= 0:
-            return  # recovery replayed the whole journal: nothing is missing
-        self._rebuild = asyncio.create_task(
-            self._read_back(config, until_seq), name="clearing-fund-risk-history"
-        )
-
-    async def _read_back(self, config: Config, until_seq: int) -> None:
+        """Read the ticks the recovered history lacks back from the journal topic, off the
+        loop (``OracleBackfill``); the loop goes on and they land at the next start."""
         newest_ns = self._ticks[-1].ts_ns if self._ticks else None
-        started = time.perf_counter()
-        try:
-            ticks, first = await asyncio.to_thread(
-                read_oracle_window,
-                config,
-                until_seq,
-                newest_ns,
-                self._window_ns,
-                self._stop_reading,
-            )
-        except ReadStopped:
-            return
-        except Exception as exc:  # an optional figure: the job goes on with what it has
-            log.warning("fund risk: the oracle history before seq %d was not read back: %s",
-                        until_seq, exc)  # fmt: skip
-            return
+        self._backfill.start(config, recovery, newest_ns, self._take_older)
+
+    def _take_older(self, ticks: list[OracleTick]) -> None:
         self._older = ticks  # seqs before every tick held: they go in front
         self._next_s = -math.inf  # compute with the whole window at once
-        log.info(
-            "fund risk: %d oracle ticks of seqs %d..%d read back from the journal in %.2f s",
-            len(self._older), first, until_seq, time.perf_counter() - started,
-        )  # fmt: skip
 
     def observe(self, applied: Sequence[tuple[str, bytes]], kinds: bytes) -> None:
         """Feed a committed batch: ``applied`` (topic, raw) and its kinds, in seq order."""
@@ -237,10 +206,7 @@ class FundRisk:
 
     def kill(self) -> None:
         """Exiting: stop a running child, its result no longer matters."""
-        self._stop_reading.set()  # the worker thread stops at its next record
-        if self._rebuild is not None:
-            self._rebuild.cancel()
-            self._rebuild = None
+        self._backfill.stop()
         if self._job is not None:
             self._job.kill()
             self._job = None

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
@@ -18,13 +19,16 @@ import pytest
 
 from clearing.cli import main
 from clearing.engine.money import E16
+from clearing.kafka._oracle_backfill import read_oracle_window
 from clearing.ops.config import load_config
+from clearing.risk import OracleHistory
 from clearing.snapshot import list_snapshots
 from tests.integration import test_daemon as daemon_helpers
 from tests.integration.conftest import REPO, DaemonProcess, commit, start_prometheus
 from tests.ops.test_prometheus_real import _free_port, _query, _until
 from tests.risk.ledger import ledger_inputs
 
+S = 10**9
 RISK = {"interval_s": 1, "horizon_s": 4, "step_s": 1, "window_s": 3600, "scale": "12"}
 
 
@@ -158,3 +162,43 @@ async def test_after_a_restart_the_history_is_read_back_from_the_journal(
         _, stderr = second.communicate()
     read_back = f"oracle ticks of seqs 1..{len(payloads)} read back from the journal"
     assert read_back.encode() in stderr, stderr[-2000:]
+
+
+async def test_without_a_tick_held_the_read_back_starts_at_a_snapshot(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A promoted standby, or a restart on a snapshot at the head, holds no tick: the
+    record at the recovered seq dates the window, and the read starts after the newest
+    local snapshot stamped before the window's start, not at seq 1 (a journal trimmed by
+    retention would fail there); the ticks are the window's all the same."""
+    payloads = list(ledger_inputs())
+    window_s = 40
+    config_path = daemon_helpers.write_config(
+        tmp_path, kafka_bootstrap, "riskstart", snapshot={"every_inputs": 20, "keep": 20}
+    )
+    config = load_config(str(config_path), environ={})
+    assert not (await daemon_helpers.create_topics(config)).problems
+    daemon = _start_daemon(config_path)
+    try:
+        await daemon_helpers.produce(config, [("fills", raw, None) for raw in payloads])
+        assert len(await daemon_helpers.journal_until(config, len(payloads))) == len(payloads)
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(daemon.wait, 30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        daemon.communicate()
+    snapshot_seqs = [s.journal_seq for s in list_snapshots(str(tmp_path / "snapshots"))]
+    stamps_ns = [json.loads(raw).get("ts") for raw in payloads]  # seq n: payloads[n - 1]
+    oldest_ns = stamps_ns[-1] - window_s * S
+    expected = 1 + max(s for s in snapshot_seqs if stamps_ns[s - 1] <= oldest_ns)
+    assert expected > 1, snapshot_seqs  # the test needs a snapshot older than the window
+
+    ticks, first = await asyncio.to_thread(
+        read_oracle_window, config, len(payloads), None, None, window_s * S, threading.Event()
+    )
+    assert first == expected
+    history = OracleHistory(window_s * S)
+    for raw in payloads:
+        history.observe(raw)
+    assert ticks == history.ticks() and ticks

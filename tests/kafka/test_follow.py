@@ -14,7 +14,7 @@ import pytest
 
 from clearing.engine import EngineCore, make_engine, native_available
 from clearing.engine.native import NativeEngine
-from clearing.errors import KafkaJournalError, OutputDivergence
+from clearing.errors import JournalError, KafkaJournalError, OutputDivergence, RulesVersionMismatch
 from clearing.journal import Record
 from clearing.kafka._batch import encode_journal_block
 from clearing.kafka._follow import JournalFollower, input_positions
@@ -175,3 +175,19 @@ def test_a_message_that_is_not_a_journal_record_is_named(core: str) -> None:
     follower = _follower(core)
     with pytest.raises(KafkaJournalError, match=r"^journal topic 'journal' offset 2: not a"):
         follower.apply_messages(messages)
+
+
+def test_a_record_of_another_rules_version_is_a_typed_error_not_a_broken_journal() -> None:
+    """A standby that started a version-1 ledger on the empty topic meets the active's
+    version-2 records: the follower says so (the daemon exits 1, a restart takes the
+    topic's version); it neither applies them nor calls the journal broken (exit 4)."""
+    blocks = [RECORDS[i : i + 100] for i in range(0, 300, 100)]
+    messages = []
+    for offset, block in enumerate(blocks):
+        message = encode_journal_block("journal", block, rules_version=2)
+        messages.append(Message(offset, 1_000 + offset, message.value, message.headers))
+    follower = _follower("python")
+    with pytest.raises(RulesVersionMismatch, match=r"offset 0 records rules version 2, ") as info:
+        follower.apply_messages(messages)
+    assert not isinstance(info.value, JournalError)
+    assert follower.chain.last_seq == 0

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
+import threading
+import time
 from collections.abc import Iterator
 from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -15,10 +21,12 @@ from prometheus_client import generate_latest
 from clearing.engine import INPUT_KINDS, make_engine
 from clearing.journal import Record
 from clearing.kafka._fund_risk import FundRisk, oracle_candidates, settings_of
+from clearing.kafka._journal import KafkaJournalReader
 from clearing.ops.config import RiskConfig
 from clearing.ops.metrics import Metrics
 from clearing.risk import OracleHistory
 from clearing.risk._history import oracle_tick
+from clearing.snapshot import write_snapshot
 from tests.risk.ledger import ledger_inputs
 
 ORACLE = INPUT_KINDS.index("oracle")
@@ -161,29 +169,68 @@ class _Reader:
         self.stamps_s = stamps_s
 
     def record_at(self, seq: int) -> Record:
-        stamp = self.stamps_s[seq]
+        stamp = self.stamps_s.get(seq, -1)
+        if stamp == -1:
+            raise ValueError(f"offset of journal seq {seq} is not known")
         if stamp is None:
             raise ValueError(f"journal offset of seq {seq} holds another seq")
         return Record(seq, "t", b'{"type":"oracle","market":"M","price":"1","ts":%d}' % (stamp * S))
 
 
-def test_the_read_back_starts_after_the_newest_snapshot_older_than_the_window(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _start(stamps_s: dict[int, int | None], newest_s: int | None, window_s: int) -> int:
+    """Where a read-back up to seq 146 starts, with local snapshots at the seqs below 146
+    in ``stamps_s`` (their records stamped so; None: a stale anchor)."""
     from clearing.kafka import _oracle_backfill as backfill
 
-    reader = _Reader({120: 100, 80: 50, 60: None, 40: 10})
-    monkeypatch.setattr(backfill, "_anchored_seqs", lambda *_: sorted(reader.stamps_s)[::-1])
+    reader = _Reader(stamps_s)
+    snapshots = sorted((seq for seq in stamps_s if seq < 146), reverse=True)
+    newest_ns = None if newest_s is None else newest_s * S
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backfill, "_anchored_seqs", lambda *_: snapshots)
+        return backfill._start_seq(None, reader, 146, newest_ns, window_s * S)  # type: ignore[arg-type]
 
-    def start(oldest_s: int | None) -> int:
-        oldest_ns = None if oldest_s is None else oldest_s * S
-        return backfill._start_seq(None, reader, 146, oldest_ns)  # type: ignore[arg-type]
 
-    assert start(60) == 81  # seq 80 is stamped 50 s: everything after it is read
-    assert start(50) == 81 and start(49) == 41  # at or before the window's start
-    assert start(200) == 121
-    assert start(5) == 1  # no snapshot that old: from the beginning
-    assert start(None) == 1  # nothing to date the window by
+def test_the_read_back_starts_after_the_newest_snapshot_older_than_the_window() -> None:
+    stamps_s: dict[int, int | None] = {120: 100, 80: 50, 60: None, 40: 10}
+    assert _start(stamps_s, 160, 100) == 81  # seq 80 is stamped 50 s: all after it is read
+    assert _start(stamps_s, 150, 100) == 81 and _start(stamps_s, 149, 100) == 41
+    assert _start(stamps_s, 300, 100) == 121
+    assert _start(stamps_s, 105, 100) == 1  # no snapshot that old: from the beginning
+
+
+def test_without_a_tick_held_the_window_is_dated_by_the_last_record_to_read() -> None:
+    """A promoted standby or a snapshot at the head holds no tick: the stamp of the record
+    at the recovered seq dates the window, not a read of the whole journal."""
+    stamps_s: dict[int, int | None] = {146: 160, 120: 100, 80: 50, 40: 10}
+    assert _start(stamps_s, None, 100) == 81
+    assert _start(stamps_s, None, 10) == 121
+    assert _start(stamps_s, None, 200) == 1  # a window longer than the journal
+    # The head's record unreachable: the newest snapshot's stamp dates it (reads more).
+    del stamps_s[146]
+    assert _start(stamps_s, None, 50) == 81
+    assert _start({}, None, 10) == 1  # nothing to date the window by
+
+
+def test_a_snapshot_that_vanishes_while_listed_is_skipped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The snapshot writer's retention may delete a file between the listing and its
+    read: the read-back starts from the snapshots still there."""
+    from clearing.kafka import _oracle_backfill as backfill
+    from clearing.snapshot import _snapshot
+
+    meta = {"journal_topic": "j", "journal_offset": 7}
+    kept = write_snapshot(tmp_path, b"state", 40, b"\0" * 32, meta)
+    gone = str(tmp_path / _snapshot.snapshot_name(80))
+    monkeypatch.setattr(_snapshot, "_snapshot_files", lambda _: [(40, kept), (80, gone)])
+    reader = KafkaJournalReader.__new__(KafkaJournalReader)
+    reader._anchors, reader.topic = {}, "j"  # only what anchoring uses
+    config = SimpleNamespace(snapshot_dir=str(tmp_path))
+    assert backfill._anchored_seqs(config, reader, 146) == [40]  # type: ignore[arg-type]
+    assert reader.offset_of(40) == 7 and reader.offset_of(80) is None
+    shutil.rmtree(tmp_path)  # the whole directory gone: nothing to start from
+    monkeypatch.undo()
+    assert backfill._anchored_seqs(config, reader, 146) == []  # type: ignore[arg-type]
 
 
 def test_ticks_read_back_go_in_front_at_the_next_start_and_it_starts_at_once() -> None:
@@ -194,8 +241,7 @@ def test_ticks_read_back_go_in_front_at_the_next_start_and_it_starts_at_once() -
     for tick in newer:
         history.observe_tick(tick)
     fund_risk = FundRisk(CONFIG, Metrics().enable_fund_risk(60), 0.0, history)
-    fund_risk._older = older  # as _read_back leaves them, with the schedule below
-    fund_risk._next_s = -math.inf
+    fund_risk._take_older(older)  # as the read-back delivers them
     assert fund_risk.due(0.0) and fund_risk.history().ticks() == newer
     engine = make_engine("python")
     for raw in payloads:
@@ -205,14 +251,20 @@ def test_ticks_read_back_go_in_front_at_the_next_start_and_it_starts_at_once() -
     assert fund_risk.last is not None and fund_risk.last.error is None
 
 
+# A promoted standby at seq 10**9 (it holds no tick): everything is missing.
+_PROMOTED = SimpleNamespace(
+    oracle_history=None,
+    engine=SimpleNamespace(seq=10**9),
+    chain=SimpleNamespace(last_seq=10**9),
+    journal_offset=5,
+)
+
+
 def test_an_exiting_daemon_does_not_wait_for_the_read_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """kill() sets the event the worker thread checks per record: a long journal stops
-    being read at once, so the executor's shutdown at exit does not wait for it."""
-    import threading
-    import time
-
+    being read at once."""
     from clearing.kafka import _oracle_backfill as backfill
 
     closed = threading.Event()
@@ -226,16 +278,20 @@ def test_an_exiting_daemon_does_not_wait_for_the_read_back(
         def __exit__(self, *_: object) -> None:
             closed.set()
 
+        def anchor(self, seq: int, offset: int) -> None:
+            pass
+
         def read(self, first: int, until: int) -> Iterator[Record]:
             for seq in range(first, first + 20_000):
                 time.sleep(0.001)
                 yield Record(seq, "t", b'{"type":"fill"}')
 
     monkeypatch.setattr(backfill, "KafkaJournalReader", lambda config: Slow())
+    monkeypatch.setattr(backfill, "_start_seq", lambda *_: 1)
     fund_risk = FundRisk(CONFIG, Metrics().enable_fund_risk(60), 0.0)
 
     async def main() -> None:
-        fund_risk._rebuild = asyncio.create_task(fund_risk._read_back(None, 10**9))  # type: ignore[arg-type]
+        fund_risk.rebuild_history(None, _PROMOTED)  # type: ignore[arg-type]
         await asyncio.sleep(0.3)
         assert not closed.is_set()  # still reading
         fund_risk.kill()
@@ -243,3 +299,64 @@ def test_an_exiting_daemon_does_not_wait_for_the_read_back(
 
     asyncio.run(main())
     assert fund_risk._older is None
+
+
+def test_a_daemon_stopping_during_a_blocked_read_back_exits_within_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read-back stuck in a broker call (opening the reader, a fetch) never checks the
+    stop event: the event loop, and so the interpreter, must not wait for its thread
+    (asyncio.to_thread's would be joined when the loop shuts its executor down)."""
+    from clearing.kafka import _oracle_backfill as backfill
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class Stuck:
+        def __init__(self, config: object) -> None:
+            pass
+
+        def __enter__(self) -> Stuck:
+            entered.set()
+            release.wait(30)  # an aiokafka timeout, as slow as a slow broker makes it
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+    monkeypatch.setattr(backfill, "KafkaJournalReader", Stuck)
+    fund_risk = FundRisk(CONFIG, Metrics().enable_fund_risk(60), 0.0)
+
+    async def main() -> None:
+        fund_risk.rebuild_history(None, _PROMOTED)  # type: ignore[arg-type]
+        assert await asyncio.to_thread(entered.wait, 5)
+        fund_risk.kill()
+
+    started_s = time.monotonic()
+    try:
+        asyncio.run(main())
+        assert time.monotonic() - started_s < 5.0  # the bound; the reader blocks for 30 s
+    finally:
+        release.set()
+    assert fund_risk._older is None
+
+
+def test_what_is_missing_after_a_recovery_and_where_it_ends() -> None:
+    """Up to the snapshot recovery started from (its offset known only if it is the
+    head); up to the head for a promoted standby, whose offset it knows."""
+    from clearing.kafka._oracle_backfill import missing_until
+
+    def recovery(history: OracleHistory | None, snapshot_seq: int, head_seq: int) -> Any:
+        return SimpleNamespace(
+            oracle_history=history,
+            snapshot_seq=snapshot_seq,
+            engine=SimpleNamespace(seq=head_seq),
+            chain=SimpleNamespace(last_seq=head_seq),
+            journal_offset=head_seq + 3,
+        )
+
+    held = OracleHistory(S)
+    assert missing_until(recovery(held, 40, 90)) == (40, None)  # a tail was replayed
+    assert missing_until(recovery(held, 90, 90)) == (90, 93)  # the snapshot is the head
+    assert missing_until(recovery(held, 0, 90)) == (0, None)  # all replayed: none missing
+    assert missing_until(recovery(None, 40, 90)) == (90, 93)  # promoted: kept no history
