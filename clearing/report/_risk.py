@@ -163,8 +163,6 @@ def collect_risk(
         if episode is not None and head_settings is not None:
             backtest = BackTestRun(episode, head_settings, _jobs(), tick_seqs, ticks)
         for record in journal.read(1, total):
-            if backtest is not None:
-                backtest.before(record, engine)
             engine.apply_encoded(record.payload)
             if backtest is not None:
                 backtest.after(record, engine)

@@ -39,7 +39,7 @@ def test_a_top_up_is_not_a_gain() -> None:
     tracker.observe(2, S, -50)  # the crash
     tracker.pay_in(1000)
     tracker.observe(3, 2 * S, 950)  # recapitalised: equity 950, net of the top-up -50
-    assert tracker.finish() == LossEpisode(1, 0, 3, 150)
+    assert tracker.finish() == LossEpisode(1, 0, 3, 150, paid_in_e16=1000)
 
 
 def test_no_stamp_no_episode_and_a_fund_that_only_gains_has_none() -> None:
