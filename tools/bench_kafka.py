@@ -162,8 +162,11 @@ def journal_last_seq(config: Config) -> int:
         return tail.last.seq if tail.last is not None else 0
 
 
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+def scrape(port: int, timeout_s: float = 5.0) -> dict[str, float]:
+    """The daemon's unlabelled /metrics samples; raises ``OSError`` when it does not answer."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout_s) as got:
+        text = got.read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("#"):

@@ -32,10 +32,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+# tools/ is not a package: bench_kafka, which loads this helper in turn, is found by path
+# (it finds this module in sys.modules). Appended: a tool's name never hides a module.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))
+import bench_kafka
 
 # The daemon's gauges read at each sample (the standby reports its lag each second).
 _GAUGES: Final = (
@@ -61,17 +66,10 @@ class Sample:
 
 def _scrape(port: int) -> dict[str, float] | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as got:
-            text = got.read().decode()
+        samples = bench_kafka.scrape(port, timeout_s=2.0)
     except OSError:
         return None  # not listening yet, or busy: a missing sample
-    out = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in _GAUGES:
-            with contextlib.suppress(ValueError):
-                out[name] = float(value)
-    return out
+    return {name: value for name, value in samples.items() if name in _GAUGES}
 
 
 class StandbyRun:
@@ -133,7 +131,7 @@ class StandbyRun:
             await asyncio.sleep(self.interval_s)
         await self.stop_sampling()
         reached = bool(self.samples) and self.samples[-1].seq >= last_seq
-        cpu = _cpu_seconds(self.proc.pid)
+        cpu = bench_kafka.cpu_seconds(self.proc.pid)  # (user, system)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -141,7 +139,8 @@ class StandbyRun:
         except subprocess.TimeoutExpired:
             self.kill()
             code = None
-        return {"reached_last_seq": reached, "exit": code, "cpu_s": cpu}
+        cpu_s = None if cpu is None else round(sum(cpu), 2)
+        return {"reached_last_seq": reached, "exit": code, "cpu_s": cpu_s}
 
     async def stop_sampling(self) -> None:
         if self._sampling is not None:
@@ -157,14 +156,6 @@ class StandbyRun:
 
     def tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def _percentile(values: list[float], share: float) -> float | None:

@@ -19,6 +19,7 @@ from ._errors import JournalClosed, JournalCorrupt, JournalError, JournalLocked
 from ._format import GENESIS_HASH, HASH_BYTES, Record, chain_hash, encode_frame, segment_name
 from ._local import DEFAULT_SEGMENT_BYTES, FrameWindow, FsyncPolicy, LocalJournal
 from ._protocol import Journal, JournalReader, hash_at
+from ._rules import RulesVersionConflict, settle_rules_version
 from ._scan import Problem, SegmentInfo
 from ._tools import (
     JournalInfo,
@@ -49,6 +50,7 @@ __all__ = [
     "Problem",
     "Record",
     "RepairReport",
+    "RulesVersionConflict",
     "SegmentInfo",
     "SegmentSummary",
     "VerifyReport",
@@ -60,5 +62,6 @@ __all__ = [
     "info",
     "repair_truncate",
     "segment_name",
+    "settle_rules_version",
     "verify",
 ]

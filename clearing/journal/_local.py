@@ -82,6 +82,7 @@ from ._format import (
     verify_frames,
 )
 from ._protocol import hash_at
+from ._rules import RulesVersionConflict, settle_rules_version
 from ._scan import ScanMode, ScanResult, SegmentInfo, map_file, scan
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "FrameWindow", "FsyncPolicy", "LocalJournal"]
@@ -277,16 +278,17 @@ class LocalJournal:
         return result
 
     def _recorded_rules(self, requested: int | None) -> int:
-        if not self._segments:
-            return requested or 1
-        with open(self._segments[0].path, "rb") as first:
-            recorded = segment_rules_version(first.read(SEGMENT_HEADER_BYTES))
-        if requested is not None and requested != recorded:
+        recorded = None
+        if self._segments:
+            with open(self._segments[0].path, "rb") as first:
+                recorded = segment_rules_version(first.read(SEGMENT_HEADER_BYTES))
+        try:
+            return settle_rules_version(recorded, requested)
+        except RulesVersionConflict as conflict:
             raise ValueError(
-                f"journal {self._dir} records rules version {recorded}, not {requested}; "
-                f"a ledger's rules version is fixed when it is created"
-            )
-        return recorded
+                f"journal {self._dir} records rules version {conflict.recorded}, not "
+                f"{conflict.requested}; a ledger's rules version is fixed when it is created"
+            ) from None
 
     # -- properties ---------------------------------------------------------------
 

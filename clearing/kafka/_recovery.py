@@ -23,7 +23,7 @@ from typing import Any, Final, NamedTuple
 
 from clearing.engine import EngineCore, InvariantViolation
 from clearing.errors import ConfigError
-from clearing.journal import Record
+from clearing.journal import Record, RulesVersionConflict, settle_rules_version
 from clearing.kafka._batch import parse_source
 from clearing.kafka._journal import KafkaJournalReader
 from clearing.kafka._snapshot_topic import Manifest, SnapshotTopicReader
@@ -150,16 +150,14 @@ def ledger_rules_version(config: Config, journal_topic: str, recorded: int | Non
     empty topic (a new ledger) ``engine.rules_version`` (unset: 1). Raises
     ``ConfigError`` when the configuration names another version than the topic's: a
     ledger's rules never change, and replaying it under others would diverge."""
-    wanted = config.engine.rules_version
-    if recorded is None:
-        return 1 if wanted is None else wanted
-    if wanted is not None and wanted != recorded:
+    try:
+        return settle_rules_version(recorded, config.engine.rules_version)
+    except RulesVersionConflict as conflict:
         raise ConfigError(
-            f"engine.rules_version is {wanted} but journal topic {journal_topic!r} records "
-            f"rules version {recorded}, and a ledger's rules cannot change: set "
-            f"engine.rules_version = {recorded} or remove the key"
-        )
-    return recorded
+            f"engine.rules_version is {conflict.requested} but journal topic "
+            f"{journal_topic!r} records rules version {recorded}, and a ledger's rules "
+            f"cannot change: set engine.rules_version = {recorded} or remove the key"
+        ) from None
 
 
 def check_rules_version(config: Config) -> None:

@@ -2,11 +2,12 @@
 journal's largest fund loss over one horizon (``_episode``), against what that horizon
 then cost (the recorded outputs of its inputs, and the fund's equity at both ends).
 
-Fed by the risk section's replay (``_risk.collect_risk``): ``before`` and ``after`` each
-record, on the engine that applies it. At the episode's start it runs the same
-assessment as ``clearing risk --until SEQ`` (the head's horizon, step and scenario
-bound); over the horizon after it, it adds up the recorded outputs and what was paid
-into the fund from outside, so that a top-up does not count as a gain.
+Fed by the risk section's replay (``_risk.collect_risk``): ``after`` each record, on the
+engine that applied it. At the episode's start it runs the same assessment as
+``clearing risk --until SEQ`` (the head's horizon, step and scenario bound); over the
+horizon after it, it adds up the recorded outputs. What was paid into the fund from
+outside over the horizon (so that a top-up does not count as a gain) comes with the
+episode: the report's replay that found it (``_episode``) counted it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Final
-
-import msgspec
 
 from clearing.engine import EngineCore
-from clearing.engine.state import INSURANCE_FUND
 from clearing.journal import Record
 from clearing.report._episode import LossEpisode
 from clearing.risk import LOSSES, Settings, assess
@@ -27,27 +24,6 @@ from clearing.risk._history import OracleTick
 from clearing.risk._outcome import StepOutputs, summarise
 
 __all__ = ["BackTest", "BackTestRun"]
-
-_FUND_FIELD: Final = b'"' + INSURANCE_FUND.encode() + b'"'
-
-
-class _Transfer(msgspec.Struct):
-    type: object = None
-    account: object = None
-
-
-_decode_transfer = msgspec.json.Decoder(_Transfer).decode
-
-
-def _moves_fund_cash(raw: bytes) -> bool:
-    """Whether an input is a deposit to or a withdrawal from the insurance fund."""
-    if _FUND_FIELD not in raw:
-        return False
-    try:
-        peek = _decode_transfer(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return False
-    return peek.type in ("deposit", "withdraw") and peek.account == INSURANCE_FUND
 
 
 @dataclass
@@ -81,30 +57,21 @@ class BackTestRun:
         ticks: list[OracleTick],
     ) -> None:
         """``ticks``: the journal's stamped oracle history, ``tick_seqs`` the seq of each."""
-        self.result = BackTest(episode)
+        self.result = BackTest(episode, paid_in_e16=episode.paid_in_e16)
         self._settings, self._jobs = settings, jobs
         self._ticks = ticks[: bisect.bisect_right(tick_seqs, episode.start_seq)]
         self._steps: list[StepOutputs] = []
-        self._equity_before_e16: int | None = None
 
     def _inside(self, seq: int) -> bool:
         episode = self.result.episode
         return episode.start_seq < seq <= episode.end_seq
 
-    def before(self, record: Record, engine: EngineCore) -> None:
-        if self._inside(record.seq) and _moves_fund_cash(record.payload):
-            self._equity_before_e16 = engine.summary().fund_equity_e16
-
     def after(self, record: Record, engine: EngineCore) -> None:
-        episode, result = self.result.episode, self.result
+        episode = self.result.episode
         if record.seq == episode.start_seq:
             self._assess(engine, self._ticks)
         elif self._inside(record.seq):
             self._steps.append(StepOutputs("all", record.payload, record.outputs.splitlines()))
-            if self._equity_before_e16 is not None:
-                after_e16 = engine.summary().fund_equity_e16
-                result.paid_in_e16 += after_e16 - self._equity_before_e16
-                self._equity_before_e16 = None
         if record.seq == episode.end_seq:
             self._finish(engine)
 

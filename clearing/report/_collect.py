@@ -11,10 +11,9 @@ the way the collector keeps:
   one after each input that liquidated someone, no closer than ``step / 4`` to the
   previous one, so a crash a few inputs long is still visible.
 
-Open interest (the sum of long positions per market) is kept exactly per input without
-scanning the holders: only the two sides of a fill, the insurance fund and liquidated
-accounts change positions, so the collector diffs those around each apply. A full scan at
-the end checks the running total.
+Open interest (the sum of long positions per market) is the engine's own running figure
+(``MarketState.long_oi_e8``, exact after every input and checked against a scan of the
+holders by ``check_invariants`` at the end): the collector only samples it.
 
 Money is exact here; floats appear only in ``_figures`` for plotting.
 """
@@ -30,7 +29,6 @@ import msgspec
 
 from clearing.engine import Engine, OutputEvent, state_sha256
 from clearing.engine.events import (
-    Adl,
     BadDebt,
     Clawback,
     FundDraw,
@@ -40,7 +38,7 @@ from clearing.engine.events import (
     decode_output,
 )
 from clearing.engine.margin import equity_e16
-from clearing.engine.state import INSURANCE_FUND, Account, Ledger
+from clearing.engine.state import INSURANCE_FUND, Ledger
 from clearing.journal import LocalJournal, Record
 from clearing.report._collect_v2 import RulesV2Collector, RulesV2Data
 from clearing.report._episode import DrawdownTracker, LossEpisode
@@ -197,9 +195,6 @@ class _Peek(msgspec.Struct):
 
     type: object = None
     ts: object = None
-    market: object = None
-    buyer: object = None
-    seller: object = None
     account: object = None
 
 
@@ -211,17 +206,6 @@ def _peek(raw: bytes) -> _Peek | None:
         return _peek_decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError):
         return None
-
-
-def _positions(account: Account) -> dict[str, int]:
-    return {market_id: pos.qty_e8 for market_id, pos in account.positions.items()}
-
-
-def _qty(account: Account | None, market_id: str | None) -> int:
-    if account is None:
-        return 0
-    position = account.positions.get(market_id)  # type: ignore[arg-type]
-    return 0 if position is None else position.qty_e8
 
 
 def long_open_interest_e8(ledger: Ledger) -> dict[str, int]:
@@ -242,10 +226,6 @@ class _Pending(NamedTuple):
 
     peek: _Peek | None
     input_type: str
-    fill_market: str | None
-    sides: list[str]
-    before: list[int]
-    fund_traded: bool
 
 
 class _Collector(ReplayObserver):
@@ -266,9 +246,7 @@ class _Collector(ReplayObserver):
         self.min_event_gap = max(1, self.step // 4)
         self.last_sample_seq = 0
         self.ts_ns: int | None = None
-        self.long_oi_e8: dict[str, int] = {}
-        self.fund_positions_e8: dict[str, int] = {}
-        self.pending = _Pending(None, "", None, [], [], False)
+        self.pending = _Pending(None, "")
         self.drawdown = None if episode_horizon_ns is None else DrawdownTracker(episode_horizon_ns)
         self.fund_cash_before_e16: int | None = None  # around a deposit or withdrawal of the fund
         data.rules_version = rules_version
@@ -281,7 +259,6 @@ class _Collector(ReplayObserver):
         """Note what the record's input is and the positions it may move, before it is
         applied."""
         data = self.data
-        accounts = self.engine.ledger.accounts
         peek = _peek(record.payload)
         if peek is not None and type(peek.ts) is int:
             self.ts_ns = peek.ts
@@ -291,19 +268,6 @@ class _Collector(ReplayObserver):
             # Anything else is folded into one name: a hostile journal cannot grow the table.
             input_type = peek.type if peek.type in INPUT_TYPES else "unknown"
         data.inputs_by_type[input_type] += 1
-        # A fill moves its two sides' positions in its market; everything else that moves
-        # a position is a liquidation (the fund takes it over), which outputs announce.
-        fill_market: str | None = None
-        sides: list[str] = []
-        fund_traded = False
-        if input_type == "fill" and peek is not None and type(peek.market) is str:
-            fill_market = peek.market
-            for side in (peek.buyer, peek.seller):
-                if side == INSURANCE_FUND:
-                    fund_traded = True
-                elif type(side) is str and side not in sides:
-                    sides.append(side)
-        before = [_qty(accounts.get(side), fill_market) for side in sides]
         paid_in = input_type in ("deposit", "withdraw")
         if (
             paid_in
@@ -312,31 +276,22 @@ class _Collector(ReplayObserver):
             and peek.account == INSURANCE_FUND
         ):
             self.fund_cash_before_e16 = self.engine.ledger.fund.cash_e16
-        self.pending = _Pending(peek, input_type, fill_market, sides, before, fund_traded)
+        self.pending = _Pending(peek, input_type)
         return True
 
     def after(self, record: Record, events: list[bytes], derived: bytes) -> None:
         """Collect what the record did (the replay loop has checked its outputs)."""
         data = self.data
         seq = record.seq
-        pending = self.pending
-        peek, input_type, fill_market, sides = (
-            pending.peek, pending.input_type, pending.fill_market, pending.sides
-        )  # fmt: skip
-        accounts = self.engine.ledger.accounts
+        peek, input_type = self.pending
         if record.outputs:
             data.verified_records += 1
         elif events:
             data.unrecorded_outputs += 1
-        oi = self.long_oi_e8
-        for side, old_e8 in zip(sides, pending.before, strict=True):
-            change = max(0, _qty(accounts.get(side), fill_market)) - max(0, old_e8)
-            if change:
-                oi[fill_market] = oi.get(fill_market, 0) + change  # type: ignore[index]
         liquidated = False
         if events:
             outputs = [decode_output(event) for event in events]
-            liquidated = self._events(seq, outputs, sides, fill_market)
+            liquidated = self._events(seq, outputs)
             if self.rules_v2 is not None:
                 self.rules_v2.observe(seq, self.ts_ns, outputs, self.engine.ledger)
         elif input_type == "deposit" and peek is not None and peek.account == INSURANCE_FUND:
@@ -344,8 +299,6 @@ class _Collector(ReplayObserver):
             amount_e16 = parse_scaled(str(amount), 8) * 10**8
             after_e16 = _fund_equity_e16(self.engine.ledger)
             data.fund_top_ups.append(TopUpRow(seq, self.ts_ns, amount_e16, after_e16))
-        if liquidated or pending.fund_traded:
-            self._refresh_fund()
         self._track_fund(seq)
         since = seq - self.last_sample_seq
         if since >= self.step or (liquidated and since >= self.min_event_gap):
@@ -361,23 +314,9 @@ class _Collector(ReplayObserver):
             self.fund_cash_before_e16 = None
         self.drawdown.observe(seq, self.ts_ns, _fund_equity_e16(self.engine.ledger))
 
-    def _refresh_fund(self) -> None:
-        """Diff the fund's positions (changed by take-overs or its own fills) into OI."""
-        new = _positions(self.engine.ledger.fund)
-        old = self.fund_positions_e8
-        oi = self.long_oi_e8
-        for market_id in old.keys() | new.keys():
-            change = max(0, new.get(market_id, 0)) - max(0, old.get(market_id, 0))
-            if change:
-                oi[market_id] = oi.get(market_id, 0) + change
-        self.fund_positions_e8 = new
-
-    def _events(
-        self, seq: int, outputs: list[OutputEvent], sides: list[str], fill_market: str | None
-    ) -> bool:
+    def _events(self, seq: int, outputs: list[OutputEvent]) -> bool:
         data = self.data
         ts_ns = self.ts_ns
-        oi = self.long_oi_e8
         liquidated = False
         for event in outputs:
             kind = type(event)
@@ -394,18 +333,6 @@ class _Collector(ReplayObserver):
                     parse_scaled(event.fee, 16),
                 )
                 data.liquidations.append(row)
-                # The account's long leaves OI (the fund's refresh adds it back). A fill
-                # side's position in the fill's market was diffed already.
-                diffed = event.market == fill_market and event.account in sides
-                if not diffed and row.qty_e8 > 0:
-                    oi[event.market] = oi.get(event.market, 0) - row.qty_e8
-            elif kind is Adl:
-                # A deleveraged long leaves OI (its short counterpart is the fund's,
-                # which the refresh diffs); a fill side was diffed already.
-                qty_e8 = parse_scaled(event.qty, 8)
-                diffed = event.market == fill_market and event.account in sides
-                if not diffed and qty_e8 > 0:
-                    oi[event.market] = oi.get(event.market, 0) - qty_e8
             elif kind is FundDraw:
                 data.fund_draws.append(
                     FundDrawRow(seq, ts_ns, event.account, parse_scaled(event.amount, 16))
@@ -444,7 +371,7 @@ class _Collector(ReplayObserver):
         data.sample_fund_equity_e16.append(_fund_equity_e16(ledger))
         data.sample_fund_cash_e16.append(ledger.fund.cash_e16)
         for market_id in data.markets:
-            data.sample_long_oi_e8[market_id].append(self.long_oi_e8.get(market_id, 0))
+            data.sample_long_oi_e8[market_id].append(markets[market_id].long_oi_e8)
             data.sample_mark_e8[market_id].append(markets[market_id].mark_e8)
         if self.rules_v2 is not None:
             self.rules_v2.sample(data.markets, len(data.sample_seq) - 1, ledger)
@@ -455,11 +382,7 @@ class _Collector(ReplayObserver):
         ledger = engine.ledger
         if self.last_sample_seq != engine.seq:
             self.sample(engine.seq)
-        engine.check_invariants()
-        scanned = long_open_interest_e8(ledger)
-        running = {m: self.long_oi_e8.get(m, 0) for m in scanned}
-        if scanned != running:
-            raise AssertionError(f"running open interest {running} != scanned {scanned}")
+        engine.check_invariants()  # the running open interest against a scan, too
         data.markets.sort()
         data.invariants_ok = True
         data.inputs = engine.seq
@@ -470,7 +393,7 @@ class _Collector(ReplayObserver):
         data.fund_cash_e16 = ledger.fund.cash_e16
         data.fee_pool_e16 = ledger.fee_pool.cash_e16
         data.bad_debt_account_e16 = ledger.bad_debt.cash_e16
-        data.long_oi_e8 = scanned
+        data.long_oi_e8 = {m: market.long_oi_e8 for m, market in ledger.markets.items()}
         data.marks_e8 = {m: ledger.markets[m].mark_e8 for m in sorted(ledger.markets)}
         data.state_sha256 = state_sha256(engine)
         if self.drawdown is not None:

@@ -28,6 +28,7 @@ class LossEpisode:
     start_ts_ns: int  # the newest input stamp at or before it
     end_seq: int  # the last input of the horizon after it
     loss_e16: int  # the fund's net equity after start_seq minus after end_seq (> 0)
+    paid_in_e16: int = 0  # deposits to the fund less withdrawals, in (start_seq, end_seq]
 
 
 class DrawdownTracker:
@@ -37,8 +38,10 @@ class DrawdownTracker:
         self.horizon_ns = horizon_ns
         self.paid_in_e16 = 0  # deposits to the fund less withdrawals from it, so far
         self.worst: LossEpisode | None = None
-        self._open: collections.deque[tuple[int, int, int]] = collections.deque()
-        self._last: tuple[int, int] | None = None  # (seq, net equity) of the previous input
+        # (seq, stamp, net equity, paid in so far) of each start whose horizon is open
+        self._open: collections.deque[tuple[int, int, int, int]] = collections.deque()
+        # (seq, net equity, paid in so far) of the previous input
+        self._last: tuple[int, int, int] | None = None
         self._ts_ns: int | None = None  # the newest stamp so far
 
     def pay_in(self, amount_e16: int) -> None:
@@ -54,8 +57,8 @@ class DrawdownTracker:
             return  # no clock yet: no horizon can be measured
         self._close(self._ts_ns - self.horizon_ns)
         net_e16 = fund_equity_e16 - self.paid_in_e16
-        self._open.append((seq, self._ts_ns, net_e16))
-        self._last = (seq, net_e16)
+        self._open.append((seq, self._ts_ns, net_e16, self.paid_in_e16))
+        self._last = (seq, net_e16, self.paid_in_e16)
 
     def finish(self) -> LossEpisode | None:
         """The journal ended: the horizons still open end at its last input."""
@@ -67,10 +70,11 @@ class DrawdownTracker:
         previous input."""
         if self._last is None:
             return
-        end_seq, end_e16 = self._last
+        end_seq, end_e16, end_paid_in_e16 = self._last
         while self._open and (before_ns is None or self._open[0][1] < before_ns):
-            seq, ts_ns, net_e16 = self._open.popleft()
+            seq, ts_ns, net_e16, paid_in_e16 = self._open.popleft()
             loss_e16 = net_e16 - end_e16
             # Of equal losses the latest start wins: the ledger closest to the fall.
             if loss_e16 > 0 and (self.worst is None or loss_e16 >= self.worst.loss_e16):
-                self.worst = LossEpisode(seq, ts_ns, end_seq, loss_e16)
+                paid_in_over_e16 = end_paid_in_e16 - paid_in_e16
+                self.worst = LossEpisode(seq, ts_ns, end_seq, loss_e16, paid_in_over_e16)

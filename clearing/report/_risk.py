@@ -30,12 +30,13 @@ from fractions import Fraction
 from typing import Final, NamedTuple
 
 from clearing.engine import EngineCore, make_engine
-from clearing.journal import LocalJournal
+from clearing.journal import LocalJournal, Record
 from clearing.report._backtest import BackTest, BackTestRun
 from clearing.report._episode import LossEpisode
 from clearing.risk import LOSSES, Move, Settings, assess, run_scenarios
 from clearing.risk._history import OracleTick, oracle_tick
 from clearing.risk._shock import shock_grid, shocked_price_e8
+from clearing.sequencer import ReplayObserver, replay
 
 __all__ = [
     "CHECKPOINTS",
@@ -157,28 +158,47 @@ def collect_risk(
         section.core = engine.core_name
         stops = {max(1, -(-total * i // checkpoints)) for i in range(1, checkpoints)}
         stops.discard(total)
+        backtest = None
         if head_settings is None:
             stops.clear()  # no adequacy anywhere: replay straight to the head
-        backtest = None
-        if episode is not None and head_settings is not None:
+        elif episode is not None:
             backtest = BackTestRun(episode, head_settings, _jobs(), tick_seqs, ticks)
-        for record in journal.read(1, total):
-            if backtest is not None:
-                backtest.before(record, engine)
-            engine.apply_encoded(record.payload)
-            if backtest is not None:
-                backtest.after(record, engine)
-            if record.seq in stops:
-                assert head_settings is not None  # else no stops
-                known = ticks[: bisect.bisect_right(tick_seqs, record.seq)]
-                _checkpoint(
-                    section, engine, known, head_settings._replace(limit=CHECKPOINT_SCENARIOS)
-                )
+        observer = _Checkpoints(section, engine, stops, tick_seqs, ticks, head_settings, backtest)
+        # The report's first replay (``_collect``) checked the recorded outputs already.
+        replay(journal, engine, until_seq=total, verify=False, observer=observer)
     section.seq = engine.seq
     section.backtest = None if backtest is None else backtest.result
     _head(section, engine, ticks, head_settings)
     _grid(section, engine)
     return section
+
+
+class _Checkpoints(ReplayObserver):
+    """The risk replay's per-record hooks: the coverage at each checkpoint seq and the
+    back-test (if any), on the engine the replay applies each record to."""
+
+    def __init__(
+        self,
+        section: RiskSection,
+        engine: EngineCore,
+        stops: set[int],
+        tick_seqs: list[int],
+        ticks: list[OracleTick],
+        settings: Settings | None,
+        backtest: BackTestRun | None,
+    ) -> None:
+        self.section, self.engine, self.stops = section, engine, stops
+        self.tick_seqs, self.ticks, self.settings = tick_seqs, ticks, settings
+        self.backtest = backtest
+
+    def after(self, record: Record, events: list[bytes], derived: bytes) -> None:
+        if self.backtest is not None:
+            self.backtest.after(record, self.engine)
+        if record.seq in self.stops:
+            assert self.settings is not None  # else no stops
+            known = self.ticks[: bisect.bisect_right(self.tick_seqs, record.seq)]
+            settings = self.settings._replace(limit=CHECKPOINT_SCENARIOS)
+            _checkpoint(self.section, self.engine, known, settings)
 
 
 def _oracle_history(journal_dir: str) -> tuple[list[int], list[OracleTick]]:

@@ -48,9 +48,7 @@ _LOSS_NAMES: Final = {
 }
 # The same losses, named for one horizon (the back-test's rows).
 _LOSSES_PER_HORIZON: Final = {
-    "fund_draws": "fund draws",
-    "clawback_and_adl": "clawbacks + ADL",
-    "bad_debt": "bad debt",
+    **_LOSS_NAMES,
     "fund_equity_loss": "fund equity loss (net of top-ups)",
 }
 _BINS: Final = 40

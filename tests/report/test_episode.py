@@ -39,7 +39,19 @@ def test_a_top_up_is_not_a_gain() -> None:
     tracker.observe(2, S, -50)  # the crash
     tracker.pay_in(1000)
     tracker.observe(3, 2 * S, 950)  # recapitalised: equity 950, net of the top-up -50
-    assert tracker.finish() == LossEpisode(1, 0, 3, 150)
+    assert tracker.finish() == LossEpisode(1, 0, 3, 150, paid_in_e16=1000)
+
+
+def test_the_episode_carries_what_was_paid_in_over_its_horizon() -> None:
+    tracker = DrawdownTracker(60 * S)
+    tracker.pay_in(500)  # before the start: not inside its horizon
+    tracker.observe(1, 0, 600)  # net 100
+    tracker.pay_in(-100)  # a withdrawal inside it
+    tracker.observe(2, S, 0)  # net -400
+    tracker.pay_in(1000)  # and a top-up
+    tracker.observe(3, 2 * S, 900)  # net -500
+    # The back-test's own sum: equity fell 600 -> 900 while 900 was paid in: a 600 loss.
+    assert tracker.finish() == LossEpisode(1, 0, 3, 600, paid_in_e16=900)
 
 
 def test_no_stamp_no_episode_and_a_fund_that_only_gains_has_none() -> None:
