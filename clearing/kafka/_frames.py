@@ -4,7 +4,8 @@ The journal topic's messages hold ``Record`` s in the body layout of a local jou
 (``clearing.kafka._batch``). Readers of the topic decode them (to check what a message
 holds) and then either check and yield them one by one, or frame them here
 (``encode_frames``) so that an engine that verifies and applies frames itself (the native
-core's ``replay_window``) takes a whole window per call, with no Python object per record.
+core's ``replay_window``) checks and applies a batch of them per call, with no Python
+step per record after the decoding.
 
 Both ways make the same checks: a frame the verifier refuses is its record failing the seq
 or the chain check (the frames are the records', re-encoded), and ``read_record`` then
