@@ -16,7 +16,15 @@ engine: the replay loop (``clearing.sequencer.replay``) decides which way to rea
 """
 
 from ._errors import JournalClosed, JournalCorrupt, JournalError, JournalLocked
-from ._format import GENESIS_HASH, HASH_BYTES, Record, chain_hash, encode_frame, segment_name
+from ._format import (
+    GENESIS_HASH,
+    HASH_BYTES,
+    Record,
+    chain_hash,
+    encode_frame,
+    encode_frames,
+    segment_name,
+)
 from ._local import DEFAULT_SEGMENT_BYTES, FrameWindow, FsyncPolicy, LocalJournal
 from ._protocol import Journal, JournalReader, hash_at
 from ._rules import RulesVersionConflict, settle_rules_version
@@ -56,6 +64,7 @@ __all__ = [
     "VerifyReport",
     "chain_hash",
     "encode_frame",
+    "encode_frames",
     "export_jsonl",
     "export_payloads",
     "hash_at",

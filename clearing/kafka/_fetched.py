@@ -8,20 +8,21 @@ messages, chained from where the follower stands (its last seq and chain hash).
 It offers both ways through the loop: ``read`` checks each record (its seq follows the
 one before, its chain hash recomputes) before the loop applies it; ``frame_windows``
 hands the records out as journal frames, for an engine that verifies and applies frames
-itself (the native core) at a fraction of the per-record cost. A frame that engine
-refuses is read back by the window's ``read_record``, which makes the checks ``read``
-makes and raises the same error. The daemon records every input's outputs, so the loop
-holds a record that recorded none to re-deriving none (``all_outputs_recorded``).
+itself (the native core) at a fraction of the per-record cost (``RecordsWindow``). A
+frame that engine refuses is read back by the window's ``read_record``, which makes the
+checks ``read`` makes and raises the same error. The daemon records every input's
+outputs, so the loop holds a record that recorded none to re-deriving none
+(``all_outputs_recorded``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import accumulate
 from typing import Final
 
 from clearing.errors import KafkaJournalError
-from clearing.journal import FrameWindow, Record, chain_hash, encode_frame
+from clearing.journal import FrameWindow, Record, chain_hash
+from clearing.kafka._frames import RecordsWindow
 
 __all__ = ["FetchedJournal"]
 
@@ -84,8 +85,9 @@ class FetchedJournal:
     ) -> Iterator[FrameWindow]:
         """The records ``from_seq..until_seq`` as one window of journal frames."""
         stop = self._stop(from_seq, until_seq)
-        frames = [encode_frame(record) for record in self._records[: stop - from_seq + 1]]
-        yield _FetchedWindow(self._records, frames, from_seq, self._prev_hash, stop)
+        where = f"fetched journal records {from_seq}..{stop}"
+        records = self._records[: stop - from_seq + 1]
+        yield RecordsWindow(where, records, from_seq, self._prev_hash, stop, _check_at)
 
     def _stop(self, from_seq: int, until_seq: int | None) -> int:
         if from_seq != self._from_seq:
@@ -106,32 +108,7 @@ def _checked(record: Record, seq: int, prev_hash: bytes) -> bytes:
     return digest
 
 
-class _FetchedWindow(FrameWindow):
-    """Fetched records framed as a local journal frames them (``encode_frame``): the
-    frames are the records', so a frame the verifier refuses is its record failing the
-    seq or chain check, and ``read_record`` raises what ``FetchedJournal.read`` would."""
-
-    __slots__ = ("_ends", "_first_seq", "_records")
-
-    def __init__(
-        self,
-        records: Sequence[Record],
-        frames: list[bytes],
-        first_seq: int,
-        prev_hash: bytes,
-        stop_seq: int,
-    ) -> None:
-        where = f"fetched journal records {first_seq}..{stop_seq}"
-        buf = b"".join(frames)
-        super().__init__(where, where, buf, 0, len(buf), first_seq, prev_hash, stop_seq)
-        self._records = records
-        self._first_seq = first_seq
-        self._ends = list(accumulate(map(len, frames)))  # each frame's end offset
-
-    def read_record(self) -> Record:
-        index = self.seq - self._first_seq
-        record = self._records[index]
-        self.prev_hash = _checked(record, self.seq, self.prev_hash)
-        self.offset = self._ends[index]
-        self.seq += 1
-        return record
+def _check_at(index: int, record: Record, seq: int, prev_hash: bytes) -> bytes:
+    """``_checked`` as a window's check of a frame the verifier refused: the frames are
+    the records', so the refusal is the record failing the seq or chain check."""
+    return _checked(record, seq, prev_hash)

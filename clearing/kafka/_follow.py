@@ -31,11 +31,10 @@ from clearing.kafka._batch import (
     HEADER_BLOCK,
     decode_journal_message,
     journal_rules_version,
-    parse_source,
 )
 from clearing.kafka._clients import journal_reader_consumer, stop_consumer
 from clearing.kafka._fetched import FetchedJournal
-from clearing.kafka._recovery import KafkaRecovery, Positions
+from clearing.kafka._recovery import KafkaRecovery, Positions, input_positions
 from clearing.ops.config import Config
 from clearing.sequencer import JournalChain, replay
 
@@ -194,22 +193,6 @@ class JournalFollower:
             topic_manifests=base.topic_manifests,
             restored_seq=base.restored_seq,
         )
-
-
-def input_positions(records: Sequence[Record]) -> Positions:
-    """Where each input partition stands after ``records``: the offset after its last
-    record's (the records of other sources say nothing)."""
-    positions: Positions = {}
-    done: set[str] = set()  # sources' ``kafka:<topic>:<partition>`` already placed
-    for record in reversed(records):  # the last record of each partition first
-        head = record.source.rpartition(":")[0]
-        if head in done:
-            continue
-        where = parse_source(record.source)
-        if where is not None:
-            done.add(head)
-            positions.setdefault((where[0], where[1]), where[2] + 1)
-    return positions
 
 
 def _records_in(message: JournalMessage) -> int:

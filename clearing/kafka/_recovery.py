@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from clearing.engine import EngineCore, InvariantViolation
@@ -29,19 +30,14 @@ from clearing.kafka._journal import KafkaJournalReader
 from clearing.kafka._snapshot_topic import Manifest, SnapshotTopicReader
 from clearing.ops.config import Config
 from clearing.risk import OracleHistory
-from clearing.sequencer import (
-    JournalChain,
-    OutputDivergence,
-    RecoveryError,
-    ReplayObserver,
-    recover,
-)
+from clearing.sequencer import JournalChain, RecoveryError, recover
 from clearing.snapshot import SnapshotError, install_snapshot, list_snapshots, prune, write_snapshot
 
 __all__ = [
     "KafkaRecovery",
     "Positions",
     "check_rules_version",
+    "input_positions",
     "ledger_rules_version",
     "recover_from_kafka",
     "snapshot_meta",
@@ -124,25 +120,39 @@ def write_kafka_snapshot(
     return path
 
 
-class _TailPositions(ReplayObserver):
+class _TailPositions:
     """Where each input partition stands after the replayed tail, from the records'
-    sources; also holds records that recorded no outputs to re-deriving none, and feeds
-    the tail's oracle ticks to ``history`` (fund risk, when it is on)."""
+    sources; also feeds the tail's oracle ticks to ``history`` (fund risk, when it is
+    on). Given each journal message's records as the reader hands them out
+    (``on_records``), so the replay needs no per-record observer and the native core
+    replays the tail as frame windows. Only a recovery that replayed every record uses
+    what it gathered."""
 
     def __init__(self, history: OracleHistory | None = None) -> None:
         self.positions: Positions = {}
         self.history = history
 
-    def after(self, record: Record, events: list[bytes], derived: bytes) -> None:
-        # The replay compares only non-empty recorded outputs; the daemon always records
-        # them, so an empty record must re-derive to nothing as well.
-        if derived != record.outputs:
-            raise OutputDivergence(record.seq, record.outputs, derived)
+    def observe(self, records: list[Record]) -> None:
+        self.positions.update(input_positions(records))
         if self.history is not None:
-            self.history.observe(record.payload)
+            for record in records:
+                self.history.observe(record.payload)
+
+
+def input_positions(records: Sequence[Record]) -> Positions:
+    """Where each input partition stands after ``records``: the offset after its last
+    record's (the records of other sources say nothing)."""
+    positions: Positions = {}
+    done: set[str] = set()  # sources' ``kafka:<topic>:<partition>`` already placed
+    for record in reversed(records):  # the last record of each partition first
+        head = record.source.rpartition(":")[0]
+        if head in done:
+            continue
         where = parse_source(record.source)
         if where is not None:
-            self.positions[where[0], where[1]] = where[2] + 1
+            done.add(head)
+            positions.setdefault((where[0], where[1]), where[2] + 1)
+    return positions
 
 
 def ledger_rules_version(config: Config, journal_topic: str, recorded: int | None) -> int:
@@ -176,7 +186,10 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
     """
     started = time.perf_counter()
     directory = config.snapshot_dir
-    with KafkaJournalReader(config) as reader:
+    risk = config.risk
+    history = OracleHistory(risk.window_s * 10**9) if risk.interval_s > 0 else None
+    replayed = _TailPositions(history)
+    with KafkaJournalReader(config, on_records=replayed.observe) as reader:
         tail = reader.tail()
         manifests: list[Manifest] = []
         restored_seq = 0
@@ -198,13 +211,10 @@ def recover_from_kafka(config: Config) -> KafkaRecovery:
                 f"is {tail.begin_offset}: its records were deleted. Restore the journal; "
                 f"the ledger cannot be rebuilt without it."
             )
-        risk = config.risk
-        history = OracleHistory(risk.window_s * 10**9) if risk.interval_s > 0 else None
-        replayed = _TailPositions(history)
         rules = ledger_rules_version(config, reader.topic, tail.rules_version)
-        result = recover(
-            directory, reader, observer=replayed, core=config.engine.core, rules_version=rules
-        )
+        # No observer: the reader hands each message's records to ``replayed``, and it
+        # says every input's outputs were recorded (an empty record must re-derive none).
+        result = recover(directory, reader, core=config.engine.core, rules_version=rules)
         if result.engine.seq != reader.last_seq:
             raise RecoveryError(
                 f"recovered to seq {result.engine.seq} but the journal ends at seq "

@@ -8,15 +8,15 @@ and reports progress.
 
 Two ways through, same results (the differential tests hold them equal):
 
-* frame windows: where the reader hands out raw frame windows (``LocalJournal``, a
-  standby's fetched records) and the engine verifies and applies frames itself (the
-  native core's ``replays_frames``; for a reader that says every input's outputs were
-  recorded, one that compares empty recorded outputs too), a
-  window's frames are checked and applied in one call per batch, with no Python object
-  per record; records the engine hands back (deferred or refused inputs) and frames it
-  refuses (the journal classifies the damage) take the per-record step;
-* records: otherwise (the Python core, the Kafka journal reader, or a caller with an
-  observer that needs each record) the reader's verified records are applied one by one.
+* frame windows: where the reader hands out raw frame windows (``LocalJournal``, the
+  journal topic read back, a standby's fetched records) and the engine verifies and
+  applies frames itself (the native core's ``replays_frames``; for a reader that says
+  every input's outputs were recorded, one that compares empty recorded outputs too),
+  a window's frames are checked and applied in one call per batch, with no Python
+  object per record; records the engine hands back (deferred or refused inputs) and
+  frames it refuses (the journal classifies the damage) take the per-record step;
+* records: otherwise (the Python core, or a caller with an observer that needs each
+  record) the reader's verified records are applied one by one.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class ReplayResult(msgspec.Struct, gc=False):
 
 class ReplayObserver:
     """Per-record hooks for callers that need each record (the report, ``--until-ts``,
-    invariant checks after every input, a Kafka recovery's positions). Having one makes
-    the loop take the per-record path. The defaults do nothing."""
+    invariant checks after every input). Having one makes the loop take the per-record
+    path. The defaults do nothing."""
 
     def before(self, record: Record) -> bool:
         """Called before ``record`` is applied; False stops the replay there."""

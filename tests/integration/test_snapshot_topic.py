@@ -1,6 +1,7 @@
 """Snapshots in Kafka, against the real broker: a machine with an empty snapshot
-directory recovers from the snapshot topic plus the journal's tail, and a damaged newest
-snapshot in the topic is skipped for the previous one (never loaded)."""
+directory recovers from the snapshot topic plus the journal's tail (on the native core in
+frame windows, to the Python core's state), and a damaged newest snapshot in the topic is
+skipped for the previous one (never loaded)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
 import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from clearing.engine import Engine
+from clearing.engine import Engine, native_available
+from clearing.engine.native import NativeEngine
 from clearing.engine.persist import dump_state
-from clearing.kafka import EXIT_OK
+from clearing.kafka import EXIT_OK, KafkaRecovery, recover_from_kafka
 from clearing.kafka._snapshot_topic import (
     CHUNK_PARTITION,
     MANIFEST_PARTITION,
@@ -158,3 +161,56 @@ async def test_a_damaged_newest_snapshot_in_the_topic_falls_back_to_the_previous
         state = dump_state(rerun.daemon.engine)  # type: ignore[arg-type]
         assert state == await asyncio.to_thread(replayed_state, config)
         assert await rerun.stop() == EXIT_OK
+
+
+def _recover_on(config: Config, core: str, snapshot_dir: Path) -> tuple[KafkaRecovery, int]:
+    """``recover_from_kafka`` on ``core`` from an empty ``snapshot_dir``, and how many
+    frame-window calls the native core took."""
+    engine = msgspec.structs.replace(config.engine, core=core)
+    snapshot = msgspec.structs.replace(config.snapshot, dir=str(snapshot_dir))
+    calls: list[int] = []
+    original = NativeEngine.replay_window
+
+    def counted(self: NativeEngine, *args: Any) -> Any:
+        calls.append(1)
+        return original(self, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(NativeEngine, "replay_window", counted)
+        recovery = recover_from_kafka(
+            msgspec.structs.replace(config, engine=engine, snapshot=snapshot)
+        )
+    return recovery, len(calls)
+
+
+@pytest.mark.skipif(not native_available(), reason="needs the native core")
+async def test_the_journal_tail_is_recovered_as_frame_windows_on_the_native_core(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Cold start from the snapshot topic: the native core applies the journal topic's
+    tail in frame windows (no record-by-record replay), with the state, chain and input
+    positions the Python core's record-by-record recovery gives."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        config = await setup_ledger(tmp_path, kafka_bootstrap, "snapwindows")
+        phases = scenario(seed=5, groups=6)
+        first = flat(phases[:2])
+        await produce(config, first)
+        await run_to_end(config, sequenced_count(first))  # its stop publishes a snapshot
+        no_stop_snapshot = msgspec.structs.replace(config.snapshot, on_shutdown=False)
+        await produce(config, flat(phases[2:]))
+        total = sequenced_count(flat(phases))
+        await run_to_end(msgspec.structs.replace(config, snapshot=no_stop_snapshot), total)
+
+        native, windows = await asyncio.to_thread(_recover_on, config, "native", tmp_path / "n")
+        python, none = await asyncio.to_thread(_recover_on, config, "python", tmp_path / "p")
+        assert native.restored_seq == python.restored_seq == sequenced_count(first)
+        assert native.replayed == python.replayed == total - native.snapshot_seq > 0
+        engine = cast(NativeEngine, native.engine)
+        assert windows > 0 if engine.replays_all_outputs_recorded else windows == 0
+        assert none == 0
+        assert native.engine.state_json() == python.engine.state_json()
+        assert dump_state(python.engine) == await asyncio.to_thread(replayed_state, config)
+        assert native.chain.last_seq == python.chain.last_seq == total
+        assert native.chain.head_hash == python.chain.head_hash
+        assert native.positions == python.positions and native.positions
+        assert native.journal_offset == python.journal_offset

@@ -110,3 +110,17 @@ def test_a_window_must_be_verified_before_the_next(written: tuple[Path, list[Rec
             window.advance(window.offset - 1, window.seq, window.prev_hash)
         with pytest.raises(ValueError, match="past its end"):
             window.advance(window.end + 1, window.seq + 1, window.prev_hash)
+
+
+def test_encode_frames_is_encode_frame_back_to_back() -> None:
+    """The bulk framing (frame windows of decoded records) writes ``encode_frame``'s
+    bytes, and each frame's end offset."""
+    records = [
+        Record(r.seq, r.source, r.payload, r.outputs, bytes([r.seq % 251]) * 32)
+        for r in make_records(300, payload_bytes=90)
+    ]
+    buf, ends = _format.encode_frames(records)
+    frames = [_format.encode_frame(record) for record in records]
+    assert buf == b"".join(frames)
+    assert ends == [sum(len(f) for f in frames[: i + 1]) for i in range(len(frames))]
+    assert _format.encode_frames([]) == (b"", [])

@@ -134,8 +134,9 @@ def test_recovery_feeds_the_replayed_tails_ticks() -> None:
     history = OracleHistory(3600 * S)
     replayed = _TailPositions(history)
     payloads = list(ledger_inputs())
-    for seq, raw in enumerate(payloads, 1):
-        replayed.after(Record(seq, f"kafka:t:0:{seq - 1}", raw), [], b"")
+    records = [Record(seq, f"kafka:t:0:{seq - 1}", raw) for seq, raw in enumerate(payloads, 1)]
+    for start in range(0, len(records), 7):  # as the journal's messages hand them out
+        replayed.observe(records[start : start + 7])
     reference = OracleHistory(3600 * S)
     for raw in payloads:
         reference.observe(raw)
