@@ -474,10 +474,14 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                                "batch.max_bytes": args.max_bytes,
                                "input_partitions": args.input_partitions,
                                "events_partitions": args.events_partitions,
+                               "active_pinned_to_cpu": getattr(args, "pin_active_cpu", None),
                                "producer": "acks=all, idempotent, transactional, linger_ms=0, "
                                            "max_batch_size=256 KiB"})  # fmt: skip
         prof = work / "daemon.prof"
         cmd = [sys.executable]
+        pin_cpu = getattr(args, "pin_active_cpu", None)
+        if pin_cpu is not None:
+            cmd = ["taskset", "-c", str(pin_cpu), *cmd]  # exec: the same pid
         if args.profile:
             cmd += ["-m", "cProfile", "-o", str(prof)]
         daemon_path = config_for_checkout(path, args.daemon_checkout)
@@ -668,7 +672,19 @@ def main(argv: list[str] | None = None) -> int:
              "broker), as with the standby on another machine; its lag then shows "
              "nothing about keeping up",
     )  # fmt: skip
+    parser.add_argument(
+        "--pin-active-cpu", type=int, default=None, metavar="CPU",
+        help="run the daemon alone on this CPU and everything else (this harness, the "
+             "broker it starts, a standby, the read client) on the others: on a 2-core "
+             "machine the nearest thing to the active having its own host",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.pin_active_cpu is not None:
+        others = os.sched_getaffinity(0) - {args.pin_active_cpu}
+        if args.pin_active_cpu not in os.sched_getaffinity(0) or not others:
+            parser.error("--pin-active-cpu needs a CPU this process may use, and one more")
+        # Before the broker starts: its process inherits this affinity.
+        os.sched_setaffinity(0, others)
     if args.standby and args.read_rps:
         parser.error("--standby and --read-rps are separate comparisons: give one of them")
     if args.standby_sample_s <= 0:
