@@ -478,7 +478,9 @@ class Daemon:
                 await asyncio.wait_for(election.elected.wait(), 1.0)
 
     async def _follow_until_elected(self) -> JournalFollower:
-        """Standby: recover, then apply the journal as the active commits it."""
+        """Standby: recover, then apply the journal as the active commits it, answering
+        the read API between polls (a read replica: the active pays nothing for those
+        readers; the answers are as stale as the standby's lag)."""
         election, metrics = self._election, self.metrics
         assert election is not None
         metrics.set_ready(False, "standby: recovering")
@@ -487,6 +489,7 @@ class Daemon:
         await follower.start()
         self.engine = follower.engine
         metrics.set_ready(False, "standby: following the journal")
+        metrics.set_following()  # a read replica from here: the read API answers
         log.info(
             "standby: recovered to seq %d in %.2f s; following %s",
             recovery.engine.seq,
@@ -502,6 +505,8 @@ class Daemon:
                 self._server.beat()
             await follower.poll()
             self.committed_seq = follower.chain.last_seq
+            if self.reads.wanted:  # every record applied here is committed: no ``after``
+                self.reads.answer(follower.engine)
             # Per poll (a gauge set): the lag in records is the active's seq minus this.
             self.metrics.set_journal_seq(self.committed_seq)
             if loop.time() - last_report >= 1.0:
@@ -518,7 +523,9 @@ class Daemon:
 
     async def _promote(self, follower: JournalFollower) -> KafkaRecovery:
         """Elected standby: the producer has fenced the old active (its open transaction
-        is aborted), so the journal's end is final: apply up to it, then serve."""
+        is aborted), so the journal's end is final: apply up to it, then serve. Meanwhile
+        new reads get 503 "promoting" (``set_ready(False)`` ends the standby's reads);
+        reads already queued are answered at the active loop's first batch boundary."""
         started = time.perf_counter()
         self.metrics.set_ready(False, "promoting: catching up with the journal")
         await follower.catch_up()
