@@ -126,6 +126,12 @@ _LEDGER_METRICS_INTERVAL_S: Final = 5.0
 # (parsing fetched records, planning) yields to it after this many records, ~0.5 ms of
 # work, so that each step waits that long at most.
 _PLAN_CHUNK_RECORDS: Final = 100
+# A standby answers reads between journal fetches, which wait up to 100 ms for new
+# records; while readers come (a read answered within _READERS_RECENT_S), it waits at
+# most this long, so an idle journal does not hold their answers back.
+_STANDBY_READS_POLL_MS: Final = 10
+_STANDBY_IDLE_POLL_MS: Final = 100
+_READERS_RECENT_S: Final = 1.0
 _DRAIN_CHUNK_RECORDS: Final = 500
 
 
@@ -497,16 +503,18 @@ class Daemon:
             self.config.topics.journal,
         )
         loop = asyncio.get_running_loop()
-        last_report = 0.0
+        last_report = last_read = 0.0
         while not (election.elected.is_set() or self._stop.is_set()):
             if election.failure is not None:
                 raise election.failure
             if self._server is not None:
                 self._server.beat()
-            await follower.poll()
+            readers = loop.time() - last_read < _READERS_RECENT_S
+            await follower.poll(_STANDBY_READS_POLL_MS if readers else _STANDBY_IDLE_POLL_MS)
             self.committed_seq = follower.chain.last_seq
             if self.reads.wanted:  # every record applied here is committed: no ``after``
                 self.reads.answer(follower.engine)
+                last_read = loop.time()
             # Per poll (a gauge set): the lag in records is the active's seq minus this.
             self.metrics.set_journal_seq(self.committed_seq)
             if loop.time() - last_report >= 1.0:
