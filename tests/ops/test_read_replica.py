@@ -9,13 +9,15 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 
+import pytest
+
 from clearing.engine import EngineCore
 from clearing.ops.http import OpsServer
 from clearing.ops.metrics import Metrics
 from clearing.ops.read_api import ReadApi
 from clearing.ops.reads import CommittedReads
 from tests.ops.http_client import request
-from tests.ops.test_read_api import conforms, ledger
+from tests.ops.test_read_api import _bench_kafka, conforms, ledger
 
 
 def test_readable_on_an_active_once_ready_and_on_a_standby_once_following() -> None:
@@ -87,3 +89,21 @@ async def test_a_standby_answers_reads_says_so_and_stays_unready() -> None:
         assert promoted.headers["clearing-role"] == "active"
         assert "clearing-standby-lag-seconds" not in promoted.headers
         assert (await request(port, "/readyz")).status == 200
+
+
+async def test_the_benchmark_reads_the_standby_once_it_follows() -> None:
+    """tools/bench_kafka.py starts its read client on a standby only once the standby's
+    read API answers, and refuses --reads-to standby without a standby and a rate."""
+    bench = _bench_kafka()
+    metrics = Metrics()
+    metrics.set_role("standby")
+    metrics.set_ready(False, "standby: recovering")
+    async with standby_serving(ledger("python"), metrics) as port:
+        assert not await asyncio.to_thread(bench.readable, port)
+        metrics.set_ready(False, "standby: following the journal")
+        metrics.set_following()
+        assert await asyncio.to_thread(bench.readable, port)
+    for argv in (["--read-rps", "10", "--reads-to", "standby"], ["--standby", "--read-rps", "10"]):
+        with pytest.raises(SystemExit) as refused:
+            bench.main(argv)
+        assert refused.value.code == 2
