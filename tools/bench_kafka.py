@@ -36,6 +36,13 @@ medians and the per-round ratio of throughput with the client over without:
 
     python tools/bench_kafka.py --events 1000000 --rounds 3 --read-rps 1000
     python tools/bench_kafka.py --events 1000000 --rounds 3 --read-rps 1000 --read-connections 1000
+
+On a standby instead (a read replica, docs/operations.md "Reads from the standby"):
+``--standby --read-rps 1000 --reads-to standby`` runs a standby in both arms and sends
+the reads to it in one, so the ratio is what readers on the standby cost the active:
+
+    python tools/bench_kafka.py --events 1000000 --rounds 6 --standby --read-rps 1000 \
+        --reads-to standby --pin-active-cpu 0 --standby-nice 19
 """
 
 from __future__ import annotations
@@ -221,6 +228,16 @@ def cpu_split(
         return None
     user, system = after[0] - before[0], after[1] - before[1]
     return {"user": round(user, 2), "system": round(system, 2), "total": round(user + system, 2)}
+
+
+def readable(port: int) -> bool:
+    """Does the read API on ``port`` answer (an active once ready, a standby once it
+    follows the journal)?"""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/system", timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 class ReadLoad:
@@ -497,16 +514,20 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                                     stdin=subprocess.DEVNULL, env=dict(os.environ))  # fmt: skip
             ready_s: float | None = None
             rps = getattr(args, "read_client_rps", 0)
-            load = (
-                ReadLoad(port, rps, read_paths(values), args.read_max_s, args.read_connections)
-                if rps
-                else None
-            )
             standby = (
                 standby_tools.StandbyRun(args.daemon_checkout, daemon_path, work,
                                          kafka_local.free_port(), args.standby_sample_s,
                                          args.standby_nice)
                 if getattr(args, "with_standby", False) else None
+            )  # fmt: skip
+            # --reads-to standby: the read client polls the standby (a read replica).
+            reads_port = (
+                standby.port if standby is not None and args.reads_to == "standby" else port
+            )
+            load = (
+                ReadLoad(reads_port, rps, read_paths(values), args.read_max_s,
+                         args.read_connections)
+                if rps else None
             )  # fmt: skip
             connecting = asyncio.create_task(load.connect()) if load is not None else None
             loading: asyncio.Task[None] | None = None
@@ -518,11 +539,14 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
                         with contextlib.suppress(OSError):
                             urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
                             ready_s = time.perf_counter() - started
-                            if load is not None and connecting is not None:
-                                loading = asyncio.create_task(load.run(connecting))
                             if standby is not None:
                                 # Only now: a standby started first would be elected.
                                 standby.start()
+                    if (
+                        load is not None and connecting is not None and loading is None
+                        and ready_s is not None and readable(reads_port)
+                    ):  # fmt: skip
+                        loading = asyncio.create_task(load.run(connecting))
                     with contextlib.suppress(Exception):
                         if await caught_up():
                             break
@@ -569,6 +593,7 @@ async def run(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
             "daemon_cpu_s": cpu_split(daemon_cpu, (0.0, 0.0)),
             "broker_cpu_s": cpu_split(broker_cpu, broker_cpu_before),
             "read_load": read_load,
+            "reads_to": args.reads_to if rps else None,
             "standby": standby_result,
         }  # fmt: skip
         if standby_result is not None:
@@ -673,6 +698,12 @@ def main(argv: list[str] | None = None) -> int:
              "nothing about keeping up",
     )  # fmt: skip
     parser.add_argument(
+        "--reads-to", choices=("active", "standby"), default="active",
+        help="where the read client sends its requests; standby (with --standby and "
+             "--read-rps): a standby runs in both arms and the reads go to it, so the "
+             "comparison is the active's throughput with and without reads on its standby",
+    )  # fmt: skip
+    parser.add_argument(
         "--pin-active-cpu", type=int, default=None, metavar="CPU",
         help="run the daemon alone on this CPU and everything else (this harness, the "
              "broker it starts, a standby, the read client) on the others: on a 2-core "
@@ -685,8 +716,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--pin-active-cpu needs a CPU this process may use, and one more")
         # Before the broker starts: its process inherits this affinity.
         os.sched_setaffinity(0, others)
-    if args.standby and args.read_rps:
-        parser.error("--standby and --read-rps are separate comparisons: give one of them")
+    if args.reads_to == "standby" and not (args.standby and args.read_rps):
+        parser.error("--reads-to standby needs --standby and --read-rps")
+    if args.standby and args.read_rps and args.reads_to != "standby":
+        parser.error(
+            "--standby and --read-rps are separate comparisons: give one of them, or add "
+            "--reads-to standby (a standby in both arms, the reads on it in one)"
+        )
     if args.standby_sample_s <= 0:
         parser.error("--standby-sample-s must be positive")
     if not 0 <= args.read_rps <= 5000:
@@ -713,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
             plan = [False, True] if args.read_rps or args.standby else [False]
             for with_it in plan if round_no % 2 == 0 else plan[::-1]:
                 args.read_client_rps = args.read_rps if with_it else 0
-                args.with_standby = args.standby and with_it
+                # --reads-to standby: a standby in both arms, the reads the difference.
+                args.with_standby = args.standby and (with_it or args.reads_to == "standby")
                 run_code, result = asyncio.run(run(args))
                 code = code or run_code
                 (loaded if with_it else results)[checkout].append(result)
@@ -721,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         emit("summary", summarize(results))
     if args.read_rps:
         emit("read_load_summary", summarize_with_without(results, loaded, "read_load"))
-    if args.standby:
+    if args.standby and args.reads_to != "standby":
         emit("standby_summary", summarize_with_without(results, loaded, "standby"))
     return code
 

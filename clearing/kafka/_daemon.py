@@ -126,6 +126,12 @@ _LEDGER_METRICS_INTERVAL_S: Final = 5.0
 # (parsing fetched records, planning) yields to it after this many records, ~0.5 ms of
 # work, so that each step waits that long at most.
 _PLAN_CHUNK_RECORDS: Final = 100
+# A standby answers reads between journal fetches, which wait up to 100 ms for new
+# records; while readers come (a read answered within _READERS_RECENT_S), it waits at
+# most this long, so an idle journal does not hold their answers back.
+_STANDBY_READS_POLL_MS: Final = 10
+_STANDBY_IDLE_POLL_MS: Final = 100
+_READERS_RECENT_S: Final = 1.0
 _DRAIN_CHUNK_RECORDS: Final = 500
 
 
@@ -478,7 +484,9 @@ class Daemon:
                 await asyncio.wait_for(election.elected.wait(), 1.0)
 
     async def _follow_until_elected(self) -> JournalFollower:
-        """Standby: recover, then apply the journal as the active commits it."""
+        """Standby: recover, then apply the journal as the active commits it, answering
+        the read API between polls (a read replica: the active pays nothing for those
+        readers; the answers are as stale as the standby's lag)."""
         election, metrics = self._election, self.metrics
         assert election is not None
         metrics.set_ready(False, "standby: recovering")
@@ -487,6 +495,7 @@ class Daemon:
         await follower.start()
         self.engine = follower.engine
         metrics.set_ready(False, "standby: following the journal")
+        metrics.set_following()  # a read replica from here: the read API answers
         log.info(
             "standby: recovered to seq %d in %.2f s; following %s",
             recovery.engine.seq,
@@ -494,14 +503,18 @@ class Daemon:
             self.config.topics.journal,
         )
         loop = asyncio.get_running_loop()
-        last_report = 0.0
+        last_report = last_read = 0.0
         while not (election.elected.is_set() or self._stop.is_set()):
             if election.failure is not None:
                 raise election.failure
             if self._server is not None:
                 self._server.beat()
-            await follower.poll()
+            readers = loop.time() - last_read < _READERS_RECENT_S
+            await follower.poll(_STANDBY_READS_POLL_MS if readers else _STANDBY_IDLE_POLL_MS)
             self.committed_seq = follower.chain.last_seq
+            if self.reads.wanted:  # every record applied here is committed: no ``after``
+                self.reads.answer(follower.engine)
+                last_read = loop.time()
             # Per poll (a gauge set): the lag in records is the active's seq minus this.
             self.metrics.set_journal_seq(self.committed_seq)
             if loop.time() - last_report >= 1.0:
@@ -518,7 +531,9 @@ class Daemon:
 
     async def _promote(self, follower: JournalFollower) -> KafkaRecovery:
         """Elected standby: the producer has fenced the old active (its open transaction
-        is aborted), so the journal's end is final: apply up to it, then serve."""
+        is aborted), so the journal's end is final: apply up to it, then serve. Meanwhile
+        new reads get 503 "promoting" (``set_ready(False)`` ends the standby's reads);
+        reads already queued are answered at the active loop's first batch boundary."""
         started = time.perf_counter()
         self.metrics.set_ready(False, "promoting: catching up with the journal")
         await follower.catch_up()

@@ -15,7 +15,10 @@ response at all proves the loop turns.
   of the ledger state as of committed seq N (see ``clearing.ops.state_hash``); 503
   until ready, 404 on a server without a ledger (``state_hash`` not given).
 * ``/v1/...``: the read API (``clearing.ops.read_api``, docs/read-api.yaml): JSON views
-  of the committed ledger; 503 until ready, 404 on a server without one.
+  of the committed ledger; 503 until readable (``metrics.readable``: an active once
+  ready, a standby once it follows the journal: a read replica, while its ``/readyz``
+  stays 503), 404 on a server without one. Every answer says who gave it
+  (``Clearing-Role``; a standby adds ``Clearing-Standby-Lag-Seconds``).
 
 Bound to 127.0.0.1 by default: the endpoint has no authentication except the read
 API's optional bearer token, so exposing it is a deliberate configuration choice (a
@@ -277,10 +280,12 @@ class OpsServer:
         if refused is not None:
             response.finish(*refused)
             return
-        if not self.metrics.ready:
-            reason = _not_ready(self.metrics)
+        metrics = self.metrics
+        if not metrics.readable:
+            reason = _not_ready(metrics)
             response.finish(HTTPStatus.SERVICE_UNAVAILABLE, error_body(f"not ready: {reason}"))
             return
+        response.extra = _role_headers(metrics)
         routed = api.route(path, query)
         if isinstance(routed, ReadQuery):
             response.read = routed
@@ -324,6 +329,16 @@ class OpsServer:
             _TEXT,
             b"not found: try /metrics, /healthz, /readyz or /state-hash\n",
         )
+
+
+def _role_headers(metrics: Metrics) -> bytes:
+    """The header lines saying who answers a read: ``Clearing-Role`` always, and on a
+    standby (a read replica) its lag behind the journal's end as last measured."""
+    if metrics.role != "standby":
+        return b"Clearing-Role: active\r\n"
+    return b"Clearing-Role: standby\r\nClearing-Standby-Lag-Seconds: %.3f\r\n" % (
+        metrics.standby_lag_s
+    )
 
 
 def _not_ready(metrics: Metrics) -> str:

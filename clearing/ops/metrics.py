@@ -169,6 +169,9 @@ class Metrics:
         self._last_step_event: tuple[int, str, str] | None = None
         self.ready = False
         self.not_ready_reason = "starting"
+        self.role = "active"  # set_role: "active" or "standby"
+        self._following = False  # set_following: a standby serving reads
+        self.standby_lag_s = 0.0  # the last set_standby_lag seconds (read-API headers)
         self.fund_risk: FundRiskMetrics | None = None  # enable_fund_risk()
 
         if process_collectors:
@@ -655,22 +658,39 @@ class Metrics:
         self.invariant_violation.set(0 if ok else 1)
 
     def set_role(self, role: str) -> None:
+        self.role = role
         self.active.set(1 if role == "active" else 0)
         if role == "active":
             self.standby_in_sync.set(0)
             self.standby_lag_offsets.set(0)
             self.standby_lag_seconds.set(0)
+            self.standby_lag_s = 0.0
 
     def set_standby_lag(self, offsets: int, seconds: float, in_sync: bool) -> None:
         self.standby_lag_offsets.set(offsets)
         self.standby_lag_seconds.set(seconds)
         self.standby_in_sync.set(1 if in_sync else 0)
+        self.standby_lag_s = seconds
 
     def set_ready(self, ready: bool, reason: str = "") -> None:
         """Readiness, shown by ``clearing_ready`` and ``/readyz`` (reason when not ready)."""
         self.ready = ready
         self.not_ready_reason = "" if ready else (reason or "not ready")
         self.ready_gauge.set(1 if ready else 0)
+        # Any change of readiness (promoting, shutting down, stopped) ends a standby's
+        # reads until it says again that it follows.
+        self._following = False
+
+    def set_following(self) -> None:
+        """A standby has recovered and follows the journal: its read API serves (a read
+        replica), while ``ready`` (``/readyz``) stays false: it does not clear."""
+        self._following = True
+
+    @property
+    def readable(self) -> bool:
+        """The read API may answer: an active process once ready, a standby once it
+        follows (until its readiness changes again: promotion, shutdown)."""
+        return self.ready or self._following
 
     # -- ledger --------------------------------------------------------------------------
 

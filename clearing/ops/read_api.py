@@ -18,7 +18,8 @@ list (``MAX_LIMIT``) and cached (``CostBoundedCache``): their ``seq`` may be beh
 
 Errors are JSON ``{"error": "..."}``: 400 for a bad query parameter, 401 for a missing or
 wrong token, 403 off loopback without a configured token, 404 for an unknown id or route,
-503 before the daemon is ready or when its loop does not reach a batch boundary in time;
+503 before the daemon is readable (an active once ready, a standby once it follows the
+journal: ``Metrics.readable``) or when its loop does not reach a batch boundary in time;
 500 if a view fails (a bug: never the loop's failure, only the request's).
 
 The server (``clearing.ops.http``) asks ``route`` for each request: a reply at once, or

@@ -10,7 +10,8 @@ transaction has committed. So a read never sees half a batch nor an uncommitted 
 the loop never waits for a transaction on a read's behalf (the batch pipeline stays
 full).
 ``/state-hash`` and every read-API route (``clearing.ops.read_api``) go through this one
-queue.
+queue. On a standby (a read replica) the follow loop calls ``answer(engine)`` after each
+fetch of the journal, without ``after``: every record it applied is committed.
 
 Bounded: each query is bounded in cost by its route (one account: O(markets it holds);
 one market: O(depth)); one ``answer`` call runs queries until its budget of CPU
