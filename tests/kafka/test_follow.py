@@ -7,7 +7,6 @@ error that names the seq, after the records before it are applied."""
 from __future__ import annotations
 
 import types
-from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 import pytest
@@ -21,6 +20,7 @@ from clearing.kafka._follow import JournalFollower, input_positions
 from clearing.kafka._recovery import KafkaRecovery
 from clearing.ops.config import Config
 from clearing.sequencer import JournalChain, decode_record, sequence
+from testkit.journal_edits import rechained, with_fields
 from tools.gen_events import generate
 
 CORES = ("python", "native") if native_available() else ("python",)
@@ -62,22 +62,6 @@ def _messages(records: list[Record], per_block: int = 100) -> list[Message]:
 def _follower(core: str) -> JournalFollower:
     recovery = KafkaRecovery(make_engine(core), JournalChain(), -1, {}, None, 0, 0, 0.0)
     return JournalFollower(_CONFIG, recovery)
-
-
-def _rechained(records: list[Record], edit: Callable[[Record], Record]) -> list[Record]:
-    """``records`` with ``edit`` applied to each and the chain recomputed: damage that
-    only re-deriving the outputs can find."""
-    chain = JournalChain()
-    out = []
-    for record in records:
-        r = edit(record)
-        out.append(chain.append(r.seq, r.source, r.payload, r.outputs))
-    return out
-
-
-def _with(record: Record, **fields: Any) -> Record:
-    values = {name: getattr(record, name) for name in Record.__struct_fields__}
-    return Record(**{**values, **fields})
 
 
 @pytest.mark.parametrize("core", CORES)
@@ -139,7 +123,7 @@ def _stops_at(core: str, records: list[Record], error: type[Exception], text: st
 @pytest.mark.parametrize("core", CORES)
 def test_an_altered_record_breaks_the_chain_at_its_seq(core: str) -> None:
     records = list(RECORDS)
-    records[500] = _with(records[500], payload=records[500].payload.replace(b"1", b"2", 1))
+    records[500] = with_fields(records[500], payload=records[500].payload.replace(b"1", b"2", 1))
     seq = _stops_at(core, records, KafkaJournalError, "^hash chain break at journal seq 501$")
     assert seq == 500
 
@@ -154,7 +138,9 @@ def test_a_missing_record_is_named(core: str) -> None:
 @pytest.mark.parametrize("core", CORES)
 def test_outputs_that_differ_stop_the_follower(core: str) -> None:
     index = next(i for i, r in enumerate(RECORDS) if r.outputs)
-    records = _rechained(RECORDS, lambda r: _with(r, outputs=b"{}\n") if r.seq == index + 1 else r)
+    records = rechained(
+        RECORDS, lambda r: with_fields(r, outputs=b"{}\n") if r.seq == index + 1 else r
+    )
     seq = _stops_at(core, records, OutputDivergence, f"^journal seq {index + 1}: re-derived")
     assert seq == index + 1
 
@@ -163,7 +149,7 @@ def test_outputs_that_differ_stop_the_follower(core: str) -> None:
 def test_an_input_that_recorded_no_outputs_must_derive_none(core: str) -> None:
     """The daemon records every input's outputs: an empty record is a claim too."""
     index = max(i for i, r in enumerate(RECORDS) if r.outputs)
-    records = _rechained(RECORDS, lambda r: _with(r, outputs=b"") if r.seq == index + 1 else r)
+    records = rechained(RECORDS, lambda r: with_fields(r, outputs=b"") if r.seq == index + 1 else r)
     seq = _stops_at(core, records, OutputDivergence, f"^journal seq {index + 1}: re-derived")
     assert seq == index + 1
 

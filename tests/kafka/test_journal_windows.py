@@ -23,6 +23,7 @@ from clearing.kafka._journal import KafkaJournalReader
 from clearing.kafka._recovery import _TailPositions, input_positions
 from clearing.ops.config import Config
 from clearing.sequencer import JournalChain, decode_record, recover, replay, sequence
+from testkit.journal_edits import rechained, with_fields
 from tools.gen_events import generate
 
 CORES = ("python", "native") if native_available() else ("python",)
@@ -153,25 +154,11 @@ def _stopped(core: str, log: list[Message | None]) -> tuple[str, str, int, bytes
     return type(raised.value).__name__, str(raised.value), engine.seq, b"".join(events)
 
 
-def _rechained(records: list[Record], edit: Callable[[Record], Record]) -> list[Record]:
-    """``records`` with ``edit`` applied to each and the chain recomputed: damage that
-    only re-deriving the outputs can find."""
-    chain = JournalChain()
-    out = []
-    for record in records:
-        r = edit(record)
-        out.append(chain.append(r.seq, r.source, r.payload, r.outputs))
-    return out
-
-
-def _with(record: Record, **fields: Any) -> Record:
-    values = {name: getattr(record, name) for name in Record.__struct_fields__}
-    return Record(**{**values, **fields})
-
-
 def _altered() -> list[Message | None]:
     records = list(RECORDS)
-    records[6_500] = _with(records[6_500], payload=records[6_500].payload.replace(b"1", b"2", 1))
+    records[6_500] = with_fields(
+        records[6_500], payload=records[6_500].payload.replace(b"1", b"2", 1)
+    )
     return _topic(records)
 
 
@@ -190,8 +177,8 @@ _DIVERGES = max(r.seq for r in RECORDS[:7_000] if r.outputs)
 
 
 def _empty_outputs() -> list[Message | None]:
-    edit = lambda r: _with(r, outputs=b"") if r.seq == _DIVERGES else r  # noqa: E731
-    return _topic(_rechained(RECORDS, edit))
+    edit = lambda r: with_fields(r, outputs=b"") if r.seq == _DIVERGES else r  # noqa: E731
+    return _topic(rechained(RECORDS, edit))
 
 
 DAMAGE: dict[str, tuple[Callable[[], list[Message | None]], str, int]] = {
