@@ -45,6 +45,16 @@ async def _read_all(reader: asyncio.StreamReader, count: int) -> list[int]:
     return [(await _read_response(reader))[0] for _ in range(count)]
 
 
+async def _until_no_connections(server: OpsServer, within_s: float) -> None:
+    """Wait (polling every 0.1 s, at most ``within_s``) until ``server`` holds no
+    connection, then assert it: the aborted connections' buffers are freed."""
+    for _ in range(round(within_s / 0.1)):
+        await asyncio.sleep(0.1)
+        if not server._connections:
+            break
+    assert not server._connections
+
+
 def _serves_per_turn(ops: OpsServer, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
     """Count the requests ``ops`` parses in each loop turn; returns the largest so far."""
     loop = asyncio.get_running_loop()
@@ -171,11 +181,7 @@ async def test_a_client_that_never_reads_is_dropped(
         writer.write(_KEEP_ALIVE % b"/metrics" * 5_000)
         await asyncio.sleep(0.2)
         assert server._connections  # held while within the timeouts
-        for _ in range(60):
-            await asyncio.sleep(0.1)
-            if not server._connections:
-                break
-        assert not server._connections  # aborted, its unsent buffer freed
+        await _until_no_connections(server, within_s=6)
     finally:
         writer.close()
 
@@ -190,11 +196,7 @@ async def test_a_closing_connection_whose_answer_is_never_read_is_aborted(
     _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
         writer.write(_KEEP_ALIVE % b"/metrics" * 1_000 + b"GET /metrics HTTP/1.1\r\n\r\n")
-        for _ in range(100):
-            await asyncio.sleep(0.1)
-            if not server._connections:
-                break
-        assert not server._connections
+        await _until_no_connections(server, within_s=10)
     finally:
         writer.close()
 
@@ -278,10 +280,6 @@ async def test_an_idle_connection_with_answers_unread_is_aborted_not_closed(
         [connection] = server._connections
         assert connection._transport is not None
         assert connection._transport.get_write_buffer_size() > 0 and not connection._pending
-        for _ in range(50):
-            await asyncio.sleep(0.1)
-            if not server._connections:
-                break
-        assert not server._connections
+        await _until_no_connections(server, within_s=5)
     finally:
         writer.close()
