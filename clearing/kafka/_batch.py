@@ -38,6 +38,7 @@ import msgspec
 from clearing.engine import EngineCore, OutputEvent
 from clearing.engine.events import OracleHeld, Reject, decode_output
 from clearing.engine.rules_v2 import RULES_VERSIONS
+from clearing.errors import KafkaJournalError
 from clearing.journal import Record
 from clearing.sequencer import JournalChain, Sequencer, encode_record
 
@@ -57,6 +58,7 @@ __all__ = [
     "OutMessage",
     "decode_journal_message",
     "decode_journal_value",
+    "decode_topic_message",
     "encode_journal_block",
     "encode_journal_value",
     "journal_rules_version",
@@ -176,6 +178,19 @@ def _blocks(
     if encoded:
         messages.append(_block_message(topic, first_seq + begin, encoded[begin:], rules_version))
     return messages
+
+
+def decode_topic_message(
+    topic: str, offset: int, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None
+) -> tuple[list[Record], int]:
+    """The records of the journal message at ``offset`` of ``topic`` and the rules
+    version it records; KafkaJournalError naming the place if it is not one."""
+    try:
+        return decode_journal_message(value, headers), journal_rules_version(headers)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        raise KafkaJournalError(
+            f"journal topic {topic!r} offset {offset}: not a journal record ({exc})"
+        ) from None
 
 
 def decode_journal_message(

@@ -21,17 +21,12 @@ import time
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from clearing.engine import EngineCore
-from clearing.errors import KafkaJournalError, RulesVersionMismatch
+from clearing.errors import RulesVersionMismatch
 from clearing.journal import Record
-from clearing.kafka._batch import (
-    HEADER_BLOCK,
-    decode_journal_message,
-    journal_rules_version,
-)
+from clearing.kafka._batch import HEADER_BLOCK, decode_topic_message
 from clearing.kafka._clients import journal_reader_consumer, stop_consumer
 from clearing.kafka._fetched import FetchedJournal
 from clearing.kafka._recovery import KafkaRecovery, Positions, input_positions
@@ -128,13 +123,7 @@ class JournalFollower:
     def _decode(
         self, offset: int, value: bytes | None, headers: Sequence[tuple[str, bytes]]
     ) -> list[Record]:
-        try:
-            records = decode_journal_message(value, headers)
-            rules = journal_rules_version(headers)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            raise KafkaJournalError(
-                f"journal topic {self._tp.topic!r} offset {offset}: not a journal record ({exc})"
-            ) from None
+        records, rules = decode_topic_message(self._tp.topic, offset, value, headers)
         if rules != self.engine.rules_version:
             # Only when this standby recovered from an empty topic under another
             # engine.rules_version than the active's: a restart takes the topic's version.

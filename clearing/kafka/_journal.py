@@ -24,16 +24,15 @@ from itertools import repeat
 from operator import attrgetter
 from typing import Final, NamedTuple
 
-import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from clearing.errors import KafkaJournalError
 from clearing.journal import GENESIS_HASH, FrameWindow, Record, chain_hash
-from clearing.kafka._batch import decode_journal_message, journal_rules_version
-from clearing.kafka._clients import admin_client, journal_reader_consumer
+from clearing.kafka._batch import decode_topic_message
+from clearing.kafka._clients import journal_reader_consumer
 from clearing.kafka._frames import RecordsWindow
 from clearing.kafka._sync_reader import SyncReader
-from clearing.kafka._topics import describe_partitions
+from clearing.kafka._topics import topic_partitions
 from clearing.ops.config import Config
 
 __all__ = ["JournalTail", "KafkaJournalError", "KafkaJournalReader"]
@@ -92,12 +91,7 @@ class KafkaJournalReader(SyncReader):
         self._rules: int | None = None  # of the first message read: every other agrees
 
     async def _connect(self) -> AIOKafkaConsumer:
-        admin = admin_client(self._config)
-        await admin.start()
-        try:
-            partitions = (await describe_partitions(admin, [self.topic])).get(self.topic)
-        finally:
-            await admin.close()
+        partitions = await topic_partitions(self._config, self.topic)
         if partitions is None:
             raise KafkaJournalError(
                 f"journal topic {self.topic!r} does not exist. Create the topics with "
@@ -165,13 +159,7 @@ class KafkaJournalReader(SyncReader):
     def _decode(
         self, offset: int, value: bytes | None, headers: Sequence[tuple[str, bytes]]
     ) -> list[Record]:
-        try:
-            records = decode_journal_message(value, headers)
-            rules = journal_rules_version(headers)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            raise KafkaJournalError(
-                f"journal topic {self.topic!r} offset {offset}: not a journal record ({exc})"
-            ) from None
+        records, rules = decode_topic_message(self.topic, offset, value, headers)
         if self._rules is None:
             self._rules = rules
         elif rules != self._rules:

@@ -39,9 +39,9 @@ import crc32c
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from clearing.kafka._clients import admin_client, client_kwargs
+from clearing.kafka._clients import client_kwargs
 from clearing.kafka._sync_reader import SyncReader
-from clearing.kafka._topics import describe_partitions
+from clearing.kafka._topics import topic_partitions
 from clearing.ops.config import Config
 from clearing.snapshot import parse_snapshot_header
 
@@ -243,12 +243,7 @@ class SnapshotTopicReader(SyncReader):
         return self._consumer is not None
 
     async def _connect(self) -> AIOKafkaConsumer | None:
-        admin = admin_client(self._config)
-        await admin.start()
-        try:
-            partitions = (await describe_partitions(admin, [self.topic])).get(self.topic)
-        finally:
-            await admin.close()
+        partitions = await topic_partitions(self._config, self.topic)
         if partitions is None or partitions < 2:
             log.warning(
                 "snapshot topic %r %s: recovery uses local snapshots only (create it with "

@@ -39,6 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAuthorizationFailedError
 
+from clearing.kafka._clients import admin_client
 from clearing.kafka._connect import start_admin
 from clearing.ops.config import Config
 
@@ -163,6 +164,17 @@ async def describe_partitions(
         else:
             out[topic["topic"]] = len(topic["partitions"])
     return out
+
+
+async def topic_partitions(config: Config, topic: str) -> int | None:
+    """``topic``'s partition count (None: it does not exist), by a short-lived admin
+    client: what a reader checks before it subscribes."""
+    admin = admin_client(config)
+    await admin.start()
+    try:
+        return (await describe_partitions(admin, [topic])).get(topic)
+    finally:
+        await admin.close()
 
 
 async def _current_configs(admin: AIOKafkaAdminClient, name: str) -> dict[str, str]:
