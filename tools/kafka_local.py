@@ -339,11 +339,22 @@ def make_broker_tls(directory: Path) -> Path:
 
 
 def free_port() -> int:
-    # Bind-to-0 then release: racy in theory, fine on a test box (ports are not reused
-    # quickly by the kernel's ephemeral allocator).
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports. Bind-to-0 then release: racy against other
+    processes in theory, fine on a test box; the sockets are held together so that one
+    broker's listeners never get the same port twice (a run of 1M-input benchmarks
+    once did, and the broker refused to format its storage)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def _java() -> str:
@@ -423,8 +434,9 @@ class LocalKafka:
         ``full_jit``: the JVM's optimising compiler too (throughput benchmarks), instead
         of the C1-only JIT that starts fastest (tests)."""
         self.version = version or default_version()
-        self.port = port or free_port()
-        self.controller_port = controller_port or free_port()
+        spare = iter(free_ports(5))  # distinct: a broker's listeners may not share one
+        self.port = port or next(spare)
+        self.controller_port = controller_port or next(spare)
         self._owns_dir = data_dir is None
         self.dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="clearing-kafka-"))
         self.dir = self.dir.resolve()
@@ -434,10 +446,10 @@ class LocalKafka:
         self.start_timeout = start_timeout
         self.die_with_parent = die_with_parent
         self.sasl_plain_users = dict(sasl_plain_users or {})
-        self.sasl_port = (sasl_port or free_port()) if self.sasl_plain_users else None
+        self.sasl_port = (sasl_port or next(spare)) if self.sasl_plain_users else None
         self.tls = tls
-        self.ssl_port = free_port() if tls else None
-        self.sasl_ssl_port = free_port() if tls and self.sasl_plain_users else None
+        self.ssl_port = next(spare) if tls else None
+        self.sasl_ssl_port = next(spare) if tls and self.sasl_plain_users else None
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None  # wall time of the last start()
         self._atexit_registered = False
